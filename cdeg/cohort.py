@@ -1,0 +1,244 @@
+"""The cohort layout: the contract between stages, owned by this module alone.
+
+::
+
+    <cohort>/
+      cohort.json                      name, profile, seed, n_patients, label_convention, cdeg_version
+      clinical.csv                     one row per patient; first column patient_id
+      images/<patient_id>/mri.nii.gz   sagittal T2 MRI, 3D
+      images/<patient_id>/xray.nii.gz  lateral cervical radiograph, 2D, pixel spacing in mm
+      masks/<patient_id>/mri.nii.gz    reference segmentation, same geometry as the image
+      masks/<patient_id>/xray.nii.gz
+      truth/levels.csv                 synthetic cohorts only: true per-structure markers
+      truth/patients.csv               synthetic cohorts only: predisposition, oracle probability, ...
+
+A mask folder written by `cdeg segment predict` uses the same ``<patient_id>/<modality>.nii.gz``
+layout, so every stage finds masks with :func:`mask_path` whatever produced them.
+A patient may lack a modality, a mask or a level; readers report that instead of failing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cdeg import __version__, labels
+from cdeg.errors import CohortError
+from cdeg.io import read_json, read_table, write_json
+
+Modality = Literal["mri", "xray"]
+
+#: Modalities and the number of image dimensions each must have.
+MODALITIES: dict[str, int] = {"mri": 3, "xray": 2}
+MODALITY_DESCRIPTIONS: dict[str, str] = {
+    "mri": "sagittal T2-weighted MRI (3D)",
+    "xray": "lateral cervical radiograph (2D, pixel spacing in mm)",
+}
+ID_COLUMN = "patient_id"
+IMAGE_SUFFIX = ".nii.gz"
+COHORT_JSON = "cohort.json"
+CLINICAL_CSV = "clinical.csv"
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+TRUTH_DIR = "truth"
+TRUTH_LEVELS = "levels.csv"
+TRUTH_PATIENTS = "patients.csv"
+PROFILES = ("neck", "population", "external")
+#: Canonical image orientation written by `cdeg synth` and `cdeg import-dicom`, as SimpleITK direction
+#: cosines (row-major, columns = index axes, LPS physical space). MRI: index i (columns) runs anterior to
+#: posterior, j (rows) superior to inferior, k (slices) right to left: what a DICOM sagittal series with
+#: ImageOrientationPatient [0,1,0, 0,0,-1] gives. Radiograph: 2D, columns anterior to posterior, rows
+#: superior to inferior (patient facing image left), identity direction. Numpy arrays from SimpleITK are
+#: therefore mri[slice, row, col] = [LR, SI, AP] and xray[row, col] = [SI, AP].
+CANONICAL_DIRECTION: dict[str, tuple[float, ...]] = {
+    "mri": (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+    "xray": (1.0, 0.0, 0.0, 1.0),
+}
+# Patient ids become folder names: keep them to characters that are safe on every file system.
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_modality(modality: str) -> str:
+    """Return `modality` if it is known, else raise ValueError listing the valid ones."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; valid: {', '.join(MODALITIES)}")
+    return modality
+
+
+def parse_modalities(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Parse "mri,xray" (or a list) into a validated tuple in canonical order; None means all."""
+    if value is None:
+        return tuple(MODALITIES)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [m.strip() for m in items if m.strip()]
+    for m in items:
+        check_modality(m)
+    if not items:
+        raise ValueError("no modality given; valid: " + ", ".join(MODALITIES))
+    return tuple(m for m in MODALITIES if m in items)
+
+
+def check_patient_id(pid: str) -> str:
+    """Return `pid` if it is usable as a folder name, else raise CohortError."""
+    if not isinstance(pid, str) or not _ID_PATTERN.match(pid):
+        raise CohortError(
+            f"patient id {pid!r} must be 1-64 characters of letters, digits, '_', '-', '.', "
+            "starting with a letter or digit",
+        )
+    return pid
+
+
+def image_path(root: str | Path, patient_id: str, modality: str) -> Path:
+    """Path of a patient's image in a cohort."""
+    return Path(root) / IMAGES_DIR / patient_id / f"{check_modality(modality)}{IMAGE_SUFFIX}"
+
+
+def mask_path(mask_root: str | Path, patient_id: str, modality: str) -> Path:
+    """Path of a patient's mask inside a mask folder (a cohort's ``masks/`` or a prediction folder)."""
+    return Path(mask_root) / patient_id / f"{check_modality(modality)}{IMAGE_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class CohortMeta:
+    """The contents of cohort.json.
+
+    Parameters
+    ----------
+    name : str
+        Free-text cohort name.
+    profile : str
+        "neck" (surgical radiculopathy cohort), "population" (population study) or "external".
+    seed : int or None
+        Generator seed for synthetic cohorts; None for real data.
+    n_patients : int
+        Number of patients in clinical.csv.
+    label_convention : str
+        Name of the mask label convention (see :mod:`cdeg.labels`).
+    cdeg_version : str
+        Version of cdeg that wrote the cohort.
+    synthetic : bool
+        True when the cohort comes from `cdeg synth` (truth/ is then present).
+    extra : dict
+        Anything else (generator config hash, source description).
+    """
+
+    name: str
+    profile: str
+    n_patients: int
+    seed: int | None = None
+    label_convention: str = labels.CONVENTION_NAME
+    cdeg_version: str = __version__
+    synthetic: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A cohort folder on disk; cheap to create, reads files only when asked.
+
+    Use :meth:`open` to check the folder and read its metadata.
+    """
+
+    root: Path
+    meta: CohortMeta
+
+    @classmethod
+    def open(cls, root: str | Path) -> Cohort:
+        """Open an existing cohort folder, checking cohort.json and clinical.csv exist."""
+        root = Path(root)
+        if not root.is_dir():
+            raise CohortError("cohort folder does not exist", path=root)
+        meta_file = root / COHORT_JSON
+        if not meta_file.is_file():
+            raise CohortError(f"not a cohort folder: {COHORT_JSON} is missing", path=root)
+        raw = read_json(meta_file)
+        if not isinstance(raw, dict):
+            raise CohortError("cohort.json must hold a JSON object", path=meta_file)
+        known = set(CohortMeta.__dataclass_fields__)
+        missing = {"name", "profile", "n_patients"} - set(raw)
+        if missing:
+            raise CohortError(f"cohort.json lacks {', '.join(sorted(missing))}", path=meta_file)
+        extra = dict(raw.get("extra", {}))
+        extra.update({k: v for k, v in raw.items() if k not in known})
+        meta = CohortMeta(**{k: v for k, v in raw.items() if k in known and k != "extra"}, extra=extra)
+        if meta.label_convention != labels.CONVENTION_NAME:
+            raise CohortError(
+                f"label convention {meta.label_convention!r} is not supported (cdeg uses {labels.CONVENTION_NAME!r})",
+                path=meta_file,
+            )
+        return cls(root, meta)
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def clinical_path(self) -> Path:
+        return self.root / CLINICAL_CSV
+
+    @property
+    def masks_root(self) -> Path:
+        return self.root / MASKS_DIR
+
+    @property
+    def truth_levels_path(self) -> Path:
+        return self.root / TRUTH_DIR / TRUTH_LEVELS
+
+    @property
+    def truth_patients_path(self) -> Path:
+        return self.root / TRUTH_DIR / TRUTH_PATIENTS
+
+    def image_path(self, patient_id: str, modality: str) -> Path:
+        return image_path(self.root, patient_id, modality)
+
+    def mask_path(self, patient_id: str, modality: str) -> Path:
+        return mask_path(self.masks_root, patient_id, modality)
+
+    # -- contents ------------------------------------------------------------------------------
+    def clinical(self) -> Any:
+        """clinical.csv as a DataFrame indexed by nothing, `patient_id` as first column (str)."""
+        return read_clinical(self.clinical_path)
+
+    def patient_ids(self) -> list[str]:
+        """Patient ids in clinical.csv order."""
+        return list(self.clinical()[ID_COLUMN])
+
+    def has_image(self, patient_id: str, modality: str) -> bool:
+        return self.image_path(patient_id, modality).is_file()
+
+    def has_mask(self, patient_id: str, modality: str) -> bool:
+        return self.mask_path(patient_id, modality).is_file()
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.truth_patients_path.is_file()
+
+
+def write_cohort_json(root: str | Path, meta: CohortMeta) -> None:
+    """Write cohort.json atomically."""
+    write_json(Path(root) / COHORT_JSON, asdict(meta))
+
+
+def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
+    """Read a clinical table; ids are read as strings and checked for presence and uniqueness.
+
+    Raises
+    ------
+    CohortError
+        When the id column is missing, an id is empty or duplicated, naming the file and the ids.
+    """
+    df = read_table(path, dtype={id_column: str})
+    if id_column not in df.columns:
+        raise CohortError(
+            f"no {id_column!r} column (columns: {', '.join(map(str, df.columns[:8]))}"
+            f"{', ...' if len(df.columns) > 8 else ''})",
+            path=path,
+        )
+    ids = df[id_column]
+    if ids.isna().any():
+        rows = [int(i) + 2 for i in ids.index[ids.isna()][:5]]  # +2: header line, 1-based
+        raise CohortError(f"empty {id_column} on line(s) {rows}", path=path)
+    df[id_column] = ids.astype(str).str.strip()
+    dup = df[id_column][df[id_column].duplicated()].unique().tolist()
+    if dup:
+        raise CohortError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)
+    return df

@@ -1,0 +1,223 @@
+"""Synthetic cohorts with known ground truth: the data behind the demo, the tests and the benchmarks.
+
+:func:`synthesize` is the API (``cdeg synth`` is a thin shell over it). It draws patients and their true
+per-level anatomy and degeneration from the generative model (:mod:`cdeg.synth.model`), renders a
+sagittal T2 MRI and a lateral radiograph with reference masks for each (:mod:`cdeg.synth.render`), and
+writes everything in the cohort layout (:mod:`cdeg.cohort`), truth tables included.
+
+Parameters live in ``configs/synth.yaml`` (``cdeg synth --print-config`` shows the resolved file).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdeg import __version__
+from cdeg.cohort import (
+    CLINICAL_CSV,
+    COHORT_JSON,
+    ID_COLUMN,
+    MODALITIES,
+    CohortMeta,
+    image_path,
+    mask_path,
+    write_cohort_json,
+)
+from cdeg.config import ConfigError, deep_merge, dump_yaml, from_dict, load_yaml, shipped_config
+from cdeg.io import write_image, write_table
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("neck", "population")
+# Seed streams: stream 0 is the model's (per patient), stream 1 the renderer's. Patient i's images depend
+# only on (seed, i), never on the number of workers or patients.
+_RENDER_STREAM = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """Resolved generator configuration: the model (who the patients are) and the renderer (their images)."""
+
+    model: Any
+    render: Any
+
+
+def load_synth_config(path: str | Path | None = None) -> SynthConfig:
+    """Resolve the generator configuration: shipped ``configs/synth.yaml`` < the user's YAML `path`.
+
+    The user's file needs only the keys it changes; unknown keys are errors.
+    """
+    from cdeg.synth.model import ModelConfig
+    from cdeg.synth.render import RenderConfig
+
+    data = load_yaml(shipped_config("synth.yaml"))
+    source: str | Path = shipped_config("synth.yaml")
+    if path is not None:
+        user = load_yaml(path)
+        unknown = set(user) - {"model", "render"}
+        if unknown:
+            raise ConfigError(f"unknown top-level key(s) {', '.join(sorted(unknown))}; valid: model, render", path=path)
+        data = deep_merge(data, user)
+        source = path
+    return SynthConfig(
+        model=from_dict(ModelConfig, data.get("model") or {}, "model", source),
+        render=from_dict(RenderConfig, data.get("render") or {}, "render", source),
+    )
+
+
+def config_hash(cfg: SynthConfig) -> str:
+    """Short hash of the resolved configuration (recorded in cohort.json)."""
+    return hashlib.sha256(dump_yaml(cfg).encode()).hexdigest()[:16]
+
+
+def synthesize(
+    out: str | Path,
+    profile: str = "neck",
+    n: int = 109,
+    seed: int = 0,
+    config: str | Path | None = None,
+    modalities: tuple[str, ...] | list[str] | str | None = None,
+    jobs: int = 1,
+    name: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate a synthetic cohort in the cohort layout and return its folder.
+
+    Parameters
+    ----------
+    out : path
+        Cohort folder to create. It must not hold a cohort already unless `overwrite` is set.
+    profile : {"neck", "population"}
+        "neck": the surgical radiculopathy cohort (age 18-65, index level, outcomes at 1 and 2 years).
+        "population": a population study (age 45-90, not operated).
+    n : int
+        Number of patients.
+    seed : int
+        Seed; the same seed, version and configuration give byte-identical files, whatever `jobs` is.
+        Patient i is the same in a cohort of 10 and of 1000.
+    config : path, optional
+        YAML overriding keys of ``configs/synth.yaml``.
+    modalities : "mri,xray" or a list, optional
+        Which images to render (default both).
+    jobs : int
+        Worker processes for rendering (0 = all cores).
+    name : str, optional
+        Cohort name for cohort.json (default: the folder name).
+    overwrite : bool
+        Replace an existing cohort in `out`.
+    progress : bool
+        Show a progress bar.
+    """
+    from cdeg.cohort import parse_modalities
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive number of patients, got {n!r}")
+    if jobs < 0:
+        raise ValueError(f"jobs must be >= 0 (0 = all cores), got {jobs}")
+    mods = parse_modalities(modalities)
+    out = Path(out)
+    if (out / COHORT_JSON).exists() and not overwrite:
+        raise ValueError(f"{out} already holds a cohort; choose another folder or pass overwrite")
+    if out.exists() and not (out / COHORT_JSON).exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; synth writes only into a new or empty folder")
+    cfg = load_synth_config(config)
+    t0 = time.perf_counter()
+
+    from cdeg.synth.model import sample_cohort
+
+    tables = sample_cohort(cfg.model, profile, n, seed)
+    patients = tables.patients.reset_index(drop=True)
+    levels = tables.levels
+    log.info("sampled %d %s patients in %.2f s", n, profile, time.perf_counter() - t0)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        (out / COHORT_JSON).unlink(missing_ok=True)  # cohort.json is written last: it marks a complete cohort
+    by_patient = {pid: df for pid, df in levels.groupby(ID_COLUMN, sort=False)}
+    tasks = [
+        (cfg.render, patients.iloc[i].to_dict(), by_patient[pid], (seed, i), mods, str(out))
+        for i, pid in enumerate(patients[ID_COLUMN])
+    ]
+    presence: dict[str, dict[str, tuple[int, ...]]] = {}
+    workers = (os.cpu_count() or 1) if jobs == 0 else jobs
+    t1 = time.perf_counter()
+    for pid, present in _map(_render_and_write, tasks, workers, progress, desc=f"synth {profile}"):
+        presence[pid] = present
+    log.info("rendered %d patients in %.1f s with %d worker(s)", n, time.perf_counter() - t1, workers)
+
+    levels = _add_presence(levels, presence, mods)
+    write_table(out / CLINICAL_CSV, tables.clinical)
+    write_table(out / "truth" / "patients.csv", patients)
+    write_table(out / "truth" / "levels.csv", levels)
+    meta = CohortMeta(
+        name=name or out.name,
+        profile=profile,
+        seed=seed,
+        n_patients=n,
+        cdeg_version=__version__,
+        synthetic=True,
+        extra={"generator_config_sha256": config_hash(cfg), "modalities": list(mods)},
+    )
+    write_cohort_json(out, meta)
+    log.info("wrote cohort %s (%d patients) in %.1f s", out, n, time.perf_counter() - t0)
+    return out
+
+
+def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """Render one patient and write its images and masks (runs in a worker process)."""
+    from cdeg.synth.render import render_patient
+
+    render_cfg, patient, levels, (seed, index), mods, out = task
+    seq = np.random.SeedSequence([seed, index, _RENDER_STREAM])
+    rendered = render_patient(render_cfg, patient, levels, seq, modalities=mods)
+    pid = patient[ID_COLUMN]
+    present = {}
+    for modality, r in rendered.items():
+        write_image(image_path(out, pid, modality), r.image)
+        write_image(mask_path(Path(out) / "masks", pid, modality), r.mask)
+        present[modality] = tuple(int(v) for v in r.present)
+    return pid, present
+
+
+def _map(func, tasks: list, workers: int, progress: bool, desc: str):
+    """Apply `func` to tasks in order, in a process pool when workers > 1, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc=desc, unit="patient", disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                yield func(t)
+                bar.update()
+        else:
+            with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+                for result in pool.map(func, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+                    yield result
+                    bar.update()
+    finally:
+        bar.close()
+
+
+def _add_presence(levels: Any, presence: dict[str, dict[str, tuple[int, ...]]], mods: tuple[str, ...]) -> Any:
+    """Add `present_<modality>` columns (0/1): is the structure in that patient's mask (field of view)."""
+    levels = levels.copy()
+    for m in MODALITIES:
+        if m not in mods:
+            continue
+        levels[f"present_{m}"] = [
+            int(label in presence.get(pid, {}).get(m, ()))
+            for pid, label in zip(levels[ID_COLUMN], levels["label"], strict=True)
+        ]
+    return levels

@@ -1,0 +1,1065 @@
+"""Sagittal anatomy of the cervical spine built from one patient's truth rows.
+
+The spine is built in a 2D *spine frame* (mm; X runs anterior -> posterior, Z inferior -> superior) as a
+chain of pieces from T3 (bottom) up to C2. Every vertebral body and every disc is bounded by two
+endplate chords (anterior corner -> posterior corner). A piece's height profile along its AP extent is
+the quadratic through its three true heights at t = 0.1 / 0.5 / 0.9 (:func:`cdeg.measures.quadratic_profile`;
+t = 0 anterior, t = 1 posterior), measured perpendicular to its lower chord. Its upper surface is the lower
+surface moved by h(t) along the lower chord's normal, so
+
+* the next piece's lower surface is exactly this upper surface (discs fill the space between the endplates);
+* the next chord runs through the upper surface at the next piece's own t = 0 and t = 1, posterior corners
+  shared ("posterior walls aligned"), so the upper chord is tilted by atan((h(0) - h(1)) / D).
+
+The third dimension (left-right, x) enters as an LR extent per sagittal point: a structure covers
+``inner <= |x - xc| < outer``. MRI slices test that condition at their LR position; the radiograph integrates
+it (path length ``2 (outer - inner)``). Every structure is a :class:`Part` whose :meth:`Part.evaluate`
+works on arrays of spine-frame points, so renderers only touch each part's bounding box.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cdeg import labels
+from cdeg.measures import quadratic_profile
+
+# t samples of the surface polylines: beyond [0, 1] so a deeper neighbour can read the surface it rests on.
+_TG = np.linspace(-0.6, 1.3, 96)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / float(np.hypot(v[0], v[1]))
+
+
+def _normal(e: np.ndarray) -> np.ndarray:
+    """Normal of a chord direction pointing superior (e = (1, 0) -> (0, 1))."""
+    return np.array([-e[1], e[0]])
+
+
+@dataclass
+class Piece:
+    """One vertebral body or disc of the chain, in the spine frame.
+
+    Parameters
+    ----------
+    name, label, kind
+        Level name, label (0 for unlabelled anatomy such as T2) and "vertebra"/"disc".
+    pant : ndarray
+        Anterior corner of the lower chord.
+    e : ndarray
+        Unit vector along the lower chord, anterior -> posterior.
+    depth : float
+        AP extent D (mm).
+    coef : tuple
+        Height profile h(t) = a + b t + c t**2 (mm), perpendicular to the lower chord.
+    s_lower : ndarray
+        Lower surface as offsets along the normal at ``_TG`` (0 at the corners).
+    width : float
+        Left-right width (mm).
+    """
+
+    name: str
+    label: int
+    kind: str
+    pant: np.ndarray
+    e: np.ndarray
+    depth: float
+    coef: tuple[float, float, float]
+    s_lower: np.ndarray
+    width: float
+    row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> np.ndarray:
+        return _normal(self.e)
+
+    def h(self, t: np.ndarray | float) -> np.ndarray:
+        """Height at t; constant beyond the ends so extrapolated surfaces stay sane."""
+        tc = np.clip(t, 0.0, 1.0)
+        a, b, c = self.coef
+        return a + b * tc + c * tc * tc
+
+    def point(self, t: float, v: float) -> np.ndarray:
+        """Spine-frame point at fraction t and height v above the chord line."""
+        return self.pant + t * self.depth * self.e + v * self.n
+
+    def lower(self, t: float) -> np.ndarray:
+        return self.point(t, float(np.interp(t, _TG, self.s_lower)))
+
+    def upper(self, t: float) -> np.ndarray:
+        return self.point(t, float(np.interp(t, _TG, self.s_lower) + self.h(t)))
+
+    def upper_polyline(self) -> np.ndarray:
+        off = self.s_lower + self.h(_TG)
+        return self.pant[None, :] + np.outer(_TG * self.depth, self.e) + np.outer(off, self.n)
+
+    def local(self, X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(t, v, h): fraction along the chord, height above the lower surface, local height."""
+        dx, dz = X - self.pant[0], Z - self.pant[1]
+        e, n = self.e, self.n
+        t = (dx * e[0] + dz * e[1]) / self.depth
+        v = dx * n[0] + dz * n[1] - np.interp(t, _TG, self.s_lower)
+        return t, v, self.h(t)
+
+    def chord_angle(self, upper: bool) -> float:
+        """Angle (rad) of the lower or upper chord in the spine frame."""
+        if upper:
+            d = self.upper(1.0) - self.upper(0.0)
+        else:
+            d = self.e
+        return math.atan2(d[1], d[0])
+
+    def rotate(self, R: np.ndarray, about: np.ndarray) -> None:
+        self.pant = about + R @ (self.pant - about)
+        self.e = R @ self.e
+
+
+def build_chain(pieces_spec: list[dict[str, Any]], bottom_concavity: float = 0.6) -> list[Piece]:
+    """Stack pieces bottom-up, each resting on the previous upper surface.
+
+    Parameters
+    ----------
+    pieces_spec : list of dict
+        Bottom-up; each with name, label, kind, depth, heights (anterior, middle, posterior), width, row.
+    bottom_concavity : float
+        Depth (mm) of the concave lower endplate of the lowest piece.
+    """
+    out: list[Piece] = []
+    for spec in pieces_spec:
+        coef = quadratic_profile(*spec["heights"])
+        D = float(spec["depth"])
+        if not out:
+            e = np.array([1.0, 0.0])
+            pant = np.array([-D, 0.0])
+            s = bottom_concavity * 4 * np.clip(_TG, 0, 1) * (1 - np.clip(_TG, 0, 1))
+        else:
+            prev = out[-1]
+            pts = prev.upper_polyline()
+            post = prev.upper(1.0)
+            # anterior corner: the point of the previous upper surface at distance D from the shared
+            # posterior corner (walking anteriorly from t = 1)
+            sel = _TG <= 1.0
+            cand = pts[sel][::-1]
+            dist = np.hypot(cand[:, 0] - post[0], cand[:, 1] - post[1])
+            dist = np.maximum.accumulate(dist)
+            ant = np.array([np.interp(D, dist, cand[:, 0]), np.interp(D, dist, cand[:, 1])])
+            e = _unit(post - ant)
+            pant = ant
+            n = _normal(e)
+            al = ((pts[:, 0] - ant[0]) * e[0] + (pts[:, 1] - ant[1]) * e[1]) / D
+            pe = (pts[:, 0] - ant[0]) * n[0] + (pts[:, 1] - ant[1]) * n[1]
+            s = np.interp(_TG, al, pe)
+        out.append(
+            Piece(
+                spec["name"],
+                int(spec["label"]),
+                spec["kind"],
+                pant,
+                e,
+                D,
+                coef,
+                s,
+                float(spec["width"]),
+                dict(spec.get("row", {})),
+            )
+        )
+    return out
+
+
+# --- parts -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluated:
+    """A part evaluated on a set of points: where it is and its LR extent there, plus shape data."""
+
+    inside: np.ndarray
+    inner: np.ndarray | float
+    outer: np.ndarray | float
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Part:
+    """A structure: label, tissue name, spine-frame bounds and an LR extent, evaluated on point arrays.
+
+    Parameters
+    ----------
+    name : str
+        Descriptive name ("C5 body", "C5-C6 disc", ...).
+    label : int
+        Mask label (0 = unlabelled anatomy).
+    tissue : str
+        Tissue class the renderers know (see render_mri / render_xray).
+    xc : float
+        LR centre of the structure (mm, patient left positive).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        label: int,
+        tissue: str,
+        bounds: tuple[float, float, float, float],
+        xc: float = 0.0,
+        **info: Any,
+    ):
+        self.name, self.label, self.tissue = name, int(label), tissue
+        self.bounds = bounds  # Xmin, Xmax, Zmin, Zmax
+        self.xc = float(xc)
+        self.info = info
+
+    @property
+    def max_outer(self) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def min_inner(self) -> float:
+        return 0.0
+
+    def evaluate(self, X: np.ndarray, Z: np.ndarray) -> Evaluated:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class PiecePart(Part):
+    """Vertebral body or disc: the region between a piece's lower and upper surfaces, 0 <= t <= 1.
+
+    LR extent: a superellipse in (AP, LR) of the piece's depth and width, so the mid-sagittal plane sees
+    the full AP extent and lateral slices a shorter one.
+    """
+
+    def __init__(self, piece: Piece, tissue: str, rounding: float, label: int | None = None, **info: Any):
+        pts = np.array(
+            [
+                piece.lower(0),
+                piece.lower(1),
+                piece.upper(0),
+                piece.upper(1),
+                piece.lower(0.5),
+                piece.upper(0.5),
+            ]
+        )
+        b = (pts[:, 0].min() - 1, pts[:, 0].max() + 1, pts[:, 1].min() - 1.5, pts[:, 1].max() + 1.5)
+        super().__init__(piece.name, piece.label if label is None else label, tissue, b, **info)
+        self.piece = piece
+        self.rounding = rounding
+
+    @property
+    def max_outer(self) -> float:
+        return self.piece.width / 2
+
+    def evaluate(self, X: np.ndarray, Z: np.ndarray) -> Evaluated:
+        p = self.piece
+        t, v, h = p.local(X, Z)
+        da = np.minimum(t, 1 - t) * p.depth
+        dv = np.minimum(v, h - v)
+        inside = (da >= 0) & (dv >= 0)
+        r = self.rounding
+        if r > 0:
+            qa = np.maximum(r - da, 0)
+            qv = np.maximum(r - dv, 0)
+            inside &= qa * qa + qv * qv <= r * r
+        rr = np.abs(2 * t - 1).clip(0, 1)
+        outer = np.where(inside, p.width / 2 * np.cbrt(1 - rr**3), 0.0)
+        return Evaluated(inside, 0.0, outer, {"t": t, "v": v, "h": h, "dist": np.minimum(da, dv)})
+
+
+class ShapePart(Part):
+    """A convex polygon, an ellipse or a tapered capsule in the spine frame, with a constant LR band.
+
+    Parameters
+    ----------
+    shape : {"poly", "ellipse", "capsule"}
+        poly: ``vertices`` (N x 2, counter-clockwise); ellipse: ``center``, ``radii``, ``angle`` (rad);
+        capsule: ``p0``, ``p1``, ``r0``, ``r1`` (radius tapering from p0 to p1).
+    inner, outer : float
+        LR band ``inner <= |x - xc| < outer``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        label: int,
+        tissue: str,
+        shape: str,
+        inner: float,
+        outer: float,
+        xc: float = 0.0,
+        **geom: Any,
+    ):
+        self.shape, self.geom = (
+            shape,
+            {
+                k: np.asarray(v, float) if k in ("vertices", "center", "radii", "p0", "p1") else v
+                for k, v in geom.items()
+            },
+        )
+        g = self.geom
+        if shape == "poly":
+            V = g["vertices"]
+            b = (V[:, 0].min(), V[:, 0].max(), V[:, 1].min(), V[:, 1].max())
+        elif shape == "ellipse":
+            rmax = float(np.max(g["radii"]))
+            c = g["center"]
+            b = (c[0] - rmax, c[0] + rmax, c[1] - rmax, c[1] + rmax)
+        elif shape == "capsule":
+            r = max(g["r0"], g["r1"])
+            P = np.array([g["p0"], g["p1"]])
+            b = (P[:, 0].min() - r, P[:, 0].max() + r, P[:, 1].min() - r, P[:, 1].max() + r)
+        else:  # pragma: no cover - programming error
+            raise ValueError(shape)
+        super().__init__(name, label, tissue, b, xc)
+        self._inner, self._outer = float(inner), float(outer)
+
+    @property
+    def max_outer(self) -> float:
+        return self._outer
+
+    @property
+    def min_inner(self) -> float:
+        return self._inner
+
+    def evaluate(self, X: np.ndarray, Z: np.ndarray) -> Evaluated:
+        g = self.geom
+        if self.shape == "poly":
+            V = g["vertices"]
+            dist = np.full(X.shape, np.inf)
+            for i in range(len(V)):
+                a, b = V[i], V[(i + 1) % len(V)]
+                d = _unit(b - a)
+                # inward normal of a counter-clockwise polygon edge
+                dist = np.minimum(dist, (X - a[0]) * -d[1] + (Z - a[1]) * d[0])
+        elif self.shape == "ellipse":
+            c, (ra, rb), ang = g["center"], g["radii"], float(g.get("angle", 0.0))
+            dx, dz = X - c[0], Z - c[1]
+            ca, sa = math.cos(ang), math.sin(ang)
+            u, w = (dx * ca + dz * sa) / ra, (-dx * sa + dz * ca) / rb
+            dist = (1 - np.sqrt(u * u + w * w)) * min(ra, rb)
+        else:
+            p0, p1 = g["p0"], g["p1"]
+            L = float(np.hypot(*(p1 - p0)))
+            d = (p1 - p0) / L
+            s = ((X - p0[0]) * d[0] + (Z - p0[1]) * d[1]).clip(0, L)
+            qx, qz = p0[0] + s * d[0], p0[1] + s * d[1]
+            r = g["r0"] + (g["r1"] - g["r0"]) * s / L
+            dist = r - np.hypot(X - qx, Z - qz)
+        inside = dist >= 0
+        return Evaluated(inside, self._inner, np.where(inside, self._outer, 0.0), {"dist": dist})
+
+
+class TubePart(Part):
+    """A band along the spine: ``d0(Z) <= X - Xref(Z) <= d1(Z)`` for Zmin <= Z <= Zmax (canal, airway...).
+
+    Curves are given as samples (zs increasing); values beyond the ends are held constant.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        label: int,
+        tissue: str,
+        zs: np.ndarray,
+        xref: np.ndarray,
+        d0: np.ndarray,
+        d1: np.ndarray,
+        outer: float,
+        zlim: tuple[float, float],
+        inner: float = 0.0,
+        xc: float = 0.0,
+    ):
+        x0, x1 = xref + d0, xref + d1
+        super().__init__(name, label, tissue, (float(x0.min()), float(x1.max()), zlim[0], zlim[1]), xc)
+        self.zs, self.xref, self.d0, self.d1 = zs, xref, d0, d1
+        self._outer, self._inner = float(outer), float(inner)
+
+    @property
+    def max_outer(self) -> float:
+        return self._outer
+
+    @property
+    def min_inner(self) -> float:
+        return self._inner
+
+    def evaluate(self, X: np.ndarray, Z: np.ndarray) -> Evaluated:
+        d = X - np.interp(Z, self.zs, self.xref)
+        lo, hi = np.interp(Z, self.zs, self.d0), np.interp(Z, self.zs, self.d1)
+        inside = (d >= lo) & (d <= hi) & (Z >= self.bounds[2]) & (Z <= self.bounds[3])
+        rel = (d - lo) / np.maximum(hi - lo, 1e-6)
+        return Evaluated(
+            inside,
+            self._inner,
+            np.where(inside, self._outer, 0.0),
+            {"dist": np.minimum(d - lo, hi - d), "rel": rel},
+        )
+
+
+# Canal AP diameter relative to the patient's value, per level (C2 and the upper canal are wider).
+_CANAL_FACTOR = {"C2": 1.15, "C3": 1.0, "C4": 0.98, "C5": 0.97, "C6": 0.98, "C7": 1.0}
+
+# --- the whole spine ---------------------------------------------------------------------------
+
+
+@dataclass
+class Spine:
+    """A patient's sagittal anatomy: pieces, parts in painting order and reference curves.
+
+    Attributes
+    ----------
+    pieces : list of Piece
+        Bottom-up chain (T3 .. C2).
+    parts : list of Part
+        Painting order: soft tissues, canal, bones, osteophytes, discs; later parts win.
+    curves : dict
+        Samples along Z (increasing) of the posterior wall ("zs", "xpw"), anterior wall ("xaw"), canal depth.
+    landmarks : dict
+        Points the renderers use (dens tip, top and bottom of the labelled spine, C7 level...).
+    """
+
+    pieces: list[Piece]
+    parts: list[Part]
+    curves: dict[str, np.ndarray]
+    landmarks: dict[str, Any]
+
+
+def _level_rows(levels: Any) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for rec in levels.to_dict("records"):
+        rows[str(rec["level"])] = rec
+    return rows
+
+
+def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.random.Generator) -> Spine:
+    """Build the anatomy of one patient (see module docstring for the geometry).
+
+    Parameters
+    ----------
+    patient : mapping
+        One row of truth/patients.csv.
+    levels : DataFrame
+        The patient's rows of truth/levels.csv (one per structure of :data:`cdeg.labels.STRUCTURES`).
+    acfg : AnatomyConfig
+        Anatomy options of :class:`cdeg.synth.render.RenderConfig`.
+    rng : Generator
+        Patient-level random details (process angles, bulge side...).
+    """
+    rows = _level_rows(levels)
+    verts = [s for s in labels.STRUCTURES if s.kind == "vertebra"]
+    [s for s in labels.STRUCTURES if s.kind == "disc"]
+    scale = float(patient.get("size_scale", 1.0) or 1.0)
+
+    def vrow(name: str) -> dict[str, Any]:
+        return rows[name]
+
+    # unlabelled thoracic pieces below T1 keep the image realistic (a model must learn not to label them)
+    t1 = vrow(verts[-1].name)
+    extra_v = {
+        k: t1[k]
+        for k in (
+            "body_height_anterior_mm",
+            "body_height_middle_mm",
+            "body_height_posterior_mm",
+            "body_depth_mm",
+            "body_width_mm",
+        )
+    }
+    spec: list[dict[str, Any]] = []
+    for nm, grow in (("T3", 1.06), ("T2", 1.03)):
+        spec.append(
+            {
+                "name": nm,
+                "label": 0,
+                "kind": "vertebra",
+                "depth": extra_v["body_depth_mm"] * grow,
+                "heights": [
+                    extra_v[f"body_height_{p}_mm"] * grow for p in ("anterior", "middle", "posterior")
+                ],
+                "width": extra_v["body_width_mm"] * grow,
+                "row": {},
+            }
+        )
+        dh = acfg.thoracic_disc_mm * scale
+        spec.append(
+            {
+                "name": f"{nm}-disc",
+                "label": 0,
+                "kind": "disc",
+                "depth": extra_v["body_depth_mm"] * (grow - 0.015),
+                "heights": [dh * 0.85, dh * 1.2, dh * 0.8],
+                "width": extra_v["body_width_mm"] * grow,
+                "row": {},
+            }
+        )
+    for s in reversed(labels.STRUCTURES):
+        r = rows.get(s.name)
+        if r is None:
+            raise KeyError(f"levels table lacks structure {s.name}")
+        if s.kind == "vertebra":
+            spec.append(
+                {
+                    "name": s.name,
+                    "label": s.label,
+                    "kind": "vertebra",
+                    "depth": r["body_depth_mm"],
+                    "heights": [r[f"body_height_{p}_mm"] for p in ("anterior", "middle", "posterior")],
+                    "width": r["body_width_mm"],
+                    "row": r,
+                }
+            )
+        else:
+            up, lo = labels.vertebrae_of_disc(s.label)
+            ru, rl = vrow(labels.name_of(up)), vrow(labels.name_of(lo))
+            spec.append(
+                {
+                    "name": s.name,
+                    "label": s.label,
+                    "kind": "disc",
+                    "depth": 0.5 * (ru["body_depth_mm"] + rl["body_depth_mm"]),
+                    "heights": [r[f"disc_height_{p}_mm"] for p in ("anterior", "middle", "posterior")],
+                    "width": 0.5 * (ru["body_width_mm"] + rl["body_width_mm"]),
+                    "row": r,
+                }
+            )
+    pieces = build_chain(spec, acfg.bottom_concavity_mm)
+    by = {p.name: p for p in pieces}
+
+    # upright: the axis from the T1 body centre to the C2 body centre is vertical
+    def centre(p: Piece) -> np.ndarray:
+        return 0.25 * (p.lower(0) + p.lower(1) + p.upper(0) + p.upper(1))
+
+    c_t1, c_c2 = centre(by[verts[-1].name]), centre(by[verts[0].name])
+    ax = c_c2 - c_t1
+    ang = math.pi / 2 - math.atan2(ax[1], ax[0])
+    R = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+    for p in pieces:
+        p.rotate(R, c_t1)
+        p.pant = p.pant - c_t1
+
+    return _assemble(patient, pieces, by, acfg, rng, scale)
+
+
+def _assemble(  # noqa: C901 - one block per structure
+    patient: Mapping[str, Any],
+    pieces: list[Piece],
+    by: dict[str, Piece],
+    acfg: Any,
+    rng: np.random.Generator,
+    scale: float,
+) -> Spine:
+    vnames = [p.name for p in pieces if p.kind == "vertebra"]  # bottom-up, incl. T3, T2
+    c2 = by[labels.VERTEBRA_NAMES[0]]
+    parts_soft: list[Part] = []
+    parts_bone: list[Part] = []
+    parts_ost: list[Part] = []
+    parts_disc: list[Part] = []
+
+    # reference curves along Z: posterior and anterior walls through the corners
+    pw, aw = [], []
+    for p in pieces:
+        for t_, lst in ((1.0, pw), (0.0, aw)):
+            lst.append(p.lower(t_))
+            lst.append(p.upper(t_))
+    pw_a, aw_a = np.array(pw), np.array(aw)
+    o = np.argsort(pw_a[:, 1])
+    zs = pw_a[o, 1]
+    xpw = pw_a[o, 0]
+    xaw = np.interp(zs, *aw_a[np.argsort(aw_a[:, 1])][:, ::-1].T)
+    zs = np.concatenate([[zs[0] - 200], zs, [zs[-1] + 200]])
+    xpw = np.concatenate([[xpw[0]], xpw, [xpw[-1]]])
+    xaw = np.concatenate([[xaw[0]], xaw, [xaw[-1]]])
+
+    dens_h = float(c2.row.get("dens_height_mm", 14.0) or 14.0)
+    c2_top_post = c2.upper(1.0)
+    c2_top_mid = c2.upper(0.55)
+    e_c2 = _unit(c2.upper(1.0) - c2.upper(0.0))
+    n_c2u = _normal(e_c2)
+    tilt = math.radians(acfg.dens_tilt_deg)
+    dens_dir = _unit(math.cos(tilt) * n_c2u + math.sin(tilt) * e_c2)
+    r_dens = acfg.dens_radius_mm * scale
+    dens_base = c2_top_mid - 2.5 * n_c2u
+    dens_tip = c2_top_mid + dens_h * dens_dir
+    dens_p1 = dens_tip - r_dens * 0.8 * dens_dir
+    z_top = float(dens_tip[1])
+
+    # canal depth per level (AP diameter behind the posterior wall)
+    canal = float(patient.get("canal_ap_mm", 14.0) or 14.0)
+    cz, cd = [], []
+    for vn in vnames:
+        p = by[vn]
+        fac = _CANAL_FACTOR.get(vn, 1.0)
+        cz.append(0.5 * (p.lower(1.0)[1] + p.upper(1.0)[1]))
+        cd.append(canal * fac)
+    cz.append(z_top + 8)
+    cd.append(canal * 1.45)  # C1 / foramen magnum: wider
+    cz, cd = np.array(cz), np.array(cd)
+    canal_d = np.interp(zs, cz, cd)
+    curves = {"zs": zs, "xpw": xpw, "xaw": xaw, "canal": canal_d}
+
+    # --- soft-tissue bands (label 0) ---------------------------------------------------------------
+    zlo, zhi = float(zs[1]) - 60, z_top + 60
+    neck_depth = float(patient.get("neck_depth_mm", 120.0) or 120.0)
+    z_c4 = 0.5 * (by["C4"].lower(0)[1] + by["C4"].upper(0)[1])
+    pv = np.where(zs > z_c4, acfg.prevertebral_upper_mm, acfg.prevertebral_lower_mm)
+    pv = np.convolve(np.pad(pv, 3, mode="edge"), np.ones(7) / 7, mode="valid")
+    airway = acfg.airway_ap_mm * scale
+    parts_soft.append(
+        TubePart("prevertebral", 0, "prevertebral", zs, xaw, -pv, np.full_like(zs, -0.8), 22.0, (zlo, zhi))
+    )
+    parts_soft.append(
+        TubePart("airway", 0, "air", zs, xaw, -pv - airway, -pv, acfg.airway_halfwidth_mm, (zlo, z_top + 25))
+    )
+    parts_soft.append(
+        TubePart("ALL", 0, "ligament", zs, xaw, np.full_like(zs, -0.9), np.zeros_like(zs), 9.0, (zlo, zhi))
+    )
+    parts_soft.append(
+        TubePart("epidural", 0, "epidural", zs, xpw, np.zeros_like(zs), canal_d, 13.0, (zlo, zhi))
+    )
+    parts_soft.append(TubePart("flavum", 0, "ligament", zs, xpw, canal_d - 2.2, canal_d, 12.0, (zlo, zhi)))
+    parts_soft.append(
+        TubePart("PLL", 0, "ligament", zs, xpw, np.zeros_like(zs), np.full_like(zs, 1.0), 7.0, (zlo, zhi))
+    )
+    parts_soft.append(
+        TubePart(
+            "CSF",
+            0,
+            "csf",
+            zs,
+            xpw,
+            np.full_like(zs, 1.0),
+            canal_d - 2.2,
+            acfg.thecal_halfwidth_mm * scale,
+            (zlo, zhi + 40),
+        )
+    )
+    cord_c = 1.0 + 0.46 * (canal_d - 3.2)
+    cord_t = np.where(zs > z_top - 5, acfg.cord_ap_mm * 1.3, acfg.cord_ap_mm) * np.where(zs < cz[2], 0.9, 1.0)
+    parts_soft.append(
+        TubePart(
+            "cord",
+            0,
+            "cord",
+            zs,
+            xpw,
+            cord_c - cord_t / 2,
+            cord_c + cord_t / 2,
+            acfg.cord_halfwidth_mm * scale,
+            (zlo, zhi + 40),
+        )
+    )
+    for side in (-1, 1):  # vertebral arteries: flow voids lateral to the bodies
+        parts_soft.append(
+            TubePart(
+                "vertebral artery",
+                0,
+                "vessel",
+                zs,
+                xaw,
+                np.full_like(zs, 4.0),
+                np.full_like(zs, 8.5),
+                2.4,
+                (zlo, z_top),
+                xc=side * 16.5 * scale,
+            )
+        )
+
+    # --- vertebrae ---------------------------------------------------------------------------------
+    def disc_above(vn: str) -> Piece | None:
+        i = pieces.index(by[vn])
+        return pieces[i + 1] if i + 1 < len(pieces) else None
+
+    def disc_below(vn: str) -> Piece | None:
+        i = pieces.index(by[vn])
+        return pieces[i - 1] if i > 0 else None
+
+    # joint lines of the facets: one per disc, through a point behind the disc, sloping down posteriorly
+    joints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    phi = math.radians(acfg.facet_angle_deg)
+    for p in pieces:
+        if p.kind != "disc":
+            continue
+        ed = _unit(p.upper(1.0) - p.upper(0.0) + p.e)
+        nd = _normal(ed)
+        mid_post = 0.5 * (p.lower(1.0) + p.upper(1.0))
+        J = mid_post + ed * (acfg.pillar_start_mm * scale) + nd * 1.0
+        dirv = _unit(math.cos(phi) * ed - math.sin(phi) * nd)
+        joints[p.name] = (J, _normal(dirv))  # point and upward normal of the joint line
+
+    for vn in vnames:
+        p = by[vn]
+        lab = p.label
+        rowd = disc_above(vn)
+        rowb = disc_below(vn)
+        info = {
+            "modic_above": int(rowd.row.get("modic_type", 0) or 0) if rowd is not None else 0,
+            "modic_below": int(rowb.row.get("modic_type", 0) or 0) if rowb is not None else 0,
+            "scl_above": float(rowd.row.get("sclerosis", 0) or 0) if rowd is not None else 0.0,
+            "scl_below": float(rowb.row.get("sclerosis", 0) or 0) if rowb is not None else 0.0,
+            "hemangioma": bool(rng.random() < acfg.hemangioma_prob),
+            "hem_pos": (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))),
+        }
+        parts_bone.append(PiecePart(p, "body", acfg.corner_radius_mm, **info))
+        parts_bone[-1].info.update(info)
+        sc = scale * (1.08 if vn in ("T1", "T2", "T3") else 1.0)
+        e_m = _unit(p.e + _unit(p.upper(1.0) - p.upper(0.0)))
+        n_m = _normal(e_m)
+        o_pt = 0.5 * (p.lower(1.0) + p.upper(1.0))  # posterior wall, mid-height
+        H = float(np.hypot(*(p.upper(1.0) - p.lower(1.0))))
+        cd_v = float(np.interp(o_pt[1], zs, canal_d))
+
+        def P(a: float, b: float, o_pt=o_pt, e_m=e_m, n_m=n_m) -> np.ndarray:
+            return o_pt + a * e_m + b * n_m
+
+        cw2 = acfg.canal_halfwidth_mm * sc
+        # pedicles (lateral to the canal)
+        ped = [P(-2.0, -0.05 * H), P(6.5, -0.05 * H), P(6.5, 0.45 * H), P(-2.0, 0.45 * H)]
+        parts_bone.append(ShapePart(f"{vn} pedicle", lab, "bone", "poly", cw2, cw2 + 5.5 * sc, vertices=ped))
+        # articular pillar between the joint lines above and below
+        a0, a1 = acfg.pillar_start_mm * sc, (acfg.pillar_start_mm + acfg.pillar_depth_mm) * sc
+        gap = acfg.facet_gap_mm / 2
+        da, db = disc_above(vn), disc_below(vn)
+        if da is not None:
+            Ja, na = joints[da.name]
+        else:  # C2: flat superior facets at the top of the body
+            Ja, na = c2_top_post + 1.0 * n_c2u, n_c2u
+        if db is not None:
+            Jb, nb = joints[db.name]
+        else:
+            Jb, nb = P(0, -0.5 * H - 6), n_m
+        pillar = _clip_band(P(a0, -40), P(a1, -40), P(a1, 40), P(a0, 40), (Ja, -na, gap), (Jb, nb, gap))
+        if pillar is not None:
+            parts_bone.append(
+                ShapePart(f"{vn} pillar", lab, "bone", "poly", cw2 - 1.0, cw2 + 11.0 * sc, vertices=pillar)
+            )
+        # lamina: behind the canal, between the same joint lines (shifted down: laminae sit low)
+        lam_t = acfg.lamina_thickness_mm * sc
+        down = -acfg.lamina_drop_mm * n_m
+        lam = _clip_band(
+            P(cd_v - 0.3, -40),
+            P(cd_v + lam_t, -40),
+            P(cd_v + lam_t, 40),
+            P(cd_v - 0.3, 40),
+            (Ja + down, -na, acfg.interlaminar_gap_mm / 2),
+            (Jb + down, nb, acfg.interlaminar_gap_mm / 2),
+        )
+        if lam is not None:
+            parts_bone.append(ShapePart(f"{vn} lamina", lab, "bone", "poly", 0.0, cw2 + 2.0, vertices=lam))
+            lam_c = np.mean(lam, axis=0)
+        else:
+            lam_c = P(cd_v + lam_t / 2, -0.2 * H)
+        # spinous process: tapered bar from the lamina junction, down-posteriorly, bulbous tip
+        k = ["C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3"].index(vn)
+        L = (
+            acfg.spinous_length_mm[min(k, len(acfg.spinous_length_mm) - 1)]
+            * sc
+            * float(rng.uniform(0.9, 1.1))
+        )
+        ang_sp = math.radians(
+            acfg.spinous_angle_deg[min(k, len(acfg.spinous_angle_deg) - 1)] + rng.normal(0, 4)
+        )
+        d_sp = _unit(math.cos(ang_sp) * e_m - math.sin(ang_sp) * n_m)
+        p0 = lam_c + 1.0 * e_m
+        p1 = p0 + L * d_sp
+        thick = (5.5 if vn == "C2" else 3.4) * sc
+        sw = (5.0 if vn == "C2" else 2.6) * sc
+        parts_bone.append(
+            ShapePart(
+                f"{vn} spinous", lab, "bone", "capsule", 0.0, sw, p0=p0, p1=p1, r0=thick * 1.3, r1=thick * 0.5
+            )
+        )
+        parts_bone.append(
+            ShapePart(
+                f"{vn} spinous tip",
+                lab,
+                "bone",
+                "ellipse",
+                0.0,
+                sw + 1.5,
+                center=p1 - 1.0 * d_sp,
+                radii=(thick * 0.8, thick * 0.6),
+                angle=ang_sp,
+            )
+        )
+        # transverse processes, anterolateral
+        parts_bone.append(
+            ShapePart(
+                f"{vn} transverse",
+                lab,
+                "thin_bone",
+                "ellipse",
+                p.width / 2 - 1.0,
+                p.width / 2 + 8.0 * sc,
+                center=P(-2.5, 0.12 * H),
+                radii=(4.5 * sc, 2.6 * sc),
+                angle=math.atan2(e_m[1], e_m[0]),
+            )
+        )
+
+    # C2 dens (part of the C2 label)
+    parts_bone.append(
+        ShapePart(
+            "C2 dens",
+            c2.label,
+            "bone",
+            "capsule",
+            0.0,
+            acfg.dens_halfwidth_mm * scale,
+            p0=dens_base,
+            p1=dens_p1,
+            r0=r_dens,
+            r1=r_dens * 0.85,
+        )
+    )
+
+    # C1 (unlabelled): anterior arch, lateral masses, posterior arch; skull base
+    dens_mid = dens_base + 0.55 * (dens_tip - dens_base)
+    ant_arch = dens_mid - (r_dens + 1.6 + 3.2 * scale) * e_c2
+    parts_bone.append(
+        ShapePart(
+            "C1 anterior arch",
+            0,
+            "bone",
+            "ellipse",
+            0.0,
+            11.0 * scale,
+            center=ant_arch,
+            radii=(3.2 * scale, 5.2 * scale),
+            angle=math.atan2(n_c2u[1], n_c2u[0]) - math.pi / 2,
+        )
+    )
+    cdc1 = canal * 1.45
+    lm = [
+        c2.upper(0.05) + 1.8 * n_c2u,
+        c2_top_post + (8.0 * scale) * e_c2 + 1.8 * n_c2u,
+        c2_top_post + (8.0 * scale) * e_c2 + 14.0 * n_c2u,
+        c2.upper(0.05) + 14.0 * n_c2u,
+    ]
+    parts_bone.append(ShapePart("C1 lateral mass", 0, "bone", "poly", 8.0, 24.0 * scale, vertices=lm))
+    post_arch = c2_top_post + (cdc1 + 4.0) * e_c2 + 0.5 * dens_h * n_c2u
+    parts_bone.append(
+        ShapePart(
+            "C1 posterior arch",
+            0,
+            "bone",
+            "ellipse",
+            0.0,
+            22.0 * scale,
+            center=post_arch,
+            radii=(6.0 * scale, 3.6 * scale),
+            angle=math.atan2(e_c2[1], e_c2[0]),
+        )
+    )
+    basion = dens_tip + 4.5 * n_c2u - 1.0 * e_c2
+    clivus_dir = _unit(1.9 * n_c2u - 0.9 * e_c2)
+    parts_bone.append(
+        ShapePart(
+            "clivus",
+            0,
+            "skull",
+            "capsule",
+            0.0,
+            14.0,
+            p0=basion + 4 * clivus_dir,
+            p1=basion + 45 * clivus_dir,
+            r0=4.5,
+            r1=9.0,
+        )
+    )
+    opisthion = c2_top_post + (cdc1 + 6.0) * e_c2 + (dens_h + 9.0) * n_c2u
+    occ_dir = _unit(0.55 * e_c2 + 0.85 * n_c2u)
+    parts_bone.append(
+        ShapePart(
+            "occiput",
+            0,
+            "skull",
+            "capsule",
+            0.0,
+            45.0,
+            p0=opisthion,
+            p1=opisthion + 55 * occ_dir,
+            r0=4.0,
+            r1=5.5,
+        )
+    )
+
+    # --- osteophytes: anterior beaks at both endplates bordering a disc -----------------------------
+    for i, p in enumerate(pieces):
+        if p.kind != "disc" or not p.row:
+            continue
+        L = float(p.row.get("osteophyte_mm", 0.0) or 0.0)
+        if L <= 0.05:
+            continue
+        below, above = pieces[i - 1], pieces[i + 1]
+        for vert, up in ((below, True), (above, False)):
+            parts_ost.append(_osteophyte(vert, up, L, acfg, rng))
+
+    # --- discs, posterior bulges -----------------------------------------------------------------
+    for p in pieces:
+        if p.kind != "disc":
+            continue
+        r = p.row
+        info = {
+            "t2_signal": float(r.get("t2_signal", 1.0) if r else 0.9),
+            "miyazaki": int(r.get("miyazaki_grade", 1) if r else 1),
+            "nucleus_shift": float(rng.normal(0.0, 0.03)),
+        }
+        parts_disc.append(PiecePart(p, "disc", 0.0, **info))
+        parts_disc[-1].info.update(info)
+        bulge = float(r.get("bulge_mm", 0.0) or 0.0) if r else 0.0
+        if bulge > 0.1:
+            e_up = _unit(p.upper(1.0) - p.upper(0.0))
+            c = 0.5 * (p.lower(1.0) + p.upper(1.0))
+            hgt = float(np.hypot(*(p.upper(1.0) - p.lower(1.0))))
+            ed = _unit(p.e + e_up)
+            # half-ellipse behind the posterior annulus: from 0.5 mm inside the wall to `bulge` beyond it
+            part = ShapePart(
+                f"{p.name} bulge",
+                p.label,
+                "disc_bulge",
+                "ellipse",
+                0.0,
+                acfg.bulge_halfwidth_mm,
+                center=c - 0.5 * ed,
+                radii=(bulge + 0.5, max(hgt * 0.5, 1.0) + 0.4 * bulge),
+                angle=math.atan2(ed[1], ed[0]),
+            )
+            part.xc = float(rng.uniform(-acfg.bulge_side_mm, acfg.bulge_side_mm))
+            part.info.update(info)
+            parts_disc.append(part)
+
+    # paint: soft tissue, bones, osteophytes, then discs (disc labels win at contact lines so disc heights
+    # are exact); the bulge comes after the discs so it replaces the CSF in front of the cord
+    parts = parts_soft + parts_bone + parts_ost + parts_disc
+    lm_ = {
+        "z_top": z_top,
+        "dens_tip": dens_tip,
+        "z_bottom_t1": float(min(by["T1"].lower(0)[1], by["T1"].lower(1)[1])),
+        "z_c7": float(0.5 * (by["C7"].lower(0)[1] + by["C7"].upper(0)[1])),
+        "z_c6": float(0.5 * (by["C6"].lower(0)[1] + by["C6"].upper(0)[1])),
+        "z_c3": float(0.5 * (by["C3"].lower(0)[1] + by["C3"].upper(0)[1])),
+        "c2_ant": c2.lower(0.0),
+        "neck_depth": neck_depth,
+        "e_c2": e_c2,
+    }
+    return Spine(pieces, parts, curves, lm_)
+
+
+def _clip_band(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray,
+    d: np.ndarray,
+    *halfplanes: tuple[np.ndarray, np.ndarray, float],
+) -> np.ndarray | None:
+    """Clip the convex quad a-b-c-d (counter-clockwise) by half-planes ``dot(p - J, n) >= gap``."""
+    poly = [a, b, c, d]
+    # make counter-clockwise
+    area = sum(poly[i][0] * poly[(i + 1) % 4][1] - poly[(i + 1) % 4][0] * poly[i][1] for i in range(4))
+    if area < 0:
+        poly = poly[::-1]
+    for J, n, gap in halfplanes:
+        out = []
+        for i in range(len(poly)):
+            p, q = poly[i], poly[(i + 1) % len(poly)]
+            fp, fq = float(np.dot(p - J, n)) - gap, float(np.dot(q - J, n)) - gap
+            if fp >= 0:
+                out.append(p)
+            if (fp >= 0) != (fq >= 0):
+                out.append(p + (q - p) * (fp / (fp - fq)))
+        poly = out
+        if len(poly) < 3:
+            return None
+    return np.array(poly)
+
+
+def _osteophyte(vert: Piece, superior: bool, length: float, acfg: Any, rng: np.random.Generator) -> ShapePart:
+    """Anterior beak at the superior (or inferior) anterior corner of `vert`, pointing toward the disc."""
+    s = 1.0 if superior else -1.0
+    if superior:
+        corner_v = float(np.interp(0.0, _TG, vert.s_lower) + vert.h(0.0))
+    else:
+        corner_v = float(np.interp(0.0, _TG, vert.s_lower))
+    base = acfg.osteophyte_base_mm + 0.5 * length
+    rise = acfg.osteophyte_rise * length * float(rng.uniform(0.8, 1.2))
+    # (along mm, v mm) in the vertebra's frame; the beak lies anterior of t = 0 except its root
+    pts_local = [
+        (0.8, corner_v - s * base),
+        (0.8, corner_v - s * 0.05),
+        (-length, corner_v + s * rise),
+        (-0.6 * length, corner_v - s * 0.4 * base),
+    ]
+    pts = np.array([vert.pant + a * vert.e + v * vert.n for a, v in pts_local])
+    area = sum(pts[i][0] * pts[(i + 1) % 4][1] - pts[(i + 1) % 4][0] * pts[i][1] for i in range(4))
+    if area < 0:
+        pts = pts[::-1]
+    part = ShapePart(
+        f"{vert.name} osteophyte", vert.label, "osteophyte", "poly", 0.0, vert.width * 0.32, vertices=pts
+    )
+    return part
+
+
+# --- image grids -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A sagittal pixel grid placed over the spine frame by a rotation and a translation.
+
+    Pixel (row r, column c) lies at image-plane position u = c * col_mm (posterior), w = -r * row_mm
+    (superior up); spine-frame point p maps to ``R(theta) p + shift``.
+    """
+
+    shape: tuple[int, int]
+    row_mm: float
+    col_mm: float
+    theta: float
+    shift: tuple[float, float]
+
+    def to_pixel(self, X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ct, st = math.cos(self.theta), math.sin(self.theta)
+        u = ct * X - st * Z + self.shift[0]
+        w = st * X + ct * Z + self.shift[1]
+        return -w / self.row_mm, u / self.col_mm
+
+    def window(self, bounds: tuple[float, float, float, float]) -> tuple[slice, slice] | None:
+        """Row/column slices covering a spine-frame box, or None when it misses the image."""
+        x0, x1, z0, z1 = bounds
+        r, c = self.to_pixel(np.array([x0, x1, x0, x1]), np.array([z0, z0, z1, z1]))
+        r0, r1 = max(math.floor(r.min()), 0), min(math.ceil(r.max()) + 1, self.shape[0])
+        c0, c1 = max(math.floor(c.min()), 0), min(math.ceil(c.max()) + 1, self.shape[1])
+        if r0 >= r1 or c0 >= c1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+    def points(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Spine-frame coordinates (X, Z) of the pixel centres in a window (2D arrays)."""
+        r = np.arange(rows.start, rows.stop, dtype=float)[:, None]
+        c = np.arange(cols.start, cols.stop, dtype=float)[None, :]
+        u = c * self.col_mm - self.shift[0]
+        w = -r * self.row_mm - self.shift[1]
+        ct, st = math.cos(self.theta), math.sin(self.theta)
+        return ct * u + st * w, -st * u + ct * w
+
+
+def place_grid(
+    spine: Spine,
+    shape: tuple[int, int],
+    row_mm: float,
+    col_mm: float,
+    theta: float,
+    centre_offset: tuple[float, float],
+    ap_fraction: float,
+) -> Grid:
+    """A grid whose centre row sits on the middle of C2..T1 and whose columns put the posterior wall at
+    `ap_fraction` of the width, moved by `centre_offset` (AP, SI mm) and rotated by `theta` (rad)."""
+    lm = spine.landmarks
+    zc = 0.5 * (lm["z_top"] + lm["z_bottom_t1"])
+    xc = float(np.interp(zc, spine.curves["zs"], spine.curves["xpw"]))
+    ct, st = math.cos(theta), math.sin(theta)
+    u_c, w_c = ct * xc - st * zc, st * xc + ct * zc
+    u_t = ap_fraction * shape[1] * col_mm + centre_offset[0]
+    w_t = -0.5 * shape[0] * row_mm + centre_offset[1]
+    return Grid(shape, row_mm, col_mm, theta, (u_t - u_c, w_t - w_c))
