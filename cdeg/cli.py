@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("cdeg.summary:summary_command", "Summarise a cohort (patients, images, degeneration)."),
     "labels": ("cdeg.cli:labels_command", "Print the label convention (label, level name, kind)."),
     "demo": ("cdeg.demo:demo_command", "Run the end-to-end demo on an embedded synthetic cohort."),
+    "import-dicom": ("cdeg.dicom.cli:import_dicom_command", "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph)."),
+    "check": ("cdeg.check:check_command", "Validate a cohort (files, geometry, labels, clinical table) before running anything."),
 }
 
 
@@ -50,7 +52,7 @@ def configure_logging(verbosity: int) -> None:
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG if verbosity > 0 else logging.ERROR)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     # Third-party libraries are chatty at INFO; keep them at WARNING unless -vv.
-    for noisy in ("radiomics", "matplotlib", "PIL", "numba", "optuna", "shap", "h5py"):
+    for noisy in ("radiomics", "matplotlib", "PIL", "numba", "numexpr", "optuna", "shap", "h5py"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
 
 

@@ -134,7 +134,7 @@ def _convert(tp: Any, value: Any, where: str, source: Any) -> Any:  # noqa: C901
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}", path=source)
-            return tuple(_convert(a, v, f"{where}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_convert(a, v, f"{where}[{i}]", source) for i, (a, v) in enumerate(zip(args, value, strict=True)))
         item = args[0] if args else Any
         conv = [_convert(item, v, f"{where}[{i}]", source) for i, v in enumerate(value)]
         return tuple(conv) if origin is tuple else conv

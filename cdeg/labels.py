@@ -12,6 +12,7 @@ Every other module asks this one for numbers, names, order and neighbours; none 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -47,7 +48,7 @@ class Structure:
 
 VERTEBRA_NAMES: tuple[str, ...] = ("C2", "C3", "C4", "C5", "C6", "C7", "T1")
 VERTEBRA_LABELS: tuple[int, ...] = tuple(range(2, 2 + len(VERTEBRA_NAMES)))
-DISC_NAMES: tuple[str, ...] = tuple(f"{a}-{b}" for a, b in zip(VERTEBRA_NAMES[:-1], VERTEBRA_NAMES[1:], strict=True))
+DISC_NAMES: tuple[str, ...] = tuple(f"{a}-{b}" for a, b in itertools.pairwise(VERTEBRA_NAMES))
 DISC_LABELS: tuple[int, ...] = tuple(DISC_OFFSET + v for v in VERTEBRA_LABELS[:-1])
 
 

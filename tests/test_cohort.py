@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from cdeg.cohort import Cohort, CohortMeta, image_path, mask_path, parse_modalities, read_clinical, write_cohort_json
+from cdeg.cohort import (
+    Cohort,
+    CohortMeta,
+    image_path,
+    mask_path,
+    parse_modalities,
+    read_clinical,
+    write_cohort_json,
+)
 from cdeg.errors import CohortError
 
 

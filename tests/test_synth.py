@@ -122,3 +122,15 @@ def test_summary_reports_cohort(tiny_cohort, tmp_path):
     assert "6 patients" in r.output and "C5-C6" in r.output
     r = CliRunner().invoke(cli, ["summary", "--cohort", str(tmp_path / "none")])
     assert r.exit_code == 1 and "does not exist" in r.output and "Traceback" not in r.output
+
+
+def test_dicom_format_writes_an_export_that_imports(tmp_path):
+    from cdeg.dicom import import_dicom
+
+    r = CliRunner().invoke(cli, ["synth", "--n", "2", "--seed", "4", "--format", "dicom", "--out", str(tmp_path / "dcm")])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "dcm" / "cohort.json").exists()
+    assert any(p.suffix == ".dcm" or p.name.startswith("IM") for p in (tmp_path / "dcm").rglob("*") if p.is_file())
+    import_dicom(tmp_path / "dcm", tmp_path / "imported", id_map=tmp_path / "idmap.csv")
+    c = Cohort.open(tmp_path / "imported")
+    assert len(c.patient_ids()) == 2 and all(c.has_image(p, "mri") for p in c.patient_ids())

@@ -89,6 +89,7 @@ def synthesize(
     jobs: int = 1,
     name: str | None = None,
     overwrite: bool = False,
+    format: str = "nifti",
     progress: bool = True,
 ) -> Path:
     """Generate a synthetic cohort in the cohort layout and return its folder.
@@ -115,6 +116,10 @@ def synthesize(
         Cohort name for cohort.json (default: the folder name).
     overwrite : bool
         Replace an existing cohort in `out`.
+    format : {"nifti", "dicom"}
+        "nifti": the cohort layout. "dicom": a hospital-style DICOM export in `out` (nested
+        patient/study/series folders, realistic identifying tags, decoy series; no masks or truth), the
+        input that ``cdeg import-dicom`` is tested with.
     progress : bool
         Show a progress bar.
     """
@@ -127,7 +132,11 @@ def synthesize(
     if jobs < 0:
         raise ValueError(f"jobs must be >= 0 (0 = all cores), got {jobs}")
     mods = parse_modalities(modalities)
+    if format not in ("nifti", "dicom"):
+        raise ValueError(f"unknown format {format!r}; valid: nifti, dicom")
     out = Path(out)
+    if format == "dicom":
+        return _synthesize_dicom(out, profile, n, seed, config, mods, jobs, overwrite, progress)
     if (out / COHORT_JSON).exists() and not overwrite:
         raise ValueError(f"{out} already holds a cohort; choose another folder or pass overwrite")
     if out.exists() and not (out / COHORT_JSON).exists() and any(out.iterdir()):
@@ -158,9 +167,9 @@ def synthesize(
     log.info("rendered %d patients in %.1f s with %d worker(s)", n, time.perf_counter() - t1, workers)
 
     levels = _add_presence(levels, presence, mods)
-    write_table(out / CLINICAL_CSV, tables.clinical)
-    write_table(out / "truth" / "patients.csv", patients)
-    write_table(out / "truth" / "levels.csv", levels)
+    write_table(out / CLINICAL_CSV, _rounded(tables.clinical))
+    write_table(out / "truth" / "patients.csv", _rounded(patients))
+    write_table(out / "truth" / "levels.csv", _rounded(levels))
     meta = CohortMeta(
         name=name or out.name,
         profile=profile,
@@ -172,6 +181,27 @@ def synthesize(
     )
     write_cohort_json(out, meta)
     log.info("wrote cohort %s (%d patients) in %.1f s", out, n, time.perf_counter() - t0)
+    return out
+
+
+def _synthesize_dicom(out: Path, profile: str, n: int, seed: int, config: Any, mods: tuple[str, ...],
+                      jobs: int, overwrite: bool, progress: bool) -> Path:
+    """Render a NIfTI cohort in a temporary folder, then export it as DICOM into `out`."""
+    import shutil
+    import tempfile
+
+    from cdeg.dicom import write_cohort_dicom
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty; choose another folder or pass overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".cdeg_synth_", dir=out.parent))
+    try:
+        cohort = synthesize(tmp / "cohort", profile=profile, n=n, seed=seed, config=config, modalities=mods,
+                            jobs=jobs, progress=progress)
+        write_cohort_dicom(cohort, out, seed=seed, overwrite=overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -208,6 +238,12 @@ def _map(func, tasks: list, workers: int, progress: bool, desc: str):
                     bar.update()
     finally:
         bar.close()
+
+
+def _rounded(df: Any, decimals: int = 4) -> Any:
+    """Float columns rounded for readable tables (1e-4 mm is far below any voxel size)."""
+    floats = df.select_dtypes(include=["float"]).columns
+    return df.assign(**{c: df[c].round(decimals) for c in floats})
 
 
 def _add_presence(levels: Any, presence: dict[str, dict[str, tuple[int, ...]]], mods: tuple[str, ...]) -> Any:

@@ -26,8 +26,11 @@ from cdeg.cli import progress_enabled, run_api
               help="Worker processes (0 = all cores). Output does not depend on it.")
 @click.option("--name", default=None, help="Cohort name recorded in cohort.json (default: folder name).")
 @click.option("--overwrite", is_flag=True, help="Replace a cohort already in --out.")
+@click.option("--format", "format_", type=click.Choice(["nifti", "dicom"]), default="nifti", show_default=True,
+              help="nifti: the cohort layout with masks and truth. dicom: a hospital-style DICOM export "
+                   "(identifying tags, decoy series; no masks or truth) to test `cdeg import-dicom` with.")
 @click.option("--print-config", is_flag=True, help="Print the resolved generator configuration (YAML) and exit.")
-def synth(profile, n, seed, out, config, modalities, jobs, name, overwrite, print_config):
+def synth(profile, n, seed, out, config, modalities, jobs, name, overwrite, format_, print_config):
     """Generate a synthetic cohort (MRI, radiograph, masks, clinical table, ground truth).
 
     The cohort follows the layout every cdeg stage reads (see README, "Cohort format"), plus truth/levels.csv
@@ -45,5 +48,5 @@ def synth(profile, n, seed, out, config, modalities, jobs, name, overwrite, prin
     from cdeg.synth import synthesize
 
     path = run_api(synthesize, out=out, profile=profile, n=n, seed=seed, config=config, modalities=modalities,
-                   jobs=jobs, name=name, overwrite=overwrite, progress=progress_enabled())
-    click.echo(f"wrote {n} {profile} patients to {path}")
+                   jobs=jobs, name=name, overwrite=overwrite, format=format_, progress=progress_enabled())
+    click.echo(f"wrote {n} {profile} patients to {path}{' as DICOM' if format_ == 'dicom' else ''}")

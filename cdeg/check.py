@@ -1,0 +1,666 @@
+"""`cdeg check`: validate a cohort before anything runs, and list every problem at once.
+
+:func:`check_cohort` returns :class:`Finding` rows (patient, file, check, severity, message); other stages
+call it on their inputs and stop on errors (:func:`raise_on_errors`). It reads image headers only
+(SimpleITK ``ReadImageInformation``) plus the gzip trailer of each ``.nii.gz`` to catch truncated files;
+mask voxels are read only to check label values. The checks:
+
+========================  ========  ================================================================
+check                     severity  what
+========================  ========  ================================================================
+cohort_json               error     cohort.json missing or invalid
+clinical                  error     clinical.csv missing, unreadable or without ``patient_id``
+patient_id                error     empty id, or an id that cannot be a folder name
+duplicate_id              error     the same id on several rows
+image_without_clinical    error     a folder under images/ with no clinical row
+clinical_without_images   warning   a clinical row with no image (the imaging stages skip it)
+non_numeric               error     a text value in a numeric column (declared, or mostly numbers)
+out_of_range              error     a value outside the range declared in configs/check.yaml
+unknown_category          warning   a categorical value not listed in configs/check.yaml
+missing_image             warning   a patient without one of the modalities
+unreadable                error     an image or mask whose header cannot be read
+truncated                 error     a NIfTI file shorter than its header says (interrupted copy)
+dimensions                error     MRI not 3D, radiograph not 2D (cdeg.cohort.MODALITIES)
+geometry                  error     mask and image differ in size, spacing, origin or direction
+labels                    error     mask values outside the label convention (cdeg.labels)
+mask_type                 warning   a mask stored as floating point
+mask_without_image        warning   a mask with no image next to it
+unknown_file              warning   a file under images/<patient>/ that no stage reads
+========================  ========  ================================================================
+
+Ranges, categories and tolerances are data: ``configs/check.yaml``.
+"""
+
+# ruff: noqa: RUF009 - _f returns a dataclasses.field with its help text
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import logging
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from cdeg import labels
+from cdeg.cohort import (
+    CLINICAL_CSV,
+    COHORT_JSON,
+    ID_COLUMN,
+    IMAGE_SUFFIX,
+    IMAGES_DIR,
+    MASKS_DIR,
+    MODALITIES,
+    Cohort,
+    check_patient_id,
+)
+from cdeg.config import deep_merge, from_dict, load_yaml, shipped_config
+from cdeg.errors import CdegError, CohortError
+
+log = logging.getLogger(__name__)
+
+SEVERITIES = ("error", "warning")
+FINDING_COLUMNS = ("patient", "file", "check", "severity", "message")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a cohort.
+
+    Parameters
+    ----------
+    patient : str
+        Patient id ("" when the problem is not a patient's).
+    file : str
+        File concerned, relative to the cohort (or the mask folder's path); "" when none.
+    check : str
+        Name of the check (see the module table).
+    severity : {"error", "warning"}
+        Errors stop the pipeline; warnings are reported (and are errors under ``--strict``).
+    message : str
+        What is wrong, on one line.
+    """
+
+    patient: str
+    file: str
+    check: str
+    severity: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+def _f(default: Any, help_: str, **meta: Any) -> Any:
+    """A dataclass field with its help text (mutable defaults copied per instance)."""
+    if isinstance(default, (dict, list, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help_, **meta})
+    return field(default=default, metadata={"help": help_, **meta})
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What a valid cohort looks like (shipped values: ``configs/check.yaml``)."""
+
+    ranges: dict[str, tuple[float, float]] = _f({}, "column or pattern -> inclusive plausible range")
+    numeric: tuple[str, ...] = _f((), "columns or patterns that must be numeric")
+    choices: dict[str, tuple[str, ...]] = _f({}, "categorical column or pattern -> allowed values")
+    mostly_numeric_fraction: float = _f(0.8, "fraction of numbers making a column numeric", range=(0.0, 1.0))
+    spacing_rel_tol: float = _f(1e-4, "relative tolerance on image/mask spacing", range=(0.0, 1.0))
+    origin_tol_mm: float = _f(1e-3, "tolerance on image/mask origin, mm", range=(0.0, 100.0))
+    direction_tol: float = _f(1e-4, "tolerance on image/mask direction cosines", range=(0.0, 1.0))
+    check_labels: bool = _f(True, "read mask voxels to check label values")
+
+    def __post_init__(self) -> None:
+        for key, (lo, hi) in self.ranges.items():
+            if lo > hi:
+                raise ValueError(f"ranges.{key}: low {lo} is above high {hi}")
+
+
+def load_check_config(path: str | Path | None = None) -> CheckConfig:
+    """Resolve the check configuration: shipped ``configs/check.yaml`` < the user's YAML `path`."""
+    data = load_yaml(shipped_config("check.yaml"))
+    if path is not None:
+        data = deep_merge(data, load_yaml(path))
+    return from_dict(CheckConfig, data, source=path or shipped_config("check.yaml"))
+
+
+def check_cohort(
+    cohort: str | Path | Cohort,
+    masks: str | Path | None = None,
+    config: CheckConfig | str | Path | None = None,
+) -> list[Finding]:
+    """Check a cohort folder (layout, images, masks, clinical table) and return every problem found.
+
+    Parameters
+    ----------
+    cohort : path or Cohort
+        The cohort folder.
+    masks : path, optional
+        A mask folder in the ``<patient>/<modality>.nii.gz`` layout (e.g. ``cdeg segment predict``
+        output); default: the cohort's own ``masks/`` when it exists.
+    config : CheckConfig or path, optional
+        The configuration, or a YAML file overriding ``configs/check.yaml``.
+
+    Returns
+    -------
+    list of Finding
+        Sorted by patient, file and check; empty when the cohort is clean.
+    """
+    root = Path(cohort.root if isinstance(cohort, Cohort) else cohort)
+    cfg = config if isinstance(config, CheckConfig) else load_check_config(config)
+    if not root.is_dir():
+        raise CohortError("cohort folder does not exist", path=root)
+    mask_root = Path(masks) if masks is not None else root / MASKS_DIR
+    if masks is not None and not mask_root.is_dir():
+        raise CohortError("mask folder does not exist", path=mask_root)
+    findings: list[Finding] = []
+    findings += _check_meta(root)
+    ids, clinical_findings = _check_clinical(root / CLINICAL_CSV, cfg)
+    findings += clinical_findings
+    images = root / IMAGES_DIR
+    folders = sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
+    for pid in folders:
+        if ids is not None and pid not in ids:
+            findings.append(
+                Finding(
+                    pid,
+                    f"{IMAGES_DIR}/{pid}",
+                    "image_without_clinical",
+                    "error",
+                    f"image folder {pid} has no row in {CLINICAL_CSV}",
+                )
+            )
+    for pid in sorted(set(ids or ()) - set(folders)):
+        findings.append(
+            Finding(
+                pid,
+                "",
+                "clinical_without_images",
+                "warning",
+                f"no folder {IMAGES_DIR}/{pid}: the imaging stages skip this patient",
+            )
+        )
+    mask_label = _label(mask_root, root)
+    for pid in folders:
+        findings += _check_patient(root, mask_root if mask_root.is_dir() else None, mask_label, pid, cfg)
+    if mask_root.is_dir():
+        for p in sorted(q for q in mask_root.iterdir() if q.is_dir() and q.name not in folders):
+            findings.append(
+                Finding(
+                    p.name,
+                    f"{mask_label}/{p.name}",
+                    "mask_without_image",
+                    "warning",
+                    "mask folder of a patient without images",
+                )
+            )
+    findings.sort(key=lambda f: (f.patient, f.file, f.check, f.message))
+    n_err = sum(f.severity == "error" for f in findings)
+    log.debug("checked %s: %d errors, %d warnings", root, n_err, len(findings) - n_err)
+    return findings
+
+
+def _label(mask_root: Path, root: Path) -> str:
+    try:
+        return mask_root.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(mask_root)
+
+
+# --- cohort.json and clinical.csv ----------------------------------------------------------------
+
+
+def _check_meta(root: Path) -> list[Finding]:
+    try:
+        Cohort.open(root)
+    except CdegError as e:
+        return [Finding("", COHORT_JSON, "cohort_json", "error", e.message)]
+    return []
+
+
+def _check_clinical(path: Path, cfg: CheckConfig) -> tuple[set[str] | None, list[Finding]]:
+    """(ids found, findings); ids is None when the table cannot be read at all."""
+    from cdeg.io import read_table
+
+    if not path.is_file():
+        return None, [Finding("", CLINICAL_CSV, "clinical", "error", f"{CLINICAL_CSV} is missing")]
+    try:
+        df = read_table(path, dtype=str)
+    except CdegError as e:
+        return None, [Finding("", CLINICAL_CSV, "clinical", "error", e.message)]
+    if ID_COLUMN not in df.columns:
+        return None, [Finding("", CLINICAL_CSV, "clinical", "error", f"no {ID_COLUMN!r} column")]
+    findings: list[Finding] = []
+    ids = [(str(v).strip() if isinstance(v, str) else "") for v in df[ID_COLUMN]]
+    lines: dict[str, list[int]] = {}
+    for i, pid in enumerate(ids):
+        line = i + 2  # header line, 1-based
+        if not pid:
+            findings.append(
+                Finding("", CLINICAL_CSV, "patient_id", "error", f"empty {ID_COLUMN} on line {line}")
+            )
+            continue
+        try:
+            check_patient_id(pid)
+        except CohortError as e:
+            findings.append(
+                Finding(_safe(pid), CLINICAL_CSV, "patient_id", "error", f"line {line}: {e.message}")
+            )
+            continue
+        lines.setdefault(pid, []).append(line)
+    for pid, where in lines.items():
+        if len(where) > 1:
+            findings.append(
+                Finding(
+                    pid,
+                    CLINICAL_CSV,
+                    "duplicate_id",
+                    "error",
+                    f"{ID_COLUMN} {pid} appears on lines {', '.join(map(str, where))}",
+                )
+            )
+    for column in df.columns:
+        if column != ID_COLUMN:
+            findings += _check_column(df[column], str(column), ids, cfg)
+    return set(lines), findings
+
+
+def _matches(column: str, patterns: Any) -> Any:
+    """The first pattern (key) matching the column name, else None."""
+    return next((p for p in patterns if fnmatch.fnmatchcase(column, p)), None)
+
+
+def _safe(value: Any, width: int = 40) -> str:
+    """A value as it can appear in a one-line message."""
+    text = repr(value) if not isinstance(value, str) else repr(value.strip())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_column(values: Any, column: str, ids: list[str], cfg: CheckConfig) -> list[Finding]:
+    import pandas as pd
+
+    findings: list[Finding] = []
+    text = values.astype("string").str.strip()
+    present = text.notna() & (text != "")
+    if not present.any():
+        return findings
+    numbers = pd.to_numeric(text.where(present), errors="coerce")
+    is_number = numbers.notna() & present
+    range_key = _matches(column, cfg.ranges)
+    declared = range_key is not None or _matches(column, cfg.numeric) is not None
+    frac = is_number.sum() / present.sum()
+    if declared or (is_number.any() and frac >= cfg.mostly_numeric_fraction):
+        for i in np.flatnonzero((present & ~is_number).to_numpy()):
+            findings.append(
+                Finding(
+                    ids[i],
+                    CLINICAL_CSV,
+                    "non_numeric",
+                    "error",
+                    f"{column} = {_safe(values.iloc[i])} is not a number (line {i + 2})",
+                )
+            )
+        if range_key is not None:
+            lo, hi = cfg.ranges[range_key]
+            bad = is_number & ((numbers < lo) | (numbers > hi) | numbers.isna())
+            for i in np.flatnonzero(bad.to_numpy()):
+                findings.append(
+                    Finding(
+                        ids[i],
+                        CLINICAL_CSV,
+                        "out_of_range",
+                        "error",
+                        f"{column} = {numbers.iloc[i]:g} is outside [{lo:g}, {hi:g}] (line {i + 2})",
+                    )
+                )
+        return findings
+    choice_key = _matches(column, cfg.choices)
+    if choice_key is not None:
+        allowed = set(cfg.choices[choice_key])
+        for i in np.flatnonzero((present & ~text.isin(allowed)).fillna(False).to_numpy()):
+            findings.append(
+                Finding(
+                    ids[i],
+                    CLINICAL_CSV,
+                    "unknown_category",
+                    "warning",
+                    f"{column} = {_safe(values.iloc[i])} is not one of "
+                    f"{', '.join(sorted(allowed))} (line {i + 2})",
+                )
+            )
+    return findings
+
+
+# --- images and masks ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Header:
+    dimension: int
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    pixel_type: str
+
+
+def _check_patient(
+    root: Path, mask_root: Path | None, mask_label: str, pid: str, cfg: CheckConfig
+) -> list[Finding]:
+    findings: list[Finding] = []
+    folder = root / IMAGES_DIR / pid
+    expected = {f"{m}{IMAGE_SUFFIX}" for m in MODALITIES}
+    for p in sorted(folder.iterdir()):
+        if p.name not in expected and not p.name.startswith("."):
+            findings.append(
+                Finding(
+                    pid,
+                    f"{IMAGES_DIR}/{pid}/{p.name}",
+                    "unknown_file",
+                    "warning",
+                    f"no stage reads {p.name}; expected {', '.join(sorted(expected))}",
+                )
+            )
+    for modality, ndim in MODALITIES.items():
+        rel = f"{IMAGES_DIR}/{pid}/{modality}{IMAGE_SUFFIX}"
+        image = root / rel
+        mask = mask_root / pid / f"{modality}{IMAGE_SUFFIX}" if mask_root is not None else None
+        mrel = f"{mask_label}/{pid}/{modality}{IMAGE_SUFFIX}"
+        if not image.is_file():
+            findings.append(Finding(pid, rel, "missing_image", "warning", f"no {modality} image"))
+            if mask is not None and mask.is_file():
+                findings.append(
+                    Finding(pid, mrel, "mask_without_image", "warning", f"{modality} mask without image")
+                )
+            continue
+        header, problems = _read_header(image, pid, rel)
+        findings += problems
+        if header is not None:
+            findings += _check_dimension(header, pid, rel, modality, ndim)
+        if mask is None or not mask.is_file():
+            continue
+        mheader, problems = _read_header(mask, pid, mrel)
+        findings += problems
+        if header is not None and mheader is not None:
+            findings += _compare_geometry(header, mheader, pid, mrel, cfg)
+        if mheader is not None and cfg.check_labels and not problems:
+            findings += _check_labels(mask, mheader, pid, mrel)
+    return findings
+
+
+def _read_header(path: Path, pid: str, rel: str) -> tuple[_Header | None, list[Finding]]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "ERROR" in ln or "Exception" in ln), lines[-1] if lines else "")
+        return None, [Finding(pid, rel, "unreadable", "error", f"cannot read the header ({reason[:120]})")]
+    header = _Header(
+        reader.GetDimension(),
+        tuple(reader.GetSize()),
+        tuple(reader.GetSpacing()),
+        tuple(reader.GetOrigin()),
+        tuple(reader.GetDirection()),
+        sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+    )
+    problem = nifti_truncation(path)
+    if problem:
+        return header, [Finding(pid, rel, "truncated", "error", problem)]
+    return header, []
+
+
+def _check_dimension(h: _Header, pid: str, rel: str, modality: str, ndim: int) -> list[Finding]:
+    if h.dimension == ndim:
+        if ndim == 3 and min(h.size) < 2:
+            return [
+                Finding(pid, rel, "dimensions", "error", f"{modality} has a single slice (size {h.size})")
+            ]
+        return []
+    hint = ""
+    if h.dimension == 3 and ndim == 2 and h.size[2] == 1:
+        hint = "; it is a 2D image stored with one slice: drop the third axis"
+    return [
+        Finding(
+            pid,
+            rel,
+            "dimensions",
+            "error",
+            f"{modality} must be {ndim}D, this image is {h.dimension}D (size {h.size}){hint}",
+        )
+    ]
+
+
+def _compare_geometry(img: _Header, mask: _Header, pid: str, rel: str, cfg: CheckConfig) -> list[Finding]:
+    if img.dimension != mask.dimension or img.size != mask.size:
+        return [
+            Finding(
+                pid, rel, "geometry", "error", f"mask size {mask.size} differs from image size {img.size}"
+            )
+        ]
+    out = []
+    sp_i, sp_m = np.asarray(img.spacing), np.asarray(mask.spacing)
+    if np.any(np.abs(sp_i - sp_m) > cfg.spacing_rel_tol * np.abs(sp_i)):
+        out.append(f"spacing {_vec(mask.spacing)} differs from the image's {_vec(img.spacing)}")
+    if np.max(np.abs(np.subtract(img.origin, mask.origin))) > cfg.origin_tol_mm:
+        out.append(f"origin {_vec(mask.origin)} differs from the image's {_vec(img.origin)}")
+    if np.max(np.abs(np.subtract(img.direction, mask.direction))) > cfg.direction_tol:
+        out.append("direction differs from the image's")
+    return [Finding(pid, rel, "geometry", "error", "mask " + "; ".join(out))] if out else []
+
+
+def _vec(v: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+
+def _check_labels(path: Path, header: _Header, pid: str, rel: str) -> list[Finding]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayViewFromImage(image)  # a view: `image` must stay alive while it is used
+    except RuntimeError:
+        return [Finding(pid, rel, "unreadable", "error", "cannot read the mask voxels")]
+    out = []
+    if arr.dtype.kind == "f":
+        out.append(
+            Finding(
+                pid, rel, "mask_type", "warning", f"mask stored as {header.pixel_type}; use an integer type"
+            )
+        )
+        if not np.array_equal(arr, np.round(arr)):
+            return [*out, Finding(pid, rel, "labels", "error", "mask holds non-integer values")]
+    values = np.flatnonzero(np.bincount(arr.ravel())) if arr.dtype == np.uint8 else np.unique(arr)
+    bad = labels.invalid_labels(int(v) for v in values)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        out.append(
+            Finding(
+                pid,
+                rel,
+                "labels",
+                "error",
+                f"label value(s) {shown} are not in the {labels.CONVENTION_NAME} convention "
+                "(see `cdeg labels`)",
+            )
+        )
+    return out
+
+
+def nifti_truncation(path: str | Path) -> str:
+    """'' when a NIfTI file holds as many bytes as its header says, else what is wrong.
+
+    For ``.nii.gz`` the gzip trailer (uncompressed size modulo 2**32) is compared with the size the header
+    implies, which costs one seek; only when they differ (a truncated file, or a multi-member gzip) is
+    the stream decompressed to be sure.
+    """
+    path = Path(path)
+    compressed = path.name.endswith(".gz")
+    try:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError, zlib.error) as e:
+        return f"cannot read the NIfTI header: file truncated or corrupt ({type(e).__name__})"
+    expected = _nifti_nbytes(head)
+    if expected is None:
+        return ""  # not NIfTI (another format SimpleITK reads): nothing to compare
+    if not compressed:
+        actual = path.stat().st_size
+        return (
+            "" if actual >= expected else f"file has {actual} bytes, the header needs {expected}: truncated"
+        )
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        trailer = struct.unpack("<I", f.read(4))[0]
+    if trailer == expected % 2**32:
+        return ""
+    total, ok = _gunzip_length(path)
+    if ok and total >= expected:
+        return ""
+    return f"decompresses to {total} bytes{'' if ok else ' before the data ends abruptly'}, the header needs {expected}: truncated"
+
+
+def _nifti_nbytes(head: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (vox_offset + voxels), or None if `head` is not a NIfTI header."""
+    if len(head) < 348:
+        return None
+    for endian in "<>":
+        size = struct.unpack(f"{endian}i", head[:4])[0]
+        if size == 348:
+            dims = struct.unpack(f"{endian}8h", head[40:56])
+            bitpix = struct.unpack(f"{endian}h", head[72:74])[0]
+            offset = int(struct.unpack(f"{endian}f", head[108:112])[0])
+            break
+        if size == 540 and len(head) >= 540:
+            dims = struct.unpack(f"{endian}8q", head[16:80])
+            bitpix = struct.unpack(f"{endian}h", head[14:16])[0]
+            offset = struct.unpack(f"{endian}q", head[168:176])[0]
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    n = 1
+    for d in dims[1 : ndim + 1]:
+        n *= max(int(d), 0)
+    return max(offset, 352 if size == 348 else 544) + n * bitpix // 8
+
+
+def _gunzip_length(path: Path, chunk: int = 1 << 20) -> tuple[int, bool]:
+    """(decompressed bytes, stream ended cleanly) of a possibly multi-member gzip file."""
+    total, clean = 0, False
+    d = zlib.decompressobj(wbits=31)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(chunk)
+            while data:
+                total += len(d.decompress(data))
+                if d.eof:  # end of one gzip member: more members may follow
+                    data = d.unused_data or f.read(chunk)
+                    d = zlib.decompressobj(wbits=31)
+                    clean = not data
+                else:
+                    data, clean = f.read(chunk), False
+    except zlib.error:
+        return total, False
+    return total, clean
+
+
+# --- using the findings --------------------------------------------------------------------------
+
+
+def raise_on_errors(findings: list[Finding], strict: bool = False) -> None:
+    """Raise CohortError summarising the findings when there are errors (or warnings, when `strict`)."""
+    bad = [f for f in findings if f.severity == "error" or strict]
+    if not bad:
+        return
+    patients = sorted({f.patient for f in bad if f.patient})
+    first = bad[0]
+    where = " / ".join(x for x in (first.patient and f"patient {first.patient}", first.file) if x)
+    raise CohortError(
+        f"{len(patients)} patients with problems ({len(bad)} findings; first: {where}: "
+        f"{first.message}); run `cdeg check` for the full list"
+    )
+
+
+def format_table(findings: list[Finding]) -> str:
+    """Findings as an aligned text table (patient, file, check, severity, message)."""
+    rows = [FINDING_COLUMNS] + [tuple(getattr(f, c) or "-" for c in FINDING_COLUMNS) for f in findings]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(FINDING_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join([*(r[i].ljust(widths[i]) for i in range(len(widths))), r[-1]]).rstrip() for r in rows
+    )
+
+
+def summary_line(findings: list[Finding]) -> str:
+    """One line: counts of errors and warnings and how many patients they touch."""
+    n_err = sum(f.severity == "error" for f in findings)
+    n_warn = len(findings) - n_err
+    patients = len({f.patient for f in findings if f.patient})
+    if not findings:
+        return "no problems found"
+    return f"{n_err} errors, {n_warn} warnings; {patients} patients with problems"
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+@click.command("check")
+@click.option(
+    "--cohort", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cohort folder."
+)
+@click.option(
+    "--masks",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Mask folder to check against the images (default: the cohort's masks/).",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML overriding configs/check.yaml (ranges, categories, tolerances).",
+)
+@click.option("--strict", is_flag=True, help="Warnings count as errors for the exit status.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format of the findings.",
+)
+def check_command(cohort: Path, masks: Path | None, config: Path | None, strict: bool, fmt: str) -> None:
+    """Validate a cohort before running anything: files, geometry, labels, clinical table.
+
+    Exit status 0 when there are no errors (warnings allowed unless --strict), 1 otherwise.
+    """
+    import csv
+    import io
+
+    from cdeg.cli import run_api
+
+    findings = run_api(check_cohort, cohort=cohort, masks=masks, config=config)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(FINDING_COLUMNS)
+        w.writerows([getattr(f, c) for c in FINDING_COLUMNS] for f in findings)
+        click.echo(buf.getvalue(), nl=False)
+    elif findings:
+        click.echo(format_table(findings))
+    click.echo(summary_line(findings), err=fmt == "csv")
+    failed = any(f.severity == "error" or strict for f in findings)
+    if failed:
+        raise SystemExit(1)
