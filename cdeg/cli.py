@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cdeg.synth.cli:synth", "Generate a synthetic cohort with known ground truth."),
     "summary": ("cdeg.summary:summary_command", "Summarise a cohort (patients, images, degeneration)."),
     "labels": ("cdeg.cli:labels_command", "Print the label convention (label, level name, kind)."),
+    "extract": ("cdeg.features.cli:extract_command", "Per-level features: PyRadiomics plus clinical measurements."),
     "demo": ("cdeg.demo:demo_command", "Run the end-to-end demo on an embedded synthetic cohort."),
     "import-dicom": ("cdeg.dicom.cli:import_dicom_command", "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph)."),
     "check": ("cdeg.check:check_command", "Validate a cohort (files, geometry, labels, clinical table) before running anything."),

@@ -7,17 +7,24 @@ makes "measured vs truth" a meaningful comparison.
 Geometry (sagittal plane, per level)
 ------------------------------------
 * The **endplate chord** of a vertebral body is the straight line from its anterior to its posterior
-  endplate corner. The **AP axis** of a disc is the mean direction of the two chords that bound it;
-  its **SI axis** is perpendicular to that.
-* Positions along a disc or body are fractions ``t`` of its AP extent, 0 = anterior edge, 1 = posterior
-  edge. Measurements are taken inset from the rounded corners, at :data:`POSITIONS`.
-* **Disc height** at ``t``: distance along the SI axis between the inferior endplate surface of the
-  vertebra above and the superior endplate surface of the vertebra below (mm). The endplates are
+  endplate corner, the corners being where the body's anterior and posterior walls meet the endplate
+  surface. Each endplate has one chord, shared by its body and the disc it bounds.
+* A piece (body or disc) is measured in the frame of its **lower chord**: its AP axis is the chord of the
+  endplate below it (a body: its own inferior endplate; a disc: the superior endplate of the vertebra
+  below), its **SI axis** is perpendicular to that chord. A body's walls are perpendicular to its inferior
+  chord.
+* Positions along a disc or body are fractions ``t`` of its AP extent along the AP axis, 0 = anterior
+  edge, 1 = posterior edge: a body's extent runs between its walls (its endplate corners); a disc's from
+  the mean of the two anterior corners to the mean of the two posterior corners of the bodies bounding it.
+  Measurements are taken inset from the rounded corners, at :data:`POSITIONS`.
+* **Disc height** at ``t``: distance along the SI axis between the superior endplate surface of the
+  vertebra below and the inferior endplate surface of the vertebra above (mm). The endplates are
   concave, so the middle height exceeds the anterior and posterior heights.
 * **Disc height index** (DHI): middle disc height / AP depth of the vertebral body above.
 * **Vertebral body height** at ``t``: distance between the body's superior and inferior endplate surfaces
-  along the body's SI axis (mm). **Body depth**: AP extent of the body at mid-height (mm), excluding
-  posterior elements and away from the endplate osteophytes.
+  along the body's SI axis (perpendicular to its inferior chord, mm). **Body depth**: AP extent of the body
+  at mid-height, between its walls (mm), excluding posterior elements and away from the endplate
+  osteophytes.
 * **Disc angle**: angle between the inferior endplate chord of the vertebra above and the superior endplate
   chord of the vertebra below; positive = lordotic (disc taller anteriorly).
 * **Body wedge angle**: angle between a body's superior and inferior endplate chords; positive = taller
@@ -73,7 +80,9 @@ DESCRIPTIONS: dict[str, str] = {
 def quadratic_profile(anterior: float, middle: float, posterior: float) -> tuple[float, float, float]:
     """Coefficients (a, b, c) of h(t) = a + b t + c t**2 through the three heights at :data:`POSITIONS`.
 
-    The synthetic generator draws disc shapes from this profile, so the heights it reports are exact.
+    The synthetic generator draws vertebral bodies from this profile (so their wedge angle is
+    atan((h(0.1) - h(0.9)) / (0.8 D))); a disc's profile is whatever fills the space between its two
+    bodies, solved so that its heights at :data:`POSITIONS` and its angle are the true ones.
     """
     import numpy as np
 

@@ -1,15 +1,22 @@
 """Sagittal anatomy of the cervical spine built from one patient's truth rows.
 
 The spine is built in a 2D *spine frame* (mm; X runs anterior -> posterior, Z inferior -> superior) as a
-chain of pieces from T3 (bottom) up to C2. Every vertebral body and every disc is bounded by two
-endplate chords (anterior corner -> posterior corner). A piece's height profile along its AP extent is
-the quadratic through its three true heights at t = 0.1 / 0.5 / 0.9 (:func:`cdeg.measures.quadratic_profile`;
-t = 0 anterior, t = 1 posterior), measured perpendicular to its lower chord. Its upper surface is the lower
-surface moved by h(t) along the lower chord's normal, so
+chain of pieces from T3 (bottom) up to C2, exactly under the definitions of :mod:`cdeg.measures`. Every
+endplate has one chord, between the corners of its vertebral body, shared by the body and the disc it
+bounds. Heights are measured perpendicular to a piece's lower chord, at fractions t of its AP extent
+along that chord (t = 0 anterior, t = 1 posterior).
 
-* the next piece's lower surface is exactly this upper surface (discs fill the space between the endplates);
-* the next chord runs through the upper surface at the next piece's own t = 0 and t = 1, posterior corners
-  shared ("posterior walls aligned"), so the upper chord is tilted by atan((h(0) - h(1)) / D).
+* **Body**: walls perpendicular to its inferior chord at the corners (AP extent = the true depth D); its
+  height profile is the quadratic through the true heights at t = 0.1 / 0.5 / 0.9
+  (:func:`cdeg.measures.quadratic_profile`), so the superior chord (through the upper surface at t = 0 and
+  t = 1) is tilted by the true wedge angle atan((h(0) - h(1)) / D).
+* **Disc** between body Y (below) and body X (above): its lower chord is Y's superior chord; X's inferior
+  chord is that chord turned by the true disc angle, the two bodies centred on each other (their posterior
+  walls step by half the difference of their depths). The disc's AP extent runs from the mean of the two
+  anterior corners to the mean of the two posterior corners. X's inferior endplate is
+  a curve through X's corners (sag + a small asymmetric term) placed and shaped so that the disc's heights
+  at t = 0.1 / 0.5 / 0.9 are the true heights (:func:`_solve_disc`, a 3 x 3 system). Segmental and Cobb
+  angles are then exact sums of disc and wedge angles: no chord turns at a junction.
 
 The third dimension (left-right, x) enters as an LR extent per sagittal point: a structure covers
 ``inner <= |x - xc| < outer``. MRI slices test that condition at their LR position; the radiograph integrates
@@ -74,14 +81,20 @@ class Piece:
     s_lower: np.ndarray
     width: float
     row: dict[str, Any] = field(default_factory=dict)
+    h_tab: np.ndarray | None = None
 
     @property
     def n(self) -> np.ndarray:
         return _normal(self.e)
 
     def h(self, t: np.ndarray | float) -> np.ndarray:
-        """Height at t; constant beyond the ends so extrapolated surfaces stay sane."""
+        """Height at t; constant beyond the ends so extrapolated surfaces stay sane.
+
+        Bodies use the quadratic ``coef``; discs the solved profile ``h_tab`` (samples at ``_TG``).
+        """
         tc = np.clip(t, 0.0, 1.0)
+        if self.h_tab is not None:
+            return np.interp(tc, _TG, self.h_tab)
         a, b, c = self.coef
         return a + b * tc + c * tc * tc
 
@@ -120,53 +133,156 @@ class Piece:
         self.e = R @ self.e
 
 
+def _endplate(tau: np.ndarray, k: float, j: float) -> np.ndarray:
+    """Inferior endplate offset into the body above its chord: sag k, asymmetry j, 0 at and beyond the corners."""
+    tc = np.clip(tau, 0.0, 1.0)
+    b = 4.0 * tc * (1.0 - tc)
+    return k * b + j * b * (2.0 * tc - 1.0)
+
+
+def _solve_disc(
+    below: Piece,
+    heights: tuple[float, float, float],
+    angle_deg: float,
+    depth_above: float,
+    sag: float | None = None,
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Place the body above a disc so that the disc has its true heights and angle.
+
+    With `sag` given (unlabelled discs: no true heights), the endplate above gets that sag and no asymmetry
+    and only the middle height is matched: an unlabelled disc then hands the labelled spine an endplate of
+    the intended shape, instead of passing on the mismatch of made-up heights.
+
+    Returns the disc's anterior corner, AP extent, lower-surface and height samples at ``_TG`` (disc frame
+    = the superior chord of `below`), and the inferior chord of the body above: anterior corner, direction,
+    plus its endplate offsets at ``_TG``.
+    """
+    A, P = below.upper(0.0), below.upper(1.0)
+    e = _unit(P - A)
+    n = _normal(e)
+    L = float(np.hypot(*(P - A)))
+    th = math.radians(angle_deg)
+    c, s = math.cos(th), math.sin(th)
+    e_x = c * e - s * n  # lordotic (positive) angle: the chord above rises anteriorly
+    Dx = float(depth_above)
+    # The two bodies are centred on each other (along e): their endplates' concavities then sit
+    # symmetrically in the disc and the endplate above needs next to no asymmetric term. The disc's AP
+    # extent runs from the mean of the anterior to the mean of the posterior corners.
+    sig = 0.5 * (Dx * c - L)  # posterior corner above, along e from the one below
+    s_ant = 0.5 * (-L + sig - Dx * c)
+    D = 0.5 * (L + Dx * c)
+    pant = P + s_ant * e
+    pts = below.upper_polyline()
+    al = ((pts - pant) @ e) / D
+    s_low = np.interp(_TG, al, (pts - pant) @ n)
+
+    def upper_at(t: np.ndarray, k: float, j: float) -> tuple[np.ndarray, np.ndarray]:
+        """(tau on the chord above, offset of the surface above minus u0) at disc fractions t."""
+        sp = s_ant + t * D - (sig - Dx * c)  # along e, from the anterior corner above
+        tau = sp / (Dx * c)
+        for _ in range(4):
+            tau = (sp - _endplate(tau, k, j) * s) / (Dx * c)
+        return tau, Dx * s * (1.0 - tau) + c * _endplate(tau, k, j)
+
+    ts = np.array([0.1, 0.5, 0.9])
+    target = np.asarray(heights, float) + np.interp(ts, _TG, s_low)
+    u0, k, j = float(heights[2]), (0.0 if sag is None else float(sag)), 0.0
+    for _ in range(5):
+        # tau depends on the endplate only through its small AP component: linear solve, then refresh tau
+        tau, off = upper_at(ts, k, j)
+        if sag is not None:
+            u0 = float(target[1] - off[1])
+            continue
+        tc = np.clip(tau, 0.0, 1.0)
+        b = 4.0 * tc * (1.0 - tc)
+        lin = Dx * s * (1.0 - tau)
+        M = np.stack([np.ones(3), c * b, c * b * (2.0 * tc - 1.0)], axis=1)
+        u0, k, j = (float(x) for x in np.linalg.solve(M, target - lin))
+    _, off = upper_at(_TG, k, j)
+    h_tab = u0 + off - s_low
+    ant_x = P + sig * e + u0 * n - Dx * e_x
+    return pant, D, s_low, h_tab, ant_x, (e_x, _endplate(_TG, k, j))
+
+
+def _concavity(heights: Any) -> float:
+    """Middle height minus the mean of the anterior and posterior heights (mm)."""
+    a, m, p = (float(x) for x in heights)
+    return m - 0.5 * (a + p)
+
+
+def _intended_sag(specs: list[dict[str, Any]], i: int) -> float:
+    """Sag (at the chord's middle) of the inferior endplate of body ``specs[i]`` as its heights imply.
+
+    Each endplate of a body is concave by half the concavity of the disc it borders: the body's own
+    concavity is the sum of its two endplates', the superior one is half the disc above's. A parabola
+    through the corners with sag k is 0.64 k deeper at t = 0.5 than at t = 0.1 / 0.9.
+    """
+    above = specs[i + 1] if i + 1 < len(specs) and specs[i + 1]["kind"] == "disc" else None
+    upper = 0.5 * _concavity(above["heights"]) if above is not None else 0.0
+    lower = -_concavity(specs[i]["heights"]) - upper
+    return max(lower, 0.0) / 0.64
+
+
 def build_chain(pieces_spec: list[dict[str, Any]], bottom_concavity: float = 0.6) -> list[Piece]:
-    """Stack pieces bottom-up, each resting on the previous upper surface.
+    """Stack pieces bottom-up: bodies on their discs, each disc solved against its true heights and angle.
 
     Parameters
     ----------
     pieces_spec : list of dict
-        Bottom-up; each with name, label, kind, depth, heights (anterior, middle, posterior), width, row.
+        Bottom-up, alternating body / disc, starting and ending with a body; each with name, label, kind,
+        depth, heights (anterior, middle, posterior), width, row; discs may give ``angle_deg`` (default:
+        atan((anterior - posterior) / (0.8 depth)), the relation of :mod:`cdeg.measures`).
     bottom_concavity : float
         Depth (mm) of the concave lower endplate of the lowest piece.
     """
     out: list[Piece] = []
-    for spec in pieces_spec:
+    placed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # next body's corner, chord, endplate
+    for i, spec in enumerate(pieces_spec):
         coef = quadratic_profile(*spec["heights"])
         D = float(spec["depth"])
+        h_tab = None
         if not out:
             e = np.array([1.0, 0.0])
             pant = np.array([-D, 0.0])
             s = bottom_concavity * 4 * np.clip(_TG, 0, 1) * (1 - np.clip(_TG, 0, 1))
-        else:
+        elif spec["kind"] == "disc" and i + 1 < len(pieces_spec):
+            ha, _hm, hp = (float(x) for x in spec["heights"])
+            ang = spec.get("angle_deg")
+            if ang is None or not np.isfinite(ang):
+                ang = math.degrees(math.atan((ha - hp) / (0.8 * D)))
+            pant, D, s, h_tab, ant_x, chord = _solve_disc(
+                out[-1],
+                tuple(spec["heights"]),
+                float(ang),
+                float(pieces_spec[i + 1]["depth"]),
+                None if spec["label"] else _intended_sag(pieces_spec, i + 1),
+            )
+            e = _unit(out[-1].upper(1.0) - out[-1].upper(0.0))
+            placed = (ant_x, chord[0], chord[1])
+        elif placed is not None:
+            pant, e, s = placed
+            placed = None
+        else:  # a body on a body (not built by cdeg): rest on the previous upper surface
             prev = out[-1]
             pts = prev.upper_polyline()
-            post = prev.upper(1.0)
-            # anterior corner: the point of the previous upper surface at distance D from the shared
-            # posterior corner (walking anteriorly from t = 1)
-            sel = _TG <= 1.0
-            cand = pts[sel][::-1]
-            dist = np.hypot(cand[:, 0] - post[0], cand[:, 1] - post[1])
-            dist = np.maximum.accumulate(dist)
-            ant = np.array([np.interp(D, dist, cand[:, 0]), np.interp(D, dist, cand[:, 1])])
+            ant, post = prev.upper(0.0), prev.upper(1.0)
             e = _unit(post - ant)
-            pant = ant
+            pant = post - D * e
             n = _normal(e)
-            al = ((pts[:, 0] - ant[0]) * e[0] + (pts[:, 1] - ant[1]) * e[1]) / D
-            pe = (pts[:, 0] - ant[0]) * n[0] + (pts[:, 1] - ant[1]) * n[1]
-            s = np.interp(_TG, al, pe)
+            s = np.interp(_TG, ((pts - pant) @ e) / D, (pts - pant) @ n)
         out.append(
             Piece(
                 spec["name"],
                 int(spec["label"]),
                 spec["kind"],
-                pant,
-                e,
+                np.asarray(pant, float),
+                np.asarray(e, float),
                 D,
                 coef,
-                s,
+                np.asarray(s, float),
                 float(spec["width"]),
                 dict(spec.get("row", {})),
+                h_tab,
             )
         )
     return out
@@ -413,7 +529,7 @@ class Spine:
     pieces : list of Piece
         Bottom-up chain (T3 .. C2).
     parts : list of Part
-        Painting order: soft tissues, canal, bones, osteophytes, discs; later parts win.
+        Painting order: soft tissues, canal, disc bulges, bones, osteophytes, discs; later parts win.
     curves : dict
         Samples along Z (increasing) of the posterior wall ("zs", "xpw"), anterior wall ("xaw"), canal depth.
     landmarks : dict
@@ -424,6 +540,14 @@ class Spine:
     parts: list[Part]
     curves: dict[str, np.ndarray]
     landmarks: dict[str, Any]
+
+
+def _finite_or_none(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _level_rows(levels: Any) -> dict[str, dict[str, Any]]:
@@ -520,6 +644,7 @@ def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.rand
                     "kind": "disc",
                     "depth": 0.5 * (ru["body_depth_mm"] + rl["body_depth_mm"]),
                     "heights": [r[f"disc_height_{p}_mm"] for p in ("anterior", "middle", "posterior")],
+                    "angle_deg": _finite_or_none(r.get("disc_angle_deg")),
                     "width": 0.5 * (ru["body_width_mm"] + rl["body_width_mm"]),
                     "row": r,
                 }
@@ -556,6 +681,7 @@ def _assemble(  # noqa: C901 - one block per structure
     parts_bone: list[Part] = []
     parts_ost: list[Part] = []
     parts_disc: list[Part] = []
+    parts_bulge: list[Part] = []
 
     # reference curves along Z: posterior and anterior walls through the corners
     pw, aw = [], []
@@ -928,11 +1054,12 @@ def _assemble(  # noqa: C901 - one block per structure
             )
             part.xc = float(rng.uniform(-acfg.bulge_side_mm, acfg.bulge_side_mm))
             part.info.update(info)
-            parts_disc.append(part)
+            parts_bulge.append(part)
 
-    # paint: soft tissue, bones, osteophytes, then discs (disc labels win at contact lines so disc heights
-    # are exact); the bulge comes after the discs so it replaces the CSF in front of the cord
-    parts = parts_soft + parts_bone + parts_ost + parts_disc
+    # paint: soft tissue, bulges (over the CSF in front of the cord, but under the bone: a bulge reaches
+    # above and below the disc and must not take the vertebral bodies' posterior corners), bones,
+    # osteophytes, then discs (disc labels win at contact lines so disc heights are exact)
+    parts = parts_soft + parts_bulge + parts_bone + parts_ost + parts_disc
     lm_ = {
         "z_top": z_top,
         "dens_tip": dens_tip,

@@ -1,0 +1,87 @@
+"""`cdeg extract`: the command line over :func:`cdeg.features.extract.extract` (parsing only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cdeg.cli import progress_enabled, run_api
+
+
+@click.command("extract")
+@click.option("--cohort", type=click.Path(file_okay=False, path_type=Path), help="Cohort folder.")
+@click.option(
+    "--masks",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Mask folder (<patient>/<modality>.nii.gz, e.g. `cdeg segment` output). Default: the cohort's masks/.",
+)
+@click.option("--modality", default="mri,xray", show_default=True, help="Modalities, comma-separated.")
+@click.option(
+    "--params",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="One PyRadiomics parameter file for all modalities, used unchanged. "
+    "Default: configs/radiomics_mri.yaml and configs/radiomics_xray.yaml.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes (0 = all cores).",
+)
+@click.option(
+    "--geometry-tolerance",
+    "geometry_tolerance_mm",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Masks whose grid differs from the image by up to this (mm) are resampled with a warning; beyond, that "
+    "patient/modality fails.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (re-runs resume)."
+)
+@click.option("--print-params", is_flag=True, help="Print the default PyRadiomics parameter files and exit.")
+def extract_command(
+    cohort: Path | None,
+    masks: Path | None,
+    modality: str,
+    params: Path | None,
+    jobs: int,
+    geometry_tolerance_mm: float,
+    out: Path | None,
+    print_params: bool,
+) -> None:
+    """Per-level features: PyRadiomics (shape, intensity, texture) and clinical measurements
+    (disc heights, disc height index, angles, Cobb, body size, disc/CSF signal).
+
+    Writes features_long.parquet, features.parquet, features.csv, provenance.json and, when something
+    failed, errors.csv into OUT.
+    """
+    if print_params:
+        from cdeg.features.extract import DEFAULT_PARAMS
+
+        from cdeg.config import shipped_config
+
+        for name in DEFAULT_PARAMS.values():
+            click.echo(f"# --- {name}")
+            click.echo(shipped_config(name).read_text(encoding="utf-8"))
+        return
+    if cohort is None or out is None:
+        raise click.UsageError("--cohort and --out are required")
+    from cdeg.features.extract import extract
+
+    run_api(
+        extract,
+        cohort=cohort,
+        out=out,
+        masks=masks,
+        modality=modality,
+        params=params,
+        jobs=jobs,
+        geometry_tolerance_mm=geometry_tolerance_mm,
+        progress=progress_enabled(),
+    )

@@ -1,0 +1,723 @@
+"""`cdeg extract`: interpretable per-level features, PyRadiomics plus the measurements clinicians use.
+
+:func:`extract` is the API; ``cdeg extract`` (:mod:`cdeg.features.cli`) only parses options and calls it.
+
+For every patient x modality x structure present in the mask (vertebrae C2..T1, discs C2-C3..C7-T1):
+PyRadiomics shape, first-order and texture features (:mod:`cdeg.features.radiomics_features`), and the
+clinical measurements of :mod:`cdeg.measures` (:mod:`cdeg.features.measurements`). Outputs in `out`:
+
+* ``features_long.parquet``: patient_id, modality, structure (vertebra / disc / spine), level, feature, value
+* ``features.parquet`` / ``features.csv``: one row per patient, columns ``<modality>__<level>__<feature>``
+* ``provenance.json``: versions, parameter files and hashes, mask source, per-patient status
+* ``errors.csv``: patient_id, modality, structure, message (only when something failed)
+* ``cache/<patient>/<modality>.parquet`` + ``.json``: finished units; a re-run skips them unless the
+  parameters, the measurement method or an input file changed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdeg import __version__, labels
+from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort, mask_path, parse_modalities
+from cdeg.config import shipped_config
+from cdeg.errors import CdegError, CohortError
+from cdeg.io import file_sha256, read_image, read_json, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+#: Shipped PyRadiomics parameter file per modality.
+DEFAULT_PARAMS: dict[str, str] = {"mri": "radiomics_mri.yaml", "xray": "radiomics_xray.yaml"}
+LONG_COLUMNS = (ID_COLUMN, "modality", "structure", "level", "feature", "value")
+ERROR_COLUMNS = (ID_COLUMN, "modality", "structure", "message")
+SEPARATOR = "__"
+#: Bumped when cached unit results would no longer match what this code computes.
+CACHE_FORMAT = 1
+#: Largest difference in direction cosines between an image and its mask that is treated as rounding.
+DIRECTION_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What :func:`extract` produced.
+
+    Attributes
+    ----------
+    out : Path
+        The output folder.
+    features : pandas.DataFrame
+        One row per patient (``patient_id`` column first), columns ``<modality>__<level>__<feature>``.
+    long : pandas.DataFrame
+        The long table (features_long.parquet).
+    errors : pandas.DataFrame
+        One row per problem (errors.csv); empty when none.
+    provenance : dict
+        The contents of provenance.json.
+    """
+
+    out: Path
+    features: Any
+    long: Any
+    errors: Any
+    provenance: dict[str, Any]
+
+
+@dataclass
+class UnitResult:
+    """The outcome of one patient x modality (picklable: returned by worker processes)."""
+
+    patient_id: str
+    modality: str
+    status: str  # ok | partial | failed | missing
+    rows: list[tuple[str, str, str, float]] = field(default_factory=list)  # structure, level, feature, value
+    errors: list[tuple[str, str]] = field(default_factory=list)  # structure (level), message
+    warnings: list[str] = field(default_factory=list)
+    cached: bool = False
+    seconds: float = 0.0
+
+
+# --- options and the cohort check ---------------------------------------------------------------------
+
+
+def _resolve_params(params: str | Path | None, modalities: tuple[str, ...]) -> dict[str, Path]:
+    from cdeg.features.radiomics_features import validate_params
+
+    if params is not None:
+        files = {m: Path(params) for m in modalities}
+    else:
+        files = {m: shipped_config(DEFAULT_PARAMS[m]) for m in modalities}
+    for path in sorted(set(files.values())):
+        validate_params(path)
+    return files
+
+
+def _input_signature(path: Path, with_hash: bool = True) -> dict[str, Any]:
+    st = path.stat()
+    sig: dict[str, Any] = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if with_hash:
+        sig["sha256"] = file_sha256(path)
+    return sig
+
+
+def _header(path: Path) -> tuple[int, tuple[int, ...]]:
+    """Dimension and size from the header only (no voxel data read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader.GetDimension(), tuple(reader.GetSize())
+
+
+def _check_unit(image: Path, mask: Path, modality: str) -> str | None:
+    """Why this patient x modality cannot be extracted, or None when its files look usable."""
+    if not image.is_file() and not mask.is_file():
+        return "no image and no mask"
+    if not image.is_file():
+        return f"image missing ({image})"
+    if not mask.is_file():
+        return f"mask missing ({mask})"
+    want = MODALITIES[modality]
+    for what, path in (("image", image), ("mask", mask)):
+        try:
+            dim, _ = _header(path)
+        except RuntimeError:
+            return f"{what} header unreadable ({path})"
+        if dim != want:
+            return f"{what} is {dim}D, {modality} must be {want}D ({path})"
+    return None
+
+
+# --- geometry -----------------------------------------------------------------------------------------------
+
+
+def _corners(img: Any) -> np.ndarray:
+    """Physical positions of the outer corners of an image grid (all 2^d of them)."""
+    d = img.GetDimension()
+    size = np.array(img.GetSize(), dtype=float)
+    out = []
+    for bits in range(2**d):
+        idx = [(-0.5 if not (bits >> i) & 1 else size[i] - 0.5) for i in range(d)]
+        out.append(img.TransformContinuousIndexToPhysicalPoint(idx))
+    return np.array(out)
+
+
+def conform_mask(
+    image: Any, mask: Any, tolerance_mm: float, patient: str, path: Path
+) -> tuple[Any, str | None]:
+    """Put `mask` on `image`'s grid.
+
+    Identical grids (up to rounding) are used as they are. A mask covering the same field of view within
+    `tolerance_mm` (largest distance between corresponding grid corners) and the same orientation is
+    resampled nearest-neighbour onto the image grid, with a warning. Anything else raises CdegError.
+    """
+    import SimpleITK as sitk
+
+    same_size = tuple(image.GetSize()) == tuple(mask.GetSize())
+    d_dir = float(np.max(np.abs(np.subtract(image.GetDirection(), mask.GetDirection()))))
+    corner_mm = float(np.max(np.linalg.norm(_corners(image) - _corners(mask), axis=1)))
+    if same_size and d_dir < 1e-6 and corner_mm < 1e-4:
+        if not (image.GetOrigin() == mask.GetOrigin() and image.GetSpacing() == mask.GetSpacing()):
+            mask = sitk.Image(mask)
+            mask.CopyInformation(image)
+        return mask, None
+    if d_dir > DIRECTION_TOLERANCE or corner_mm > tolerance_mm:
+        why = (
+            f"orientation differs by {d_dir:.3f} (direction cosines)"
+            if d_dir > DIRECTION_TOLERANCE
+            else f"field of view differs by {corner_mm:.2f} mm"
+        )
+        raise CdegError(
+            f"mask geometry does not match the image: {why}, beyond the {tolerance_mm:g} mm tolerance; "
+            "was the mask made from this image?",
+            patient=patient,
+            path=path,
+        )
+    resampled = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+    msg = (
+        f"mask grid differs from the image (size {mask.GetSize()} vs {image.GetSize()}, field of view off by "
+        f"{corner_mm:.2f} mm <= {tolerance_mm:g} mm): resampled nearest-neighbour onto the image grid"
+    )
+    return resampled, msg
+
+
+# --- one unit (runs in a worker) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    patient_id: str
+    modality: str
+    image: str
+    mask: str
+    params: str
+    params_sha256: str
+    tolerance_mm: float
+    cache_dir: str
+    key: dict[str, Any]
+
+
+def _structure_kind(level: str) -> str:
+    from cdeg.features.measurements import COBB_LEVEL
+
+    return "spine" if level == COBB_LEVEL else labels.structure(level).kind
+
+
+_EXTRACTORS: dict[tuple[str, str], Any] = {}
+
+
+def _extractor(path: str, sha: str) -> Any:
+    """One PyRadiomics extractor per parameter file and process, reused for every image."""
+    from cdeg.features.radiomics_features import StructureExtractor
+
+    if (path, sha) not in _EXTRACTORS:
+        _EXTRACTORS[(path, sha)] = StructureExtractor(path)
+    return _EXTRACTORS[(path, sha)]
+
+
+def run_unit(task: _Task) -> UnitResult:
+    """Extract one patient x modality and write its cache entry (atomically); never raises for bad input."""
+    import SimpleITK as sitk
+    from cdeg.features.measurements import measure
+    from cdeg.features.radiomics_features import as_volume
+
+    t0 = time.perf_counter()
+    res = UnitResult(task.patient_id, task.modality, "ok")
+    try:
+        image = read_image(task.image, patient=task.patient_id)
+        mask = read_image(task.mask, patient=task.patient_id)
+        mask, warning = conform_mask(image, mask, task.tolerance_mm, task.patient_id, Path(task.mask))
+    except CdegError as e:
+        res.status = "failed"
+        res.errors.append(("", e.one_line()))
+        res.seconds = time.perf_counter() - t0
+        return res
+    if warning:
+        log.warning("patient %s %s: %s", task.patient_id, task.modality, warning)
+        res.warnings.append(warning)
+    mask_arr = sitk.GetArrayFromImage(mask)
+    present = set(np.unique(mask_arr).tolist())
+    unknown = labels.invalid_labels(present)
+    if unknown:
+        res.warnings.append(
+            f"labels {unknown} are not in the {labels.CONVENTION_NAME} convention and were ignored"
+        )
+    structures = [s.label for s in labels.STRUCTURES if s.label in present]
+
+    extractor = _extractor(task.params, task.params_sha256)
+    vol = as_volume(image)
+    rad, rad_errors = extractor.features(
+        vol, mask_arr.reshape(sitk.GetArrayViewFromImage(vol).shape), structures
+    )
+    for label, msg in rad_errors:
+        res.errors.append((labels.name_of(label), msg))
+    try:
+        meas, problems = measure(mask, image, task.modality)
+    except Exception as e:  # a measurement bug must not lose the radiomics of the whole unit
+        log.exception("measurements failed for %s %s", task.patient_id, task.modality)
+        meas, problems = {}, [("", f"measurements failed: {type(e).__name__}: {e}")]
+    res.errors.extend(problems)
+    for s in labels.STRUCTURES:
+        for feature, value in rad.get(s.label, {}).items():
+            res.rows.append((s.kind, s.name, feature, value))
+        for feature, value in meas.get(s.name, {}).items():
+            res.rows.append((s.kind, s.name, feature, float(value)))
+    for level, vals in meas.items():
+        if _structure_kind(level) == "spine":
+            for feature, value in vals.items():
+                res.rows.append(("spine", level, feature, float(value)))
+    if res.errors:
+        res.status = "partial"
+    res.seconds = time.perf_counter() - t0
+    _write_cache(task, res)
+    return res
+
+
+def _init_worker() -> None:
+    import SimpleITK as sitk
+
+    # Parallelism comes from --jobs: one thread per worker process, so N jobs use N cores.
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# --- cache ---------------------------------------------------------------------------------------------------------
+
+
+def _cache_paths(cache_dir: str | Path, modality: str) -> tuple[Path, Path]:
+    d = Path(cache_dir)
+    return d / f"{modality}.parquet", d / f"{modality}.json"
+
+
+def _write_cache(task: _Task, res: UnitResult) -> None:
+    import pandas as pd
+
+    table, meta = _cache_paths(task.cache_dir, task.modality)
+    df = pd.DataFrame(res.rows, columns=["structure", "level", "feature", "value"]).astype(
+        {"value": "float64"}
+    )
+    write_table(table, df)
+    # The JSON is written last: its presence marks a complete entry.
+    write_json(
+        meta,
+        {
+            **task.key,
+            "status": res.status,
+            "errors": [list(e) for e in res.errors],
+            "warnings": res.warnings,
+            "seconds": res.seconds,
+            "table_sha256": file_sha256(table),
+        },
+    )
+
+
+def _inputs_match(saved: dict[str, Any], path: Path) -> bool:
+    if not path.is_file() or not saved:
+        return False
+    st = path.stat()
+    if saved.get("size") == st.st_size and saved.get("mtime_ns") == st.st_mtime_ns:
+        return True
+    # Touched or copied: compare content.
+    return saved.get("size") == st.st_size and saved.get("sha256") == file_sha256(path)
+
+
+def _load_cache(task: _Task) -> UnitResult | None:
+    """The cached result of a unit, or None when absent, incomplete or stale."""
+    import pandas as pd
+
+    table, meta = _cache_paths(task.cache_dir, task.modality)
+    if not meta.is_file() or not table.is_file():
+        return None
+    try:
+        saved = read_json(meta)
+    except CdegError:
+        return None
+    for k in (
+        "cache_format",
+        "cdeg_version",
+        "pyradiomics_version",
+        "params_sha256",
+        "measure_options",
+        "tolerance_mm",
+    ):
+        if saved.get(k) != task.key.get(k):
+            return None
+    if not (
+        _inputs_match(saved.get("image", {}), Path(task.image))
+        and _inputs_match(saved.get("mask", {}), Path(task.mask))
+    ):
+        return None
+    if saved.get("table_sha256") != file_sha256(table):
+        return None
+    df = pd.read_parquet(table)
+    rows = list(df.itertuples(index=False, name=None))
+    return UnitResult(
+        task.patient_id,
+        task.modality,
+        saved.get("status", "ok"),
+        rows=[(str(a), str(b), str(c), float(v)) for a, b, c, v in rows],
+        errors=[tuple(e) for e in saved.get("errors", [])],
+        warnings=list(saved.get("warnings", [])),
+        cached=True,
+        seconds=float(saved.get("seconds", 0.0)),
+    )
+
+
+def _unit_key(image: Path, mask: Path, params_sha: str, tolerance_mm: float) -> dict[str, Any]:
+    from cdeg.features.measurements import MeasureOptions
+    from cdeg.features.radiomics_features import pyradiomics_version
+
+    return {
+        "cache_format": CACHE_FORMAT,
+        "cdeg_version": __version__,
+        "pyradiomics_version": pyradiomics_version(),
+        "params_sha256": params_sha,
+        "measure_options": dataclasses.asdict(MeasureOptions()),
+        "tolerance_mm": tolerance_mm,
+        "image": _input_signature(image),
+        "mask": _input_signature(mask),
+    }
+
+
+# --- assembling the tables -----------------------------------------------------------------------------------------
+
+
+def _level_order() -> dict[str, int]:
+    from cdeg.features.measurements import COBB_LEVEL
+
+    order = {s.name: s.order for s in labels.STRUCTURES}
+    order[COBB_LEVEL] = len(order)
+    return order
+
+
+def _tables(patients: list[str], modalities: tuple[str, ...], results: dict[tuple[str, str], UnitResult]):
+    """Long, wide and error tables in a fixed order (patients as in clinical.csv, then modality, level, feature)."""
+    import pandas as pd
+    from cdeg.features.measurements import COBB_LEVEL
+
+    long_rows = []
+    errors = []
+    for pid in patients:
+        for m in modalities:
+            r = results.get((pid, m))
+            if r is None:
+                continue
+            long_rows.extend((pid, m, *row) for row in r.rows)
+            errors.extend((pid, m, s or "all", msg) for s, msg in r.errors)
+    long = pd.DataFrame(long_rows, columns=list(LONG_COLUMNS)).astype(
+        {
+            ID_COLUMN: "str",
+            "modality": "str",
+            "structure": "str",
+            "level": "str",
+            "feature": "str",
+            "value": "float64",
+        }
+    )
+    # Columns: per modality and structure kind, every feature seen for that kind, for every level of the kind
+    # in the convention (a level missing in every patient still gets its columns, all missing).
+    features_by_kind: dict[tuple[str, str], dict[str, None]] = {}
+    for m, kind, feat in long[["modality", "structure", "feature"]].itertuples(index=False, name=None):
+        features_by_kind.setdefault((m, kind), {})[feat] = None
+    columns = []
+    for m in modalities:
+        for level in [s.name for s in labels.STRUCTURES] + [COBB_LEVEL]:
+            kind = _structure_kind(level)
+            for feat in features_by_kind.get((m, kind), {}):
+                columns.append(SEPARATOR.join((m, level, feat)))
+    keys = long["modality"] + SEPARATOR + long["level"] + SEPARATOR + long["feature"]
+    wide = (
+        pd.DataFrame({ID_COLUMN: long[ID_COLUMN], "key": keys, "value": long["value"]})
+        .pivot(index=ID_COLUMN, columns="key", values="value")
+        .reindex(index=patients, columns=columns)
+    )
+    wide.columns.name = None
+    wide = wide.astype("float64").rename_axis(ID_COLUMN).reset_index()
+    err = pd.DataFrame(errors, columns=list(ERROR_COLUMNS)).astype("str")
+    return long, wide, err
+
+
+# --- the API -----------------------------------------------------------------------------------------------------------
+
+
+def extract(
+    cohort: str | Path,
+    out: str | Path,
+    masks: str | Path | None = None,
+    modality: str | list[str] | tuple[str, ...] | None = None,
+    params: str | Path | None = None,
+    jobs: int | None = None,
+    geometry_tolerance_mm: float = 1.0,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract PyRadiomics features and clinical measurements per patient, modality and level.
+
+    Parameters
+    ----------
+    cohort : path
+        Cohort folder (:mod:`cdeg.cohort` layout).
+    out : path
+        Output folder; created if needed. Finished units in ``out/cache`` are reused (resume).
+    masks : path, optional
+        Mask folder in the ``<patient_id>/<modality>.nii.gz`` layout (e.g. ``cdeg segment`` output);
+        default the cohort's reference ``masks/``.
+    modality : "mri,xray" or list, optional
+        Modalities to extract (default both).
+    params : path, optional
+        One PyRadiomics parameter file used for every modality, passed through unchanged. Default:
+        ``configs/radiomics_mri.yaml`` and ``configs/radiomics_xray.yaml``.
+    jobs : int, optional
+        Worker processes over patient x modality units (None or 0: all cores). Results do not depend on it.
+    geometry_tolerance_mm : float
+        A mask whose grid differs from its image's by at most this (field-of-view corners, mm) is
+        resampled nearest-neighbour with a warning; beyond it that patient/modality fails.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    ExtractResult
+    """
+    # --- options first, before anything expensive
+    mods = parse_modalities(modality)
+    if jobs is None or jobs == 0:
+        jobs = os.cpu_count() or 1
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
+        raise ValueError(f"jobs must be a positive number of processes (0 or None: all cores), got {jobs!r}")
+    if not (isinstance(geometry_tolerance_mm, (int, float)) and geometry_tolerance_mm >= 0):
+        raise ValueError(f"geometry_tolerance_mm must be >= 0, got {geometry_tolerance_mm!r}")
+    coh = Cohort.open(cohort)
+    masks_root = Path(masks) if masks is not None else coh.masks_root
+    if not masks_root.is_dir():
+        raise CohortError("mask folder does not exist", path=masks_root)
+    out = Path(out)
+    if out.resolve() == coh.root.resolve():
+        raise ValueError("--out must not be the cohort folder (inputs are never modified)")
+    param_files = _resolve_params(params, mods)
+    param_sha = {m: file_sha256(p) for m, p in param_files.items()}
+    t0 = time.perf_counter()
+
+    # --- check the whole cohort before extracting
+    patients = coh.patient_ids()
+    status: dict[tuple[str, str], UnitResult] = {}
+    todo: list[_Task] = []
+    for pid in patients:
+        for m in mods:
+            img, msk = coh.image_path(pid, m), mask_path(masks_root, pid, m)
+            problem = _check_unit(img, msk, m)
+            if problem is not None:
+                status[(pid, m)] = UnitResult(pid, m, "missing", errors=[("", problem)])
+                continue
+            todo.append(
+                _Task(
+                    pid,
+                    m,
+                    str(img),
+                    str(msk),
+                    str(param_files[m]),
+                    param_sha[m],
+                    float(geometry_tolerance_mm),
+                    str(out / "cache" / pid),
+                    {},
+                )
+            )
+    bad = sorted({pid for (pid, _), r in status.items()}, key=patients.index)
+    log.info("%d patients with problems (of %d)", len(bad), len(patients))
+    for (pid, m), r in list(status.items())[:20]:
+        log.warning("patient %s %s: %s", pid, m, r.errors[0][1])
+    if not todo:
+        raise CohortError(
+            f"no patient has a usable image and mask for {', '.join(mods)} (masks from {masks_root})",
+            path=coh.root,
+        )
+
+    # --- reuse finished units, extract the rest
+    tasks: list[_Task] = []
+    for t in todo:
+        keyed = dataclasses.replace(
+            t, key=_unit_key(Path(t.image), Path(t.mask), t.params_sha256, t.tolerance_mm)
+        )
+        cached = _load_cache(keyed)
+        if cached is not None:
+            status[(t.patient_id, t.modality)] = cached
+        else:
+            tasks.append(keyed)
+    n_cached = len(todo) - len(tasks)
+    log.info(
+        "%d of %d patient x modality units to extract (%d reused from %s)",
+        len(tasks),
+        len(todo),
+        n_cached,
+        out / "cache",
+    )
+    for r in _run_all(tasks, jobs, progress):
+        status[(r.patient_id, r.modality)] = r
+
+    # --- outputs
+    long, wide, err = _tables(patients, mods, status)
+    write_table(out / "features_long.parquet", long)
+    write_table(out / "features.parquet", wide)
+    write_table(out / "features.csv", wide)
+    errors_path = out / "errors.csv"
+    if len(err):
+        write_table(errors_path, err)
+    else:
+        errors_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
+    prov = _provenance(
+        coh,
+        masks_root,
+        masks is None,
+        mods,
+        param_files,
+        param_sha,
+        jobs,
+        geometry_tolerance_mm,
+        patients,
+        status,
+        len(tasks),
+        n_cached,
+        time.perf_counter() - t0,
+        long,
+        wide,
+        len(err),
+    )
+    write_json(out / "provenance.json", prov)
+    n_failed = sum(r.status in ("failed", "missing") for r in status.values())
+    log.info(
+        "extracted %d features for %d patients (%d units, %d reused, %d failed/missing) in %.1f s -> %s",
+        wide.shape[1] - 1,
+        len(patients),
+        len(status),
+        n_cached,
+        n_failed,
+        time.perf_counter() - t0,
+        out,
+    )
+    return ExtractResult(out, wide, long, err, prov)
+
+
+def _run_all(tasks: list[_Task], jobs: int, progress: bool) -> Iterator[UnitResult]:
+    """Run units with a progress bar, in `jobs` worker processes (in this process for one job)."""
+    from tqdm.auto import tqdm
+
+    if not tasks:
+        return
+    bar = tqdm(total=len(tasks), desc="extract", unit="unit", disable=not progress, leave=False)
+    try:
+        if jobs <= 1 or len(tasks) == 1:
+            with _single_thread():
+                for t in tasks:
+                    yield run_unit(t)
+                    bar.update()
+            return
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_init_worker) as pool:
+            futures = [pool.submit(run_unit, t) for t in tasks]
+            try:
+                for fut in cf.as_completed(futures):
+                    yield fut.result()
+                    bar.update()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
+def _provenance(
+    coh,
+    masks_root,
+    reference,
+    mods,
+    param_files,
+    param_sha,
+    jobs,
+    tol,
+    patients,
+    status,
+    n_run,
+    n_cached,
+    seconds,
+    long,
+    wide,
+    n_errors,
+) -> dict[str, Any]:
+    import SimpleITK as sitk
+    from cdeg.features.measurements import MeasureOptions
+    from cdeg.features.radiomics_features import pyradiomics_version
+
+    per_patient: dict[str, dict[str, Any]] = {}
+    for pid in patients:
+        per_patient[pid] = {}
+        for m in mods:
+            r = status.get((pid, m))
+            entry: dict[str, Any] = {"status": r.status, "cached": r.cached}
+            if r.errors:
+                entry["errors"] = [f"{s}: {msg}" if s else msg for s, msg in r.errors]
+            if r.warnings:
+                entry["warnings"] = r.warnings
+            per_patient[pid][m] = entry
+    counts: dict[str, int] = {}
+    for r in status.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return {
+        "cdeg_version": __version__,
+        "pyradiomics_version": pyradiomics_version(),
+        "simpleitk_version": sitk.Version.VersionString(),
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "cohort": str(coh.root),
+        "mask_source": {
+            "path": str(masks_root),
+            "kind": "reference masks of the cohort" if reference else "given folder",
+        },
+        "modalities": list(mods),
+        "parameters": {
+            m: {
+                "path": str(param_files[m]),
+                "sha256": param_sha[m],
+                "shipped": param_files[m].parent == shipped_config(DEFAULT_PARAMS[m]).parent,
+            }
+            for m in mods
+        },
+        "measure_options": dataclasses.asdict(MeasureOptions()),
+        "geometry_tolerance_mm": tol,
+        "jobs": jobs,
+        "units": {
+            "extracted": n_run,
+            "reused_from_cache": n_cached,
+            **{f"status_{k}": v for k, v in sorted(counts.items())},
+        },
+        "patients": per_patient,
+        "outputs": {
+            "features_long.parquet": {"rows": len(long)},
+            "features.parquet": {"rows": len(wide), "columns": wide.shape[1]},
+            "features.csv": {"rows": len(wide), "columns": wide.shape[1]},
+            "errors.csv": {"rows": n_errors},
+        },
+        "seconds": round(seconds, 2),
+    }
