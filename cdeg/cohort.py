@@ -226,7 +226,9 @@ def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
     CohortError
         When the id column is missing, an id is empty or duplicated, naming the file and the ids.
     """
-    df = read_table(path, dtype={id_column: str})
+    # CSV ids are read as text so that "007" stays "007"; Parquet keeps its own column types.
+    is_csv = str(path).endswith((".csv", ".tsv", ".txt", ".csv.gz"))
+    df = read_table(path, dtype={id_column: str}) if is_csv else read_table(path)
     if id_column not in df.columns:
         raise CohortError(
             f"no {id_column!r} column (columns: {', '.join(map(str, df.columns[:8]))}"

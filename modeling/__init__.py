@@ -1,1 +1,12 @@
-"""(stage package)"""
+"""The classifier stage (``cdeg fit``, ``cdeg predict``, ``cdeg validate``).
+
+* :func:`cdeg.modeling.api.fit`       - nested-CV XGBoost vs elastic-net vs clinical-only logistic regression,
+  final model (JSON), SHAP, report
+* :func:`cdeg.modeling.api.predict`   - probabilities and SHAP waterfalls for new patients
+* :func:`cdeg.modeling.api.validate`  - external validation beside the development figures
+* :class:`cdeg.modeling.models.TabularClassifier` - preprocessing + estimator (scikit-learn conventions)
+* :func:`cdeg.modeling.explain.shap_values`       - SHAP values of a fitted classifier (log-odds)
+* :mod:`cdeg.modeling.config`        - the options (``FitConfig``; defaults in ``configs/fit.yaml``)
+
+Importing this package imports none of XGBoost, Optuna or SHAP; the modules load what they need.
+"""

@@ -69,3 +69,10 @@ def test_ids_stay_strings(tmp_path):
     p = tmp_path / "clinical.csv"
     p.write_text("patient_id,age\n007,1\n010,2\n")
     assert list(read_clinical(p)["patient_id"]) == ["007", "010"]
+
+
+def test_parquet_clinical_table(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"patient_id": ["A", "B"], "age": [1, 2]}).to_parquet(tmp_path / "c.parquet")
+    assert list(read_clinical(tmp_path / "c.parquet")["patient_id"]) == ["A", "B"]

@@ -1,0 +1,175 @@
+"""`cdeg fit`, `cdeg predict`, `cdeg validate`: thin click commands over :mod:`cdeg.modeling.api`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cdeg.cli import run_api
+
+_path_in = click.Path(exists=True, dir_okay=False, path_type=Path)
+_dir_in = click.Path(exists=True, file_okay=False, path_type=Path)
+_dir_out = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command("fit")
+@click.option("--features", type=_path_in, help="Features table (CSV/Parquet), one row per patient.")
+@click.option("--clinical", type=_path_in, help="Clinical table with the id and target columns.")
+@click.option("--target", help="0/1 column of the clinical table to predict (e.g. accelerated).")
+@click.option("--id-column", default=None, help="Patient id column in both tables [config: patient_id].")
+@click.option(
+    "--feature-set", default=None, help="Feature sets, comma-separated: clinical,mri,xray,other [all]."
+)
+@click.option("--trials", type=click.IntRange(1), default=None, help="Optuna trials per study [config].")
+@click.option(
+    "--outer-folds", type=click.IntRange(2, 50), default=None, help="Outer stratified folds [config]."
+)
+@click.option(
+    "--repeats", type=click.IntRange(1, 100), default=None, help="Repeats of the outer split [config]."
+)
+@click.option(
+    "--seed", type=click.IntRange(0), default=None, help="Seed of splits, samplers and models [config]."
+)
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage URL (e.g. postgresql://user@host/db) shared by workers [SQLite in --out].",
+)
+@click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes [config].")
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Columns never used as predictors: names or glob patterns, comma-separated; repeatable.",
+)
+@click.option("--config", "config", type=_path_in, default=None, help="YAML overriding configs/fit.yaml.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
+@click.option("--out", type=_dir_out, help="Run folder (created; re-running resumes).")
+def fit_command(
+    features,
+    clinical,
+    target,
+    id_column,
+    feature_set,
+    trials,
+    outer_folds,
+    repeats,
+    seed,
+    storage,
+    jobs,
+    exclude,
+    config,
+    print_config,
+    out,
+) -> None:
+    """Nested-CV XGBoost vs elastic-net vs clinical-only logistic regression, final model, SHAP, report."""
+    from cdeg.modeling import api
+    from cdeg.modeling.config import config_yaml, resolve_config
+    from cdeg.modeling.data import parse_names
+
+    if print_config:
+        overrides = {
+            "id_column": id_column,
+            "trials": trials,
+            "outer_folds": outer_folds,
+            "repeats": repeats,
+            "seed": seed,
+            "jobs": jobs,
+            "feature_sets": list(parse_names(feature_set)) if feature_set else None,
+        }
+        cfg = run_api(resolve_config, path=config, overrides=overrides)
+        if exclude:
+            from dataclasses import replace
+
+            cfg = replace(cfg, exclude=tuple(cfg.exclude) + parse_names(list(exclude)))
+        click.echo(config_yaml(cfg), nl=False)
+        return
+    missing = [
+        n
+        for n, v in (("--features", features), ("--clinical", clinical), ("--target", target), ("--out", out))
+        if not v
+    ]
+    if missing:
+        raise click.UsageError(f"missing option(s): {', '.join(missing)}")
+    res = run_api(
+        api.fit,
+        features=features,
+        clinical=clinical,
+        target=target,
+        out=out,
+        id_column=id_column,
+        feature_set=feature_set,
+        trials=trials,
+        outer_folds=outer_folds,
+        repeats=repeats,
+        seed=seed,
+        storage=storage,
+        jobs=jobs,
+        exclude=list(exclude) or None,
+        config=config,
+    )
+    for m, s in res.metrics["cv"].items():
+        click.echo(
+            f"{m}\tAUC {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]\tBrier {s['brier']:.3f}\t"
+            f"calibration slope {s['calibration_slope']:.2f}"
+        )
+    click.echo(f"wrote {res.out}")
+
+
+@click.command("predict")
+@click.option("--model", required=True, type=_dir_in, help="RUN_DIR/model written by `cdeg fit`.")
+@click.option("--features", required=True, type=_path_in, help="Features table of the patients.")
+@click.option("--clinical", type=_path_in, default=None, help="Clinical table of the patients (optional).")
+@click.option("--id-column", default=None, help="Patient id column [the model's].")
+@click.option("--no-waterfalls", is_flag=True, help="Skip the per-patient SHAP waterfall PNGs.")
+@click.option("--out", required=True, type=_dir_out, help="Output folder.")
+def predict_command(model, features, clinical, id_column, no_waterfalls, out) -> None:
+    """Probabilities per patient and a SHAP waterfall per patient, in clinical words."""
+    from cdeg.modeling import api
+
+    res = run_api(
+        api.predict,
+        model=model,
+        features=features,
+        clinical=clinical,
+        out=out,
+        id_column=id_column,
+        waterfalls=not no_waterfalls,
+    )
+    for m, share in res.imputed_share.items():
+        if res.missing[m] or share > 0:
+            click.echo(
+                f"warning: {m}: {len(res.missing[m])} variable(s) missing, {share:.1%} of values imputed "
+                "with development values",
+                err=True,
+            )
+    click.echo(f"wrote {len(res.predictions)} predictions to {res.out}")
+
+
+@click.command("validate")
+@click.option("--model", required=True, type=_dir_in, help="RUN_DIR/model written by `cdeg fit`.")
+@click.option("--features", required=True, type=_path_in, help="Features table of the external cohort.")
+@click.option("--clinical", required=True, type=_path_in, help="Clinical table with the target column.")
+@click.option("--target", required=True, help="0/1 column to validate against.")
+@click.option("--id-column", default=None, help="Patient id column [the model's].")
+@click.option("--out", required=True, type=_dir_out, help="Output folder.")
+def validate_command(model, features, clinical, target, id_column, out) -> None:
+    """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures."""
+    from cdeg.modeling import api
+
+    res = run_api(
+        api.validate,
+        model=model,
+        features=features,
+        clinical=clinical,
+        target=target,
+        out=out,
+        id_column=id_column,
+    )
+    for m, s in res.metrics["external"].items():
+        click.echo(
+            f"{m}\texternal AUC {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]\t"
+            f"Brier {s['brier']:.3f}\tcalibration slope {s['calibration_slope']:.2f}\t"
+            f"imputed {res.metrics['imputed_share'][m]:.1%}"
+        )
+    click.echo(f"wrote {res.out}")

@@ -1,0 +1,249 @@
+"""Options of `cdeg fit`: one frozen dataclass, defaults in ``configs/fit.yaml``.
+
+Three layers, each checked against the dataclasses below by :func:`cdeg.config.from_dict`:
+the shipped ``configs/fit.yaml`` < a YAML given with ``--config`` < command-line flags.
+``cdeg fit --print-config`` prints the resolved result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdeg.config import dump_yaml, load_config, load_yaml, shipped_config
+
+#: Feature sets a user can ask for. "clinical" = columns of the clinical table; "mri"/"xray" = columns of
+#: the features file named ``<modality>__<level>__<feature>``; "other" = any other features-file column.
+FEATURE_SETS: tuple[str, ...] = ("clinical", "mri", "xray", "other")
+#: The models, in report order. "xgboost" and "logistic" use the chosen feature sets and are tuned by
+#: Optuna; "clinical_only" uses baseline clinical variables only, with a fixed light L2 penalty.
+MODELS: tuple[str, ...] = ("xgboost", "logistic", "clinical_only")
+TUNED_MODELS: tuple[str, ...] = ("xgboost", "logistic")
+OBJECTIVES: tuple[str, ...] = ("log_loss", "auc")
+CONFIG_NAME = "fit.yaml"
+#: Leakage rule (see configs/fit.yaml): columns that are never baseline predictors, whatever the target.
+LEAKAGE_PATTERNS: tuple[str, ...] = (
+    "*_1y", "*_2y", "*_5y", "*_1yr", "*_2yr", "*_3m", "*_6m", "*_12m", "*_24m", "*_followup*", "*follow_up*",
+    "post_*", "postop*", "*_postop*", "*outcome*", "*_change", "*improvement*", "delta_*", "mcid*",
+    "reoperation*", "revision*", "complication*", "perceived_recovery*", "recovery*", "*_date", "date_*",
+    "accelerated*", "p_oracle*", "oracle*", "predisposition*", "latent*", "truth_*", "u",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Preprocessing, fitted inside every training fold only (never on the patients it is tested on)."""
+
+    max_missing: float = field(
+        default=0.5,
+        metadata={
+            "help": "drop a variable missing in more than this share of training patients",
+            "range": (0.0, 1.0),
+        },
+    )
+    corr_threshold: float = field(
+        default=0.95,
+        metadata={
+            "help": "drop a variable whose |Spearman r| with an earlier kept variable exceeds this (near-duplicates); "
+            "1.0 keeps all",
+            "range": (0.5, 1.0),
+        },
+    )
+    select_k: int = field(
+        default=0,
+        metadata={
+            "help": "keep the k variables with the largest univariate |AUC - 0.5| (0 = no pre-selection)",
+            "range": (0, 100000),
+        },
+    )
+    max_categories: int = field(
+        default=20,
+        metadata={
+            "help": "a text clinical column with more distinct values than this is left out (free text, "
+            "dates) with a warning",
+            "range": (2, 1000),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class XGBoostSpace:
+    """Optuna search space of XGBoost, sized for ~100 patients: shallow, few, strongly regularised trees.
+
+    Each pair is (low, high); learning_rate, min_child_weight, reg_lambda and reg_alpha are sampled on a log scale.
+    """
+
+    max_depth: tuple[int, int] = field(default=(1, 3), metadata={"help": "tree depth", "range": (1, 10)})
+    n_estimators: tuple[int, int] = field(
+        default=(50, 300), metadata={"help": "number of trees", "range": (1, 5000)}
+    )
+    learning_rate: tuple[float, float] = field(
+        default=(0.01, 0.3), metadata={"help": "shrinkage (log scale)", "range": (1e-4, 1.0)}
+    )
+    subsample: tuple[float, float] = field(
+        default=(0.5, 1.0), metadata={"help": "share of patients per tree", "range": (0.1, 1.0)}
+    )
+    colsample_bytree: tuple[float, float] = field(
+        default=(0.1, 1.0), metadata={"help": "share of variables per tree", "range": (0.01, 1.0)}
+    )
+    min_child_weight: tuple[float, float] = field(
+        default=(1.0, 10.0), metadata={"help": "minimum hessian per leaf (log scale)", "range": (0.0, 100.0)}
+    )
+    reg_lambda: tuple[float, float] = field(
+        default=(1.0, 100.0),
+        metadata={"help": "L2 penalty on leaf weights (log scale)", "range": (1e-6, 1e4)},
+    )
+    reg_alpha: tuple[float, float] = field(
+        default=(0.001, 10.0),
+        metadata={"help": "L1 penalty on leaf weights (log scale)", "range": (1e-6, 1e4)},
+    )
+
+
+@dataclass(frozen=True)
+class LogisticSpace:
+    """Optuna search space of the elastic-net logistic regression on standardised variables."""
+
+    C: tuple[float, float] = field(
+        default=(0.001, 10.0), metadata={"help": "inverse penalty strength (log scale)", "range": (1e-6, 1e6)}
+    )
+    l1_ratio: tuple[float, float] = field(
+        default=(0.0, 1.0), metadata={"help": "elastic-net mixing: 0 = ridge, 1 = lasso", "range": (0.0, 1.0)}
+    )
+    max_iter: int = field(default=2000, metadata={"help": "saga solver iterations", "range": (10, 100000)})
+
+
+@dataclass(frozen=True)
+class ClinicalOnlyOptions:
+    """The reference a clinician asks for: a lightly penalised logistic regression on baseline clinical variables."""
+
+    C: float = field(
+        default=1.0, metadata={"help": "inverse L2 penalty on standardised variables", "range": (1e-6, 1e6)}
+    )
+    variables: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "clinical columns (names or glob patterns) to use; empty = every baseline clinical column"
+        },
+    )
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that defines a `cdeg fit` run (the protocol); runtime-only options are function arguments."""
+
+    id_column: str = field(default="patient_id", metadata={"help": "patient id column, in both tables"})
+    feature_sets: tuple[str, ...] = field(
+        default=FEATURE_SETS,
+        metadata={"help": "feature sets of the xgboost and logistic models: " + ", ".join(FEATURE_SETS)},
+    )
+    models: tuple[str, ...] = field(default=MODELS, metadata={"help": "models to fit: " + ", ".join(MODELS)})
+    primary_model: str = field(
+        default="xgboost",
+        metadata={"help": "model explained with SHAP and used first by predict", "choices": MODELS},
+    )
+    trials: int = field(default=25, metadata={"help": "Optuna trials per study", "range": (1, 100000)})
+    outer_folds: int = field(
+        default=5, metadata={"help": "outer stratified folds (the estimate)", "range": (2, 50)}
+    )
+    repeats: int = field(default=2, metadata={"help": "repeats of the outer K-fold split", "range": (1, 100)})
+    inner_folds: int = field(
+        default=3, metadata={"help": "inner stratified folds (the tuning)", "range": (2, 20)}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of splits, samplers and models", "range": (0, 2**31 - 1)}
+    )
+    jobs: int = field(
+        default=2, metadata={"help": "worker processes over (model, repeat, fold) studies", "range": (1, 256)}
+    )
+    objective: str = field(
+        default="log_loss",
+        metadata={
+            "help": "inner-CV score Optuna optimises: log_loss (minimised) or auc (maximised)",
+            "choices": OBJECTIVES,
+        },
+    )
+    startup_trials: int = field(
+        default=8,
+        metadata={"help": "random trials before TPE starts modelling the search space", "range": (1, 1000)},
+    )
+    exclude: tuple[str, ...] = field(
+        default=(), metadata={"help": "columns (names or glob patterns) never used as predictors"}
+    )
+    leakage_columns: tuple[str, ...] = field(
+        default=LEAKAGE_PATTERNS,
+        metadata={
+            "help": "columns (glob patterns, case-insensitive) that are never baseline predictors: outcomes "
+            "after surgery, anything derived from them, synthetic ground truth"
+        },
+    )
+    leak_auc_threshold: float = field(
+        default=0.98,
+        metadata={
+            "help": "warn when one variable alone separates the target with |AUC - 0.5| + 0.5 above this",
+            "range": (0.5, 1.0),
+        },
+    )
+    shap_dependence: int = field(
+        default=4, metadata={"help": "SHAP dependence plots for this many top variables", "range": (0, 50)}
+    )
+    preprocess: PreprocessOptions = field(
+        default_factory=PreprocessOptions, metadata={"help": "preprocessing"}
+    )
+    xgboost: XGBoostSpace = field(default_factory=XGBoostSpace, metadata={"help": "XGBoost search space"})
+    logistic: LogisticSpace = field(
+        default_factory=LogisticSpace, metadata={"help": "elastic-net search space"}
+    )
+    clinical_only: ClinicalOnlyOptions = field(
+        default_factory=ClinicalOnlyOptions, metadata={"help": "clinical-variables-only reference model"}
+    )
+
+    def __post_init__(self) -> None:
+        # Checks that involve several fields or list items; single values are checked by from_dict.
+        bad = [s for s in self.feature_sets if s not in FEATURE_SETS]
+        if bad or not self.feature_sets:
+            raise ValueError(f"feature_sets {list(self.feature_sets)}: valid are {', '.join(FEATURE_SETS)}")
+        bad = [m for m in self.models if m not in MODELS]
+        if bad or not self.models:
+            raise ValueError(f"models {list(self.models)}: valid are {', '.join(MODELS)}")
+        if self.primary_model not in self.models:
+            raise ValueError(f"primary_model {self.primary_model!r} is not among models {list(self.models)}")
+        for name, (lo, hi) in _ranges(self):
+            if lo > hi:
+                raise ValueError(f"search range {name} = ({lo}, {hi}): low must not exceed high")
+
+    def protocol(self) -> dict[str, Any]:
+        """The options that change results (not trials or jobs): hashed into the Optuna study names."""
+        from cdeg.config import to_dict
+
+        d = to_dict(self)
+        for runtime in ("trials", "jobs", "shap_dependence", "primary_model"):
+            d.pop(runtime)
+        return d
+
+
+def _ranges(cfg: FitConfig) -> list[tuple[str, tuple[float, float]]]:
+    out = []
+    for space_name in ("xgboost", "logistic"):
+        space = getattr(cfg, space_name)
+        for k, v in vars(space).items():
+            if isinstance(v, tuple) and len(v) == 2:
+                out.append((f"{space_name}.{k}", v))
+    return out
+
+
+def default_config_path() -> Path:
+    """The shipped configs/fit.yaml (the defaults layer)."""
+    return shipped_config(CONFIG_NAME)
+
+
+def resolve_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FitConfig:
+    """Resolve the configuration: configs/fit.yaml < `path` < `overrides` (None values are ignored)."""
+    defaults = load_yaml(default_config_path())
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return load_config(FitConfig, path, overrides, defaults=defaults)
+
+
+def config_yaml(cfg: FitConfig) -> str:
+    """The resolved configuration as YAML (what ``cdeg fit --print-config`` prints)."""
+    return dump_yaml(cfg)

@@ -1,0 +1,447 @@
+"""Reading and checking the two input tables, and choosing the candidate predictors.
+
+The features file (``cdeg extract`` output or any wide CSV/Parquet table) and the clinical table are joined
+on the id column. Every problem a user can cause is reported as a one-line :class:`CdegError` naming the
+file and, where relevant, the patient; everything left out on purpose (rows without a target, ids in one
+table only, leakage columns, excluded columns, free-text columns) is logged and recorded in the report.
+
+Column sets
+-----------
+``clinical`` = columns of the clinical table; ``mri`` / ``xray`` = features-file columns named
+``<modality>__<level>__<feature>``; ``other`` = any other features-file column.
+
+Leakage rule
+------------
+A predictor must be known when the prediction is made, i.e. before surgery. The patterns in
+``FitConfig.leakage_columns`` (follow-up scores, outcomes and anything derived from them, dates, synthetic
+ground truth) are matched case-insensitively against the column names of both tables and never used; the
+target column is always excluded.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cdeg.cohort import MODALITIES
+from cdeg.errors import CdegError
+from cdeg.io import read_table
+
+log = logging.getLogger(__name__)
+
+#: Separator of ``<modality>__<level>__<feature>`` column names written by `cdeg extract`.
+SEP = "__"
+#: Share of numeric-looking values above which a text column is taken to be a numeric column with typos.
+_NUMERIC_SHARE = 0.8
+
+
+def is_text(s: pd.Series) -> bool:
+    """True for a column of text (categorical) values: neither numeric nor boolean (pandas 2 object or 3 str)."""
+    return not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype))
+
+
+def feature_set_of(column: str) -> str:
+    """Feature set of a features-file column: its modality prefix ("mri", "xray") or "other"."""
+    prefix = column.split(SEP, 1)[0] if SEP in column else ""
+    return prefix if prefix in MODALITIES else "other"
+
+
+def match_patterns(columns: Iterable[str], patterns: Sequence[str]) -> dict[str, str]:
+    """Columns matching any glob pattern (case-insensitive), mapped to the first pattern that matched."""
+    out: dict[str, str] = {}
+    lowered = [(p, p.lower()) for p in patterns]
+    for col in columns:
+        c = col.lower()
+        for p, pl in lowered:
+            if c == pl or fnmatch.fnmatchcase(c, pl):
+                out[col] = p
+                break
+    return out
+
+
+def parse_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Split "a,b*,c" (or a list of such strings) into stripped names/patterns."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(p.strip() for item in items for p in str(item).split(",") if p.strip())
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+
+def read_with_ids(path: str | Path, id_column: str) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet table whose `id_column` holds unique, non-empty patient ids (read as text).
+
+    Raises
+    ------
+    CdegError
+        Naming the file: unreadable table, missing id column, empty or duplicate ids.
+    """
+    path = Path(path)
+    columnar = path.suffix == ".parquet"
+    df = read_table(path) if columnar else read_table(path, dtype={id_column: str})
+    if id_column not in df.columns:
+        cols = list(map(str, df.columns))
+        raise CdegError(
+            f"no {id_column!r} column (columns: {', '.join(cols[:8])}{', ...' if len(cols) > 8 else ''})",
+            path=path,
+        )
+    ids = df[id_column]
+    if ids.isna().any():
+        rows = [int(i) + 2 for i in ids.index[ids.isna()][:5]]  # +2: header line, 1-based
+        raise CdegError(f"empty {id_column} on line(s) {rows}", path=path)
+    df[id_column] = ids.map(
+        lambda v: str(int(v)) if isinstance(v, float) and v == int(v) else str(v)
+    ).str.strip()
+    dup = df[id_column][df[id_column].duplicated()].unique().tolist()
+    if dup:
+        raise CdegError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)
+    return df
+
+
+def read_features_table(path: str | Path, id_column: str) -> pd.DataFrame:
+    """Read the features table: one row per patient, every column except the id numeric.
+
+    Raises
+    ------
+    CdegError
+        Missing id column, empty or duplicate ids, or a non-numeric value (naming column and patient).
+    """
+    df = read_with_ids(path, id_column).set_index(id_column)
+    df = pd.DataFrame(
+        {col: _numeric_column(df[col], col, path, what="feature column") for col in df.columns},
+        index=df.index,
+    )
+    return df
+
+
+def read_clinical_table(path: str | Path, id_column: str) -> pd.DataFrame:
+    """Read the clinical table; numeric columns become float, text columns stay text (categorical).
+
+    A text column whose values are numbers except for a few is taken as a numeric column with a typo and
+    raises CdegError naming the patient; boolean columns become 0/1.
+    """
+    df = read_with_ids(path, id_column).set_index(id_column)
+    for col in df.columns:
+        s = df[col]
+        if s.dtype == bool or pd.api.types.is_numeric_dtype(s.dtype):
+            df[col] = s.astype(float)
+            continue
+        present = s.dropna()
+        parsed = pd.to_numeric(present, errors="coerce")
+        if len(present) and parsed.notna().mean() >= _NUMERIC_SHARE:
+            df[col] = _numeric_column(s, col, path, what="clinical column")
+        elif len(present) and set(present.astype(str).str.lower()) <= {"true", "false"}:
+            df[col] = s.map(lambda v: np.nan if pd.isna(v) else float(str(v).lower() == "true"))
+        else:
+            df[col] = (
+                s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v).strip())
+            )
+    return df
+
+
+def _numeric_column(s: pd.Series, col: str, path: str | Path, what: str) -> pd.Series:
+    if s.dtype == bool:
+        return s.astype(float)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        out = s.astype(float)
+    else:
+        out = pd.to_numeric(s, errors="coerce")
+        bad = out.isna() & s.notna() & (s.astype(str).str.strip() != "")
+        if bad.any():
+            pid = bad.index[bad][0]
+            n = int(bad.sum())
+            raise CdegError(
+                f"non-numeric value {s[pid]!r} in {what} {col!r}"
+                f"{f' ({n} values in all)' if n > 1 else ''}; features must be numbers (empty = missing)",
+                patient=str(pid),
+                path=path,
+            )
+        out = out.astype(float)
+    inf = np.isinf(out.to_numpy())
+    if inf.any():
+        log.warning("%s: %d infinite value(s) in %s %r read as missing", path, int(inf.sum()), what, col)
+        out = out.where(~np.isinf(out), np.nan)
+    return out
+
+
+def parse_target(clinical: pd.DataFrame, target: str, path: str | Path) -> pd.Series:
+    """The target column as 0/1 floats (NaN where missing); bad values raise CdegError naming the patient."""
+    if target not in clinical.columns:
+        cols = list(map(str, clinical.columns))
+        raise CdegError(
+            f"no target column {target!r} (columns: {', '.join(cols[:10])}{', ...' if len(cols) > 10 else ''})",
+            path=path,
+        )
+    s = clinical[target]
+    if is_text(s):
+        low = s.map(lambda v: v.lower() if isinstance(v, str) else v)
+        s = low.map(lambda v: {"true": 1.0, "false": 0.0}.get(v, v) if isinstance(v, str) else v)
+        num = pd.to_numeric(s, errors="coerce")
+        bad = num.isna() & s.notna()
+        if bad.any():
+            pid = bad.index[bad][0]
+            raise CdegError(
+                f"target {target!r} must be 0 or 1, found {clinical[target][pid]!r}",
+                patient=str(pid),
+                path=path,
+            )
+        s = num
+    s = s.astype(float)
+    bad = s.notna() & ~s.isin([0.0, 1.0])
+    if bad.any():
+        pid = bad.index[bad][0]
+        values = sorted(set(s[bad].tolist()))[:5]
+        raise CdegError(
+            f"target {target!r} must be 0 or 1, found {', '.join(f'{v:g}' for v in values)}",
+            patient=str(pid),
+            path=path,
+        )
+    return s
+
+
+def check_events(y: np.ndarray, outer_folds: int, inner_folds: int, target: str, path: str | Path) -> None:
+    """Raise CdegError when the rarer class is too small for the outer and inner stratified folds."""
+    n1 = int(np.sum(y == 1))
+    n0 = int(np.sum(y == 0))
+    if n1 == 0 or n0 == 0:
+        raise CdegError(
+            f"target {target!r} is constant ({'all 1' if n0 == 0 else 'all 0'} in {len(y)} patients with a target): "
+            "nothing to learn",
+            path=path,
+        )
+    rare = min(n0, n1)
+    if rare < _min_events(outer_folds, inner_folds):
+        raise CdegError(
+            f"too few events for the folds: {rare} patients with {target}={1 if rare == n1 else 0}; "
+            f"{outer_folds} outer x {inner_folds} inner stratified folds need at least "
+            f"{_min_events(outer_folds, inner_folds)}; lower --outer-folds or add patients",
+            path=path,
+        )
+
+
+def _min_events(outer_folds: int, inner_folds: int) -> int:
+    # Every outer test fold needs one patient of the rarer class, and every inner training set of the
+    # smallest outer training set (rare - ceil(rare / K) of them) needs one per inner fold.
+    rare = outer_folds
+    while rare - int(np.ceil(rare / outer_folds)) < inner_folds:
+        rare += 1
+    return rare
+
+
+# --- the design table ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Candidate predictors and target of the patients used for fitting.
+
+    Attributes
+    ----------
+    X : DataFrame
+        Index = patient ids (str). Numeric columns are float; categorical clinical columns hold str or None.
+    y : ndarray of int
+        0/1 target, same order as X.
+    column_sets : dict
+        Column -> feature set ("clinical", "mri", "xray", "other").
+    categorical : list of str
+        Text (categorical) clinical columns, one-hot encoded inside the folds.
+    report : dict
+        What was left out and why (rows, ids, columns), for metrics.json and the report.
+    """
+
+    X: pd.DataFrame
+    y: np.ndarray
+    target: str
+    column_sets: dict[str, str]
+    categorical: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.X.index)
+
+    def columns_of(self, sets: Iterable[str]) -> list[str]:
+        """Columns that belong to any of `sets`, in table order."""
+        wanted = set(sets)
+        return [c for c in self.X.columns if self.column_sets[c] in wanted]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of ids, target, column names and values: part of the Optuna study names."""
+        h = hashlib.sha256()
+        h.update("\x00".join(self.X.index).encode())
+        h.update(np.asarray(self.y, dtype=np.int8).tobytes())
+        h.update("\x00".join(self.X.columns).encode())
+        h.update(
+            pd.util.hash_pandas_object(self.X.astype(object).where(self.X.notna(), None), index=False)
+            .to_numpy()
+            .tobytes()
+        )
+        return h.hexdigest()
+
+
+def load_dataset(
+    features: str | Path,
+    clinical: str | Path,
+    target: str,
+    id_column: str,
+    exclude: Sequence[str] = (),
+    leakage_columns: Sequence[str] = (),
+    max_categories: int = 20,
+    leak_auc_threshold: float = 0.98,
+) -> Dataset:
+    """Read, check and join the two tables; apply the leakage rule and the exclusions.
+
+    Raises
+    ------
+    CdegError
+        For any problem with the files (see :func:`read_features_table`, :func:`parse_target`).
+    """
+    feat = read_features_table(features, id_column)
+    clin = read_clinical_table(clinical, id_column)
+    y_all = parse_target(clin, target, clinical)
+    report: dict[str, Any] = {}
+
+    overlap = [c for c in feat.columns if c in clin.columns]
+    if overlap:
+        log.warning(
+            "%d column(s) in both tables, taken from the clinical table: %s", len(overlap), _short(overlap)
+        )
+        feat = feat.drop(columns=overlap)
+        report["columns_in_both_tables"] = overlap
+
+    only_feat = sorted(set(feat.index) - set(clin.index))
+    only_clin = sorted(set(clin.index) - set(feat.index))
+    if only_feat:
+        log.warning(
+            "%d patient(s) in %s only (no clinical row), left out: %s",
+            len(only_feat),
+            features,
+            _short(only_feat),
+        )
+    if only_clin:
+        log.warning(
+            "%d patient(s) in %s only (no features row), left out: %s",
+            len(only_clin),
+            clinical,
+            _short(only_clin),
+        )
+    report["ids_only_in_features"] = only_feat
+    report["ids_only_in_clinical"] = only_clin
+    ids = [i for i in clin.index if i in feat.index]
+    no_target = [i for i in ids if pd.isna(y_all[i])]
+    if no_target:
+        log.warning(
+            "%d patient(s) without a value of %r, left out: %s", len(no_target), target, _short(no_target)
+        )
+    report["ids_without_target"] = no_target
+    ids = [i for i in ids if not pd.isna(y_all[i])]
+    if not ids:
+        raise CdegError(f"no patient has both a features row and a value of {target!r}", path=clinical)
+
+    clin_cols = [c for c in clin.columns if c != target]
+    column_sets = {c: "clinical" for c in clin_cols}
+    column_sets.update({c: feature_set_of(c) for c in feat.columns})
+    candidates = clin_cols + list(feat.columns)
+
+    leaks = match_patterns(candidates, leakage_columns)
+    if leaks:
+        log.info(
+            "leakage rule: %d column(s) are not baseline predictors, left out: %s",
+            len(leaks),
+            _short(list(leaks)),
+        )
+    report["leakage_excluded"] = leaks
+    excluded = match_patterns(candidates, exclude)
+    unused = [p for p in exclude if p not in excluded.values()]
+    if unused:
+        log.warning("--exclude pattern(s) matching no column: %s", ", ".join(unused))
+    if excluded:
+        log.info("excluded on request: %d column(s): %s", len(excluded), _short(list(excluded)))
+    report["user_excluded"] = sorted(excluded)
+    report["exclude_patterns_unmatched"] = unused
+
+    keep = [c for c in candidates if c not in leaks and c not in excluded]
+    X = pd.concat(
+        [
+            clin.loc[ids, [c for c in clin_cols if c in keep]],
+            feat.loc[ids, [c for c in feat.columns if c in keep]],
+        ],
+        axis=1,
+    ).copy()  # copy: one consolidated block per dtype, fast column selection in the folds
+    categorical = [c for c in X.columns if is_text(X[c])]
+    too_many = [c for c in categorical if X[c].nunique(dropna=True) > max_categories]
+    if too_many:
+        log.warning(
+            "%d text column(s) with more than %d distinct values (free text, dates?) left out: %s",
+            len(too_many),
+            max_categories,
+            _short(too_many),
+        )
+        X = X.drop(columns=too_many)
+        categorical = [c for c in categorical if c not in too_many]
+    report["text_columns_excluded"] = too_many
+    if X.shape[1] == 0:
+        raise CdegError("no predictor left after the leakage rule and the exclusions", path=features)
+
+    y = y_all[ids].to_numpy().astype(int)
+    report["suspected_leaks"] = suspected_leaks(X.drop(columns=categorical), y, leak_auc_threshold)
+    for col, auc in report["suspected_leaks"].items():
+        log.warning(
+            "variable %r alone separates %s with AUC %.3f: check it is known before surgery (else --exclude it)",
+            col,
+            target,
+            auc,
+        )
+    X.index.name = id_column
+    return Dataset(
+        X=X,
+        y=y,
+        target=target,
+        column_sets={c: column_sets[c] for c in X.columns},
+        categorical=categorical,
+        report=report,
+    )
+
+
+def univariate_auc(X: pd.DataFrame | np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUC of each column alone (Mann-Whitney, ties counted half, missing values skipped); NaN if undefined."""
+    from scipy.stats import rankdata
+
+    A = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    out = np.full(A.shape[1], np.nan)
+    for j in range(A.shape[1]):
+        col = A[:, j]
+        ok = ~np.isnan(col)
+        yj = y[ok]
+        n1 = int(yj.sum())
+        n0 = len(yj) - n1
+        if n1 == 0 or n0 == 0:
+            continue
+        r = rankdata(col[ok])
+        out[j] = (r[yj == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return out
+
+
+def suspected_leaks(X: pd.DataFrame, y: np.ndarray, threshold: float) -> dict[str, float]:
+    """Numeric columns whose univariate AUC (either direction) exceeds `threshold`."""
+    if X.shape[1] == 0:
+        return {}
+    auc = univariate_auc(X, y)
+    strength = np.maximum(auc, 1 - auc)
+    return {c: round(float(a), 4) for c, a, s in zip(X.columns, auc, strength, strict=True) if s > threshold}
+
+
+def _short(items: Sequence[Any], n: int = 8) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f", ... ({len(items)} in all)" if len(items) > n else "")

@@ -1,0 +1,293 @@
+"""Nested cross-validation: outer repeated stratified K-fold for the estimate, inner K-fold (Optuna) for the tuning.
+
+Every (model, repeat, outer fold) is one task: tune on the outer training part only (its own Optuna study, its
+own inner folds, preprocessing refitted inside each inner training part), refit preprocessing + model with the
+best hyperparameters on the whole outer training part, predict the outer test part. One more task per tuned
+model tunes on all patients for the final model. Tasks are independent and seeded, so running them in
+``jobs`` worker processes gives the same numbers as running them one by one.
+
+Out-of-fold predictions are kept per repeat: each repeat gives every patient exactly one prediction from a
+model that never saw them. Metrics are computed per repeat and combined (see :mod:`cdeg.modeling.metrics`);
+plots show the per-patient mean over repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cdeg.modeling.config import MODELS, TUNED_MODELS, FitConfig
+from cdeg.modeling.models import TabularClassifier
+from cdeg.modeling.tuning import fixed_params, study_name, tune
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: tune (if the model is tuned), then fit on `train` and predict `test`."""
+
+    model: str
+    repeat: int | None
+    fold: int | None
+    train: np.ndarray
+    test: np.ndarray | None
+    columns: tuple[str, ...]
+
+    @property
+    def is_final(self) -> bool:
+        return self.repeat is None
+
+
+@dataclass
+class TaskResult:
+    """What a task returns to the main process."""
+
+    model: str
+    repeat: int | None
+    fold: int | None
+    test: np.ndarray | None
+    proba: np.ndarray | None
+    params: dict[str, Any]
+    best_value: float | None
+    n_trials: int
+    new_trials: int
+    seconds: float
+    study: str | None
+
+
+@dataclass
+class CVResult:
+    """Nested-CV outcome.
+
+    Attributes
+    ----------
+    oof : DataFrame
+        One row per (repeat, patient): id, target, repeat, fold, then one probability column per model.
+    tuning : list of dict
+        Per task: model, repeat, fold, study, best inner score, hyperparameters, trials, seconds.
+    final_params : dict
+        Model -> hyperparameters tuned on all patients.
+    """
+
+    oof: pd.DataFrame
+    tuning: list[dict[str, Any]]
+    final_params: dict[str, dict[str, Any]]
+    seconds: float
+    new_trials: int = 0
+    models: list[str] = field(default_factory=list)
+
+
+def task_seed(cfg: FitConfig, model: str, repeat: int | None, fold: int | None) -> int:
+    """Seed of a task's study and inner folds, stable across runs and independent of task order."""
+    r = 0 if repeat is None else repeat + 1
+    f = 0 if fold is None else fold + 1
+    return int(np.random.SeedSequence([cfg.seed, MODELS.index(model), r, f]).generate_state(1)[0])
+
+
+def make_tasks(y: np.ndarray, cfg: FitConfig, columns: dict[str, list[str]]) -> list[Task]:
+    """All tasks: every model x repeat x outer fold, plus the final tuning of each tuned model (longest first)."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    rskf = RepeatedStratifiedKFold(n_splits=cfg.outer_folds, n_repeats=cfg.repeats, random_state=cfg.seed)
+    splits = list(rskf.split(np.zeros(len(y)), y))
+    everyone = np.arange(len(y))
+    tasks = []
+    for model in [m for m in MODELS if m in columns]:
+        cols = tuple(columns[model])
+        if model in TUNED_MODELS:
+            tasks.append(Task(model, None, None, everyone, None, cols))
+        for i, (tr, te) in enumerate(splits):
+            tasks.append(Task(model, i // cfg.outer_folds, i % cfg.outer_folds, tr, te, cols))
+    return tasks
+
+
+def run_task(
+    task: Task, X: pd.DataFrame, y: np.ndarray, cfg: FitConfig, storage: str, key: str, shared: bool
+) -> TaskResult:
+    """Tune (tuned models), refit on the task's training rows and predict its test rows."""
+    t0 = time.perf_counter()
+    Xtr = X.iloc[task.train][list(task.columns)]
+    ytr = y[task.train]
+    name = None
+    best_value = None
+    n_trials = new = 0
+    if task.model in TUNED_MODELS:
+        name = study_name(key, task.model, task.repeat, task.fold)
+        res = tune(
+            task.model,
+            Xtr,
+            ytr,
+            cfg,
+            name,
+            storage,
+            task_seed(cfg, task.model, task.repeat, task.fold),
+            shared=shared,
+            attrs={"model": task.model, "repeat": task.repeat, "fold": task.fold, "key": key},
+        )
+        params, best_value, n_trials, new = res.best_params, res.best_value, res.n_trials, res.new_trials
+    else:
+        params = fixed_params(task.model, cfg)
+    proba = None
+    if not task.is_final:
+        clf = TabularClassifier(task.model, params=params, preprocess=cfg.preprocess, random_state=cfg.seed)
+        clf.fit(Xtr, ytr)
+        proba = clf.predict_proba(X.iloc[task.test][list(task.columns)])[:, 1]
+    return TaskResult(
+        task.model,
+        task.repeat,
+        task.fold,
+        task.test,
+        proba,
+        params,
+        best_value,
+        n_trials,
+        new,
+        time.perf_counter() - t0,
+        name,
+    )
+
+
+# --- worker processes -----------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(
+    X: pd.DataFrame, y: np.ndarray, cfg: FitConfig, storage: str, key: str, shared: bool
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS/OpenMP thread per worker: `jobs` processes already use the cores.
+    _WORKER.update(X=X, y=y, cfg=cfg, storage=storage, key=key, shared=shared, limits=threadpool_limits(1))
+
+
+def _run_in_worker(task: Task) -> TaskResult:
+    w = _WORKER
+    return run_task(task, w["X"], w["y"], w["cfg"], w["storage"], w["key"], w["shared"])
+
+
+def run_tasks(
+    tasks: list[Task],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cfg: FitConfig,
+    storage: str,
+    key: str,
+    shared: bool,
+    jobs: int,
+) -> Iterator[TaskResult]:
+    """Run tasks in this process (jobs=1) or in `jobs` spawned worker processes; yield results as they finish."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield run_task(t, X, y, cfg, storage, key, shared)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: forking a process that has started OpenMP/BLAS threads can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)),
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(X, y, cfg, storage, key, shared),
+    ) as pool:
+        futures = [pool.submit(_run_in_worker, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def nested_cv(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    ids: list[str],
+    cfg: FitConfig,
+    columns: dict[str, list[str]],
+    storage: str,
+    key: str,
+    shared: bool = False,
+    jobs: int = 1,
+    progress: bool = True,
+) -> CVResult:
+    """Run every task and assemble out-of-fold predictions, tuning records and final hyperparameters.
+
+    Parameters
+    ----------
+    columns : dict
+        Model -> input columns (models absent from it are not fitted).
+    storage : str
+        Optuna storage URL.
+    key : str
+        Run key used in study names (data + protocol hash).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    tasks = make_tasks(y, cfg, columns)
+    models = [m for m in MODELS if m in columns]
+    n = len(y)
+    probs = {(m, r): np.full(n, np.nan) for m in models for r in range(cfg.repeats)}
+    folds = {r: np.full(n, -1) for r in range(cfg.repeats)}
+    tuning: list[dict[str, Any]] = []
+    final: dict[str, dict[str, Any]] = {}
+    new_trials = 0
+    bar = tqdm(total=len(tasks), desc="nested CV", unit="fold", disable=not progress, leave=False)
+    try:
+        for res in run_tasks(tasks, X, y, cfg, storage, key, shared, jobs):
+            bar.update(1)
+            new_trials += res.new_trials
+            if res.repeat is None:
+                final[res.model] = res.params
+            else:
+                probs[(res.model, res.repeat)][res.test] = res.proba
+                folds[res.repeat][res.test] = res.fold
+            tuning.append(
+                {
+                    "model": res.model,
+                    "repeat": res.repeat,
+                    "fold": res.fold,
+                    "study": res.study,
+                    "best_inner_score": res.best_value,
+                    "params": res.params,
+                    "trials": res.n_trials,
+                    "new_trials": res.new_trials,
+                    "seconds": round(res.seconds, 3),
+                }
+            )
+            log.debug(
+                "%s repeat %s fold %s: %.1f s, %d new trials",
+                res.model,
+                res.repeat,
+                res.fold,
+                res.seconds,
+                res.new_trials,
+            )
+    finally:
+        bar.close()
+    for m in models:
+        if m not in TUNED_MODELS:
+            final[m] = fixed_params(m, cfg)
+    rows = []
+    for r in range(cfg.repeats):
+        df = pd.DataFrame({cfg.id_column: ids, "target": y, "repeat": r, "fold": folds[r]})
+        for m in models:
+            df[m] = probs[(m, r)]
+        rows.append(df)
+    oof = pd.concat(rows, ignore_index=True)
+    if oof[models].isna().any().any():
+        raise RuntimeError("internal error: a patient has no out-of-fold prediction")
+    tuning.sort(
+        key=lambda d: (MODELS.index(d["model"]), -1 if d["repeat"] is None else d["repeat"], d["fold"] or 0)
+    )
+    return CVResult(oof, tuning, final, time.perf_counter() - t0, new_trials, models)
