@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/cdeg demo --out demo_output
+	$(VENV)/bin/cdeg run --config configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_synth.py
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output bench_run_output .pytest_cache

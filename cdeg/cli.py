@@ -26,9 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("cdeg.modeling.cli:fit_command", "Nested-CV XGBoost vs logistic regression, final model, SHAP, report."),
     "predict": ("cdeg.modeling.cli:predict_command", "Probabilities and SHAP waterfalls per patient from a fitted model."),
     "validate": ("cdeg.modeling.cli:validate_command", "External validation of a fitted model on another cohort."),
+    "run": ("cdeg.pipeline.cli:run_command", "Run a whole study from a YAML configuration; print the report's path."),
     "demo": ("cdeg.demo:demo_command", "Run the end-to-end demo on an embedded synthetic cohort."),
     "import-dicom": ("cdeg.dicom.cli:import_dicom_command", "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph)."),
     "check": ("cdeg.check:check_command", "Validate a cohort (files, geometry, labels, clinical table) before running anything."),
+    "segment": ("cdeg.segmentation.cli:segment", "nnU-Net segmentation and level naming (prepare, train, predict, evaluate)."),
 }
 
 

@@ -30,7 +30,20 @@ from cdeg.cli import progress_enabled, run_api
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Worker processes (0 = all cores).",
+    help="Local worker processes (0 = all cores).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Run on an existing Dask cluster: scheduler address (tcp://HOST:8786) or scheduler file (.json). "
+    "Workers need the cohort and OUT at the same paths. Same output as a local run.",
+)
+@click.option(
+    "--cluster",
+    metavar="local:N",
+    default=None,
+    help="Start a local Dask cluster of N worker processes for this run.",
 )
 @click.option(
     "--geometry-tolerance",
@@ -51,6 +64,8 @@ def extract_command(
     modality: str,
     params: Path | None,
     jobs: int,
+    scheduler: str | None,
+    cluster: str | None,
     geometry_tolerance_mm: float,
     out: Path | None,
     print_params: bool,
@@ -82,6 +97,8 @@ def extract_command(
         modality=modality,
         params=params,
         jobs=jobs,
+        scheduler=scheduler,
+        cluster=cluster,
         geometry_tolerance_mm=geometry_tolerance_mm,
         progress=progress_enabled(),
     )

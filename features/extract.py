@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cdeg.features.distributed import ExecutorSpec, executor_spec, run_on_dask
 
 from cdeg import __version__, labels
 from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort, mask_path, parse_modalities
@@ -285,12 +286,23 @@ def run_unit(task: _Task) -> UnitResult:
     return res
 
 
+_THREAD_LIMITS: list[Any] = []
+
+
 def _init_worker() -> None:
     import SimpleITK as sitk
 
     # Parallelism comes from --jobs: one thread per worker process, so N jobs use N cores.
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not _THREAD_LIMITS:
+        from threadpoolctl import threadpool_limits
+
+        # NumPy's and SciPy's OpenBLAS pools were sized for every core when they were imported (before the
+        # fork): without a cap N workers run N x cores BLAS threads. Measured on 2 cores with light
+        # parameters (benchmarks/bench_extract_dask.py): the 2-process pool ran at half the throughput of
+        # Dask's single-threaded workers without the cap, at the same throughput with it.
+        _THREAD_LIMITS.append(threadpool_limits(1))
 
 
 # --- cache ---------------------------------------------------------------------------------------------------------
@@ -461,6 +473,8 @@ def extract(
     jobs: int | None = None,
     geometry_tolerance_mm: float = 1.0,
     progress: bool = True,
+    scheduler: str | None = None,
+    cluster: str | None = None,
 ) -> ExtractResult:
     """Extract PyRadiomics features and clinical measurements per patient, modality and level.
 
@@ -479,12 +493,19 @@ def extract(
         One PyRadiomics parameter file used for every modality, passed through unchanged. Default:
         ``configs/radiomics_mri.yaml`` and ``configs/radiomics_xray.yaml``.
     jobs : int, optional
-        Worker processes over patient x modality units (None or 0: all cores). Results do not depend on it.
+        Local worker processes over patient x modality units (None or 0: all cores). Results do not depend
+        on it. Not used with `scheduler` / `cluster`.
     geometry_tolerance_mm : float
         A mask whose grid differs from its image's by at most this (field-of-view corners, mm) is
         resampled nearest-neighbour with a warning; beyond it that patient/modality fails.
     progress : bool
         Show a progress bar.
+    scheduler : str, optional
+        Run the units on an existing Dask cluster instead of the local pool: its scheduler's address
+        (``tcp://host:8786``) or scheduler file (.json). The workers must see the cohort and `out` at the
+        same paths. Results are byte-for-byte those of a local run (:mod:`cdeg.features.distributed`).
+    cluster : str, optional
+        ``local:N``: start a local Dask cluster of N worker processes for this run (``local``: one per core).
 
     Returns
     -------
@@ -492,10 +513,7 @@ def extract(
     """
     # --- options first, before anything expensive
     mods = parse_modalities(modality)
-    if jobs is None or jobs == 0:
-        jobs = os.cpu_count() or 1
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
-        raise ValueError(f"jobs must be a positive number of processes (0 or None: all cores), got {jobs!r}")
+    executor = executor_spec(jobs, scheduler, cluster)
     if not (isinstance(geometry_tolerance_mm, (int, float)) and geometry_tolerance_mm >= 0):
         raise ValueError(f"geometry_tolerance_mm must be >= 0, got {geometry_tolerance_mm!r}")
     coh = Cohort.open(cohort)
@@ -562,7 +580,7 @@ def extract(
         n_cached,
         out / "cache",
     )
-    for r in _run_all(tasks, jobs, progress):
+    for r in _run_all(tasks, executor, progress):
         status[(r.patient_id, r.modality)] = r
 
     # --- outputs
@@ -582,7 +600,7 @@ def extract(
         mods,
         param_files,
         param_sha,
-        jobs,
+        executor,
         geometry_tolerance_mm,
         patients,
         status,
@@ -608,14 +626,20 @@ def extract(
     return ExtractResult(out, wide, long, err, prov)
 
 
-def _run_all(tasks: list[_Task], jobs: int, progress: bool) -> Iterator[UnitResult]:
-    """Run units with a progress bar, in `jobs` worker processes (in this process for one job)."""
+def _run_all(tasks: list[_Task], executor: ExecutorSpec, progress: bool) -> Iterator[UnitResult]:
+    """Run units with a progress bar: on Dask workers, or in `jobs` local processes (here for one job)."""
     from tqdm.auto import tqdm
 
     if not tasks:
         return
+    jobs = executor.jobs
     bar = tqdm(total=len(tasks), desc="extract", unit="unit", disable=not progress, leave=False)
     try:
+        if executor.kind == "dask":
+            for r in run_on_dask(tasks, executor):
+                yield r
+                bar.update()
+            return
         if jobs <= 1 or len(tasks) == 1:
             with _single_thread():
                 for t in tasks:
@@ -655,7 +679,7 @@ def _provenance(
     mods,
     param_files,
     param_sha,
-    jobs,
+    executor,
     tol,
     patients,
     status,
@@ -706,7 +730,8 @@ def _provenance(
         },
         "measure_options": dataclasses.asdict(MeasureOptions()),
         "geometry_tolerance_mm": tol,
-        "jobs": jobs,
+        "jobs": executor.jobs if executor.kind == "pool" else None,
+        "executor": executor.describe(),
         "units": {
             "extracted": n_run,
             "reused_from_cache": n_cached,

@@ -39,7 +39,11 @@ GRACE_S = 120
 #: Attempts at creating Optuna's tables when workers start together (their CREATE TABLEs can collide).
 STORAGE_ATTEMPTS = 5
 #: Database drivers cdeg suggests when SQLAlchemy cannot load one.
-DRIVER_HINTS = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL (and a mysql+pymysql:// URL)"}
+DRIVER_HINTS = {
+    "postgresql": "'psycopg[binary]' (SQLAlchemy's default PostgreSQL driver; psycopg2-binary needs a "
+    "postgresql+psycopg2:// URL)",
+    "mysql": "PyMySQL (and a mysql+pymysql:// URL)",
+}
 
 
 def suggest(trial: Any, kind: str, cfg: FitConfig) -> dict[str, Any]:
@@ -115,7 +119,7 @@ def check_storage(url: str) -> str:
             f"--storage {url!r} is not a database URL; e.g. postgresql://user@host:5432/optuna"
         ) from None
     try:
-        parsed.get_dialect()
+        parsed.get_dialect().import_dbapi()  # the driver itself, not only SQLAlchemy's dialect
     except NoSuchModuleError:
         raise ValueError(
             f"--storage: unknown database kind {parsed.drivername!r}; e.g. postgresql://user@host:5432/optuna"

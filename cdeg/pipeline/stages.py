@@ -1,0 +1,603 @@
+"""The stages of a study and how each calls its stage function (no stage logic is copied here).
+
+A :class:`Stage` names its folder, its upstream stages, the user files it reads, its parameters and the call
+that produces its outputs. :func:`build_stages` turns a :class:`~cdeg.pipeline.config.RunConfig` into the
+ordered list: synth (synthetic cohorts only) -> segment-train -> segment-predict -> segment-evaluate (where
+reference masks exist) -> extract (on predicted masks) -> fit -> validate (external cohort) -> predict
+(per-patient explanations for the report) -> report.
+
+Run folder layout (``OUT``)::
+
+    cohorts/<cohort>/                synthetic cohorts (cohort layout)
+    segmentation/train-<modality>/   model/ = a `cdeg segment train` model folder
+    masks/<cohort>/                  `cdeg segment predict` output (masks, QC PNGs, qc.csv), all modalities
+    segmentation/evaluate-<cohort>/  evaluation.json (`cdeg segment evaluate`)
+    features/<cohort>/               `cdeg extract` output
+    models/<target>/                 `cdeg fit` run folder (model/ inside)
+    validation/<target>/             `cdeg validate` output
+    predictions/<target>/            `cdeg predict` output on the development cohort (SHAP waterfalls)
+    report/report.html               the study report
+    run.json                         what the last `cdeg run` did, stage by stage
+
+Every stage folder holds its ``cdeg_stage.json`` (see :mod:`cdeg.pipeline.cache`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdeg.config import deep_merge, load_yaml, to_dict
+from cdeg.pipeline.config import RunConfig, cohort_roles
+
+log = logging.getLogger(__name__)
+
+#: Sections of configs/segment.yaml each segmentation stage reads (so a change to prediction options does not
+#: retrain the network).
+_SEGMENT_SECTIONS = {"train": ("presets",), "predict": ("predict", "postprocess")}
+
+
+@dataclass
+class Context:
+    """What stages share during one `cdeg run`: the configuration, folders and switches."""
+
+    cfg: RunConfig
+    out: Path
+    jobs: int
+    device: str
+    progress: bool
+    config_path: Path | None = None
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cohort_folder(self, key: str) -> Path:
+        spec = self.cfg.cohorts[key]
+        return self.out / "cohorts" / key if spec.synth is not None else Path(spec.path or "")
+
+    def masks_folder(self, key: str) -> Path:
+        if self.cfg.segmentation.enabled:
+            return self.out / "masks" / key
+        return self.cohort_folder(key) / "masks"
+
+    def model_folder(self, modality: str) -> Path:
+        seg = self.cfg.segmentation
+        if modality in seg.models:
+            return Path(seg.models[modality])
+        return self.out / "segmentation" / f"train-{modality}" / "model"
+
+    def features_folder(self, key: str) -> Path:
+        return self.out / "features" / key
+
+
+@dataclass
+class Stage:
+    """One step of the study.
+
+    Attributes
+    ----------
+    name : str
+        Unique name, ``kind:subject`` (``fit:accelerated``).
+    kind : str
+        synth, segment-train, segment-predict, segment-evaluate, extract, fit, validate, predict, report.
+    folder : Path
+        Where its outputs and manifest go.
+    deps : dict
+        Input name -> upstream stage name (their manifest hashes enter this stage's key).
+    paths : dict
+        Input name -> user file or folder (its fast fingerprint enters the key).
+    params : callable
+        ``params(ctx) -> dict``: the resolved options (JSON); may read upstream outputs.
+    call : callable
+        ``call(stage, ctx, params) -> dict``: runs the stage function; returns a small summary.
+    resumable : bool
+        The stage function resumes an interrupted run itself: its folder is kept when it runs again with the
+        same key (and `keep` is kept even when the key changed).
+    keep : tuple
+        Names in the folder that survive a re-run with another key (the stage function's own caches).
+    """
+
+    name: str
+    kind: str
+    folder: Path
+    deps: dict[str, str]
+    paths: dict[str, Path]
+    params: Callable[[Context], dict[str, Any]]
+    call: Callable[[Stage, Context, dict[str, Any]], dict[str, Any]]
+    resumable: bool = False
+    keep: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# building the list
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_stages(ctx: Context) -> list[Stage]:  # noqa: C901 - one block per stage kind, in pipeline order
+    """The ordered stages of the study described by ``ctx.cfg``."""
+    cfg, out = ctx.cfg, ctx.out
+    roles = cohort_roles(cfg)
+    seg = cfg.segmentation
+    stages: list[Stage] = []
+    names: set[str] = set()
+
+    def add(stage: Stage) -> None:
+        names.add(stage.name)
+        stages.append(stage)
+
+    def cohort_input(key: str) -> tuple[dict[str, str], dict[str, Path]]:
+        if cfg.cohorts[key].synth is not None:
+            return {f"cohort {key}": f"synth:{key}"}, {}
+        return {}, {f"cohort {key}": ctx.cohort_folder(key)}
+
+    needed = list(dict.fromkeys(roles["train"] + roles["analysed"]))
+    for key in needed:
+        spec = cfg.cohorts[key]
+        if spec.synth is not None:
+            paths = {"synth config": Path(spec.synth.config)} if spec.synth.config else {}
+            add(
+                Stage(
+                    f"synth:{key}",
+                    "synth",
+                    ctx.cohort_folder(key),
+                    {},
+                    paths,
+                    lambda c, s=spec.synth: to_dict(s),
+                    _run_synth,
+                )
+            )
+
+    if seg.enabled:
+        seg_file = {"segment config": Path(seg.config)} if seg.config else {}
+        for m in seg.modalities:
+            if m in seg.models:
+                continue
+            deps, paths = cohort_input(seg.train_cohort or "")
+            add(
+                Stage(
+                    f"segment-train:{m}",
+                    "segment-train",
+                    out / "segmentation" / f"train-{m}",
+                    deps,
+                    {**paths, **seg_file},
+                    lambda c, m=m: _train_params(c, m),
+                    _run_train,
+                    resumable=True,
+                )
+            )
+        for key in roles["analysed"]:
+            deps, paths = cohort_input(key)
+            for m in seg.modalities:
+                if m in seg.models:
+                    paths[f"model {m}"] = ctx.model_folder(m)
+                else:
+                    deps[f"model {m}"] = f"segment-train:{m}"
+            add(
+                Stage(
+                    f"segment-predict:{key}",
+                    "segment-predict",
+                    ctx.masks_folder(key),
+                    deps,
+                    {**paths, **seg_file},
+                    lambda c: _predict_params(c),
+                    _run_segment_predict,
+                )
+            )
+            if seg.evaluate and _has_references(ctx, key):
+                add(
+                    Stage(
+                        f"segment-evaluate:{key}",
+                        "segment-evaluate",
+                        out / "segmentation" / f"evaluate-{key}",
+                        {**deps, "masks": f"segment-predict:{key}"},
+                        paths,
+                        lambda c, k=key: {"modalities": list(_reference_modalities(c, k))},
+                        _run_evaluate,
+                    )
+                )
+
+    for key in roles["analysed"]:
+        deps, paths = cohort_input(key)
+        if seg.enabled:
+            deps["masks"] = f"segment-predict:{key}"
+        if cfg.extract.params:
+            paths["radiomics params"] = Path(cfg.extract.params)
+        add(
+            Stage(
+                f"extract:{key}",
+                "extract",
+                ctx.features_folder(key),
+                deps,
+                paths,
+                lambda c: {
+                    "params": bool(c.cfg.extract.params),
+                    "radiomics": c.cfg.extract.radiomics,
+                    "modalities": list(c.cfg.extract.modalities),
+                    "geometry_tolerance_mm": c.cfg.extract.geometry_tolerance_mm,
+                },
+                _run_extract,
+                resumable=True,
+                keep=("cache",),
+            )
+        )
+
+    fit_file = {"fit config": Path(cfg.fit.config)} if cfg.fit.config else {}
+    for target, spec in cfg.targets.items():
+        deps, paths = cohort_input(spec.development)
+        deps["features"] = f"extract:{spec.development}"
+        if spec.external is not None:
+            d2, p2 = cohort_input(spec.external)
+            deps.update(d2)
+            paths.update(p2)
+        add(
+            Stage(
+                f"fit:{target}",
+                "fit",
+                out / "models" / target,
+                deps,
+                {**paths, **fit_file},
+                lambda c, t=target: _fit_params(c, t),
+                _run_fit,
+                resumable=True,
+                keep=("optuna.db", "optuna.db-wal", "optuna.db-shm"),
+            )
+        )
+        if spec.external is not None:
+            d3, p3 = cohort_input(spec.external)
+            add(
+                Stage(
+                    f"validate:{target}",
+                    "validate",
+                    out / "validation" / target,
+                    {**d3, "model": f"fit:{target}", "features": f"extract:{spec.external}"},
+                    p3,
+                    lambda c, t=target: {"target": t, "cohort": c.cfg.targets[t].external},
+                    _run_validate,
+                )
+            )
+        if cfg.report.patient_cards:
+            d4, p4 = cohort_input(spec.development)
+            add(
+                Stage(
+                    f"predict:{target}",
+                    "predict",
+                    out / "predictions" / target,
+                    {**d4, "model": f"fit:{target}", "features": f"extract:{spec.development}"},
+                    p4,
+                    lambda c, t=target: {
+                        "target": t,
+                        "cohort": c.cfg.targets[t].development,
+                        "waterfalls": True,
+                    },
+                    _run_predict,
+                )
+            )
+
+    report_deps = {s.name: s.name for s in stages}
+    report_paths = {k: v for s in stages for k, v in s.paths.items()}
+    add(Stage("report", "report", out / "report", report_deps, report_paths, _report_params, _run_report))
+    return stages
+
+
+def _has_references(ctx: Context, key: str) -> bool:
+    if ctx.cfg.cohorts[key].synth is not None:
+        return True
+    return bool(_reference_modalities(ctx, key))
+
+
+def _reference_modalities(ctx: Context, key: str) -> tuple[str, ...]:
+    from cdeg.cohort import MASKS_DIR
+
+    if ctx.cfg.cohorts[key].synth is not None:
+        return tuple(ctx.cfg.segmentation.modalities)
+    masks = ctx.cohort_folder(key) / MASKS_DIR
+    if not masks.is_dir():
+        return ()
+    return tuple(m for m in ctx.cfg.segmentation.modalities if any(masks.glob(f"*/{m}.nii.gz")))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# parameters (what enters each stage's key)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def segment_overrides(ctx: Context, part: str) -> dict[str, Any]:
+    """The sections of the segmentation overrides (file, then inline) one segmentation stage reads."""
+    seg = ctx.cfg.segmentation
+    data: dict[str, Any] = load_yaml(seg.config) if seg.config else {}
+    data = deep_merge(data, seg.overrides)
+    return {k: v for k, v in data.items() if k in _SEGMENT_SECTIONS[part]}
+
+
+def _write_segment_config(folder: Path, data: dict[str, Any]) -> Path | None:
+    """Write the overrides a segmentation stage reads as a YAML beside its outputs (None when empty)."""
+    import yaml
+
+    from cdeg.io import write_text
+
+    if not data:
+        return None
+    path = folder / "segment_config.yaml"
+    write_text(path, "# configs/segment.yaml keys set by the study configuration\n" + yaml.safe_dump(data))
+    return path
+
+
+def resolved_device(ctx: Context) -> str:
+    """The device kind segmentation runs on ("cpu" or "cuda")."""
+    from cdeg.segmentation.nnunet_env import resolve_device
+
+    return resolve_device(ctx.device)
+
+
+def _train_params(ctx: Context, modality: str) -> dict[str, Any]:
+    seg = ctx.cfg.segmentation
+    # The device kind is part of the key: presets differ by device, so a model trained elsewhere is retrained.
+    return {
+        "modality": modality,
+        "preset": seg.preset,
+        "device": resolved_device(ctx),
+        "fold": seg.fold,
+        "overrides": segment_overrides(ctx, "train"),
+    }
+
+
+def _predict_params(ctx: Context) -> dict[str, Any]:
+    # The device is not in the key: CPU and GPU give the same masks up to rounding.
+    return {
+        "modalities": list(ctx.cfg.segmentation.modalities),
+        "overrides": segment_overrides(ctx, "predict"),
+    }
+
+
+def shared_exclusions(ctx: Context, target: str) -> list[str]:
+    """Development clinical columns the external cohort lacks (left out so the model travels)."""
+    from cdeg.cohort import read_clinical
+
+    spec = ctx.cfg.targets[target]
+    if spec.external is None or not spec.shared_variables_only:
+        return []
+    dev = read_clinical(ctx.cohort_folder(spec.development) / "clinical.csv")
+    ext = read_clinical(ctx.cohort_folder(spec.external) / "clinical.csv")
+    return sorted(set(dev.columns) - set(ext.columns))
+
+
+def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
+    f, spec = ctx.cfg.fit, ctx.cfg.targets[target]
+    return {
+        "target": target,
+        "cohort": spec.development,
+        "exclude": shared_exclusions(ctx, target) + list(spec.exclude),
+        "trials": f.trials,
+        "outer_folds": f.outer_folds,
+        "repeats": f.repeats,
+        "seed": f.seed if f.seed is not None else ctx.cfg.seed,
+        "feature_set": f.feature_set,
+    }
+
+
+def _report_params(ctx: Context) -> dict[str, Any]:
+    # jobs and out change no result; the report shows the rest of the configuration.
+    cfg = to_dict(ctx.cfg)
+    cfg.pop("jobs", None)
+    cfg.pop("out", None)
+    return {"config": cfg}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# calls
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _run_synth(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    import os
+    import shutil
+
+    from cdeg.synth import synthesize
+
+    key = stage.name.split(":", 1)[1]
+    # Generate next to the final folder and rename when complete: an interrupted run leaves no half cohort.
+    partial = stage.folder.parent / f".{key}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    synthesize(
+        partial,
+        profile=params["profile"],
+        n=params["n"],
+        seed=params["seed"],
+        config=params["config"],
+        jobs=ctx.jobs,
+        name=key,
+        progress=ctx.progress,
+    )
+    os.replace(partial, stage.folder)
+    return {"patients": params["n"], "profile": params["profile"]}
+
+
+def _run_train(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.segmentation.train import train
+
+    seg = ctx.cfg.segmentation
+    config = _write_segment_config(stage.folder, params["overrides"])
+    m = train(
+        ctx.cohort_folder(seg.train_cohort or ""),
+        params["modality"],
+        stage.folder / "model",
+        preset=params["preset"],
+        device=params["device"],
+        fold=params["fold"],
+        config=config,
+        progress=ctx.progress,
+    )
+    return {
+        k: m.get(k)
+        for k in ("modality", "preset", "device", "configuration", "epochs_completed", "timings_s")
+    } | {"n_cases": m.get("cohort", {}).get("n_cases")}
+
+
+def _run_segment_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.segmentation.predict import predict
+
+    key = stage.name.split(":", 1)[1]
+    config = _write_segment_config(stage.folder, params["overrides"])
+    counts = {}
+    for m in params["modalities"]:
+        with _LogProgress("cdeg.segmentation.predict", f"segment {m} {key}", ctx.progress):
+            s = predict(
+                ctx.cohort_folder(key), m, ctx.model_folder(m), stage.folder, device=ctx.device, config=config
+            )
+        counts[m] = {
+            "counts": s["counts"],
+            "seconds_per_case_mean": s.get("seconds_per_case_mean"),
+            "device": s.get("device"),
+        }
+    return counts
+
+
+def _run_evaluate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.segmentation.evaluate import evaluate
+
+    key = stage.name.split(":", 1)[1]
+    r = evaluate(
+        ctx.masks_folder(key),
+        ctx.cohort_folder(key),
+        stage.folder / "evaluation.json",
+        modality=",".join(params["modalities"]),
+    )
+    return {
+        m: {
+            k: s.get(k)
+            for k in ("n_evaluated", "level_identification", "dice_vertebrae_mean", "dice_discs_mean")
+        }
+        for m, s in r["summary"].items()
+    }
+
+
+def _run_extract(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.features.extract import extract
+
+    key = stage.name.split(":", 1)[1]
+    e = ctx.cfg.extract
+    masks = ctx.masks_folder(key) if ctx.cfg.segmentation.enabled else None
+    params_file: str | Path | None = e.params
+    if e.radiomics:
+        import yaml
+
+        from cdeg.io import write_text
+
+        params_file = stage.folder / "radiomics_params.yaml"
+        write_text(params_file, yaml.safe_dump(e.radiomics, sort_keys=False))
+    res = extract(
+        ctx.cohort_folder(key),
+        stage.folder,
+        masks=masks,
+        modality=list(e.modalities),
+        params=params_file,
+        jobs=ctx.jobs or None,
+        geometry_tolerance_mm=e.geometry_tolerance_mm,
+        progress=ctx.progress,
+    )
+    return {
+        "patients": len(res.features),
+        "features": int(res.features.shape[1] - 1),
+        "errors": len(res.errors),
+    }
+
+
+def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.modeling.api import fit
+
+    key = params["cohort"]
+    r = fit(
+        ctx.features_folder(key) / "features.parquet",
+        ctx.cohort_folder(key) / "clinical.csv",
+        params["target"],
+        stage.folder,
+        exclude=params["exclude"] or None,
+        trials=params["trials"],
+        outer_folds=params["outer_folds"],
+        repeats=params["repeats"],
+        seed=params["seed"],
+        feature_set=params["feature_set"],
+        jobs=ctx.jobs or None,
+        config=ctx.cfg.fit.config,
+        progress=ctx.progress,
+    )
+    return {m: {"auc": v["auc"], "auc_ci": v["auc_ci"]} for m, v in r.metrics["cv"].items()}
+
+
+def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.modeling.api import validate
+
+    key, target = params["cohort"], params["target"]
+    r = validate(
+        ctx.out / "models" / target / "model",
+        ctx.features_folder(key) / "features.parquet",
+        ctx.cohort_folder(key) / "clinical.csv",
+        target,
+        stage.folder,
+        progress=ctx.progress,
+    )
+    return {m: {"auc": v["auc"], "auc_ci": v["auc_ci"]} for m, v in r.metrics["external"].items()}
+
+
+def _run_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.modeling.api import predict
+
+    key, target = params["cohort"], params["target"]
+    r = predict(
+        ctx.out / "models" / target / "model",
+        ctx.features_folder(key) / "features.parquet",
+        stage.folder,
+        clinical=ctx.cohort_folder(key) / "clinical.csv",
+        waterfalls=params["waterfalls"],
+        progress=ctx.progress,
+    )
+    return {"patients": len(r.predictions) if hasattr(r, "predictions") else None}
+
+
+def _run_report(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.report import build_report
+
+    path = build_report(ctx, stage.folder / "report.html")
+    return {"report": str(path), "bytes": path.stat().st_size}
+
+
+class _LogProgress:
+    """A progress bar (with ETA) fed by a stage function's ``[i/n] ...`` log lines.
+
+    `cdeg segment predict` reports each case as a log line ``[i/n] patient ...`` rather than through a
+    progress bar; this turns those lines into a tqdm bar without touching the stage function.
+    """
+
+    def __init__(self, logger: str, desc: str, enabled: bool) -> None:
+        self.logger, self.desc, self.enabled = logging.getLogger(logger), desc, enabled
+        self.bar: Any = None
+        self.handler: logging.Handler | None = None
+
+    def __enter__(self) -> _LogProgress:
+        if not self.enabled:
+            return self
+        outer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                args = record.args
+                if not (isinstance(args, tuple) and len(args) >= 2 and str(record.msg).startswith("[%d/%d]")):
+                    return
+                from tqdm.auto import tqdm
+
+                i, n = int(args[0]), int(args[1])
+                if outer.bar is None:
+                    outer.bar = tqdm(total=n, desc=outer.desc, unit="image", leave=False)
+                outer.bar.update(i - outer.bar.n)
+
+        self.handler = Handler(level=logging.INFO)
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handler is not None:
+            self.logger.removeHandler(self.handler)
+        if self.bar is not None:
+            self.bar.close()

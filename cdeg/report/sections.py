@@ -1,0 +1,578 @@
+"""The sections of the study report, each a function of the run folder's files (no computation of results).
+
+Every number shown comes from a stage's output: cohort tables from clinical.csv, segmentation from
+`cdeg segment evaluate` / `predict`, features from `cdeg extract`, models from `cdeg fit` / `validate` /
+`predict`. Variable names are shown in clinical words with units (:func:`cdeg.modeling.names.describe`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from cdeg.report.html import esc, figure, fmt, howto, table
+
+log = logging.getLogger(__name__)
+
+MODALITY_WORDS = {"mri": "MRI", "xray": "radiograph"}
+MODEL_WORDS = {
+    "xgboost": "XGBoost (images + clinical)",
+    "logistic": "logistic regression (images + clinical)",
+    "clinical_only": "clinical variables only (logistic)",
+}
+
+
+def _read_json(path: Path) -> Any:
+    from cdeg.io import read_json
+
+    return read_json(path) if path.is_file() else None
+
+
+def _read_csv(path: Path, **kw: Any) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(path, **kw) if path.is_file() else None
+
+
+def auc_text(s: dict[str, Any] | None) -> str:
+    """AUC with its 95% CI as text, '-' when absent."""
+    if not s or s.get("auc") is None:
+        return "-"
+    ci = s.get("auc_ci") or [None, None]
+    return f"{s['auc']:.2f} ({fmt(ci[0])} to {fmt(ci[1])})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+def cohorts_section(data: Any) -> str:
+    """Development vs external (and annotated) cohorts: age, sex, outcome prevalence, missing data."""
+    cols = list(data.cohorts)
+    rows: list[list[Any]] = []
+
+    def row(label: str, fn: Any) -> None:
+        rows.append([label] + [fn(data.cohorts[k]) for k in cols])
+
+    def mean_sd(c: dict, col: str, nd: int = 1) -> str:
+        d = c["clinical"]
+        if col not in d:
+            return "not recorded"
+        v = d[col].dropna()
+        return f"{v.mean():.{nd}f} ({v.std():.{nd}f})" if len(v) else "-"
+
+    def share(c: dict, col: str, value: Any = 1) -> str:
+        d = c["clinical"]
+        if col not in d:
+            return "not recorded"
+        v = d[col].dropna()
+        return f"{(v == value).mean():.0%} ({int((v == value).sum())} of {len(v)})" if len(v) else "-"
+
+    row("role", lambda c: c["role"])
+    row("patients", lambda c: str(len(c["clinical"])))
+    row("age, years: mean (SD)", lambda c: mean_sd(c, "age"))
+    row(
+        "age, years: range",
+        lambda c: (
+            f"{c['clinical']['age'].min():.0f} to {c['clinical']['age'].max():.0f}"
+            if "age" in c["clinical"]
+            else "not recorded"
+        ),
+    )
+    row("men", lambda c: share(c, "sex", "M"))
+    row("BMI, kg/m²: mean (SD)", lambda c: mean_sd(c, "bmi"))
+    row("current smokers", lambda c: share(c, "smoking", "current"))
+    for t in data.cfg.targets:
+        row(f"{data.target_words(t)} (outcome)", lambda c, t=t: share(c, t))
+    row("NDI before surgery / at baseline, 0-100: mean (SD)", lambda c: mean_sd(c, "ndi_0"))
+    row("patients without MRI", lambda c: str(c["no_image"].get("mri", "-")))
+    row("patients without radiograph", lambda c: str(c["no_image"].get("xray", "-")))
+    row("clinical variables with missing values", lambda c: c["missing_text"])
+    header = ["", *[data.cohort_label(k) for k in cols]]
+    return (
+        '<h2 id="cohorts">Cohorts</h2>'
+        + howto(
+            "Each column is one group of patients. The <i>development</i> cohort is where the models learn "
+            "(with cross-validation, so every patient is predicted by a model that never saw them); the "
+            "<i>external</i> cohort is a different population that tests whether a model travels. The "
+            "<i>annotated</i> cohort only teaches the segmentation network where the vertebrae and discs are. "
+            "Percentages are of patients with a recorded value."
+        )
+        + table(header, rows)
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+def segmentation_section(data: Any) -> str:
+    """Dice / HD95 / level identification per level and modality, training summary, QC gallery."""
+    from cdeg import labels
+
+    parts = [
+        '<h2 id="segmentation">Segmentation</h2>',
+        howto(
+            "A neural network (nnU-Net) outlines every vertebra (C2 to T1) and disc on each MRI and radiograph, "
+            "and names its level. Where hand-drawn reference outlines exist, it is scored: <b>Dice</b> is the "
+            "overlap with the reference (0 = none, 1 = perfect; above 0.8 is good for discs), <b>HD95</b> the "
+            "distance in mm within which 95% of the outline lies (smaller is better), and <b>level "
+            "identification</b> the share of patients whose levels are all named correctly (a wrong level means "
+            "wrong measurements for that patient). Patients whose masks failed an automatic check are "
+            "<span class=flag>flagged</span> and shown first in the gallery: look at them before trusting "
+            "their measurements."
+        ),
+    ]
+    if not data.cfg.segmentation.enabled:
+        parts.append("<p>Segmentation was not run: features come from the cohorts' reference masks.</p>")
+        return "".join(parts)
+    train_rows = []
+    for m, man in data.train_manifests.items():
+        r = man.get("result", {})
+        train_rows.append(
+            [
+                MODALITY_WORDS.get(m, m),
+                r.get("preset"),
+                r.get("device"),
+                r.get("configuration"),
+                r.get("n_cases"),
+                r.get("epochs_completed"),
+                fmt(man.get("seconds"), 0),
+            ]
+        )
+    if train_rows:
+        parts.append("<h3>Training</h3>")
+        parts.append(
+            table(
+                [
+                    "modality",
+                    "preset",
+                    "device",
+                    "network",
+                    "annotated patients",
+                    "epochs",
+                    "training time, s",
+                ],
+                train_rows,
+            )
+        )
+    for key, ev in data.evaluations.items():
+        summ = ev.get("summary", {})
+        mods = [m for m in data.cfg.segmentation.modalities if m in summ]
+        if not mods:
+            continue
+        parts.append(f"<h3>Accuracy against reference outlines: {esc(data.cohort_label(key))}</h3>")
+        rows = []
+        for m in mods:
+            s = summ[m]
+            rows.append(
+                [
+                    MODALITY_WORDS[m],
+                    s["n_evaluated"],
+                    fmt(s["level_identification"], 2, pct=True),
+                    fmt(s["dice_vertebrae_mean"]),
+                    fmt(s["dice_discs_mean"]),
+                    fmt(s["hd95_vertebrae_mean_mm"], 1),
+                    fmt(s["hd95_discs_mean_mm"], 1),
+                ]
+            )
+        parts.append(
+            table(
+                [
+                    "modality",
+                    "patients",
+                    "levels all named correctly",
+                    "Dice vertebrae",
+                    "Dice discs",
+                    "HD95 vertebrae, mm",
+                    "HD95 discs, mm",
+                ],
+                rows,
+            )
+        )
+        level_names = [s.name for s in labels.STRUCTURES]
+        lrows = []
+        for name in level_names:
+            cells = [name]
+            present = False
+            for m in mods:
+                lv = summ[m].get("per_level", {}).get(name)
+                present |= lv is not None
+                cells += [fmt(lv["dice_mean"]) if lv else "-", fmt(lv["hd95_mean_mm"], 1) if lv else "-"]
+            if present:
+                lrows.append(cells)
+        head = ["level"] + [f"{MODALITY_WORDS[m]}: {h}" for m in mods for h in ("Dice", "HD95, mm")]
+        parts.append(
+            f"<details><summary>Per level ({len(lrows)} structures)</summary>{table(head, lrows)}</details>"
+        )
+    parts.append(qc_gallery(data))
+    return "".join(parts)
+
+
+def qc_gallery(data: Any) -> str:
+    """QC overlays per cohort, flagged patients first (`cdeg segment predict` writes them)."""
+    parts = ["<h3>Quality control of the automatic outlines</h3>"]
+    for key, qc in data.qc.items():
+        status = qc["status"]
+        counts = {
+            s: sum(1 for v in status.values() if v["status"] == s)
+            for s in ("ok", "flagged", "empty", "failed", "skipped")
+        }
+        parts.append(
+            f"<p><b>{esc(data.cohort_label(key))}</b>: {counts['ok']} images passed the checks, "
+            f"<span class=flag>{counts['flagged']} flagged</span>, {counts['empty']} empty, {counts['failed']} "
+            f"failed, {counts['skipped']} without image. Flagged images are shown first.</p>"
+        )
+        order = sorted(status.items(), key=lambda kv: (kv[1]["status"] == "ok", kv[0]))
+        shown = [(k, v) for k, v in order if v["status"] != "skipped"][: data.cfg.report.gallery_max]
+        figs = []
+        for (pid, mod), v in shown:
+            path = data.qc_png(key, pid, mod)
+            checks = qc["findings"].get((pid, mod), [])
+            note = _first(checks, 2) if v["status"] != "ok" else "passed"
+            figs.append(
+                figure(
+                    path,
+                    f"{pid}, {MODALITY_WORDS.get(mod, mod)}: {v['status']} ({note})",
+                    width=data.cfg.report.image_width,
+                    colours=96,
+                    css_width=240,
+                )
+            )
+        parts.append(f'<div class="gallery">{"".join(figs)}</div>')
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+def features_section(data: Any) -> str:
+    """How many features per modality and level, and how many are missing."""
+    from cdeg import labels
+
+    parts = [
+        '<h2 id="features">Features</h2>',
+        howto(
+            "From each outlined vertebra and disc the software measures what a radiologist would (disc heights "
+            "in mm, angles in degrees, disc signal on MRI) and, in addition, radiomics: shape, brightness and "
+            "texture numbers computed by PyRadiomics. A value is <i>missing</i> when the image, the structure "
+            "or its outline is absent; the models fill such gaps with the development cohort's typical value."
+        ),
+    ]
+    for key, df in data.features.items():
+        cols = [c for c in df.columns if c.count("__") >= 2]
+        by: dict[tuple[str, str], list[str]] = {}
+        for c in cols:
+            mod, level, _ = c.split("__", 2)
+            by.setdefault((mod, level), []).append(c)
+        mods = sorted(
+            {m for m, _ in by}, key=lambda m: list(MODALITY_WORDS).index(m) if m in MODALITY_WORDS else 9
+        )
+        order = [s.name for s in labels.STRUCTURES]
+        levels = sorted({lv for _, lv in by}, key=lambda lv: order.index(lv) if lv in order else len(order))
+        rows = []
+        for lv in levels:
+            cells: list[Any] = [lv]
+            for m in mods:
+                cs = by.get((m, lv), [])
+                miss = float(df[cs].isna().to_numpy().mean()) if cs else None
+                cells += [len(cs) or "-", fmt(miss, 2, pct=True) if cs else "-"]
+            rows.append(cells)
+        head = ["level"] + [f"{MODALITY_WORDS.get(m, m)}: {h}" for m in mods for h in ("features", "missing")]
+        total = ", ".join(
+            f"{sum(len(v) for (mm, _), v in by.items() if mm == m)} from the {MODALITY_WORDS.get(m, m)}"
+            for m in mods
+        )
+        parts.append(f"<h3>{esc(data.cohort_label(key))}: {len(df)} patients; {total}</h3>")
+        parts.append(f"<details><summary>Per level</summary>{table(head, rows)}</details>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+def target_section(data: Any, target: str) -> str:
+    """One study question: metrics side by side, curves, explanations."""
+    from cdeg.modeling.names import describe
+    from cdeg.modeling.report import verdict
+
+    spec = data.cfg.targets[target]
+    fit = data.fits.get(target) or {}
+    val = data.validations.get(target)
+    parts = [f'<h2 id="target-{esc(target)}">{esc(spec.title or data.target_words(target))}</h2>']
+    if spec.description:
+        parts.append(f"<p>{esc(spec.description)}</p>")
+    cv = fit.get("cv", {})
+    parts.append(
+        howto(
+            "The <b>AUC</b> is the chance that the model gives a higher risk to a patient with the outcome than to "
+            "one without (0.5 = a coin toss, 1 = perfect); the interval in brackets is its 95% confidence interval. "
+            "<i>Development</i> figures come from nested cross-validation: each patient is predicted by a model "
+            "that never saw them. <i>External</i> figures come from another population. Calibration slope: 1 is "
+            "ideal, below 1 means the predicted risks are too extreme. The clinical-only model is the reference "
+            "a clinician would build without images; the image models must beat it to be worth their cost."
+            + (
+                " The <i>ceiling</i> is the AUC of the true probability known only in synthetic data: no model "
+                "built on these images can do better."
+                if data.oracle.get(target)
+                else ""
+            )
+        )
+    )
+    if not cv:
+        parts.append('<p class="warn">No model results (the fit stage has not run).</p>')
+        return "".join(parts)
+    ext = (val or {}).get("external", {})
+    rows = []
+    for m in cv:
+        rows.append(
+            [
+                MODEL_WORDS.get(m, m),
+                auc_text(cv[m]),
+                auc_text(ext.get(m)) if val else "not validated",
+                fmt(cv[m].get("brier"), 3),
+                fmt(cv[m].get("calibration_slope")),
+                fmt(ext.get(m, {}).get("calibration_slope")) if val else "-",
+            ]
+        )
+    oracle = data.oracle.get(target) or {}
+    if oracle:
+        rows.append(
+            [
+                "ceiling: true probability (synthetic truth)",
+                fmt(oracle.get("development")),
+                fmt(oracle.get("external")) if val else "-",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    n_ext = f", {val['n_patients']} external patients ({val['events']} with the outcome)" if val else ""
+    parts.append(
+        f"<p>{fit.get('n_patients')} development patients ({fit.get('events')} with the outcome, "
+        f"{fmt(fit.get('prevalence'), 2, pct=True)}){n_ext}.</p>"
+    )
+    parts.append(
+        table(
+            [
+                "model",
+                "AUC development (nested CV)",
+                "AUC external",
+                "Brier score (development)",
+                "calibration slope (development)",
+                "calibration slope (external)",
+            ],
+            rows,
+        )
+    )
+    v = verdict(fit.get("comparison", {}))
+    if v:
+        parts.append(f"<p><b>{esc(v)}</b></p>")
+    excluded = data.fit_params.get(target, {}).get("exclude") or []
+    if excluded:
+        words = ", ".join(describe(c).text for c in excluded)
+        parts.append(
+            f'<p class="muted">Left out so that the model uses only what both cohorts record: {esc(words)}.</p>'
+        )
+    if val:
+        imp = val.get("imputed_share", {}).get("xgboost")
+        if imp:
+            parts.append(
+                f'<p class="muted">In the external cohort {fmt(imp, 3, pct=True)} of the XGBoost model\'s '
+                "input values were missing and filled with development values.</p>"
+            )
+    plots = (data.out / "validation" / target / "plots") if val else (data.out / "models" / target / "plots")
+    where = "development (left) and external (right)" if val else "development, out-of-fold"
+    parts.append("<h3>Discrimination, calibration and clinical usefulness</h3>")
+    parts.append(
+        howto(
+            "<b>ROC curve</b>: higher and further left is better. <b>Calibration</b>: predicted risk against observed "
+            "frequency; points on the diagonal mean the risks can be taken at face value. <b>Decision curve</b>: the "
+            "net benefit of acting on the model at each risk threshold, against treating everyone or no one; a model "
+            "is useful where its curve lies above both."
+        )
+    )
+    # Two panels (development beside external) need twice the width of one.
+    w = 540 if val else 350
+    parts.append(
+        '<div class="figs">'
+        + figure(plots / "roc.png", f"ROC curves, {where}", width=2 * w, css_width=w)
+        + figure(plots / "calibration.png", f"Calibration, {where}", width=2 * w, css_width=w)
+        + figure(plots / "decision_curve.png", f"Decision curves, {where}", width=2 * w, css_width=w)
+        + "</div>"
+    )
+    parts.append("<h3>What drives the predictions</h3>")
+    parts.append(
+        howto(
+            "SHAP values split each prediction into contributions of the variables, in log-odds (+1 multiplies the "
+            "odds by 2.7). <b>Bar chart</b>: the variables with the largest average contribution. <b>Beeswarm</b>: "
+            "one dot per patient; red = high value of the variable, blue = low; dots right of the centre push the "
+            "risk up. These show associations the model uses, not causes."
+        )
+    )
+    fplots = data.out / "models" / target / "plots"
+    parts.append(
+        '<div class="figs">'
+        + figure(
+            fplots / "shap_bar.png", "Average contribution per variable (XGBoost)", width=1100, css_width=545
+        )
+        + figure(
+            fplots / "shap_beeswarm.png", "Contribution per patient (XGBoost)", width=1100, css_width=545
+        )
+        + "</div>"
+    )
+    top = fit.get("shap_top") or []
+    if top:
+        trs = [[t["label"], fmt(t["mean_abs_shap"], 3)] for t in top[:10]]
+        parts.append(table(["variable", "mean |SHAP|, log-odds"], trs))
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+def patients_section(data: Any) -> str:
+    """A table of development patients with links to one card each (CSS :target; no script needed)."""
+    if not data.cfg.report.patient_cards or data.dev_key is None:
+        return ""
+    clin = data.cohorts[data.dev_key]["clinical"].set_index("patient_id")
+    targets = [t for t in data.cfg.targets if data.cfg.targets[t].development == data.dev_key]
+    head = ["patient", "age", "sex", "index level"]
+    for t in targets:
+        head += [f"{data.target_words(t)}: predicted risk", "observed"]
+    head += ["segmentation check", ""]
+    rows, cards = [], []
+    for pid in clin.index:
+        c = clin.loc[pid]
+        cells = [
+            f'<a href="#patient-{esc(pid)}">{esc(pid)}</a>',
+            esc(_int(c.get("age"))),
+            esc(c.get("sex", "-")),
+            esc(c.get("index_level", "-")),
+        ]
+        for t in targets:
+            p = data.oof_risk(t, pid)
+            obs = c.get(t)
+            cells += [
+                f'{fmt(p, 2, pct=True)} <span class="bar" style="width:{int(60 * (p or 0))}px"></span>'
+                if p is not None
+                else "-",
+                esc(_yes_no(obs)),
+            ]
+        qc = data.patient_qc_status(pid)
+        cells += [
+            f'<span class="{"ok" if qc == "passed" else "flag"}">{esc(qc)}</span>',
+            f'<a href="#patient-{esc(pid)}">open card</a>',
+        ]
+        rows.append(cells)
+        cards.append(patient_card(data, pid, c, targets))
+    return (
+        '<h2 id="patients">Patients</h2>'
+        + howto(
+            "One row per development patient. <i>Predicted risk</i> is the cross-validated probability (from a "
+            "model that did not see this patient); <i>observed</i> is what happened. Click a patient to open "
+            "their card: the risk, which variables raised or lowered it (the waterfall chart), and the outlines "
+            "the measurements came from. A card opens in place of the address <code>#patient-ID</code>, so it "
+            "can be bookmarked or sent."
+        )
+        + table(head, rows, raw=True)
+        + "".join(cards)
+    )
+
+
+def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
+    """One patient's card: facts, predictions with SHAP waterfalls, QC overlays."""
+    facts = []
+    for col, words in (
+        ("age", "age, years"),
+        ("sex", "sex"),
+        ("bmi", "BMI, kg/m²"),
+        ("smoking", "smoking"),
+        ("index_level", "index level"),
+        ("arm", "treatment arm"),
+        ("ndi_0", "NDI before surgery"),
+        ("symptom_duration_months", "symptom duration, months"),
+    ):
+        if col in c.index:
+            facts.append([words, esc(c[col]) if c[col] == c[col] else "missing"])
+    preds = []
+    figs = []
+    for t in targets:
+        p_cv, p_final = data.oof_risk(t, pid), data.final_risk(t, pid)
+        preds.append(
+            [
+                esc(data.target_words(t)),
+                fmt(p_cv, 2, pct=True) if p_cv is not None else "-",
+                fmt(p_final, 2, pct=True) if p_final is not None else "-",
+                esc(_yes_no(c.get(t))),
+            ]
+        )
+        figs.append(
+            figure(
+                data.out / "predictions" / t / "waterfalls" / f"{pid}.png",
+                f"Why this risk of {data.target_words(t)} (SHAP waterfall, final XGBoost model)",
+                width=1000,
+                colours=64,
+                css_width=520,
+            )
+        )
+    for mod in data.cfg.segmentation.modalities if data.cfg.segmentation.enabled else ():
+        path = data.qc_png(data.dev_key, pid, mod)
+        findings = data.qc[data.dev_key]["findings"].get((pid, mod), []) if data.dev_key in data.qc else []
+        figs.append(
+            figure(
+                path,
+                f"{MODALITY_WORDS[mod]} outlines" + (f": {_first(findings, 4)}" if findings else ""),
+                width=data.cfg.report.image_width,
+                colours=96,
+            )
+        )
+    return (
+        f'<section class="card" id="patient-{esc(pid)}"><a class="close" href="#patients">back to the patient '
+        f"table</a><h3>Patient {esc(pid)}</h3>"
+        + table(["patient", pid], facts, raw=True)
+        + table(["question", "risk, cross-validated", "risk, final model", "observed"], preds, raw=True)
+        + '<p class="muted">The cross-validated risk is the honest estimate for this patient; the final model was '
+        "trained on all development patients including this one, and its waterfall shows how it arrives at its "
+        "risk.</p>" + f'<div class="figs">{"".join(figs)}</div></section>'
+    )
+
+
+def _first(items: list[str], n: int) -> str:
+    """The first `n` QC findings, and how many more there are."""
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return "; ".join(items[:n]) + more
+
+
+def _int(x: Any) -> str:
+    try:
+        return str(int(x))
+    except (TypeError, ValueError):
+        return "-"
+
+
+def _yes_no(x: Any) -> str:
+    if x is None or x != x:
+        return "-"
+    try:
+        return "yes" if int(x) == 1 else "no"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+def provenance_section(data: Any) -> str:
+    """Versions, configuration, seeds and stage timings."""
+    import yaml
+
+    rows = []
+    for name, man in data.manifests.items():
+        rows.append([name, man.get("finished", "-"), fmt(man.get("seconds"), 1), (man.get("key") or "")[:12]])
+    total = sum(float(m.get("seconds") or 0) for m in data.manifests.values())
+    vers = data.versions()
+    seeds = [[data.cohort_label(k), s.synth.seed] for k, s in data.cfg.cohorts.items() if s.synth is not None]
+    seeds.append(["modelling (fit)", data.cfg.fit.seed if data.cfg.fit.seed is not None else data.cfg.seed])
+    return (
+        '<h2 id="provenance">Provenance</h2>'
+        + howto(
+            "What produced this report, so that it can be reproduced: software versions, the study configuration, "
+            "random seeds, and each stage's last run (the key identifies its inputs and options)."
+        )
+        + "<h3>Software</h3>"
+        + table(["package", "version"], sorted(vers.items()))
+        + "<h3>Seeds</h3>"
+        + table(["", "seed"], seeds)
+        + f"<h3>Stages (last runs; {total:.0f} s in all)</h3>"
+        + table(["stage", "finished (UTC)", "seconds", "key"], rows)
+        + "<h3>Configuration</h3>"
+        + f"<pre>{esc(yaml.safe_dump(data.config_dict, sort_keys=False, width=100))}</pre>"
+    )

@@ -1,0 +1,211 @@
+"""`cdeg segment`: the click group over prepare, train, predict and evaluate (parsing only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from cdeg.segmentation.presets import FOLDS, PRESETS
+
+from cdeg.cli import progress_enabled, run_api
+from cdeg.cohort import MODALITIES
+
+_modality = click.option(
+    "--modality",
+    required=True,
+    type=click.Choice(list(MODALITIES)),
+    help="Which images (one model per modality).",
+)
+_cohort = click.option(
+    "--cohort",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Cohort folder.",
+)
+_device = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    help="Where the network runs; auto takes CUDA when available.",
+)
+_config = click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML overriding keys of configs/segment.yaml.",
+)
+
+
+@click.group("segment")
+def segment() -> None:
+    """nnU-Net v2 segmentation and level naming of vertebrae C2-T1 and discs (MRI and radiographs).
+
+    Typical use: `train` on a cohort with reference masks, `predict` on the rest, `evaluate` against
+    references. Level naming is checked and repaired after every prediction (see qc.csv).
+    """
+
+
+@segment.command("prepare")
+@_cohort
+@_modality
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="nnU-Net raw dataset folder to write.",
+)
+def prepare_command(cohort: Path, modality: str, out: Path) -> None:
+    """Write an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json) from images with reference masks."""
+    from cdeg.segmentation.dataset import prepare_dataset
+
+    result = run_api(prepare_dataset, cohort=cohort, modality=modality, out=out)
+    click.echo(
+        f"{len(result['cases'])} case(s) written to {out}; {len(result['problems'])} problem(s), "
+        f"{len(result['unlabelled'])} image(s) without reference mask"
+    )
+
+
+@segment.command("train")
+@_cohort
+@_modality
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder (an interrupted training there is resumed).",
+)
+@click.option(
+    "--preset",
+    default="fast",
+    show_default=True,
+    type=click.Choice(list(PRESETS)),
+    help="full: nnU-Net defaults (hours on a GPU); fast: ~10 minutes on this device; smoke: seconds.",
+)
+@_device
+@click.option(
+    "--fold",
+    default="all",
+    show_default=True,
+    type=click.Choice(list(FOLDS)),
+    help="all: train on every case; 0-4: nnU-Net's 5-fold split.",
+)
+@_config
+@click.option("--keep-work", is_flag=True, help="Keep nnU-Net's raw and preprocessed data in MODEL_DIR/work.")
+def train_command(
+    cohort: Path,
+    modality: str,
+    out: Path,
+    preset: str,
+    device: str,
+    fold: str,
+    config: Path | None,
+    keep_work: bool,
+) -> None:
+    """Plan, preprocess and train nnU-Net on the cohort's reference masks."""
+    from cdeg.segmentation.train import train
+
+    m = run_api(
+        train,
+        cohort=cohort,
+        modality=modality,
+        out=out,
+        preset=preset,
+        device=device,
+        fold=fold,
+        config=config,
+        keep_work=keep_work,
+        progress=progress_enabled(),
+    )
+    click.echo(
+        f"{m['modality']} model ({m['preset']}, {m.get('configuration')}, {m.get('epochs_completed')} epochs) in {out}"
+    )
+
+
+@segment.command("predict")
+@_cohort
+@_modality
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Model folder.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Mask folder to write."
+)
+@_device
+@click.option(
+    "--devices",
+    default=None,
+    metavar="0,1,...|cpu:N",
+    help="Split the patients over one worker process per device: CUDA indices (0,1,...) or cpu:N "
+    "processes. Same masks and qc.csv as one process. Instead of --device.",
+)
+@_config
+def predict_command(
+    cohort: Path,
+    modality: str,
+    model: Path,
+    out: Path,
+    device: str,
+    devices: str | None,
+    config: Path | None,
+) -> None:
+    """Segment and name the levels of every image of one modality; masks, QC PNGs and qc.csv in --out."""
+    from cdeg.segmentation.predict import predict
+
+    s = run_api(
+        predict,
+        cohort=cohort,
+        modality=modality,
+        model=model,
+        out=out,
+        device=device,
+        devices=devices,
+        config=config,
+    )
+    c = s["counts"]
+    click.echo(
+        f"{c['ok']} ok, {c['flagged']} flagged, {c['empty']} empty, {c['failed']} failed, "
+        f"{c['skipped']} skipped; see {out / 'qc.csv'}"
+    )
+
+
+@segment.command("evaluate")
+@click.option(
+    "--pred",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Predicted mask folder.",
+)
+@click.option(
+    "--ref",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Cohort folder (its masks/) or a reference mask folder.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSON file to write."
+)
+@click.option("--modality", default=None, help="mri, xray or mri,xray (default: all with references).")
+def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None) -> None:
+    """Dice, HD95 (mm) and level identification of predicted masks against reference masks."""
+    from cdeg.segmentation.evaluate import evaluate
+
+    report = run_api(evaluate, pred=pred, ref=ref, out=out, modality=modality)
+    for mod, s in report["summary"].items():
+        click.echo(
+            f"{mod}: {s['n_evaluated']} evaluated, level identification {s['level_identification']}, "
+            f"Dice vertebrae {s['dice_vertebrae_mean']}, discs {s['dice_discs_mean']}"
+        )
+
+
+@segment.command("presets")
+@_config
+def presets_command(config: Path | None) -> None:
+    """Print the resolved configuration (presets per device and modality, predict, postprocess) as YAML."""
+    from cdeg.segmentation.presets import load_segment_config
+
+    from cdeg.config import dump_yaml
+
+    click.echo(dump_yaml(run_api(load_segment_config, path=config)), nl=False)

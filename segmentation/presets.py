@@ -1,0 +1,283 @@
+"""Options of `cdeg segment`: training presets per device and modality, prediction and post-processing.
+
+The values live in ``configs/segment.yaml`` (a user file given with ``--config`` overrides any key);
+this module declares and validates them. A preset is resolved for one device kind ("cpu" or "cuda")
+and one modality, because what fits in ten minutes differs by orders of magnitude between a 2-core
+CPU and a GPU, and a 2D radiograph is not planned like a 3D MRI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cdeg.cohort import MODALITIES
+from cdeg.config import ConfigError, load_config, shipped_config
+
+PRESETS = ("full", "fast", "smoke")
+DEVICE_KINDS = ("cpu", "cuda")
+CONFIGURATIONS = ("2d", "3d_fullres")
+FOLDS = ("all", "0", "1", "2", "3", "4")
+#: Trainer class name -> whether it reads epochs/iterations/time budget from the settings. The classes
+#: are in trainers.py (which imports torch); this table lets configuration checks run without torch,
+#: and a test keeps the two in step.
+TRAINER_NAMES: dict[str, bool] = {
+    "nnUNetTrainer": False,
+    "nnUNetTrainer_cdegSpine": False,
+    "nnUNetTrainer_cdegBudget": True,
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one preset trains one modality on one kind of device. None keeps nnU-Net's own value."""
+
+    trainer: str = field(
+        default="nnUNetTrainer_cdegSpine",
+        metadata={"help": "trainer class (see trainers.py)", "choices": tuple(TRAINER_NAMES)},
+    )
+    configuration: str = field(
+        default="2d",
+        metadata={"help": "nnU-Net configuration planned and trained", "choices": CONFIGURATIONS},
+    )
+    epochs: int | None = field(
+        default=None, metadata={"help": "epochs (nnU-Net: 1000)", "range": (1, 100000)}
+    )
+    iterations_per_epoch: int | None = field(
+        default=None, metadata={"help": "training iterations per epoch (nnU-Net: 250)", "range": (1, 100000)}
+    )
+    val_iterations_per_epoch: int | None = field(
+        default=None, metadata={"help": "validation iterations per epoch (nnU-Net: 50)", "range": (1, 10000)}
+    )
+    save_every: int | None = field(
+        default=None,
+        metadata={"help": "epochs between resumable checkpoints (nnU-Net: 50)", "range": (1, 10000)},
+    )
+    time_budget_s: float | None = field(
+        default=None,
+        metadata={
+            "help": "wall-clock budget of the whole train call (planning included); the trainer shortens "
+            "its schedule to finish inside it. None = no budget",
+            "range": (1.0, 1e7),
+        },
+    )
+    optimizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "sgd (nnU-Net: momentum 0.99) or adamw (learns faster in short schedules); None = sgd",
+            "choices": (None, "sgd", "adamw"),
+        },
+    )
+    initial_lr: float | None = field(
+        default=None, metadata={"help": "initial learning rate (nnU-Net: 0.01)", "range": (1e-6, 1.0)}
+    )
+    target_spacing_mm: float | None = field(
+        default=None,
+        metadata={
+            "help": "in-plane pixel spacing of a reduced configuration (coarser than the data = faster); "
+            "None keeps nnU-Net's planned spacing",
+            "range": (0.05, 10.0),
+        },
+    )
+    max_patch_size: tuple[int, ...] | None = field(
+        default=None,
+        metadata={"help": "largest in-plane patch size of a reduced configuration", "range": (8, 4096)},
+    )
+    base_features: int | None = field(
+        default=None, metadata={"help": "features of the first U-Net stage (nnU-Net: 32)", "range": (2, 512)}
+    )
+    max_features: int | None = field(
+        default=None,
+        metadata={"help": "feature cap of the deepest stages (nnU-Net: 512 2D, 320 3D)", "range": (2, 1024)},
+    )
+    max_stages: int | None = field(
+        default=None, metadata={"help": "maximum number of U-Net resolution stages", "range": (2, 10)}
+    )
+    n_conv_per_stage: int | None = field(
+        default=None,
+        metadata={"help": "convolutions per encoder and decoder stage (nnU-Net: 2)", "range": (1, 4)},
+    )
+    batch_size: int | None = field(default=None, metadata={"help": "batch size", "range": (1, 1024)})
+    n_proc_da: int = field(
+        default=2,
+        metadata={
+            "help": "data augmentation worker processes (0 = in the training process)",
+            "range": (0, 64),
+        },
+    )
+    torch_compile: bool = field(default=True, metadata={"help": "torch.compile the network (CUDA only)"})
+    final_validation: bool = field(
+        default=False,
+        metadata={
+            "help": "run nnU-Net's full-image validation after training (only meaningful for folds 0-4)"
+        },
+    )
+
+    @property
+    def reduced(self) -> bool:
+        """Whether a reduced configuration derived from nnU-Net's plan is trained."""
+        return any(
+            v is not None
+            for v in (
+                self.target_spacing_mm,
+                self.max_patch_size,
+                self.base_features,
+                self.max_features,
+                self.max_stages,
+                self.n_conv_per_stage,
+                self.batch_size,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a trained model is applied."""
+
+    tile_step_size: float = field(
+        default=0.5, metadata={"help": "sliding-window step as a fraction of the patch", "range": (0.1, 1.0)}
+    )
+    use_mirroring: bool = field(
+        default=True,
+        metadata={"help": "test-time mirroring along the axes the trainer allowed (left-right only)"},
+    )
+    qc_png: bool = field(default=True, metadata={"help": "write a QC overlay PNG per patient and modality"})
+
+
+@dataclass(frozen=True)
+class PostprocessOptions:
+    """Largest-component cleaning and level-consistency repair (see postprocess.py)."""
+
+    duplicate_min_fraction: float = field(
+        default=0.3,
+        metadata={
+            "help": "a further component of a label is another level (renamed by the sequence) when it has at "
+            "least this fraction of the largest component's voxels and is displaced cranio-caudally "
+            "(see duplicate_min_distance_mm)",
+            "range": (0.0, 1.0),
+        },
+    )
+    duplicate_min_distance_mm: float = field(
+        default=6.0,
+        metadata={
+            "help": "...and its centre lies at least this far above or below the largest component's centre, "
+            "and further cranio-caudally than antero-posteriorly",
+            "range": (0.0, 1000.0),
+        },
+    )
+    part_min_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "other components with at least this fraction of the largest one's voxels are kept as "
+            "parts of the structure (e.g. posterior elements cut off from the body); smaller ones are removed",
+            "range": (0.0, 1.0),
+        },
+    )
+    min_voxels: int = field(
+        default=5, metadata={"help": "structures with fewer voxels are removed as noise", "range": (0, 10**9)}
+    )
+    gap_penalty: float = field(
+        default=0.6,
+        metadata={
+            "help": "cost of leaving a level out of the cranio-caudal sequence, in units of one confident "
+            "renaming; lower renames less and reports more gaps",
+            "range": (0.0, 10.0),
+        },
+    )
+    room_mm: float = field(
+        default=2.0,
+        metadata={
+            "help": "background between two consecutive structures (mm) that can hold a level the network "
+            "missed; closer structures may not skip a level between their names",
+            "range": (0.0, 100.0),
+        },
+    )
+    repair: bool = field(
+        default=True, metadata={"help": "rename levels by the sequence (False: only report)"}
+    )
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Everything `cdeg segment` reads from configs/segment.yaml."""
+
+    presets: dict[str, dict[str, dict[str, TrainSettings]]] = field(
+        default_factory=dict, metadata={"help": "preset -> device kind -> modality -> settings"}
+    )
+    predict: PredictOptions = field(default_factory=PredictOptions, metadata={"help": "prediction"})
+    postprocess: PostprocessOptions = field(
+        default_factory=PostprocessOptions, metadata={"help": "post-processing"}
+    )
+
+    def settings(self, preset: str, device_kind: str, modality: str) -> TrainSettings:
+        """Settings of one preset for one device kind and modality; unknown names list the valid ones."""
+        if preset not in self.presets:
+            raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(self.presets)}")
+        by_device = self.presets[preset]
+        if device_kind not in by_device:
+            raise ValueError(f"preset {preset!r} has no settings for device {device_kind!r}")
+        by_modality = by_device[device_kind]
+        if modality not in by_modality:
+            raise ValueError(f"preset {preset!r} ({device_kind}) has no settings for modality {modality!r}")
+        return by_modality[modality]
+
+
+def load_segment_config(path: str | Path | None = None) -> SegmentConfig:
+    """Shipped configs/segment.yaml, then the user's YAML `path` on top; checked against the schema.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys, wrong types, values out of range, unknown trainers, or presets lacking a
+        device kind or modality.
+    """
+    from cdeg.config import deep_merge, load_yaml
+
+    data = load_yaml(shipped_config("segment.yaml"))
+    if path is not None:
+        data = deep_merge(data, load_yaml(path))
+    cfg = load_config(SegmentConfig, overrides=None, defaults=data)
+    check_segment_config(cfg, source=path)
+    return cfg
+
+
+def check_segment_config(cfg: SegmentConfig, source: str | Path | None = None) -> None:
+    """Invariants the schema cannot express: every preset covers both device kinds and modalities."""
+    for preset in PRESETS:
+        if preset not in cfg.presets:
+            raise ConfigError(f"presets.{preset} is missing", path=source)
+    for preset, by_device in cfg.presets.items():
+        for kind in DEVICE_KINDS:
+            if kind not in by_device:
+                raise ConfigError(f"presets.{preset}.{kind} is missing", path=source)
+        for kind, by_mod in by_device.items():
+            if kind not in DEVICE_KINDS:
+                raise ConfigError(
+                    f"presets.{preset}.{kind}: valid device kinds: {', '.join(DEVICE_KINDS)}", path=source
+                )
+            for modality in MODALITIES:
+                if modality not in by_mod:
+                    raise ConfigError(f"presets.{preset}.{kind}.{modality} is missing", path=source)
+            for modality, s in by_mod.items():
+                where = f"presets.{preset}.{kind}.{modality}"
+                if modality not in MODALITIES:
+                    raise ConfigError(f"{where}: valid modalities: {', '.join(MODALITIES)}", path=source)
+                if MODALITIES[modality] == 2 and s.configuration != "2d":
+                    raise ConfigError(f"{where}.configuration must be 2d for a 2D modality", path=source)
+                if s.max_patch_size is not None and len(s.max_patch_size) != 2:
+                    raise ConfigError(f"{where}.max_patch_size must have 2 items (in-plane)", path=source)
+                if not TRAINER_NAMES[s.trainer] and any(
+                    v is not None
+                    for v in (
+                        s.epochs,
+                        s.iterations_per_epoch,
+                        s.val_iterations_per_epoch,
+                        s.time_budget_s,
+                        s.save_every,
+                    )
+                ):
+                    raise ConfigError(
+                        f"{where}: epochs/iterations/time budget need a trainer that reads them "
+                        f"(e.g. nnUNetTrainer_cdegBudget), not {s.trainer}",
+                        path=source,
+                    )

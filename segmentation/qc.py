@@ -1,0 +1,94 @@
+"""QC overlay PNGs: the mid-sagittal slice (MRI) or the radiograph with coloured, named levels.
+
+One PNG per patient and modality, ``MASK_DIR/<patient_id>/<modality>_qc.png``, for visual review of
+level names: each structure is filled in its colour and labelled with its level name at its centre.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cdeg import labels
+from cdeg.io import atomic_path
+
+
+def qc_path(mask_root: str | Path, patient_id: str, modality: str) -> Path:
+    """Where the QC overlay of a patient's mask goes (next to the mask)."""
+    return Path(mask_root) / patient_id / f"{modality}_qc.png"
+
+
+def _colour(label: int) -> tuple[float, float, float]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    s = labels.structure(label)
+    # Vertebrae take the even tab20 entries and discs the odd (lighter) ones, so neighbours differ.
+    return tuple(cmap((s.order // 2 * 2 + (s.kind == "disc")) % 20)[:3])  # type: ignore[return-value]
+
+
+def mid_slice(mask: np.ndarray) -> int:
+    """Index along axis 0 of the sagittal slice with most labelled voxels (the midline), else the middle."""
+    counts = (mask > 0).reshape(mask.shape[0], -1).sum(axis=1)
+    return int(np.argmax(counts)) if counts.any() else mask.shape[0] // 2
+
+
+def write_qc_png(
+    path: str | Path,
+    image: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, float],
+    title: str,
+) -> Path:
+    """Write an overlay of a 2D `mask` on a 2D `image` (rows superior->inferior, columns anterior->posterior).
+
+    Parameters
+    ----------
+    path : Path
+        PNG to write (atomically).
+    image, mask : ndarray
+        2D arrays of the same shape (for MRI pass the slice chosen with :func:`mid_slice`).
+    spacing : (float, float)
+        Row and column spacing in mm, so the picture has the true aspect ratio.
+    title : str
+        Shown above the picture.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    img = image.astype(np.float32)
+    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.repeat(img[..., None], 3, axis=2)
+    present = [int(v) for v in np.unique(mask) if v and int(v) in labels.ALL_LABELS]
+    for lab in present:
+        sel = mask == lab
+        rgb[sel] = 0.45 * rgb[sel] + 0.55 * np.asarray(_colour(lab))
+    h_mm, w_mm = mask.shape[0] * spacing[0], mask.shape[1] * spacing[1]
+    fig = Figure(figsize=(4.5, 4.5 * h_mm / max(w_mm, 1e-6)), dpi=110)
+    ax = fig.add_axes((0, 0, 1, 0.94))
+    ax.imshow(rgb, extent=(0, w_mm, h_mm, 0), interpolation="nearest")
+    for lab in present:
+        rows, cols = np.nonzero(mask == lab)
+        s = labels.structure(lab)
+        # Vertebra names to the right of the structure, disc names to the left, so they do not collide.
+        x = (cols.max() + 2) * spacing[1] if s.kind == "vertebra" else max(cols.min() - 2, 0) * spacing[1]
+        ax.text(
+            x,
+            rows.mean() * spacing[0],
+            s.name,
+            color=_colour(lab),
+            fontsize=7,
+            va="center",
+            ha="left" if s.kind == "vertebra" else "right",
+            fontweight="bold",
+        )
+    ax.set_axis_off()
+    fig.suptitle(title, fontsize=8, y=0.99)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

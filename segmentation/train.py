@@ -1,0 +1,409 @@
+"""`cdeg segment train`: plan, preprocess and train nnU-Net v2 on a cohort's reference masks.
+
+The model folder is self-contained::
+
+    MODEL_DIR/
+      cdeg_model.json                 manifest: modality, preset, resolved settings, label mapping,
+                                      nnU-Net configuration and trainer, versions, device, timings, status
+      nnUNet_results/<dataset>/<trainer>__nnUNetPlans__<configuration>/
+          plans.json, dataset.json, dataset_fingerprint.json, fold_<f>/checkpoint_final.pth, logs
+      nnunet_ext/cdeg_nnunet_trainers.py   lets plain nnU-Net tools find the cdeg trainers
+      work/                           nnUNet_raw and nnUNet_preprocessed while training (removed when
+                                      training completes, unless keep_work)
+
+Running `train` again on a folder whose training was interrupted resumes from nnU-Net's latest
+checkpoint (nnU-Net's ``--c``); on a completed folder it does nothing. Checkpoints are written every
+``save_every`` epochs (nnU-Net: 50) and at the end.
+
+Presets (configs/segment.yaml) per device kind and modality: ``full`` is nnU-Net's default schedule
+(1000 epochs x 250 iterations, planned configuration) for real studies; ``fast`` is the best model that
+fits in about ten minutes on the device it runs on; ``smoke`` is a seconds-long run for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cdeg.segmentation import labelmap
+from cdeg.segmentation.dataset import check_output_folder, check_training_cases, log_problems, prepare_dataset
+from cdeg.segmentation.nnunet_env import (
+    dataset_id,
+    dataset_name,
+    nnunet_environment,
+    quiet_stdout,
+    resolve_device,
+    torch_threads,
+    versions,
+)
+from cdeg.segmentation.presets import FOLDS, PRESETS, TrainSettings, load_segment_config
+
+from cdeg import labels
+from cdeg.cohort import Cohort, check_modality
+from cdeg.config import to_dict
+from cdeg.errors import CdegError, CohortError
+from cdeg.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "cdeg_model.json"
+MANIFEST_FORMAT = "cdeg-segmentation-model"
+MANIFEST_VERSION = 1
+PLANS_IDENTIFIER = "nnUNetPlans"
+RESULTS_DIR = "nnUNet_results"
+WORK_DIR = "work"
+EXT_DIR = "nnunet_ext"
+
+
+def train(
+    cohort: str | Path,
+    modality: str,
+    out: str | Path,
+    preset: str = "fast",
+    device: str = "auto",
+    fold: str | int = "all",
+    config: str | Path | None = None,
+    keep_work: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train an nnU-Net model for one modality on the cohort's images that have reference masks.
+
+    Parameters
+    ----------
+    cohort : Path
+        Cohort folder; patients with an image and a reference mask of `modality` are used.
+    modality : {"mri", "xray"}
+        Which images to train on (one model per modality).
+    out : Path
+        Model folder (created; an interrupted training there is resumed).
+    preset : {"full", "fast", "smoke"}
+        Training schedule (see module docstring and configs/segment.yaml).
+    device : {"auto", "cpu", "cuda"}
+        Where to train; "auto" takes CUDA when available.
+    fold : {"all", 0, 1, 2, 3, 4}
+        nnU-Net fold: "all" trains on every case; 0-4 hold out a fifth (needs >= 5 cases).
+    config : Path, optional
+        YAML overriding keys of configs/segment.yaml.
+    keep_work : bool
+        Keep the raw and preprocessed nnU-Net data in ``out/work`` after training completes.
+    progress : bool
+        Show nnU-Net's progress bars during planning and preprocessing.
+
+    Returns
+    -------
+    dict
+        The manifest written to ``out/cdeg_model.json``.
+    """
+    t_start = time.time()
+    check_modality(modality)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    fold = str(fold)
+    if fold not in FOLDS:
+        raise ValueError(f"fold must be one of {', '.join(FOLDS)}, got {fold!r}")
+    cfg = load_segment_config(config)
+    out = Path(out)
+    coh = Cohort.open(cohort)
+    check_output_folder(out, coh)
+    previous = _check_model_folder(out, modality, preset, fold)
+    if previous is not None and previous.get("status") == "complete":
+        log.info("%s already holds a complete %s model (preset %s); nothing to do", out, modality, preset)
+        return previous
+
+    usable, problems, _ = check_training_cases(coh, modality)
+    log_problems(problems, f"train {modality}")
+    if not usable:
+        raise CohortError(f"no patient has a usable {modality} image with a reference mask", path=coh.root)
+    if fold != "all" and len(usable) < 5:
+        raise ValueError(
+            f"fold {fold} needs at least 5 labelled cases for nnU-Net's 5-fold split; got {len(usable)}"
+        )
+    device_kind = resolve_device(device)
+    settings = cfg.settings(preset, device_kind, modality)
+    log.info(
+        "training %s model: preset %s on %s, %d labelled case(s), fold %s, trainer %s, configuration %s%s",
+        modality,
+        preset,
+        device_kind,
+        len(usable),
+        fold,
+        settings.trainer,
+        settings.configuration,
+        " (reduced)" if settings.reduced else "",
+    )
+
+    manifest = previous or _new_manifest(coh, modality, preset, device_kind, fold, settings, usable)
+    manifest.update(status="training", device=device_kind, settings=to_dict(settings))
+    write_json(out / MANIFEST, manifest)
+    work, results, ext = out / WORK_DIR, out / RESULTS_DIR, out / EXT_DIR
+    from cdeg.segmentation.trainers import write_trainer_shim
+
+    write_trainer_shim(ext)
+    env = {
+        "nnUNet_compile": "t" if (device_kind == "cuda" and settings.torch_compile) else "f",
+        "nnUNet_def_n_proc": str(max(1, min(8, os.cpu_count() or 1))),
+    }
+    timings = dict(manifest.get("timings_s", {}))
+    with nnunet_environment(work=work, results=results, ext_trainer=ext, extra=env), quiet_stdout():
+        t0 = time.time()
+        configuration = _plan_and_preprocess(coh, modality, work, settings, progress)
+        timings["prepare_plan_preprocess"] = round(
+            timings.get("prepare_plan_preprocess", 0) + time.time() - t0, 1
+        )
+        manifest["configuration"] = configuration
+        manifest["results_folder"] = str(
+            Path(RESULTS_DIR)
+            / dataset_name(modality)
+            / f"{settings.trainer}__{PLANS_IDENTIFIER}__{configuration}"
+        )
+        write_json(out / MANIFEST, manifest)
+        t0 = time.time()
+        epochs = _run_training(
+            modality, configuration, fold, settings, device_kind, t_start, out / manifest["results_folder"]
+        )
+        timings["train"] = round(timings.get("train", 0) + time.time() - t0, 1)
+
+    manifest.update(
+        status="complete",
+        epochs_completed=epochs,
+        timings_s=timings,
+        finished=_now(),
+        versions=versions(),
+    )
+    write_json(out / MANIFEST, manifest)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("model written to %s (%.0f s)", out, time.time() - t_start)
+    return manifest
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _new_manifest(
+    coh: Cohort,
+    modality: str,
+    preset: str,
+    device_kind: str,
+    fold: str,
+    settings: TrainSettings,
+    cases: list[str],
+) -> dict[str, Any]:
+    mapping = labelmap.training_labels()
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "status": "training",
+        "modality": modality,
+        "preset": preset,
+        "device": device_kind,
+        "fold": fold,
+        "trainer": settings.trainer,
+        "plans_identifier": PLANS_IDENTIFIER,
+        "dataset_name": dataset_name(modality),
+        "settings": to_dict(settings),
+        "labels": {
+            "convention": labels.CONVENTION_NAME,
+            "convention_to_training": {str(k): v for k, v in mapping.items()},
+            "names": {str(s.label): s.name for s in labels.STRUCTURES},
+        },
+        "cohort": {
+            "root": str(coh.root.resolve()),
+            "name": coh.meta.name,
+            "n_cases": len(cases),
+            "cases_sha256": hashlib.sha256("\n".join(cases).encode()).hexdigest(),
+        },
+        "created": _now(),
+        "versions": versions(),
+        "timings_s": {},
+    }
+
+
+def _check_model_folder(out: Path, modality: str, preset: str, fold: str) -> dict[str, Any] | None:
+    """The manifest of an existing model folder compatible with this call, None for a new/empty folder."""
+    manifest_path = out / MANIFEST
+    if not manifest_path.is_file():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(
+                f"{out} exists, is not empty and holds no {MANIFEST}; choose a new or empty model folder"
+            )
+        return None
+    manifest = read_json(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise CdegError("not a cdeg segmentation model manifest", path=manifest_path)
+    for key, value in (("modality", modality), ("preset", preset), ("fold", fold)):
+        if str(manifest.get(key)) != value:
+            raise ValueError(
+                f"{out} holds a model with {key} {manifest.get(key)!r}, not {value!r}; use the same options to "
+                "resume it or choose another model folder"
+            )
+    return manifest
+
+
+def _plan_and_preprocess(coh: Cohort, modality: str, work: Path, s: TrainSettings, progress: bool) -> str:
+    """Prepare the raw dataset, plan and preprocess (skipped when a previous run finished them)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiments,
+        preprocess,
+    )
+
+    name = dataset_name(modality)
+    ds_id = dataset_id(modality)
+    pre = work / "nnUNet_preprocessed" / name
+    plans_file = pre / f"{PLANS_IDENTIFIER}.json"
+    configuration = f"{s.configuration}_cdeg" if s.reduced else s.configuration
+    done_marker = pre / f".preprocessed_{configuration}"
+    if done_marker.is_file() and plans_file.is_file():
+        log.info("reusing the preprocessed data of the interrupted run in %s", pre)
+        return configuration
+    prepare_dataset(cohort=coh.root, modality=modality, out=work / "nnUNet_raw" / name)
+    n_proc = max(1, min(4, os.cpu_count() or 1))
+    extract_fingerprints(
+        [ds_id],
+        num_processes=n_proc,
+        check_dataset_integrity=True,
+        clean=True,
+        verbose=False,
+        show_progress_bar=progress,
+    )
+    plan_experiments([ds_id])
+    if s.reduced:
+        plans = json.loads(plans_file.read_text())
+        plans["configurations"][configuration] = reduced_configuration(plans, s, configuration)
+        write_json(plans_file, plans)
+    elif configuration not in json.loads(plans_file.read_text())["configurations"]:
+        raise CdegError(
+            f"nnU-Net planned no {configuration} configuration for this data (2D images?)", path=plans_file
+        )
+    preprocess(
+        [ds_id],
+        PLANS_IDENTIFIER,
+        configurations=(configuration,),
+        num_processes=(n_proc,),
+        verbose=False,
+        show_progress_bar=progress,
+    )
+    done_marker.write_text(_now() + "\n")
+    return configuration
+
+
+def reduced_configuration(plans: dict[str, Any], s: TrainSettings, name: str) -> dict[str, Any]:
+    """A smaller, faster configuration derived from nnU-Net's planned one (for the fast and smoke presets).
+
+    In-plane spacing coarsened to ``target_spacing_mm`` (never finer than planned), patch covering the
+    median image up to ``max_patch_size``, topology recomputed with nnU-Net's own rule
+    (``get_pool_and_conv_props``), then features, stages, convolutions and batch size from the settings.
+    """
+    import numpy as np
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    cfg = copy.deepcopy(plans["configurations"][s.configuration])
+    cfg.pop("inherits_from", None)
+    spacing = [float(v) for v in cfg["spacing"]]
+    median = [float(v) for v in cfg["median_image_size_in_voxels"]]
+    dim = len(spacing)
+    if s.target_spacing_mm is not None:
+        for ax in range(dim - 2, dim):  # in-plane axes are the last two in nnU-Net's array order
+            new = max(spacing[ax], s.target_spacing_mm)
+            median[ax] *= spacing[ax] / new
+            spacing[ax] = new
+    patch = [int(np.ceil(m)) for m in median]
+    if dim == 3:
+        patch[0] = min(patch[0], int(cfg["patch_size"][0]))
+    if s.max_patch_size is not None:
+        for i, cap in enumerate(s.max_patch_size):
+            patch[dim - 2 + i] = min(patch[dim - 2 + i], int(cap))
+    _, strides, kernels, patch, _ = get_pool_and_conv_props(spacing, patch, 4, 999999)
+    strides, kernels = [list(map(int, x)) for x in strides], [list(map(int, x)) for x in kernels]
+    if s.max_stages is not None and len(strides) > s.max_stages:
+        strides, kernels = strides[: s.max_stages], kernels[: s.max_stages]
+    n = len(strides)
+    arch = cfg["architecture"]["arch_kwargs"]
+    base = s.base_features or int(arch["features_per_stage"][0])
+    cap = s.max_features or int(max(arch["features_per_stage"]))
+    n_conv = s.n_conv_per_stage
+    arch.update(
+        n_stages=n,
+        features_per_stage=[min(cap, base * 2**i) for i in range(n)],
+        kernel_sizes=kernels,
+        strides=strides,
+        n_conv_per_stage=[n_conv or 2] * n,
+        n_conv_per_stage_decoder=[n_conv or 2] * (n - 1),
+    )
+    cfg.update(
+        data_identifier=f"{plans['plans_name']}_{name}",
+        spacing=spacing,
+        patch_size=[int(p) for p in patch],
+        median_image_size_in_voxels=[float(m) for m in median],
+    )
+    if s.batch_size is not None:
+        cfg["batch_size"] = int(s.batch_size)
+    return cfg
+
+
+def _run_training(
+    modality: str,
+    configuration: str,
+    fold: str,
+    s: TrainSettings,
+    device_kind: str,
+    t_start: float,
+    results: Path,
+) -> int:
+    """Instantiate the trainer, resume from a checkpoint when there is one, train; returns epochs done."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    fold_dir = results / f"fold_{fold}"
+    resume = any((fold_dir / f).is_file() for f in ("checkpoint_latest.pth", "checkpoint_best.pth"))
+    trainer_settings: dict[str, Any] = {
+        "epochs": s.epochs,
+        "iterations_per_epoch": s.iterations_per_epoch,
+        "val_iterations_per_epoch": s.val_iterations_per_epoch,
+        "save_every": s.save_every,
+        "initial_lr": s.initial_lr,
+        "optimizer": s.optimizer,
+        "deadline_unix": t_start + s.time_budget_s if s.time_budget_s is not None else None,
+    }
+    from cdeg.segmentation.trainers import SETTINGS_ENV
+
+    env = {SETTINGS_ENV: json.dumps(trainer_settings), "nnUNet_n_proc_DA": str(s.n_proc_da)}
+    with nnunet_environment(extra=env), torch_threads(device_kind):
+        trainer = get_trainer_from_args(
+            dataset_name(modality),
+            configuration,
+            "all" if fold == "all" else int(fold),
+            s.trainer,
+            PLANS_IDENTIFIER,
+            continue_training=resume,
+            device=torch.device(device_kind),
+        )
+        if resume:
+            log.info("resuming the interrupted training in %s", fold_dir)
+        maybe_load_checkpoint(trainer, resume, False)
+        log.info("nnU-Net training log: %s", trainer.log_file)
+        trainer.run_training()
+        if s.final_validation and fold != "all":
+            trainer.perform_actual_validation(False)
+    return int(trainer.current_epoch)
+
+
+def read_manifest(model: str | Path) -> dict[str, Any]:
+    """The manifest of a model folder; a folder without one raises CdegError."""
+    path = Path(model) / MANIFEST
+    if not path.is_file():
+        raise CdegError(f"not a cdeg segmentation model folder ({MANIFEST} is missing)", path=model)
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise CdegError("not a cdeg segmentation model manifest", path=path)
+    return manifest

@@ -1,0 +1,261 @@
+"""`cdeg run`: configuration checks, fingerprints and manifests, and the whole study end to end (tiny).
+
+The end-to-end test runs configs/run_tiny.yaml (synthetic cohorts of 4 / 30 / 24 patients, radiographs only,
+the `smoke` segmentation preset, 2 Optuna trials, 2 outer folds) three times: a first run where every stage
+runs, a second with nothing changed (nothing runs, manifests byte-identical), and a third with one option of one
+target changed (only that fit and what depends on it run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cdeg.config import ConfigError, shipped_config
+from cdeg.pipeline import cache
+from cdeg.pipeline.config import load_run_config
+
+RUN_CONFIGS = ("demo.yaml", "run_tiny.yaml", "study_template.yaml")
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_shipped_run_configs_are_valid(name: str) -> None:
+    cfg = load_run_config(shipped_config(name))
+    assert cfg.targets and cfg.cohorts
+
+
+def test_demo_config_is_the_study_in_miniature() -> None:
+    cfg = load_run_config(shipped_config("demo.yaml"))
+    dev, ext = cfg.cohorts["development"].synth, cfg.cohorts["external"].synth
+    assert dev is not None and ext is not None
+    assert (dev.profile, dev.n, ext.profile) == ("neck", 109, "population") and ext.n >= 300
+    train = cfg.cohorts[cfg.segmentation.train_cohort or ""].synth
+    assert train is not None and train.seed not in (dev.seed, ext.seed)
+    assert set(cfg.targets) == {"accelerated", "poor_outcome_2y"}
+    assert cfg.targets["accelerated"].external == "external" and cfg.segmentation.preset == "fast"
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_unknown_key_names_its_dotted_path(tmp_path: Path) -> None:
+    data = yaml.safe_load(shipped_config("run_tiny.yaml").read_text())
+    data["fit"]["trails"] = 3
+    with pytest.raises(ConfigError, match=r"trails.*valid: config, trials"):
+        load_run_config(_write(tmp_path, data))
+
+
+def test_segmenting_the_training_patients_is_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load(shipped_config("run_tiny.yaml").read_text())
+    data["targets"]["accelerated"]["development"] = "annotated"
+    with pytest.raises(ConfigError, match="trains the segmentation"):
+        load_run_config(_write(tmp_path, data))
+
+
+def test_undefined_cohort_is_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load(shipped_config("run_tiny.yaml").read_text())
+    data["targets"]["accelerated"]["external"] = "rotterdam"
+    with pytest.raises(ConfigError, match="'rotterdam' is not a cohort"):
+        load_run_config(_write(tmp_path, data))
+
+
+# --- fingerprints and manifests ---------------------------------------------------------------------------------
+def test_fingerprint_uses_content_for_tables_and_mtime_for_images(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    table, image = tmp_path / "clinical.csv", tmp_path / "images" / "mri.nii.gz"
+    table.write_text("patient_id,age\nA,50\n")
+    image.write_bytes(b"x" * 100)
+    fp = cache.path_fingerprint(tmp_path)
+    os.utime(table, ns=(1, 1))  # re-saved, same content: same fingerprint
+    assert cache.path_fingerprint(tmp_path) == fp
+    os.utime(image, ns=(1, 1))  # an image touched: it may have changed
+    fp2 = cache.path_fingerprint(tmp_path)
+    assert fp2 != fp
+    table.write_text("patient_id,age\nA,51\n")
+    assert cache.path_fingerprint(tmp_path) != fp2
+    assert cache.path_fingerprint(tmp_path / "nothing") == "missing"
+
+
+def test_why_stale(tmp_path: Path) -> None:
+    assert cache.why_stale(tmp_path, "k") == "never run"
+    m = cache.write_running(tmp_path, "fit:x", "fit", "k", {}, {})
+    assert cache.why_stale(tmp_path, "k") == "interrupted"
+    (tmp_path / "metrics.json").write_text("{}")
+    m = cache.write_complete(m, tmp_path, 1.0, {})
+    assert m["outputs"] == ["metrics.json"] and cache.why_stale(tmp_path, "k") is None
+    assert cache.why_stale(tmp_path, "other") == "inputs or options changed"
+    (tmp_path / "metrics.json").unlink()
+    assert "missing" in (cache.why_stale(tmp_path, "k") or "")
+
+
+# --- end to end -------------------------------------------------------------------------------------------------
+def _manifests(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob(cache.MANIFEST))}
+
+
+_TINY: dict = {}
+
+
+def run_tiny_study(factory: pytest.TempPathFactory) -> dict:
+    """configs/run_tiny.yaml run twice (second: nothing changed), once per test session.
+
+    A plain function with a module-level memo rather than a fixture, so the browser test module shares the same
+    run (a fixture imported into another module would be a second fixture and run the study again).
+    """
+    if _TINY:
+        return _TINY
+    from cdeg.pipeline import run
+
+    out = factory.mktemp("tiny") / "run"
+    config = shipped_config("run_tiny.yaml")
+    t0 = time.perf_counter()
+    first = run(config, out=out, progress=False)
+    first_s = time.perf_counter() - t0
+    before = _manifests(out)
+    t0 = time.perf_counter()
+    second = run(config, out=out, progress=False)
+    second_s = time.perf_counter() - t0
+    _TINY.update(
+        out=out,
+        config=config,
+        first=first,
+        second=second,
+        first_s=first_s,
+        second_s=second_s,
+        manifests_before=before,
+        manifests_after=_manifests(out),
+    )
+    return _TINY
+
+
+@pytest.fixture
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny study's run folder and what its two runs did."""
+    return run_tiny_study(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_every_stage_ran_and_wrote_its_outputs(tiny_run: dict) -> None:
+    out, first = tiny_run["out"], tiny_run["first"]
+    assert [s["status"] for s in first.stages] == ["ran"] * len(first.stages)
+    kinds = {s["stage"].split(":")[0] for s in first.stages}
+    assert kinds == {
+        "synth",
+        "segment-train",
+        "segment-predict",
+        "segment-evaluate",
+        "extract",
+        "fit",
+        "validate",
+        "predict",
+        "report",
+    }
+    for rel in (
+        "segmentation/train-xray/model/cdeg_model.json",
+        "masks/development/qc.csv",
+        "segmentation/evaluate-external/evaluation.json",
+        "features/external/features.parquet",
+        "models/accelerated/metrics.json",
+        "models/poor_outcome_2y/model/model.json",
+        "validation/accelerated/metrics.json",
+        "predictions/accelerated/predictions.csv",
+        "report/report.html",
+        "run.json",
+    ):
+        assert (out / rel).is_file(), rel
+    assert not (out / "validation" / "poor_outcome_2y").exists()  # no external cohort for this question
+    for p in out.rglob(cache.MANIFEST):
+        m = json.loads(p.read_text())
+        assert m["status"] == "complete" and m["outputs"] and m["hash"]
+        assert all((p.parent / rel).is_file() for rel in m["outputs"])
+
+
+@pytest.mark.slow
+def test_patient_ids_agree_across_stages(tiny_run: dict) -> None:
+    import pandas as pd
+
+    out = tiny_run["out"]
+    for cohort, target in (("development", "accelerated"), ("external", None)):
+        ids = pd.read_csv(out / "cohorts" / cohort / "clinical.csv", dtype={"patient_id": str})["patient_id"]
+        ids = set(ids)
+        with_xray = {p for p in ids if (out / "cohorts" / cohort / "images" / p / "xray.nii.gz").is_file()}
+        masks = {p.name for p in (out / "masks" / cohort).iterdir() if (p / "xray.nii.gz").is_file()}
+        assert masks == with_xray and len(with_xray) >= len(ids) - 3
+        feats = pd.read_parquet(out / "features" / cohort / "features.parquet")
+        assert set(feats["patient_id"]) == ids
+        ev = json.loads((out / "segmentation" / f"evaluate-{cohort}" / "evaluation.json").read_text())
+        assert set(ev["patients"]) == with_xray
+        if target:
+            oof = pd.read_csv(out / "models" / target / "oof_predictions.csv", dtype={"patient_id": str})
+            assert set(oof["patient_id"]) == ids
+            pred = pd.read_csv(out / "predictions" / target / "predictions.csv", dtype={"patient_id": str})
+            assert set(pred["patient_id"]) == ids
+            assert {p.stem for p in (out / "predictions" / target / "waterfalls").glob("*.png")} == ids
+    val = pd.read_csv(out / "validation" / "accelerated" / "predictions.csv", dtype={"patient_id": str})
+    ext = pd.read_csv(out / "cohorts" / "external" / "clinical.csv", dtype={"patient_id": str})
+    assert set(val["patient_id"]) == set(ext["patient_id"])
+    # external validation uses only variables both cohorts have
+    fit = json.loads((out / "models" / "accelerated" / "cdeg_stage.json").read_text())
+    assert {"arm", "index_level", "symptom_duration_months"} <= set(fit["params"]["exclude"])
+
+
+@pytest.mark.slow
+def test_second_run_with_nothing_changed_runs_nothing(tiny_run: dict) -> None:
+    second = tiny_run["second"]
+    assert second.ran == []
+    assert tiny_run["manifests_after"] == tiny_run["manifests_before"]
+    assert tiny_run["second_s"] < 30, tiny_run["second_s"]
+
+
+@pytest.mark.slow
+def test_changed_option_reruns_only_that_stage_and_downstream(tiny_run: dict, tmp_path: Path) -> None:
+    from cdeg.pipeline import run
+
+    out = tiny_run["out"]
+    data = yaml.safe_load(Path(tiny_run["config"]).read_text())
+    data["targets"]["poor_outcome_2y"]["exclude"] = ["bmi"]
+    changed = _write(tmp_path, data)
+    before = _manifests(out)
+    res = run(changed, out=out, progress=False)
+    assert set(res.ran) == {"fit:poor_outcome_2y", "predict:poor_outcome_2y", "report"}
+    after = _manifests(out)
+    untouched = [
+        k
+        for k in before
+        if not k.startswith(("models/poor_outcome_2y", "predictions/poor_outcome_2y", "report"))
+    ]
+    assert untouched and all(after[k] == before[k] for k in untouched)
+    # and back: the original options are a change again
+    res = run(tiny_run["config"], out=out, progress=False)
+    assert set(res.ran) == {"fit:poor_outcome_2y", "predict:poor_outcome_2y", "report"}
+
+
+@pytest.mark.slow
+def test_cli_dry_run_lists_nothing_to_do(tiny_run: dict) -> None:
+    from click.testing import CliRunner
+
+    from cdeg.cli import cli
+
+    r = CliRunner().invoke(
+        cli,
+        [
+            "--no-progress",
+            "run",
+            "--config",
+            str(tiny_run["config"]),
+            "--out",
+            str(tiny_run["out"]),
+            "--dry-run",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "0 stage(s) ran" in r.output and "would run" not in r.output

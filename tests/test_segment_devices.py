@@ -1,0 +1,89 @@
+"""`cdeg segment predict --devices`: patients split over worker processes give the files of one process.
+
+Real nnU-Net (smoke preset, CPU) on a tiny synthetic cohort, as in test_segment_nnunet.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cdeg.segmentation.predict import parse_devices, predict
+from cdeg.segmentation.train import train
+from click.testing import CliRunner
+
+from cdeg.cli import cli
+from cdeg.cohort import Cohort
+
+MODALITY = "xray"  # 2D: the cheapest smoke model to train
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cdeg.synth import synthesize
+
+    root = tmp_path_factory.mktemp("segdev") / "cohort"
+    synthesize(root, n=5, seed=5, modalities=MODALITY, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("segdev_model") / "model"
+    train(cohort=cohort, modality=MODALITY, out=out, preset="smoke", device="cpu", progress=False)
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every mask and qc.csv (the manifest holds timings and the worker list, so it is left out)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and (p.name.endswith(".nii.gz") or p.name == "qc.csv")
+    }
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_write_the_files_of_one_process(cohort: Path, model: Path, tmp_path: Path):
+    one = predict(cohort=cohort, modality=MODALITY, model=model, out=tmp_path / "one", device="cpu")
+    r = CliRunner().invoke(
+        cli,
+        ["--no-progress", "segment", "predict", "--cohort", str(cohort), "--modality", MODALITY,
+         "--model", str(model), "--out", str(tmp_path / "two"), "--devices", "cpu:2"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    two = json.loads((tmp_path / "two" / f"segment_predict_{MODALITY}.json").read_text())
+
+    a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert set(a) == set(b) and "qc.csv" in a
+    assert a == b
+    assert two["devices"] == ["cpu", "cpu"]
+    assert one["counts"] == two["counts"]
+    # Every patient was segmented once, by one of the two workers, in cohort order.
+    assert list(two["patients"]) == list(one["patients"]) == Cohort.open(cohort).patient_ids()
+    assert {p["device"] for p in two["patients"].values() if "device" in p} == {"cpu"}
+
+
+def test_devices_are_checked_before_the_model_loads(cohort: Path, tmp_path: Path):
+    assert parse_devices("cpu:3") == ["cpu"] * 3
+    assert parse_devices("cpu") == ["cpu"]
+    for bad, match in (
+        ("cpu:0", "cpu:N"),
+        ("0,cpu", "cannot be mixed"),
+        ("0,0", "twice"),
+        ("gpu1", "CUDA indices"),
+        ("99", "does not exist"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            parse_devices(bad)
+    # Before anything else (the model folder does not even exist).
+    with pytest.raises(ValueError, match="not both"):
+        predict(cohort=cohort, modality=MODALITY, model=tmp_path / "none", out=tmp_path / "o", device="cpu",
+                devices="cpu:2")  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        ["segment", "predict", "--cohort", str(cohort), "--modality", MODALITY, "--model", str(tmp_path),
+         "--out", str(tmp_path / "o"), "--devices", "cpu:x"],
+    )  # fmt: skip
+    assert r.exit_code == 2 and "cpu:N" in r.output
