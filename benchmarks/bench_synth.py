@@ -36,16 +36,31 @@ def main() -> None:
             size = sum(p.stat().st_size for p in (tmp / "c").rglob("*") if p.is_file())
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        rows.append({
-            "jobs": jobs, "n": args.n, "seconds": round(dt, 2),
-            "patients_per_s": round(args.n / dt, 2), "patients_per_s_per_core": round(args.n / dt / jobs, 2),
-            "mb_per_patient": round(size / args.n / 1e6, 2),
-        })
-        print(f"jobs={jobs}: {args.n} patients in {dt:.1f} s = {args.n / dt:.2f}/s ({args.n / dt / jobs:.2f}/s/core), "
-              f"{size / args.n / 1e6:.2f} MB/patient")
-    result = {"benchmark": "synth", "profile": args.profile, "machine": {"cpu_count": os.cpu_count(),
-              "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-              "load_before": os.getloadavg()}, "rows": rows}
+        rows.append(
+            {
+                "jobs": jobs,
+                "n": args.n,
+                "seconds": round(dt, 2),
+                "patients_per_s": round(args.n / dt, 2),
+                "patients_per_s_per_core": round(args.n / dt / jobs, 2),
+                "mb_per_patient": round(size / args.n / 1e6, 2),
+            }
+        )
+        print(
+            f"jobs={jobs}: {args.n} patients in {dt:.1f} s = {args.n / dt:.2f}/s ({args.n / dt / jobs:.2f}/s/core), "
+            f"{size / args.n / 1e6:.2f} MB/patient"
+        )
+    result = {
+        "benchmark": "synth",
+        "profile": args.profile,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "load_before": os.getloadavg(),
+        },
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -22,15 +22,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cdeg.synth.cli:synth", "Generate a synthetic cohort with known ground truth."),
     "summary": ("cdeg.summary:summary_command", "Summarise a cohort (patients, images, degeneration)."),
     "labels": ("cdeg.cli:labels_command", "Print the label convention (label, level name, kind)."),
-    "extract": ("cdeg.features.cli:extract_command", "Per-level features: PyRadiomics plus clinical measurements."),
-    "fit": ("cdeg.modeling.cli:fit_command", "Nested-CV XGBoost vs logistic regression, final model, SHAP, report."),
-    "predict": ("cdeg.modeling.cli:predict_command", "Probabilities and SHAP waterfalls per patient from a fitted model."),
-    "validate": ("cdeg.modeling.cli:validate_command", "External validation of a fitted model on another cohort."),
-    "run": ("cdeg.pipeline.cli:run_command", "Run a whole study from a YAML configuration; print the report's path."),
+    "extract": (
+        "cdeg.features.cli:extract_command",
+        "Per-level features: PyRadiomics plus clinical measurements.",
+    ),
+    "fit": (
+        "cdeg.modeling.cli:fit_command",
+        "Nested-CV XGBoost vs logistic regression, final model, SHAP, report.",
+    ),
+    "predict": (
+        "cdeg.modeling.cli:predict_command",
+        "Probabilities and SHAP waterfalls per patient from a fitted model.",
+    ),
+    "validate": (
+        "cdeg.modeling.cli:validate_command",
+        "External validation of a fitted model on another cohort.",
+    ),
+    "run": (
+        "cdeg.pipeline.cli:run_command",
+        "Run a whole study from a YAML configuration; print the report's path.",
+    ),
     "demo": ("cdeg.demo:demo_command", "Run the end-to-end demo on an embedded synthetic cohort."),
-    "import-dicom": ("cdeg.dicom.cli:import_dicom_command", "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph)."),
-    "check": ("cdeg.check:check_command", "Validate a cohort (files, geometry, labels, clinical table) before running anything."),
-    "segment": ("cdeg.segmentation.cli:segment", "nnU-Net segmentation and level naming (prepare, train, predict, evaluate)."),
+    "import-dicom": (
+        "cdeg.dicom.cli:import_dicom_command",
+        "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph).",
+    ),
+    "check": (
+        "cdeg.check:check_command",
+        "Validate a cohort (files, geometry, labels, clinical table) before running anything.",
+    ),
+    "segment": (
+        "cdeg.segmentation.cli:segment",
+        "nnU-Net segmentation and level naming (prepare, train, predict, evaluate).",
+    ),
 }
 
 
@@ -55,18 +79,26 @@ class LazyGroup(click.Group):
 
 def configure_logging(verbosity: int) -> None:
     """Configure the root logger once, for the command line only (library code only logs)."""
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG if verbosity > 0 else logging.ERROR)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(
+        verbosity, logging.DEBUG if verbosity > 0 else logging.ERROR
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
     # Third-party libraries are chatty at INFO; keep them at WARNING unless -vv.
     for noisy in ("radiomics", "matplotlib", "PIL", "numba", "numexpr", "optuna", "shap", "h5py"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(__version__, prog_name="cdeg")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv also shows third-party debug logs).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@click.option("--no-progress", is_flag=True, envvar="CDEG_NO_PROGRESS", help="Hide progress bars (cluster jobs, logs).")
+@click.option(
+    "--no-progress", is_flag=True, envvar="CDEG_NO_PROGRESS", help="Hide progress bars (cluster jobs, logs)."
+)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool, no_progress: bool) -> None:
     """cdeg: predict accelerated cervical spine degeneration from a lateral radiograph, a sagittal T2 MRI

@@ -69,7 +69,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "", source: str
     Missing keys take the dataclass defaults; unknown keys raise ConfigError listing the valid ones.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or 'configuration'} must be a mapping, got {type(data).__name__}", path=source)
+        raise ConfigError(
+            f"{path or 'configuration'} must be a mapping, got {type(data).__name__}", path=source
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
@@ -134,7 +136,10 @@ def _convert(tp: Any, value: Any, where: str, source: Any) -> Any:  # noqa: C901
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}", path=source)
-            return tuple(_convert(a, v, f"{where}[{i}]", source) for i, (a, v) in enumerate(zip(args, value, strict=True)))
+            return tuple(
+                _convert(a, v, f"{where}[{i}]", source)
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
         item = args[0] if args else Any
         conv = [_convert(item, v, f"{where}[{i}]", source) for i, v in enumerate(value)]
         return tuple(conv) if origin is tuple else conv

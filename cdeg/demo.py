@@ -25,8 +25,12 @@ def demo(out: str | Path | None = None, jobs: int | None = None, progress: bool 
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder (default: demo_output, from configs/demo.yaml).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder (default: demo_output, from configs/demo.yaml).",
+)
 @click.option("--jobs", type=click.IntRange(min=0), default=None, help="Worker processes (0 = all cores).")
 def demo_command(out: Path | None, jobs: int | None) -> None:
     """Run the study end to end on synthetic cohorts (same as `cdeg run --config configs/demo.yaml`)."""

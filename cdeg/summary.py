@@ -53,7 +53,12 @@ def _clinical_summary(clin: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "age" in clin:
         a = clin["age"].astype(float)
-        out["age"] = {"mean": round(a.mean(), 1), "sd": round(a.std(), 1), "min": round(a.min(), 1), "max": round(a.max(), 1)}
+        out["age"] = {
+            "mean": round(a.mean(), 1),
+            "sd": round(a.std(), 1),
+            "min": round(a.min(), 1),
+            "max": round(a.max(), 1),
+        }
     if "sex" in clin:
         out["male_share"] = round(float((clin["sex"] == "M").mean()), 3)
     for col in ("accelerated", "poor_outcome_2y", "reoperation_2y"):
@@ -71,7 +76,8 @@ def _truth_summary(levels: Any, patients: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "mean_miyazaki_by_level": {k: round(float(by_level["miyazaki_grade"].mean()[k]), 2) for k in order},
         "miyazaki_4_5_share_by_level": {
-            k: round(float((by_level["miyazaki_grade"].apply(lambda g: (g >= 4).mean()))[k]), 3) for k in order
+            k: round(float((by_level["miyazaki_grade"].apply(lambda g: (g >= 4).mean()))[k]), 3)
+            for k in order
         },
         "mean_disc_height_middle_mm_by_level": {
             k: round(float(by_level["disc_height_middle_mm"].mean()[k]), 2) for k in order
@@ -90,13 +96,17 @@ def format_summary(s: dict[str, Any]) -> str:
     """The summary as a few lines of text for the terminal."""
     lines = [
         f"cohort {s['name']!r} ({s['profile']}{', synthetic' if s['synthetic'] else ''}): {s['n_patients']} patients",
-        "images: " + ", ".join(f"{m} {k}" for m, k in s["images"].items())
-        + "; masks: " + ", ".join(f"{m} {k}" for m, k in s["masks"].items()),
+        "images: "
+        + ", ".join(f"{m} {k}" for m, k in s["images"].items())
+        + "; masks: "
+        + ", ".join(f"{m} {k}" for m, k in s["masks"].items()),
     ]
     cl = s["clinical"]
     if "age" in cl:
         a = cl["age"]
-        lines.append(f"age {a['mean']} +- {a['sd']} (range {a['min']}-{a['max']}); male {cl.get('male_share', float('nan')):.0%}")
+        lines.append(
+            f"age {a['mean']} +- {a['sd']} (range {a['min']}-{a['max']}); male {cl.get('male_share', float('nan')):.0%}"
+        )
     for key in ("accelerated_prevalence", "poor_outcome_2y_prevalence", "reoperation_2y_prevalence"):
         if key in cl:
             lines.append(f"{key.replace('_prevalence', '')}: {cl[key]:.0%}")
@@ -104,7 +114,9 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("missing values: " + ", ".join(f"{k} {v}" for k, v in cl["missing_values"].items()))
     t = s.get("truth")
     if t:
-        lines.append("truth, per disc level (mean Miyazaki grade / share grade IV-V / mean middle disc height mm):")
+        lines.append(
+            "truth, per disc level (mean Miyazaki grade / share grade IV-V / mean middle disc height mm):"
+        )
         for lvl, g in t["mean_miyazaki_by_level"].items():
             lines.append(
                 f"  {lvl:6s} {g:4.2f}  {t['miyazaki_4_5_share_by_level'][lvl]:5.0%}  "
@@ -118,9 +130,15 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 @click.command("summary")
-@click.option("--cohort", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cohort folder.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the summary as JSON to this file.")
+@click.option(
+    "--cohort", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cohort folder."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the summary as JSON to this file.",
+)
 def summary_command(cohort: Path, out: Path | None) -> None:
     """Summarise a cohort: patients, images, masks, clinical variables and, if synthetic, the truth."""
     s = run_api(summarize, cohort=cohort, out=out)

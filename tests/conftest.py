@@ -17,7 +17,9 @@ def tiny_cohort(tmp_path_factory):
     """A 6-patient neck cohort (both modalities, masks, truth), seed 7. Read-only: copy before changing."""
     from cdeg.synth import synthesize
 
-    return synthesize(tmp_path_factory.mktemp("cohorts") / "neck6", profile="neck", n=6, seed=7, progress=False)
+    return synthesize(
+        tmp_path_factory.mktemp("cohorts") / "neck6", profile="neck", n=6, seed=7, progress=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -25,4 +27,6 @@ def tiny_population_cohort(tmp_path_factory):
     """A 6-patient population cohort, seed 8. Read-only."""
     from cdeg.synth import synthesize
 
-    return synthesize(tmp_path_factory.mktemp("cohorts") / "pop6", profile="population", n=6, seed=8, progress=False)
+    return synthesize(
+        tmp_path_factory.mktemp("cohorts") / "pop6", profile="population", n=6, seed=8, progress=False
+    )

@@ -43,8 +43,9 @@ def test_open_reports_missing_parts(tmp_path):
         Cohort.open(tmp_path / "nope")
     with pytest.raises(CohortError, match="cohort.json is missing"):
         Cohort.open(tmp_path)
-    (tmp_path / "cohort.json").write_text(json.dumps({"name": "x", "profile": "neck", "n_patients": 1,
-                                                       "label_convention": "other"}))
+    (tmp_path / "cohort.json").write_text(
+        json.dumps({"name": "x", "profile": "neck", "n_patients": 1, "label_convention": "other"})
+    )
     with pytest.raises(CohortError, match="not supported"):
         Cohort.open(tmp_path)
 

@@ -49,7 +49,9 @@ def test_images_and_masks_share_geometry(tiny_cohort):
             msk = sitk.ReadImage(str(c.mask_path(pid, modality)))
             assert img.GetDimension() == dims == msk.GetDimension()
             assert img.GetSize() == msk.GetSize()
-            assert np.allclose(img.GetSpacing(), msk.GetSpacing()) and np.allclose(img.GetOrigin(), msk.GetOrigin())
+            assert np.allclose(img.GetSpacing(), msk.GetSpacing()) and np.allclose(
+                img.GetOrigin(), msk.GetOrigin()
+            )
             assert np.allclose(img.GetDirection(), CANONICAL_DIRECTION[modality])
             values = np.unique(sitk.GetArrayViewFromImage(msk))
             assert labels.invalid_labels(values) == []
@@ -65,7 +67,9 @@ def test_presence_columns_match_masks(tiny_cohort):
         if not c.has_mask(pid, "mri"):
             assert rows["present_mri"].sum() == 0
             continue
-        present = {int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(c.mask_path(pid, "mri")))))}
+        present = {
+            int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(c.mask_path(pid, "mri")))))
+        }
         assert set(rows.loc[rows.present_mri == 1, "label"]) == present - {0}
 
 
@@ -98,7 +102,17 @@ def test_bad_options_are_refused_before_work(tmp_path):
 def test_cli_help_explains_every_option():
     r = CliRunner().invoke(cli, ["synth", "--help"])
     assert r.exit_code == 0
-    for opt in ("--profile", "--n", "--seed", "--out", "--config", "--modality", "--jobs", "--overwrite", "--print-config"):
+    for opt in (
+        "--profile",
+        "--n",
+        "--seed",
+        "--out",
+        "--config",
+        "--modality",
+        "--jobs",
+        "--overwrite",
+        "--print-config",
+    ):
         assert opt in r.output
     top = CliRunner().invoke(cli, ["--help"])
     assert top.exit_code == 0 and "synth" in top.output
@@ -108,8 +122,22 @@ def test_cli_print_config_and_run(tmp_path):
     r = CliRunner().invoke(cli, ["synth", "--print-config"])
     assert r.exit_code == 0, r.output
     assert set(yaml.safe_load(r.output)) == {"model", "render"}
-    r = CliRunner().invoke(cli, ["synth", "--profile", "population", "--n", "2", "--seed", "3",
-                                 "--modality", "xray", "--out", str(tmp_path / "pop")])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "synth",
+            "--profile",
+            "population",
+            "--n",
+            "2",
+            "--seed",
+            "3",
+            "--modality",
+            "xray",
+            "--out",
+            str(tmp_path / "pop"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert Cohort.open(tmp_path / "pop").meta.profile == "population"
     r = CliRunner().invoke(cli, ["synth", "--n", "2", "--out", str(tmp_path / "pop")])
@@ -127,10 +155,14 @@ def test_summary_reports_cohort(tiny_cohort, tmp_path):
 def test_dicom_format_writes_an_export_that_imports(tmp_path):
     from cdeg.dicom import import_dicom
 
-    r = CliRunner().invoke(cli, ["synth", "--n", "2", "--seed", "4", "--format", "dicom", "--out", str(tmp_path / "dcm")])
+    r = CliRunner().invoke(
+        cli, ["synth", "--n", "2", "--seed", "4", "--format", "dicom", "--out", str(tmp_path / "dcm")]
+    )
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "dcm" / "cohort.json").exists()
-    assert any(p.suffix == ".dcm" or p.name.startswith("IM") for p in (tmp_path / "dcm").rglob("*") if p.is_file())
+    assert any(
+        p.suffix == ".dcm" or p.name.startswith("IM") for p in (tmp_path / "dcm").rglob("*") if p.is_file()
+    )
     import_dicom(tmp_path / "dcm", tmp_path / "imported", id_map=tmp_path / "idmap.csv")
     c = Cohort.open(tmp_path / "imported")
     assert len(c.patient_ids()) == 2 and all(c.has_image(p, "mri") for p in c.patient_ids())

@@ -65,7 +65,9 @@ def load_synth_config(path: str | Path | None = None) -> SynthConfig:
         user = load_yaml(path)
         unknown = set(user) - {"model", "render"}
         if unknown:
-            raise ConfigError(f"unknown top-level key(s) {', '.join(sorted(unknown))}; valid: model, render", path=path)
+            raise ConfigError(
+                f"unknown top-level key(s) {', '.join(sorted(unknown))}; valid: model, render", path=path
+            )
         data = deep_merge(data, user)
         source = path
     return SynthConfig(
@@ -184,8 +186,17 @@ def synthesize(
     return out
 
 
-def _synthesize_dicom(out: Path, profile: str, n: int, seed: int, config: Any, mods: tuple[str, ...],
-                      jobs: int, overwrite: bool, progress: bool) -> Path:
+def _synthesize_dicom(
+    out: Path,
+    profile: str,
+    n: int,
+    seed: int,
+    config: Any,
+    mods: tuple[str, ...],
+    jobs: int,
+    overwrite: bool,
+    progress: bool,
+) -> Path:
     """Render a NIfTI cohort in a temporary folder, then export it as DICOM into `out`."""
     import shutil
     import tempfile
@@ -197,8 +208,16 @@ def _synthesize_dicom(out: Path, profile: str, n: int, seed: int, config: Any, m
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".cdeg_synth_", dir=out.parent))
     try:
-        cohort = synthesize(tmp / "cohort", profile=profile, n=n, seed=seed, config=config, modalities=mods,
-                            jobs=jobs, progress=progress)
+        cohort = synthesize(
+            tmp / "cohort",
+            profile=profile,
+            n=n,
+            seed=seed,
+            config=config,
+            modalities=mods,
+            jobs=jobs,
+            progress=progress,
+        )
         write_cohort_dicom(cohort, out, seed=seed, overwrite=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
