@@ -239,7 +239,10 @@ def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
     if ids.isna().any():
         rows = [int(i) + 2 for i in ids.index[ids.isna()][:5]]  # +2: header line, 1-based
         raise CohortError(f"empty {id_column} on line(s) {rows}", path=path)
-    df[id_column] = ids.astype(str).str.strip()
+    # Parquet may store numeric ids; 7.0 is patient "7", not "7.0".
+    df[id_column] = ids.map(
+        lambda v: str(int(v)) if isinstance(v, float) and v == int(v) else str(v)
+    ).str.strip()
     dup = df[id_column][df[id_column].duplicated()].unique().tolist()
     if dup:
         raise CohortError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)

@@ -33,7 +33,6 @@ import pandas as pd
 
 from cdeg.cohort import MODALITIES
 from cdeg.errors import CdegError
-from cdeg.io import read_table
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +85,9 @@ def read_with_ids(path: str | Path, id_column: str) -> pd.DataFrame:
     CdegError
         Naming the file: unreadable table, missing id column, empty or duplicate ids.
     """
-    path = Path(path)
-    columnar = path.suffix == ".parquet"
-    df = read_table(path) if columnar else read_table(path, dtype={id_column: str})
-    if id_column not in df.columns:
-        cols = list(map(str, df.columns))
-        raise CdegError(
-            f"no {id_column!r} column (columns: {', '.join(cols[:8])}{', ...' if len(cols) > 8 else ''})",
-            path=path,
-        )
-    ids = df[id_column]
-    if ids.isna().any():
-        rows = [int(i) + 2 for i in ids.index[ids.isna()][:5]]  # +2: header line, 1-based
-        raise CdegError(f"empty {id_column} on line(s) {rows}", path=path)
-    df[id_column] = ids.map(
-        lambda v: str(int(v)) if isinstance(v, float) and v == int(v) else str(v)
-    ).str.strip()
-    dup = df[id_column][df[id_column].duplicated()].unique().tolist()
-    if dup:
-        raise CdegError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)
-    return df
+    from cdeg.cohort import read_clinical
+
+    return read_clinical(path, id_column=id_column)
 
 
 def read_features_table(path: str | Path, id_column: str) -> pd.DataFrame:
