@@ -1,9 +1,17 @@
 """`cdeg check`: validate a cohort before anything runs, and list every problem at once.
 
-:func:`check_cohort` returns :class:`Finding` rows (patient, file, check, severity, message); other stages
-call it on their inputs and stop on errors (:func:`raise_on_errors`). It reads image headers only
-(SimpleITK ``ReadImageInformation``) plus the gzip trailer of each ``.nii.gz`` to catch truncated files;
-mask voxels are read only to check label values. The checks:
+:func:`check_cohort` returns :class:`Finding` rows (patient, file, check, severity, message). It reads image
+headers only (SimpleITK ``ReadImageInformation``) plus the gzip trailer of each ``.nii.gz`` to catch
+truncated files; mask voxels are read only to check label values.
+
+Every stage runs the same checks on its inputs, once, before any work: the imaging stages (``segment
+prepare/train/predict``, ``extract``) through :func:`check_stage_cohort`, the modelling stages (``fit``,
+``predict``, ``validate``) on their clinical table through :func:`check_stage_table`. The rule
+(:class:`StageCheck`): an error that makes the whole input unusable (:data:`STOP_CHECKS`: cohort.json,
+clinical.csv, ids) stops the stage with one line; an error in a file or value the stage reads skips that
+patient (x modality), logged on one line naming the patient and the file, and the rest is processed;
+warnings are logged; findings about what the stage does not read are ignored. With ``strict`` the first
+error stops the stage before anything is written. The checks:
 
 ========================  ========  ================================================================
 check                     severity  what
@@ -81,9 +89,12 @@ class Finding:
     check : str
         Name of the check (see the module table).
     severity : {"error", "warning"}
-        Errors stop the pipeline; warnings are reported (and are errors under ``--strict``).
+        Errors fail ``cdeg check`` and skip the patient in a stage (or stop it, see :class:`StageCheck`);
+        warnings are reported (and fail ``cdeg check --strict``).
     message : str
         What is wrong, on one line.
+    column : str
+        The clinical column of a value check ("" otherwise); lets a stage tell whether it uses the value.
     """
 
     patient: str
@@ -91,6 +102,7 @@ class Finding:
     check: str
     severity: str
     message: str
+    column: str = ""
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -135,6 +147,9 @@ def check_cohort(
     cohort: str | Path | Cohort,
     masks: str | Path | None = None,
     config: CheckConfig | str | Path | None = None,
+    *,
+    modalities: str | list[str] | tuple[str, ...] | None = None,
+    use_masks: bool = True,
 ) -> list[Finding]:
     """Check a cohort folder (layout, images, masks, clinical table) and return every problem found.
 
@@ -147,19 +162,30 @@ def check_cohort(
         output); default: the cohort's own ``masks/`` when it exists.
     config : CheckConfig or path, optional
         The configuration, or a YAML file overriding ``configs/check.yaml``.
+    modalities : "mri,xray" or list, optional
+        Check only the images and masks of these modalities (default: all); a stage that reads one
+        modality does not pay for the other.
+    use_masks : bool
+        False: check the images only, not any mask folder (a stage that reads no mask).
 
     Returns
     -------
     list of Finding
         Sorted by patient, file and check; empty when the cohort is clean.
     """
+    from cdeg.cohort import parse_modalities
+
     root = Path(cohort.root if isinstance(cohort, Cohort) else cohort)
     cfg = config if isinstance(config, CheckConfig) else load_check_config(config)
+    mods = parse_modalities(modalities)
+    if masks is not None and not use_masks:
+        raise ValueError("a mask folder was given but use_masks is False")
     if not root.is_dir():
         raise CohortError("cohort folder does not exist", path=root)
     mask_root = Path(masks) if masks is not None else root / MASKS_DIR
     if masks is not None and not mask_root.is_dir():
         raise CohortError("mask folder does not exist", path=mask_root)
+    mask_dir = mask_root if use_masks and mask_root.is_dir() else None
     findings: list[Finding] = []
     findings += _check_meta(root)
     ids, clinical_findings = _check_clinical(root / CLINICAL_CSV, cfg)
@@ -187,11 +213,11 @@ def check_cohort(
                 f"no folder {IMAGES_DIR}/{pid}: the imaging stages skip this patient",
             )
         )
-    mask_label = _label(mask_root, root)
+    mask_label = _label(mask_dir, root) if mask_dir is not None else ""
     for pid in folders:
-        findings += _check_patient(root, mask_root if mask_root.is_dir() else None, mask_label, pid, cfg)
-    if mask_root.is_dir():
-        for p in sorted(q for q in mask_root.iterdir() if q.is_dir() and q.name not in folders):
+        findings += _check_patient(root, mask_dir, mask_label, pid, cfg, mods)
+    if mask_dir is not None:
+        for p in sorted(q for q in mask_dir.iterdir() if q.is_dir() and q.name not in folders):
             findings.append(
                 Finding(
                     p.name,
@@ -225,34 +251,64 @@ def _check_meta(root: Path) -> list[Finding]:
     return []
 
 
-def _check_clinical(path: Path, cfg: CheckConfig) -> tuple[set[str] | None, list[Finding]]:
-    """(ids found, findings); ids is None when the table cannot be read at all."""
+def check_clinical(
+    path: str | Path,
+    config: CheckConfig | str | Path | None = None,
+    *,
+    id_column: str = ID_COLUMN,
+    label: str | None = None,
+) -> list[Finding]:
+    """Check a clinical table alone (ids, numeric columns, ranges, categories), as :func:`check_cohort` does.
+
+    For the stages that read a table rather than a cohort folder (``cdeg fit``, ``predict``,
+    ``validate``). `label` names the file in the findings (default: the path as given).
+    """
+    cfg = config if isinstance(config, CheckConfig) else load_check_config(config)
+    findings = _check_clinical(Path(path), cfg, id_column, label if label is not None else str(path))[1]
+    findings.sort(key=lambda f: (f.patient, f.file, f.check, f.message))
+    return findings
+
+
+def _read_as_text(path: Path) -> Any:
+    """The table with every value as text (None where empty); Parquet ids 7.0 read as "7", like read_clinical."""
     from cdeg.io import read_table
 
+    if path.suffix != ".parquet":
+        return read_table(path, dtype=str)
+    df = read_table(path)
+    return df.astype(object).map(
+        lambda v: (
+            None
+            if v is None or (isinstance(v, float) and v != v)
+            else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+        )
+    )
+
+
+def _check_clinical(
+    path: Path, cfg: CheckConfig, id_column: str = ID_COLUMN, label: str = CLINICAL_CSV
+) -> tuple[set[str] | None, list[Finding]]:
+    """(ids found, findings); ids is None when the table cannot be read at all."""
     if not path.is_file():
-        return None, [Finding("", CLINICAL_CSV, "clinical", "error", f"{CLINICAL_CSV} is missing")]
+        return None, [Finding("", label, "clinical", "error", f"{path.name} is missing")]
     try:
-        df = read_table(path, dtype=str)
+        df = _read_as_text(path)
     except CdegError as e:
-        return None, [Finding("", CLINICAL_CSV, "clinical", "error", e.message)]
-    if ID_COLUMN not in df.columns:
-        return None, [Finding("", CLINICAL_CSV, "clinical", "error", f"no {ID_COLUMN!r} column")]
+        return None, [Finding("", label, "clinical", "error", e.message)]
+    if id_column not in df.columns:
+        return None, [Finding("", label, "clinical", "error", f"no {id_column!r} column")]
     findings: list[Finding] = []
-    ids = [(str(v).strip() if isinstance(v, str) else "") for v in df[ID_COLUMN]]
+    ids = [(str(v).strip() if isinstance(v, str) else "") for v in df[id_column]]
     lines: dict[str, list[int]] = {}
     for i, pid in enumerate(ids):
         line = i + 2  # header line, 1-based
         if not pid:
-            findings.append(
-                Finding("", CLINICAL_CSV, "patient_id", "error", f"empty {ID_COLUMN} on line {line}")
-            )
+            findings.append(Finding("", label, "patient_id", "error", f"empty {id_column} on line {line}"))
             continue
         try:
             check_patient_id(pid)
         except CohortError as e:
-            findings.append(
-                Finding(_safe(pid), CLINICAL_CSV, "patient_id", "error", f"line {line}: {e.message}")
-            )
+            findings.append(Finding(_safe(pid), label, "patient_id", "error", f"line {line}: {e.message}"))
             continue
         lines.setdefault(pid, []).append(line)
     for pid, where in lines.items():
@@ -260,15 +316,15 @@ def _check_clinical(path: Path, cfg: CheckConfig) -> tuple[set[str] | None, list
             findings.append(
                 Finding(
                     pid,
-                    CLINICAL_CSV,
+                    label,
                     "duplicate_id",
                     "error",
-                    f"{ID_COLUMN} {pid} appears on lines {', '.join(map(str, where))}",
+                    f"{id_column} {pid} appears on lines {', '.join(map(str, where))}",
                 )
             )
     for column in df.columns:
-        if column != ID_COLUMN:
-            findings += _check_column(df[column], str(column), ids, cfg)
+        if column != id_column:
+            findings += _check_column(df[column], str(column), ids, cfg, label)
     return set(lines), findings
 
 
@@ -283,7 +339,9 @@ def _safe(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _check_column(values: Any, column: str, ids: list[str], cfg: CheckConfig) -> list[Finding]:
+def _check_column(
+    values: Any, column: str, ids: list[str], cfg: CheckConfig, label: str = CLINICAL_CSV
+) -> list[Finding]:
     import pandas as pd
 
     findings: list[Finding] = []
@@ -301,10 +359,11 @@ def _check_column(values: Any, column: str, ids: list[str], cfg: CheckConfig) ->
             findings.append(
                 Finding(
                     ids[i],
-                    CLINICAL_CSV,
+                    label,
                     "non_numeric",
                     "error",
                     f"{column} = {_safe(values.iloc[i])} is not a number (line {i + 2})",
+                    column,
                 )
             )
         if range_key is not None:
@@ -314,10 +373,11 @@ def _check_column(values: Any, column: str, ids: list[str], cfg: CheckConfig) ->
                 findings.append(
                     Finding(
                         ids[i],
-                        CLINICAL_CSV,
+                        label,
                         "out_of_range",
                         "error",
                         f"{column} = {numbers.iloc[i]:g} is outside [{lo:g}, {hi:g}] (line {i + 2})",
+                        column,
                     )
                 )
         return findings
@@ -328,11 +388,12 @@ def _check_column(values: Any, column: str, ids: list[str], cfg: CheckConfig) ->
             findings.append(
                 Finding(
                     ids[i],
-                    CLINICAL_CSV,
+                    label,
                     "unknown_category",
                     "warning",
                     f"{column} = {_safe(values.iloc[i])} is not one of "
                     f"{', '.join(sorted(allowed))} (line {i + 2})",
+                    column,
                 )
             )
     return findings
@@ -352,7 +413,12 @@ class _Header:
 
 
 def _check_patient(
-    root: Path, mask_root: Path | None, mask_label: str, pid: str, cfg: CheckConfig
+    root: Path,
+    mask_root: Path | None,
+    mask_label: str,
+    pid: str,
+    cfg: CheckConfig,
+    modalities: tuple[str, ...] = tuple(MODALITIES),
 ) -> list[Finding]:
     findings: list[Finding] = []
     folder = root / IMAGES_DIR / pid
@@ -368,7 +434,8 @@ def _check_patient(
                     f"no stage reads {p.name}; expected {', '.join(sorted(expected))}",
                 )
             )
-    for modality, ndim in MODALITIES.items():
+    for modality in modalities:
+        ndim = MODALITIES[modality]
         rel = f"{IMAGES_DIR}/{pid}/{modality}{IMAGE_SUFFIX}"
         image = root / rel
         mask = mask_root / pid / f"{modality}{IMAGE_SUFFIX}" if mask_root is not None else None
@@ -575,6 +642,238 @@ def _gunzip_length(path: Path, chunk: int = 1 << 20) -> tuple[int, bool]:
     except zlib.error:
         return total, False
     return total, clean
+
+
+# --- the same checks in every stage --------------------------------------------------------------
+
+#: Errors that make a cohort unusable as a whole: a stage stops with one line, strict or not. Ids are among
+#: them because every stage's reader refuses a table with empty or repeated ids, and an id that cannot be a
+#: folder name cannot be matched with its images.
+STOP_CHECKS = frozenset({"cohort_json", "clinical", "patient_id", "duplicate_id"})
+#: Checks of one image or mask file; an error skips that patient x modality.
+FILE_CHECKS = frozenset({"unreadable", "truncated", "dimensions", "geometry", "labels"})
+#: Checks of clinical values; an error skips the patient in a stage that uses the column.
+VALUE_CHECKS = frozenset({"non_numeric", "out_of_range", "unknown_category"})
+#: What the imaging stages (segment, extract) act on: files and folders, not clinical values.
+IMAGING_CHECKS = FILE_CHECKS | {
+    "image_without_clinical",
+    "clinical_without_images",
+    "missing_image",
+    "mask_type",
+    "mask_without_image",
+    "unknown_file",
+}
+#: At most this many warnings are logged one per line; `cdeg check` lists them all.
+MAX_WARNING_LINES = 20
+
+
+def finding_modality(f: Finding) -> str | None:
+    """The modality of the image or mask a finding is about; None when it concerns the whole patient."""
+    name = f.file.rsplit("/", 1)[-1]
+    return next((m for m in MODALITIES if name == f"{m}{IMAGE_SUFFIX}"), None)
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    """A stage's reading of the findings on its inputs: what skips a patient and what is only reported.
+
+    Built by :func:`check_stage_cohort` (imaging stages) or :func:`check_stage_table` (modelling stages),
+    which have already stopped the stage for errors that make the whole input unusable, and for any
+    error under `strict`.
+
+    Attributes
+    ----------
+    stage : str
+        The stage, as named in log lines (``extract``, ``segment predict xray``).
+    root : Path or None
+        Folder the findings' files are relative to (the cohort); None when they are paths as given.
+    errors : tuple of Finding
+        Errors this stage acts on: each skips its patient, or its patient x modality (file checks).
+    warnings : tuple of Finding
+        Reported only.
+    ignored : tuple of Finding
+        Findings that do not concern this stage (e.g. clinical values for segmentation).
+    """
+
+    stage: str
+    root: Path | None
+    errors: tuple[Finding, ...] = ()
+    warnings: tuple[Finding, ...] = ()
+    ignored: tuple[Finding, ...] = ()
+
+    def path(self, f: Finding) -> str:
+        """The file of a finding, as a path the user can open."""
+        if not f.file:
+            return str(self.root) if self.root is not None else ""
+        return str(self.root / f.file) if self.root is not None else f.file
+
+    def line(self, f: Finding) -> str:
+        """One line naming the patient and the file: ``patient P1 / <path>: <message>``."""
+        return CdegError(f.message, patient=f.patient or None, path=self.path(f) or None).one_line()
+
+    def problems(self, patient: str, modality: str | None = None) -> list[Finding]:
+        """Errors that skip `patient` (for `modality`: those of its files and those of the whole patient)."""
+        return [
+            f
+            for f in self.errors
+            if f.patient == patient and (modality is None or finding_modality(f) in (None, modality))
+        ]
+
+    def reason(self, patient: str, modality: str | None = None) -> str | None:
+        """Why `patient` (x `modality`) is skipped, on one line; None when it is not."""
+        found = self.problems(patient, modality)
+        return "; ".join(self.line(f) for f in found) if found else None
+
+    @property
+    def skipped(self) -> dict[str, list[str]]:
+        """Patient -> one line per error, for manifests and QC tables."""
+        out: dict[str, list[str]] = {}
+        for f in self.errors:
+            out.setdefault(f.patient, []).append(self.line(f))
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """What a stage manifest records: counts, and the lines of the skipped patients."""
+        return {
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "skipped": self.skipped,
+        }
+
+
+def _stage_check(
+    stage: str,
+    findings: list[Finding],
+    root: Path | None,
+    *,
+    stops: Any,
+    acts_on: Any,
+    strict: bool,
+) -> StageCheck:
+    """Sort findings for a stage: stop on `stops` (or any error when strict), log the rest, one line each."""
+    probe = StageCheck(stage, root)
+    fatal = [f for f in findings if f.severity == "error" and stops(f)]
+    if fatal:
+        first = fatal[0]
+        more = f" ({len(fatal) - 1} more such problems; `cdeg check` lists them)" if len(fatal) > 1 else ""
+        raise CohortError(first.message + more, patient=first.patient or None, path=probe.path(first) or None)
+    errors = tuple(f for f in findings if f.severity == "error" and acts_on(f))
+    warnings = tuple(f for f in findings if f.severity == "warning" and acts_on(f))
+    ignored = tuple(f for f in findings if not acts_on(f))
+    check = StageCheck(stage, root, errors, warnings, ignored)
+    patients = sorted({f.patient for f in errors})
+    if strict and errors:
+        first = errors[0]
+        raise CdegError(
+            f"{first.message} (strict: stopped before any work; {len(patients)} patient(s) with "
+            f"problems, `cdeg check` lists them)",
+            patient=first.patient or None,
+            path=check.path(first) or None,
+        )
+    if errors:
+        log.warning(
+            "%s: %d patient%s with problems, skipped (the rest is processed; --strict stops instead):",
+            stage,
+            len(patients),
+            "" if len(patients) == 1 else "s",
+        )
+        for f in errors:
+            log.warning("  %s", check.line(f))
+    for f in warnings[:MAX_WARNING_LINES]:
+        log.warning("%s: %s", stage, check.line(f))
+    if len(warnings) > MAX_WARNING_LINES:
+        log.warning(
+            "%s: %d more warnings; `cdeg check` lists them all", stage, len(warnings) - MAX_WARNING_LINES
+        )
+    if ignored:
+        log.debug("%s: %d findings that do not concern this stage", stage, len(ignored))
+    return check
+
+
+def check_stage_cohort(
+    stage: str,
+    cohort: str | Path | Cohort,
+    *,
+    masks: str | Path | None = None,
+    modalities: str | list[str] | tuple[str, ...] | None = None,
+    use_masks: bool = True,
+    strict: bool = False,
+    tolerated: Any = None,
+    config: CheckConfig | str | Path | None = None,
+) -> StageCheck:
+    """Check an imaging stage's input cohort once, before any work, with :func:`check_cohort`.
+
+    The rule: errors of :data:`STOP_CHECKS` stop the stage (CohortError, one line); errors of the image and
+    mask files (:data:`FILE_CHECKS`) and image folders without a clinical row skip that patient (x modality),
+    each logged on one line naming the patient and the file; warnings are logged; clinical values are not
+    an imaging stage's concern. With `strict`, the first error stops the stage instead (CdegError).
+
+    Parameters
+    ----------
+    stage : str
+        Name used in the log lines.
+    cohort : path or Cohort
+        The cohort folder.
+    masks : path, optional
+        Mask folder the stage reads (default: the cohort's masks/ when `use_masks`).
+    modalities : "mri,xray" or list, optional
+        The modalities the stage reads; the others are not checked.
+    use_masks : bool
+        False for a stage that reads images only (segment predict).
+    strict : bool
+        Stop at the first error instead of skipping the patient.
+    tolerated : callable, optional
+        ``tolerated(finding) -> bool``: errors the stage copes with itself (extract resamples a mask whose
+        grid is off by less than its tolerance); they are not counted.
+    config : CheckConfig or path, optional
+        Overrides of configs/check.yaml.
+    """
+    root = Path(cohort.root if isinstance(cohort, Cohort) else cohort)
+    # An absolute mask folder makes the findings' mask files absolute too: log lines name openable paths.
+    mask_arg = Path(masks).absolute() if masks is not None else None
+    findings = check_cohort(root, mask_arg, config, modalities=modalities, use_masks=use_masks)
+
+    def acts_on(f: Finding) -> bool:
+        if f.check not in IMAGING_CHECKS:
+            return False
+        return not (f.severity == "error" and tolerated is not None and tolerated(f))
+
+    return _stage_check(
+        stage, findings, root, stops=lambda f: f.check in STOP_CHECKS, acts_on=acts_on, strict=strict
+    )
+
+
+def check_stage_table(
+    stage: str,
+    path: str | Path,
+    *,
+    id_column: str = ID_COLUMN,
+    uses: Any = None,
+    strict: bool = False,
+    config: CheckConfig | str | Path | None = None,
+) -> StageCheck:
+    """Check a modelling stage's clinical table once, before any work, with :func:`check_clinical`.
+
+    The rule: a missing or unreadable table, a missing id column, empty or repeated ids stop the stage
+    (CohortError); a bad value (text in a numeric column, a value outside its plausible range) in a column
+    the stage uses skips that patient, logged on one line naming the patient and the file; bad values in
+    columns it does not use, and ids that could not be folder names, are not its concern. With `strict`,
+    the first error stops the stage instead (CdegError).
+
+    Parameters
+    ----------
+    uses : callable, optional
+        ``uses(column) -> bool``: the columns the stage reads (default: all).
+    """
+
+    def stops(f: Finding) -> bool:
+        return f.check in ("clinical", "duplicate_id") or (f.check == "patient_id" and not f.patient)
+
+    def acts_on(f: Finding) -> bool:
+        return f.check in VALUE_CHECKS and (uses is None or uses(f.column))
+
+    findings = check_clinical(path, config, id_column=id_column)
+    return _stage_check(stage, findings, None, stops=stops, acts_on=acts_on, strict=strict)
 
 
 # --- using the findings --------------------------------------------------------------------------

@@ -82,10 +82,16 @@ def configure_logging(verbosity: int) -> None:
     level = {-1: logging.WARNING, 0: logging.INFO}.get(
         verbosity, logging.DEBUG if verbosity > 0 else logging.ERROR
     )
+    # The root logger stays at WARNING: third-party libraries (nnU-Net logs through the root logger itself) are
+    # chatty at INFO. cdeg's own loggers get the chosen level; -vv shows everything.
     logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+        level=logging.DEBUG if verbosity > 1 else max(level, logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
     )
-    # Third-party libraries are chatty at INFO; keep them at WARNING unless -vv.
+    logging.getLogger("cdeg").setLevel(level)
+    # Some libraries set their own logger levels on import; keep them quiet too unless -vv.
     for noisy in ("radiomics", "matplotlib", "PIL", "numba", "numexpr", "optuna", "shap", "h5py"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
 

@@ -57,6 +57,12 @@ from cdeg.cli import progress_enabled, run_api
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (re-runs resume)."
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first problem with an input file (before any work) instead of skipping that "
+    "patient/modality.",
+)
 @click.option("--print-params", is_flag=True, help="Print the default PyRadiomics parameter files and exit.")
 def extract_command(
     cohort: Path | None,
@@ -68,6 +74,7 @@ def extract_command(
     cluster: str | None,
     geometry_tolerance_mm: float,
     out: Path | None,
+    strict: bool,
     print_params: bool,
 ) -> None:
     """Per-level features: PyRadiomics (shape, intensity, texture) and clinical measurements
@@ -101,4 +108,5 @@ def extract_command(
         cluster=cluster,
         geometry_tolerance_mm=geometry_tolerance_mm,
         progress=progress_enabled(),
+        strict=strict,
     )

@@ -32,7 +32,7 @@ import numpy as np
 from cdeg.features.distributed import ExecutorSpec, executor_spec, run_on_dask
 
 from cdeg import __version__, labels
-from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort, mask_path, parse_modalities
+from cdeg.cohort import ID_COLUMN, Cohort, mask_path, parse_modalities
 from cdeg.config import shipped_config
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import file_sha256, read_image, read_json, write_json, write_table
@@ -81,7 +81,7 @@ class UnitResult:
 
     patient_id: str
     modality: str
-    status: str  # ok | partial | failed | missing
+    status: str  # ok | partial | failed | missing | skipped (a problem found by the cohort check)
     rows: list[tuple[str, str, str, float]] = field(default_factory=list)  # structure, level, feature, value
     errors: list[tuple[str, str]] = field(default_factory=list)  # structure (level), message
     warnings: list[str] = field(default_factory=list)
@@ -112,32 +112,14 @@ def _input_signature(path: Path, with_hash: bool = True) -> dict[str, Any]:
     return sig
 
 
-def _header(path: Path) -> tuple[int, tuple[int, ...]]:
-    """Dimension and size from the header only (no voxel data read)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader.GetDimension(), tuple(reader.GetSize())
-
-
-def _check_unit(image: Path, mask: Path, modality: str) -> str | None:
-    """Why this patient x modality cannot be extracted, or None when its files look usable."""
+def _check_unit(image: Path, mask: Path) -> str | None:
+    """Which file of this patient x modality is missing, or None (their contents are checked by cdeg.check)."""
     if not image.is_file() and not mask.is_file():
         return "no image and no mask"
     if not image.is_file():
         return f"image missing ({image})"
     if not mask.is_file():
         return f"mask missing ({mask})"
-    want = MODALITIES[modality]
-    for what, path in (("image", image), ("mask", mask)):
-        try:
-            dim, _ = _header(path)
-        except RuntimeError:
-            return f"{what} header unreadable ({path})"
-        if dim != want:
-            return f"{what} is {dim}D, {modality} must be {want}D ({path})"
     return None
 
 
@@ -153,6 +135,39 @@ def _corners(img: Any) -> np.ndarray:
         idx = [(-0.5 if not (bits >> i) & 1 else size[i] - 0.5) for i in range(d)]
         out.append(img.TransformContinuousIndexToPhysicalPoint(idx))
     return np.array(out)
+
+
+def _header_corners(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Direction cosines and grid corners (as :func:`_corners`) from a file's header, no voxel read."""
+    import SimpleITK as sitk
+
+    r = sitk.ImageFileReader()
+    r.SetFileName(str(path))
+    r.ReadImageInformation()
+    d = r.GetDimension()
+    direction = np.array(r.GetDirection()).reshape(d, d)
+    size, spacing, origin = np.array(r.GetSize(), float), np.array(r.GetSpacing()), np.array(r.GetOrigin())
+    corners = [
+        origin + direction @ (spacing * [(-0.5 if not (bits >> i) & 1 else size[i] - 0.5) for i in range(d)])
+        for bits in range(2**d)
+    ]
+    return direction.ravel(), np.array(corners)
+
+
+def within_tolerance(image: Path, mask: Path, tolerance_mm: float) -> bool:
+    """Whether :func:`conform_mask` would accept this mask (same grid, or resampled within `tolerance_mm`).
+
+    Header-only, for the cohort check: a mask whose grid is off by less than the tolerance is not a
+    problem for extraction, which resamples it with a warning.
+    """
+    try:
+        (di, ci), (dm, cm) = _header_corners(image), _header_corners(mask)
+    except RuntimeError:
+        return False
+    if di.shape != dm.shape:
+        return False
+    d_dir = float(np.max(np.abs(di - dm)))
+    return d_dir <= DIRECTION_TOLERANCE and float(np.max(np.linalg.norm(ci - cm, axis=1))) <= tolerance_mm
 
 
 def conform_mask(
@@ -311,6 +326,22 @@ def _init_worker() -> None:
 def _cache_paths(cache_dir: str | Path, modality: str) -> tuple[Path, Path]:
     d = Path(cache_dir)
     return d / f"{modality}.parquet", d / f"{modality}.json"
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files a killed run left in `out` (cdeg.io.atomic_path names: ``.<stem>.<random>.tmp*``).
+
+    A process killed inside an atomic write never reaches its clean-up, so its half-written data stays in a hidden
+    file next to the target. Only this stage writes in these folders, and it is not running when this is called.
+    """
+    stems = ("features_long", "features", "errors", "provenance")  # the outputs written into `out` itself
+    stale = [p for p in out.glob(".*.tmp*") if p.name.split(".")[1] in stems]
+    stale += list(out.glob("cache/*/.*.tmp*"))
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if stale:
+        log.info("removed %d temporary files left by an interrupted run in %s", len(stale), out)
 
 
 def _write_cache(task: _Task, res: UnitResult) -> None:
@@ -475,8 +506,18 @@ def extract(
     progress: bool = True,
     scheduler: str | None = None,
     cluster: str | None = None,
+    strict: bool = False,
 ) -> ExtractResult:
     """Extract PyRadiomics features and clinical measurements per patient, modality and level.
+
+    The cohort and the mask folder are checked once before any extraction, with the checks of
+    ``cdeg check`` (:func:`cdeg.check.check_stage_cohort`, images and masks of the chosen modalities). The
+    rule: cohort.json, clinical.csv or id problems stop the stage; an unreadable or truncated image or
+    mask, a wrong dimension, mask labels outside the convention, or a mask grid beyond
+    `geometry_tolerance_mm` skips that patient x modality (status ``skipped`` in provenance.json, a row
+    in errors.csv, one log line naming the file) and the rest is extracted; clinical values are not this
+    stage's concern (an out-of-range score never skips a patient). With `strict`, the first such problem
+    stops the stage before anything is written.
 
     Parameters
     ----------
@@ -506,6 +547,9 @@ def extract(
         same paths. Results are byte-for-byte those of a local run (:mod:`cdeg.features.distributed`).
     cluster : str, optional
         ``local:N``: start a local Dask cluster of N worker processes for this run (``local``: one per core).
+    strict : bool
+        Stop (CdegError) at the first problem with an input file instead of skipping that patient x
+        modality.
 
     Returns
     -------
@@ -528,13 +572,35 @@ def extract(
     t0 = time.perf_counter()
 
     # --- check the whole cohort before extracting
+    from cdeg.check import check_stage_cohort, finding_modality
+
+    def tolerated(f: Any) -> bool:
+        # A mask grid within the tolerance is no problem here: run_unit resamples it, with a warning.
+        m = finding_modality(f)
+        return (
+            f.check == "geometry"
+            and m is not None
+            and within_tolerance(
+                coh.image_path(f.patient, m), mask_path(masks_root, f.patient, m), geometry_tolerance_mm
+            )
+        )
+
+    check = check_stage_cohort(
+        "extract", coh, masks=masks_root, modalities=mods, strict=strict, tolerated=tolerated
+    )
     patients = coh.patient_ids()
     status: dict[tuple[str, str], UnitResult] = {}
     todo: list[_Task] = []
     for pid in patients:
         for m in mods:
             img, msk = coh.image_path(pid, m), mask_path(masks_root, pid, m)
-            problem = _check_unit(img, msk, m)
+            found = check.problems(pid, m)
+            if found:
+                beyond = f", beyond the {geometry_tolerance_mm:g} mm tolerance"
+                why = [check.line(f) + (beyond if f.check == "geometry" else "") for f in found]
+                status[(pid, m)] = UnitResult(pid, m, "skipped", errors=[("", w) for w in why])
+                continue
+            problem = _check_unit(img, msk)
             if problem is not None:
                 status[(pid, m)] = UnitResult(pid, m, "missing", errors=[("", problem)])
                 continue
@@ -553,7 +619,8 @@ def extract(
             )
     bad = sorted({pid for (pid, _), r in status.items()}, key=patients.index)
     log.info("%d patients with problems (of %d)", len(bad), len(patients))
-    for (pid, m), r in list(status.items())[:20]:
+    missing = [(k, r) for k, r in status.items() if r.status == "missing"]  # the skipped ones were logged
+    for (pid, m), r in missing[:20]:
         log.warning("patient %s %s: %s", pid, m, r.errors[0][1])
     if not todo:
         raise CohortError(
@@ -562,6 +629,7 @@ def extract(
         )
 
     # --- reuse finished units, extract the rest
+    _remove_stale_temporaries(out)
     tasks: list[_Task] = []
     for t in todo:
         keyed = dataclasses.replace(
@@ -611,10 +679,11 @@ def extract(
         wide,
         len(err),
     )
+    prov["input_check"] = check.summary()
     write_json(out / "provenance.json", prov)
-    n_failed = sum(r.status in ("failed", "missing") for r in status.values())
+    n_failed = sum(r.status in ("failed", "missing", "skipped") for r in status.values())
     log.info(
-        "extracted %d features for %d patients (%d units, %d reused, %d failed/missing) in %.1f s -> %s",
+        "extracted %d features for %d patients (%d units, %d reused, %d failed/missing/skipped) in %.1f s -> %s",
         wide.shape[1] - 1,
         len(patients),
         len(status),

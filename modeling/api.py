@@ -110,8 +110,18 @@ def fit(
     exclude: str | list[str] | None = None,
     config: str | Path | None = None,
     progress: bool | None = None,
+    strict: bool = False,
 ) -> FitResult:
     """Nested-CV estimate and final fit of XGBoost, elastic-net and clinical-only logistic regression.
+
+    The clinical table is checked once before anything is fitted, with the checks of ``cdeg check``
+    (:func:`cdeg.check.check_stage_table`). The rule: a missing or unreadable table, a missing id column,
+    empty or repeated ids stop the stage; a bad value (text in a numeric column, a value outside the
+    plausible range of configs/check.yaml) in a column the models may use (the target, and every column
+    not left out by the leakage rule or `exclude`) leaves that patient out of both tables, with one log
+    line naming the patient and the file, and is listed in metrics.json (``data.skipped_patients``); bad
+    values in columns the models never use (follow-up scores, outcomes) are read as missing. With
+    `strict`, the first such problem stops the stage before anything is written.
 
     Parameters
     ----------
@@ -131,6 +141,8 @@ def fit(
         Columns (names or glob patterns, comma-separated) never used as predictors.
     config : path, optional
         YAML with configuration keys to override.
+    strict : bool
+        Stop (CdegError) at the first bad value instead of leaving the patient out.
 
     Returns
     -------
@@ -163,6 +175,10 @@ def fit(
     storage_url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     show = _progress(progress)
 
+    def uses(column: str) -> bool:  # the target, and every column the leakage rule and exclusions leave
+        return column == target or not match_patterns([column], [*cfg.leakage_columns, *cfg.exclude])
+
+    check = _check_clinical("fit", clinical, cfg.id_column, uses, strict)
     ds = load_dataset(
         features,
         clinical,
@@ -172,7 +188,10 @@ def fit(
         leakage_columns=cfg.leakage_columns,
         max_categories=cfg.preprocess.max_categories,
         leak_auc_threshold=cfg.leak_auc_threshold,
+        skip=set(check.skipped),
+        unused=_unused_columns(check),
     )
+    ds.report["skipped_patients"] = check.skipped
     check_events(ds.y, cfg.outer_folds, cfg.inner_folds, target, clinical)
     columns = _model_columns(ds, cfg)
     key = hashlib.sha256(
@@ -299,6 +318,18 @@ def fit(
         files={"figures": figs, "model": model_dir, "report": out / "report.html"},
         models=finals,
     )
+
+
+def _check_clinical(stage: str, clinical: str | Path, id_column: str, uses: Any, strict: bool) -> Any:
+    """The stage's check of its clinical table (:func:`cdeg.check.check_stage_table`); see :func:`fit`."""
+    from cdeg.check import check_stage_table
+
+    return check_stage_table(stage, clinical, id_column=id_column, uses=uses, strict=strict)
+
+
+def _unused_columns(check: Any) -> set[str]:
+    """Columns with bad values the stage does not use: read as missing rather than stopping it."""
+    return {f.column for f in check.ignored if f.column}
 
 
 def _replace(cfg: FitConfig, **changes: Any) -> FitConfig:
@@ -468,6 +499,7 @@ def _data_rows(d: dict[str, Any]) -> list[list[str]]:
         return f"{len(x)}" + (f": {', '.join(map(str, x[:12]))}{' ...' if len(x) > 12 else ''}" if x else "")
 
     return [
+        ["patients left out for bad input values", lst(d.get("skipped_patients"))],
         ["patients without a target (left out)", lst(d.get("ids_without_target"))],
         ["ids only in the features table", lst(d.get("ids_only_in_features"))],
         ["ids only in the clinical table", lst(d.get("ids_only_in_clinical"))],
@@ -542,11 +574,21 @@ class Inputs:
 
 
 def _read_inputs(
-    bundle: ModelBundle, features: str | Path, clinical: str | Path | None, id_column: str | None
+    bundle: ModelBundle,
+    features: str | Path,
+    clinical: str | Path | None,
+    id_column: str | None,
+    check: Any = None,
 ) -> Inputs:
+    """The model's input columns for the patients of the two tables (less those `check` skipped)."""
     idc = id_column or bundle.manifest["id_column"]
-    feat = read_features_table(features, idc)
-    clin = read_clinical_table(clinical, idc) if clinical is not None else None
+    skip = set(check.skipped) if check is not None else set()
+    feat = read_features_table(features, idc, skip)
+    clin = (
+        read_clinical_table(clinical, idc, skip, _unused_columns(check) if check is not None else ())
+        if clinical is not None
+        else None
+    )
     frames = [feat]
     if clin is not None:
         only_f = sorted(set(feat.index) - set(clin.index))
@@ -660,12 +702,19 @@ def predict(
     id_column: str | None = None,
     waterfalls: bool = True,
     progress: bool | None = None,
+    strict: bool = False,
 ) -> PredictResult:
     """Probabilities per patient from a saved model, and one SHAP waterfall PNG per patient.
 
     Variables of the model missing from the input are imputed with the development values (the fitted
     imputer's medians / most frequent levels), named in a warning, and their share is reported in
     predict.json and the predictions table.
+
+    The clinical table (when given) is checked first with the checks of ``cdeg check``: a bad value in a
+    column the model uses (text in a numeric column, a value outside its plausible range) leaves that
+    patient out (one log line naming the patient and the file; ``skipped_patients`` in predict.json);
+    bad values in other columns are read as missing; an unreadable table or repeated ids stop the stage.
+    With `strict`, the first bad value stops the stage before anything is written.
 
     Parameters
     ----------
@@ -675,12 +724,19 @@ def predict(
         Tables of the new patients (clinical optional).
     out : path
         Folder for predictions.csv, predict.json and waterfalls/<patient>.png.
+    strict : bool
+        Stop (CdegError) at the first bad value instead of leaving the patient out.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     bundle = ModelBundle.load(model)
-    inp = _read_inputs(bundle, features, clinical, id_column)
+    idc = id_column or bundle.manifest["id_column"]
+    used = set(bundle.input_columns)
+    check = (
+        _check_clinical("predict", clinical, idc, used.__contains__, strict) if clinical is not None else None
+    )
+    inp = _read_inputs(bundle, features, clinical, id_column, check)
     preds = _predict_table(bundle, inp)
     write_table(out / "predictions.csv", preds)
     files = []
@@ -699,6 +755,7 @@ def predict(
             "unseen_levels": inp.unseen_levels,
             "imputation": "missing variables and values take the development median (numbers) or most frequent level "
             "(categories) stored in the model's preprocess files",
+            "skipped_patients": check.skipped if check is not None else {},
             "versions": versions(),
         },
     )
@@ -774,8 +831,15 @@ def validate(
     id_column: str | None = None,
     waterfalls: bool = False,
     progress: bool | None = None,
+    strict: bool = False,
 ) -> ValidateResult:
     """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures.
+
+    The clinical table is checked first with the checks of ``cdeg check``: a bad value in the target or in
+    a column the model uses (text in a numeric column, a value outside its plausible range) leaves that
+    patient out (one log line naming the patient and the file; ``skipped_patients`` in metrics.json); bad
+    values in other columns are read as missing; an unreadable table or repeated ids stop the stage. With
+    `strict`, the first bad value stops the stage before anything is written.
 
     Parameters
     ----------
@@ -785,6 +849,8 @@ def validate(
         Tables of the external cohort; `target` is a 0/1 column of `clinical`.
     out : path
         Folder for metrics.json, predictions.csv, plots/ and report.html.
+    strict : bool
+        Stop (CdegError) at the first bad value instead of leaving the patient out.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -796,7 +862,10 @@ def validate(
         log.warning(
             "validating against %r, but the model was fitted for %r", target, bundle.manifest["target"]
         )
-    inp = _read_inputs(bundle, features, clinical, id_column)
+    used = {*bundle.input_columns, target}
+    idc = id_column or bundle.manifest["id_column"]
+    check = _check_clinical("validate", clinical, idc, used.__contains__, strict)
+    inp = _read_inputs(bundle, features, clinical, id_column, check)
     assert inp.clinical is not None
     y_all = parse_target(inp.clinical, target, clinical).reindex(inp.X.index)
     keep = y_all.notna().to_numpy()
@@ -838,6 +907,7 @@ def validate(
         "imputed_share_by_variable": inp.imputed_by_variable,
         "unseen_levels": inp.unseen_levels,
         "imputation": "development median / most frequent level (the fitted imputer's values)",
+        "skipped_patients": check.skipped,
         "auc_ci_method": "DeLong",
         "model": str(bundle.path),
         "versions": versions(),

@@ -11,6 +11,12 @@ from cdeg.cli import run_api
 _path_in = click.Path(exists=True, dir_okay=False, path_type=Path)
 _dir_in = click.Path(exists=True, file_okay=False, path_type=Path)
 _dir_out = click.Path(file_okay=False, path_type=Path)
+_strict = click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first bad value in the clinical table (before any work) instead of leaving that "
+    "patient out.",
+)
 
 
 @click.command("fit")
@@ -45,6 +51,7 @@ _dir_out = click.Path(file_okay=False, path_type=Path)
 @click.option("--config", "config", type=_path_in, default=None, help="YAML overriding configs/fit.yaml.")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--out", type=_dir_out, help="Run folder (created; re-running resumes).")
+@_strict
 def fit_command(
     features,
     clinical,
@@ -61,6 +68,7 @@ def fit_command(
     config,
     print_config,
     out,
+    strict,
 ) -> None:
     """Nested-CV XGBoost vs elastic-net vs clinical-only logistic regression, final model, SHAP, report."""
     from cdeg.modeling import api
@@ -107,6 +115,7 @@ def fit_command(
         jobs=jobs,
         exclude=list(exclude) or None,
         config=config,
+        strict=strict,
     )
     for m, s in res.metrics["cv"].items():
         click.echo(
@@ -123,7 +132,8 @@ def fit_command(
 @click.option("--id-column", default=None, help="Patient id column [the model's].")
 @click.option("--no-waterfalls", is_flag=True, help="Skip the per-patient SHAP waterfall PNGs.")
 @click.option("--out", required=True, type=_dir_out, help="Output folder.")
-def predict_command(model, features, clinical, id_column, no_waterfalls, out) -> None:
+@_strict
+def predict_command(model, features, clinical, id_column, no_waterfalls, out, strict) -> None:
     """Probabilities per patient and a SHAP waterfall per patient, in clinical words."""
     from cdeg.modeling import api
 
@@ -135,6 +145,7 @@ def predict_command(model, features, clinical, id_column, no_waterfalls, out) ->
         out=out,
         id_column=id_column,
         waterfalls=not no_waterfalls,
+        strict=strict,
     )
     for m, share in res.imputed_share.items():
         if res.missing[m] or share > 0:
@@ -153,7 +164,8 @@ def predict_command(model, features, clinical, id_column, no_waterfalls, out) ->
 @click.option("--target", required=True, help="0/1 column to validate against.")
 @click.option("--id-column", default=None, help="Patient id column [the model's].")
 @click.option("--out", required=True, type=_dir_out, help="Output folder.")
-def validate_command(model, features, clinical, target, id_column, out) -> None:
+@_strict
+def validate_command(model, features, clinical, target, id_column, out, strict) -> None:
     """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures."""
     from cdeg.modeling import api
 
@@ -165,6 +177,7 @@ def validate_command(model, features, clinical, target, id_column, out) -> None:
         target=target,
         out=out,
         id_column=id_column,
+        strict=strict,
     )
     for m, s in res.metrics["external"].items():
         click.echo(

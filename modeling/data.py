@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,15 +90,17 @@ def read_with_ids(path: str | Path, id_column: str) -> pd.DataFrame:
     return read_clinical(path, id_column=id_column)
 
 
-def read_features_table(path: str | Path, id_column: str) -> pd.DataFrame:
+def read_features_table(path: str | Path, id_column: str, skip: Collection[str] = ()) -> pd.DataFrame:
     """Read the features table: one row per patient, every column except the id numeric.
+
+    `skip`: ids of patients left out (found unusable by the input check of the stage).
 
     Raises
     ------
     CdegError
         Missing id column, empty or duplicate ids, or a non-numeric value (naming column and patient).
     """
-    df = read_with_ids(path, id_column).set_index(id_column)
+    df = _without(read_with_ids(path, id_column).set_index(id_column), skip)
     df = pd.DataFrame(
         {col: _numeric_column(df[col], col, path, what="feature column") for col in df.columns},
         index=df.index,
@@ -106,13 +108,16 @@ def read_features_table(path: str | Path, id_column: str) -> pd.DataFrame:
     return df
 
 
-def read_clinical_table(path: str | Path, id_column: str) -> pd.DataFrame:
+def read_clinical_table(
+    path: str | Path, id_column: str, skip: Collection[str] = (), unused: Collection[str] = ()
+) -> pd.DataFrame:
     """Read the clinical table; numeric columns become float, text columns stay text (categorical).
 
     A text column whose values are numbers except for a few is taken as a numeric column with a typo and
-    raises CdegError naming the patient; boolean columns become 0/1.
+    raises CdegError naming the patient, unless the column is in `unused` (not read by the stage: its
+    typos become missing values); boolean columns become 0/1. `skip`: ids of patients left out.
     """
-    df = read_with_ids(path, id_column).set_index(id_column)
+    df = _without(read_with_ids(path, id_column).set_index(id_column), skip)
     for col in df.columns:
         s = df[col]
         if s.dtype == bool or pd.api.types.is_numeric_dtype(s.dtype):
@@ -120,7 +125,9 @@ def read_clinical_table(path: str | Path, id_column: str) -> pd.DataFrame:
             continue
         present = s.dropna()
         parsed = pd.to_numeric(present, errors="coerce")
-        if len(present) and parsed.notna().mean() >= _NUMERIC_SHARE:
+        if len(present) and parsed.notna().mean() >= _NUMERIC_SHARE and col in unused:
+            df[col] = pd.to_numeric(s, errors="coerce").astype(float)
+        elif len(present) and parsed.notna().mean() >= _NUMERIC_SHARE:
             df[col] = _numeric_column(s, col, path, what="clinical column")
         elif len(present) and set(present.astype(str).str.lower()) <= {"true", "false"}:
             df[col] = s.map(lambda v: np.nan if pd.isna(v) else float(str(v).lower() == "true"))
@@ -129,6 +136,11 @@ def read_clinical_table(path: str | Path, id_column: str) -> pd.DataFrame:
                 s.astype(object).where(s.notna(), None).map(lambda v: None if v is None else str(v).strip())
             )
     return df
+
+
+def _without(df: pd.DataFrame, skip: Collection[str]) -> pd.DataFrame:
+    """`df` without the rows of the patients in `skip`."""
+    return df[~df.index.isin(list(skip))] if len(skip) else df
 
 
 def _numeric_column(s: pd.Series, col: str, path: str | Path, what: str) -> pd.Series:
@@ -280,16 +292,21 @@ def load_dataset(
     leakage_columns: Sequence[str] = (),
     max_categories: int = 20,
     leak_auc_threshold: float = 0.98,
+    skip: Collection[str] = (),
+    unused: Collection[str] = (),
 ) -> Dataset:
     """Read, check and join the two tables; apply the leakage rule and the exclusions.
+
+    `skip`: patients left out of both tables (their input was found unusable); `unused`: clinical columns
+    the stage does not read, whose typos are read as missing instead of stopping it.
 
     Raises
     ------
     CdegError
         For any problem with the files (see :func:`read_features_table`, :func:`parse_target`).
     """
-    feat = read_features_table(features, id_column)
-    clin = read_clinical_table(clinical, id_column)
+    feat = read_features_table(features, id_column, skip)
+    clin = read_clinical_table(clinical, id_column, skip, unused)
     y_all = parse_target(clin, target, clinical)
     report: dict[str, Any] = {}
 

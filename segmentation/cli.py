@@ -29,6 +29,11 @@ _device = click.option(
     type=click.Choice(["auto", "cuda", "cpu"]),
     help="Where the network runs; auto takes CUDA when available.",
 )
+_strict = click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first problem with an input file (before any work) instead of skipping that patient.",
+)
 _config = click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -54,11 +59,12 @@ def segment() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="nnU-Net raw dataset folder to write.",
 )
-def prepare_command(cohort: Path, modality: str, out: Path) -> None:
+@_strict
+def prepare_command(cohort: Path, modality: str, out: Path, strict: bool) -> None:
     """Write an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json) from images with reference masks."""
     from cdeg.segmentation.dataset import prepare_dataset
 
-    result = run_api(prepare_dataset, cohort=cohort, modality=modality, out=out)
+    result = run_api(prepare_dataset, cohort=cohort, modality=modality, out=out, strict=strict)
     click.echo(
         f"{len(result['cases'])} case(s) written to {out}; {len(result['problems'])} problem(s), "
         f"{len(result['unlabelled'])} image(s) without reference mask"
@@ -91,6 +97,7 @@ def prepare_command(cohort: Path, modality: str, out: Path) -> None:
 )
 @_config
 @click.option("--keep-work", is_flag=True, help="Keep nnU-Net's raw and preprocessed data in MODEL_DIR/work.")
+@_strict
 def train_command(
     cohort: Path,
     modality: str,
@@ -100,6 +107,7 @@ def train_command(
     fold: str,
     config: Path | None,
     keep_work: bool,
+    strict: bool,
 ) -> None:
     """Plan, preprocess and train nnU-Net on the cohort's reference masks."""
     from cdeg.segmentation.train import train
@@ -115,9 +123,12 @@ def train_command(
         config=config,
         keep_work=keep_work,
         progress=progress_enabled(),
+        strict=strict,
     )
+    skipped = m.get("cohort", {}).get("skipped") or {}
     click.echo(
         f"{m['modality']} model ({m['preset']}, {m.get('configuration')}, {m.get('epochs_completed')} epochs) in {out}"
+        + (f"; {len(skipped)} patient(s) skipped for bad input" if skipped else "")
     )
 
 
@@ -142,6 +153,7 @@ def train_command(
     "processes. Same masks and qc.csv as one process. Instead of --device.",
 )
 @_config
+@_strict
 def predict_command(
     cohort: Path,
     modality: str,
@@ -150,6 +162,7 @@ def predict_command(
     device: str,
     devices: str | None,
     config: Path | None,
+    strict: bool,
 ) -> None:
     """Segment and name the levels of every image of one modality; masks, QC PNGs and qc.csv in --out."""
     from cdeg.segmentation.predict import predict
@@ -163,6 +176,7 @@ def predict_command(
         device=device,
         devices=devices,
         config=config,
+        strict=strict,
     )
     c = s["counts"]
     click.echo(

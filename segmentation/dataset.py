@@ -29,7 +29,7 @@ import numpy as np
 from cdeg.segmentation import geometry, labelmap
 
 from cdeg import labels
-from cdeg.cohort import MODALITIES, Cohort, check_modality
+from cdeg.cohort import Cohort, check_modality
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_image, write_image, write_json
 
@@ -59,99 +59,44 @@ class Problem:
         }
 
 
-def image_header(path: Path) -> Any:
-    """Read only the header of an image (dimension, size, spacing, direction): cheap whole-cohort checks."""
-    import SimpleITK as sitk
+def check_training_cases(
+    cohort: Cohort, modality: str, strict: bool = False, stage: str = "segment prepare"
+) -> tuple[list[str], list[Problem], list[str]]:
+    """Whole-cohort check for training, once, with :func:`cdeg.check.check_stage_cohort`.
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader
+    The images and reference masks of `modality` are checked (headers, truncation, dimensions, mask
+    geometry and labels). A patient with an error is skipped, logged on one line naming the file; a
+    cohort-level error (cohort.json, clinical.csv, ids) stops; with `strict` the first error stops.
 
+    Returns
+    -------
+    tuple
+        (usable patient ids, problems as :class:`Problem`, ids with an image but no reference mask).
+    """
+    from cdeg.check import check_stage_cohort
 
-def check_image(cohort: Cohort, pid: str, modality: str) -> Problem | None:
-    """Problem with a patient's image of `modality` (missing, unreadable, wrong dimension), or None."""
-    path = cohort.image_path(pid, modality)
-    if not path.is_file():
-        return Problem(pid, modality, "missing_image", f"no {modality} image ({path})")
-    try:
-        header = image_header(path)
-    except RuntimeError as e:
-        reason = str(e).strip().splitlines()[-1][:120] if str(e).strip() else "unreadable"
-        return Problem(pid, modality, "unreadable_image", f"cannot read {path}: {reason}")
-    return check_dimension(header.GetDimension(), header.GetSize(), pid, modality, path)
-
-
-def check_dimension(
-    dim: int, size: tuple[int, ...], pid: str, modality: str, path: Path | str
-) -> Problem | None:
-    """2D/3D confusion: an image whose dimension is not the modality's (e.g. a 2D image for an MRI model)."""
-    want = MODALITIES[modality]
-    if dim == want:
-        return None
-    hint = ""
-    if dim == 3 and want == 2 and 1 in tuple(size):
-        hint = " (a 3D file with a single slice: save the radiograph as a 2D image)"
-    return Problem(
-        pid,
-        modality,
-        "dimension",
-        f"image is {dim}D with size {tuple(size)} but {modality} images are {want}D{hint} ({path})",
-    )
-
-
-def check_mask_header(cohort: Cohort, pid: str, modality: str) -> Problem | None:
-    """Problem with a reference mask's header (grid differs from the image), or None."""
-    ipath, mpath = cohort.image_path(pid, modality), cohort.mask_path(pid, modality)
-    try:
-        ih, mh = image_header(ipath), image_header(mpath)
-    except RuntimeError:
-        return Problem(pid, modality, "unreadable_mask", f"cannot read {mpath}")
-    if mh.GetDimension() != ih.GetDimension() or tuple(mh.GetSize()) != tuple(ih.GetSize()):
-        return Problem(
-            pid, modality, "mask_grid", f"mask size {mh.GetSize()} differs from image size {ih.GetSize()}"
-        )
-    if not np.allclose(mh.GetSpacing(), ih.GetSpacing(), rtol=1e-3, atol=1e-4) or not np.allclose(
-        mh.GetDirection(), ih.GetDirection(), atol=1e-3
-    ):
-        return Problem(pid, modality, "mask_grid", "mask spacing or direction differs from the image")
-    return None
-
-
-def log_problems(problems: list[Problem], what: str) -> None:
-    """One warning with the count, then one line per problem (the whole cohort, before any work)."""
-    if not problems:
-        return
-    n = len({p.patient for p in problems})
-    log.warning("%d patient%s with problems (%s):", n, "" if n == 1 else "s", what)
-    for p in problems:
-        log.warning("  patient %s / %s: %s", p.patient, p.modality, p.detail)
-
-
-def check_training_cases(cohort: Cohort, modality: str) -> tuple[list[str], list[Problem], list[str]]:
-    """Whole-cohort check for training: (usable patient ids, problems, ids without a reference mask)."""
+    check = check_stage_cohort(f"{stage} {modality}", cohort, modalities=(modality,), strict=strict)
+    problems = [Problem(f.patient, modality, f.check, check.line(f)) for f in check.errors]
     usable: list[str] = []
-    problems: list[Problem] = []
     unlabelled: list[str] = []
     for pid in cohort.patient_ids():
-        problem = check_image(cohort, pid, modality)
-        if problem is not None:
-            if problem.check != "missing_image":  # a missing modality is normal; anything else is a problem
-                problems.append(problem)
-            continue
+        if check.problems(pid, modality) or not cohort.has_image(pid, modality):
+            continue  # a missing modality is normal; a bad file was reported by the check
         if not cohort.has_mask(pid, modality):
             unlabelled.append(pid)
-            continue
-        problem = check_mask_header(cohort, pid, modality)
-        if problem is not None:
-            problems.append(problem)
             continue
         usable.append(pid)
     return usable, problems, unlabelled
 
 
-def dataset_json(modality: str, n_cases: int, cohort: Cohort | None, cases: list[str]) -> dict[str, Any]:
-    """The dataset.json of a prepared dataset."""
+def dataset_json(
+    modality: str,
+    n_cases: int,
+    cohort: Cohort | None,
+    cases: list[str],
+    skipped: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The dataset.json of a prepared dataset (``cdeg.skipped``: patients left out for bad input, and why)."""
     mapping = labelmap.training_labels()
     return {
         "name": f"cdeg_{modality}",
@@ -167,6 +112,7 @@ def dataset_json(modality: str, n_cases: int, cohort: Cohort | None, cases: list
             "convention_to_training": {str(k): v for k, v in mapping.items()},
             "source_cohort": str(cohort.root) if cohort is not None else None,
             "cases": cases,
+            "skipped": skipped or {},
         },
     }
 
@@ -212,8 +158,15 @@ def check_output_folder(out: Path, cohort: Cohort) -> None:
         )
 
 
-def prepare_dataset(cohort: str | Path, modality: str, out: str | Path) -> dict[str, Any]:
+def prepare_dataset(
+    cohort: str | Path, modality: str, out: str | Path, strict: bool = False
+) -> dict[str, Any]:
     """Write an nnU-Net raw dataset from the images of `cohort` that have reference masks.
+
+    The cohort is checked first (:func:`check_training_cases`): a patient whose image or mask is unusable
+    (unreadable or truncated file, wrong dimension, mask grid or labels not matching) is skipped with one
+    log line naming the file and listed in ``dataset.json`` (``cdeg.skipped``); cohort.json, clinical.csv
+    or id problems stop the stage.
 
     Parameters
     ----------
@@ -224,6 +177,9 @@ def prepare_dataset(cohort: str | Path, modality: str, out: str | Path) -> dict[
     out : Path
         The dataset folder to write (imagesTr, labelsTr, dataset.json). Files of an earlier run in its
         imagesTr/labelsTr that are not part of this one are removed, so nnU-Net sees exactly this dataset.
+    strict : bool
+        Stop (CdegError) at the first problem with an input file instead of skipping the patient; nothing
+        is written.
 
     Returns
     -------
@@ -235,14 +191,25 @@ def prepare_dataset(cohort: str | Path, modality: str, out: str | Path) -> dict[
     ValueError
         Unknown modality, or `out` inside the cohort.
     CohortError
-        No usable case at all.
+        No usable case at all, a cohort-level problem, or any problem under `strict`.
     """
     check_modality(modality)
     out = Path(out)
     coh = Cohort.open(cohort)
     check_output_folder(out, coh)
-    usable, problems, unlabelled = check_training_cases(coh, modality)
-    log_problems(problems, f"prepare {modality}")
+    usable, problems, unlabelled = check_training_cases(coh, modality, strict=strict)
+    return write_dataset(coh, modality, out, usable, problems, unlabelled)
+
+
+def write_dataset(
+    coh: Cohort,
+    modality: str,
+    out: Path,
+    usable: list[str],
+    problems: list[Problem],
+    unlabelled: list[str],
+) -> dict[str, Any]:
+    """Write the cases a check found usable (:func:`check_training_cases`); see :func:`prepare_dataset`."""
     if unlabelled:
         log.info(
             "%d patient(s) have a %s image but no reference mask; not used for training",
@@ -251,6 +218,7 @@ def prepare_dataset(cohort: str | Path, modality: str, out: str | Path) -> dict[
         )
     if not usable:
         raise CohortError(f"no patient has a usable {modality} image with a reference mask", path=coh.root)
+    problems = list(problems)
     written: list[str] = []
     for pid in usable:
         problem = write_case(coh, pid, modality, out)
@@ -262,7 +230,8 @@ def prepare_dataset(cohort: str | Path, modality: str, out: str | Path) -> dict[
     if not written:
         raise CohortError(f"no patient has a usable {modality} reference mask", path=coh.root)
     _remove_stale(out, written)
-    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written))
+    skipped = {p.patient: p.detail for p in problems}
+    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped))
     log.info("prepared %d %s case(s) in %s", len(written), modality, out)
     return {"cases": written, "problems": [p.row() for p in problems], "unlabelled": unlabelled}
 

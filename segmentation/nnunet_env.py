@@ -17,11 +17,16 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# Raised by torch when nnU-Net's dependencies import; it concerns their code, not the user's, and would be
+# printed once per process in every segment command.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.interface.* is deprecated", category=FutureWarning)
 
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 #: nnU-Net dataset id and name per modality (ids are local to a model folder, so they never clash).

@@ -13,8 +13,12 @@ device, each shard is segmented by its own worker process (``CUDA_VISIBLE_DEVICE
 share of the CPU cores), and the per-patient results are merged in cohort order: masks and qc.csv are
 the same files a single process writes.
 
-The whole cohort is checked before the model is loaded (missing images, 2D/3D confusion, unreadable
-files); a patient with a problem gets a qc.csv row and a log line, and the others are still segmented.
+The whole cohort is checked before the model is loaded, with the checks of ``cdeg check``
+(:func:`cdeg.check.check_stage_cohort` on the images of the modality: unreadable or truncated files, 2D/3D
+confusion, image folders without a clinical row); a patient with a problem is skipped with a qc.csv row,
+a manifest entry (status ``skipped``) and one log line naming the file, and the others are still
+segmented. cohort.json, clinical.csv and id problems stop the stage; with ``strict`` so does the first
+problem, before anything is written. Masks are not read, so their problems are not this stage's.
 Each image is brought to the canonical orientation for the network and the mask is mapped back onto the
 input's own grid. Nothing outside MASK_DIR is written; MASK_DIR may not lie inside the cohort.
 """
@@ -34,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from cdeg.segmentation import geometry, labelmap
-from cdeg.segmentation.dataset import Problem, check_image, check_output_folder, log_problems
+from cdeg.segmentation.dataset import Problem, check_output_folder
 from cdeg.segmentation.nnunet_env import (
     nnunet_environment,
     quiet_stdout,
@@ -47,7 +51,7 @@ from cdeg.segmentation.presets import SegmentConfig, load_segment_config
 from cdeg.segmentation.qc import mid_slice, qc_path, write_qc_png
 from cdeg.segmentation.train import RESULTS_DIR, read_manifest
 
-from cdeg.cohort import Cohort, check_modality, mask_path
+from cdeg.cohort import MODALITIES, Cohort, check_modality, mask_path
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_image, read_table, write_image, write_json, write_table
 
@@ -94,6 +98,7 @@ def predict(
     device: str = "auto",
     config: str | Path | None = None,
     devices: str | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Segment every `modality` image of `cohort` with a trained model and name its levels.
 
@@ -114,6 +119,8 @@ def predict(
     devices : str, optional
         Split the patients over several worker processes, one per device: CUDA indices ``"0,1"`` (or
         ``"cuda:0,cuda:1"``), or ``"cpu:N"`` for N CPU processes sharing the cores. Instead of `device`.
+    strict : bool
+        Stop (CdegError) at the first problem with an input image instead of skipping the patient.
 
     Returns
     -------
@@ -133,19 +140,27 @@ def predict(
         raise ValueError("the mask folder must differ from the model folder")
     device_kind = resolve_device(device) if workers is None else workers[0].split(":")[0]
 
-    problems: list[Problem] = []
+    from cdeg.check import check_stage_cohort
+
+    check = check_stage_cohort(
+        f"segment predict {modality}", coh, modalities=(modality,), use_masks=False, strict=strict
+    )
+    problems: list[Problem] = [Problem(f.patient, modality, f.check, check.line(f)) for f in check.errors]
     todo: list[str] = []
     for pid in coh.patient_ids():
-        problem = check_image(coh, pid, modality)
-        if problem is None:
+        if check.problems(pid, modality):
+            continue
+        path = coh.image_path(pid, modality)
+        if path.is_file():
             todo.append(pid)
-        else:
-            problems.append(problem)
-    log_problems(problems, f"predict {modality}")
+        else:  # a missing modality is normal: a qc row, no error
+            problems.append(Problem(pid, modality, "missing_image", f"no {modality} image ({path})"))
     qc_rows = [p.row() for p in problems]
-    status: dict[str, dict[str, Any]] = {
-        p.patient: {"status": "skipped", "reason": p.detail} for p in problems
-    }
+    status: dict[str, dict[str, Any]] = {}
+    for p in problems:  # one entry per patient, every reason in it
+        entry = status.setdefault(p.patient, {"status": "skipped", "reason": p.detail})
+        if p.detail not in entry["reason"]:
+            entry["reason"] += "; " + p.detail
     if not todo:
         _write_qc(out, modality, qc_rows)
         raise CohortError(
@@ -182,6 +197,7 @@ def predict(
             for s in ("ok", "flagged", "empty", "failed", "skipped")
         },
         "patients": status,
+        "input_check": check.summary(),
     }
     write_json(out / f"segment_predict_{modality}.json", summary)
     c = summary["counts"]
@@ -433,10 +449,14 @@ def _predict_case(
     """Segment one image; returns its QC findings and whether a mask was written."""
     import SimpleITK as sitk
 
-    image = read_image(coh.image_path(pid, modality), patient=pid)
-    problem = check_image(coh, pid, modality)
-    if problem is not None:
-        raise CdegError(problem.detail, patient=pid)
+    path = coh.image_path(pid, modality)
+    image = read_image(path, patient=pid)
+    if image.GetDimension() != MODALITIES[modality]:  # checked with the cohort; the file may have changed
+        raise CdegError(
+            f"{modality} must be {MODALITIES[modality]}D, this image is {image.GetDimension()}D",
+            patient=pid,
+            path=path,
+        )
     findings: list[Finding] = []
     image_c, plan = geometry.to_canonical(image, modality)
     if not plan.is_identity or plan.oblique_deg > 0.5:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cdeg.segmentation import labelmap
-from cdeg.segmentation.dataset import check_output_folder, check_training_cases, log_problems, prepare_dataset
+from cdeg.segmentation.dataset import check_output_folder, check_training_cases, write_dataset
 from cdeg.segmentation.nnunet_env import (
     dataset_id,
     dataset_name,
@@ -73,8 +73,14 @@ def train(
     config: str | Path | None = None,
     keep_work: bool = False,
     progress: bool = True,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Train an nnU-Net model for one modality on the cohort's images that have reference masks.
+
+    The cohort is checked once before anything else (:func:`cdeg.segmentation.dataset.check_training_cases`):
+    a patient whose image or reference mask is unusable (unreadable or truncated file, wrong dimension,
+    mask grid or labels not matching the image) is left out with one log line naming the file, and listed
+    in the manifest (``cohort.skipped``); cohort.json, clinical.csv or id problems stop the stage.
 
     Parameters
     ----------
@@ -96,6 +102,9 @@ def train(
         Keep the raw and preprocessed nnU-Net data in ``out/work`` after training completes.
     progress : bool
         Show nnU-Net's progress bars during planning and preprocessing.
+    strict : bool
+        Stop (CdegError) at the first problem with an input file instead of leaving the patient out;
+        nothing is written.
 
     Returns
     -------
@@ -118,8 +127,7 @@ def train(
         log.info("%s already holds a complete %s model (preset %s); nothing to do", out, modality, preset)
         return previous
 
-    usable, problems, _ = check_training_cases(coh, modality)
-    log_problems(problems, f"train {modality}")
+    usable, problems, unlabelled = check_training_cases(coh, modality, strict=strict, stage="segment train")
     if not usable:
         raise CohortError(f"no patient has a usable {modality} image with a reference mask", path=coh.root)
     if fold != "all" and len(usable) < 5:
@@ -142,6 +150,7 @@ def train(
 
     manifest = previous or _new_manifest(coh, modality, preset, device_kind, fold, settings, usable)
     manifest.update(status="training", device=device_kind, settings=to_dict(settings))
+    manifest["cohort"]["skipped"] = {p.patient: p.detail for p in problems}
     write_json(out / MANIFEST, manifest)
     work, results, ext = out / WORK_DIR, out / RESULTS_DIR, out / EXT_DIR
     from cdeg.segmentation.trainers import write_trainer_shim
@@ -154,7 +163,9 @@ def train(
     timings = dict(manifest.get("timings_s", {}))
     with nnunet_environment(work=work, results=results, ext_trainer=ext, extra=env), quiet_stdout():
         t0 = time.time()
-        configuration = _plan_and_preprocess(coh, modality, work, settings, progress)
+        configuration = _plan_and_preprocess(
+            coh, modality, work, settings, progress, (usable, problems, unlabelled)
+        )
         timings["prepare_plan_preprocess"] = round(
             timings.get("prepare_plan_preprocess", 0) + time.time() - t0, 1
         )
@@ -249,8 +260,16 @@ def _check_model_folder(out: Path, modality: str, preset: str, fold: str) -> dic
     return manifest
 
 
-def _plan_and_preprocess(coh: Cohort, modality: str, work: Path, s: TrainSettings, progress: bool) -> str:
-    """Prepare the raw dataset, plan and preprocess (skipped when a previous run finished them)."""
+def _plan_and_preprocess(
+    coh: Cohort,
+    modality: str,
+    work: Path,
+    s: TrainSettings,
+    progress: bool,
+    cases: tuple[list[str], list[Any], list[str]],
+) -> str:
+    """Prepare the raw dataset from the checked `cases`, plan and preprocess (skipped when a previous run
+    finished them)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
@@ -266,7 +285,7 @@ def _plan_and_preprocess(coh: Cohort, modality: str, work: Path, s: TrainSetting
     if done_marker.is_file() and plans_file.is_file():
         log.info("reusing the preprocessed data of the interrupted run in %s", pre)
         return configuration
-    prepare_dataset(cohort=coh.root, modality=modality, out=work / "nnUNet_raw" / name)
+    write_dataset(coh, modality, work / "nnUNet_raw" / name, *cases)
     n_proc = max(1, min(4, os.cpu_count() or 1))
     extract_fingerprints(
         [ds_id],

@@ -206,14 +206,14 @@ def _shift_mask(path: Path, dx: float) -> None:
 def test_geometry_mismatch(cohort, fast_params, tmp_path, caplog):
     c2 = _copy(cohort, tmp_path)
     _shift_mask(c2 / "masks" / "P000" / "xray.nii.gz", 0.2)  # within the 1 mm tolerance: resampled
-    _shift_mask(c2 / "masks" / "P001" / "xray.nii.gz", 5.0)  # beyond: that unit fails
+    _shift_mask(c2 / "masks" / "P001" / "xray.nii.gz", 5.0)  # beyond: that unit is skipped by the input check
     with caplog.at_level("WARNING"):
         res = extract(c2, tmp_path / "out", params=fast_params, modality="xray", jobs=1, progress=False)
     pat = res.provenance["patients"]
     assert pat["P000"]["xray"]["status"] == "ok"
     assert "resampled nearest-neighbour" in pat["P000"]["xray"]["warnings"][0]
     assert any("resampled nearest-neighbour" in r.message for r in caplog.records)
-    assert pat["P001"]["xray"]["status"] == "failed"
+    assert pat["P001"]["xray"]["status"] == "skipped"
     assert "beyond the 1 mm tolerance" in pat["P001"]["xray"]["errors"][0]
     assert pat["P002"]["xray"]["status"] == "ok"
     errors = pd.read_csv(tmp_path / "out" / "errors.csv")

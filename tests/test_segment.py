@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from cdeg.segmentation import geometry, labelmap
-from cdeg.segmentation.dataset import check_image, prepare_dataset
+from cdeg.segmentation.dataset import check_training_cases, prepare_dataset
 from cdeg.segmentation.evaluate import dice, evaluate, evaluate_case, hd95
 from cdeg.segmentation.phantom import phantom_case, write_phantom_cohort
 from cdeg.segmentation.postprocess import check_levels
@@ -325,7 +325,7 @@ def test_prepare_writes_nnunet_dataset_and_reports_problems(tmp_path: Path, phan
     out = tmp_path / "raw"
     result = prepare_dataset(cohort=cohort, modality="mri", out=out)
     assert result["cases"] == [ids[0], ids[1]] and result["unlabelled"] == [ids[3]]
-    assert [p["check"] for p in result["problems"]] == ["mask_labels"]
+    assert [p["check"] for p in result["problems"]] == ["labels"]  # found by the cohort check (cdeg.check)
     js = json.loads((out / "dataset.json").read_text())
     assert js["numTraining"] == 2 and js["channel_names"] == {"0": "T2"}
     assert js["overwrite_image_reader_writer"] == "SimpleITKIO" and js["labels"]["T1"] == 13
@@ -343,17 +343,17 @@ def test_prepare_writes_nnunet_dataset_and_reports_problems(tmp_path: Path, phan
         prepare_dataset(cohort=cohort, modality="mri", out=cohort / "raw")
 
 
-def test_check_image_flags_2d_3d_confusion_and_missing(tmp_path: Path, phantom_cohort: Path):
+def test_training_check_flags_2d_3d_confusion_and_skips_missing(tmp_path: Path, phantom_cohort: Path):
     cohort = tmp_path / "cohort"
     shutil.copytree(phantom_cohort, cohort)
     ids = Cohort.open(cohort).patient_ids()
     shutil.copy(image_path(cohort, ids[0], "xray"), image_path(cohort, ids[0], "mri"))  # a radiograph as MRI
     image_path(cohort, ids[1], "mri").unlink()
-    coh = Cohort.open(cohort)
-    p0 = check_image(coh, ids[0], "mri")
-    assert p0 is not None and p0.check == "dimension" and "2D" in p0.detail
-    assert check_image(coh, ids[1], "mri").check == "missing_image"
-    assert check_image(coh, ids[2], "mri") is None
+    mask_path(cohort / "masks", ids[1], "mri").unlink()
+    usable, problems, unlabelled = check_training_cases(Cohort.open(cohort), "mri")
+    assert [(p.patient, p.check) for p in problems] == [(ids[0], "dimensions"), (ids[0], "geometry")]
+    assert "2D" in problems[0].detail and f"images/{ids[0]}/mri.nii.gz" in problems[0].detail
+    assert usable == ids[2:] and unlabelled == []  # a missing modality is no problem, just not used
 
 
 def test_predict_refuses_a_model_of_the_other_modality(tmp_path: Path, phantom_cohort: Path):

@@ -46,6 +46,13 @@ def format_stages(rows: list[dict]) -> str:
     help="Run this stage (name or kind, e.g. fit:accelerated, extract, all) "
     "even when up to date; its downstream stages follow. Repeatable.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=None,
+    help="Stop at the first problem with an input instead of skipping that patient "
+    "(default: `strict` of the configuration).",
+)
 @click.option("--dry-run", is_flag=True, help="Only list the stages that would run, and why.")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 def run_command(
@@ -54,6 +61,7 @@ def run_command(
     jobs: int | None,
     device: str | None,
     force: tuple[str, ...],
+    strict: bool | None,
     dry_run: bool,
     print_config: bool,
 ) -> None:
@@ -74,6 +82,7 @@ def run_command(
         force=list(force),
         dry_run=dry_run,
         progress=progress_enabled(),
+        strict=strict or None,
     )
     click.echo(format_stages(res.stages))
     click.echo(f"{len(res.ran)} stage(s) ran, {res.seconds:.0f} s in all.")

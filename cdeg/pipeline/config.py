@@ -158,6 +158,13 @@ class RunConfig:
     out: str = field(default="cdeg_run", metadata={"help": "run folder (every stage writes below it)"})
     seed: int = field(default=0, metadata={"help": "seed of the modelling stages", "range": (0, 2**31 - 1)})
     jobs: int = field(default=0, metadata={"help": "worker processes (0 = all cores)", "range": (0, 1024)})
+    strict: bool = field(
+        default=False,
+        metadata={
+            "help": "stop at the first problem with an input (file, clinical value) instead of skipping "
+            "that patient (also --strict)"
+        },
+    )
     cohorts: dict[str, CohortSpec] = field(default_factory=dict, metadata={"help": "cohort key -> cohort"})
     segmentation: SegmentationSpec = field(
         default_factory=SegmentationSpec, metadata={"help": "segmentation"}

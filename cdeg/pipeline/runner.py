@@ -43,8 +43,13 @@ def run(
     force: str | list[str] | tuple[str, ...] | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    strict: bool | None = None,
 ) -> RunResult:
     """Run a study: every stage whose inputs or options changed since its last run, in order.
+
+    Each stage checks its inputs with the checks of ``cdeg check`` before any work and skips the patients
+    with a problem (see each stage function); a problem with a whole cohort (cohort.json, clinical.csv,
+    ids) stops the run.
 
     Parameters
     ----------
@@ -63,6 +68,10 @@ def run(
         Only report which stages would run and why.
     progress : bool
         Progress bars.
+    strict : bool, optional
+        Stop at the first problem with an input instead of skipping that patient; overrides the
+        configuration's ``strict``. Not part of any stage's key: a stage that is up to date is not run,
+        so its inputs are not checked again.
 
     Returns
     -------
@@ -78,7 +87,15 @@ def run(
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda")
     out_dir = Path(out if out is not None else cfg.out)
-    ctx = Context(cfg=cfg, out=out_dir, jobs=jobs, device=device, progress=progress, config_path=config_path)
+    ctx = Context(
+        cfg=cfg,
+        out=out_dir,
+        jobs=jobs,
+        device=device,
+        progress=progress,
+        config_path=config_path,
+        strict=cfg.strict if strict is None else bool(strict),
+    )
     stages = build_stages(ctx)
     forced = _parse_force(force, stages)
     _check_user_inputs(stages)

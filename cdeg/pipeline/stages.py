@@ -51,6 +51,7 @@ class Context:
     progress: bool
     config_path: Path | None = None
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strict: bool = False
 
     def cohort_folder(self, key: str) -> Path:
         spec = self.cfg.cohorts[key]
@@ -377,10 +378,11 @@ def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
 
 
 def _report_params(ctx: Context) -> dict[str, Any]:
-    # jobs and out change no result; the report shows the rest of the configuration.
+    # jobs, out and strict change no result; the report shows the rest of the configuration.
     cfg = to_dict(ctx.cfg)
     cfg.pop("jobs", None)
     cfg.pop("out", None)
+    cfg.pop("strict", None)
     return {"config": cfg}
 
 
@@ -428,6 +430,7 @@ def _run_train(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, 
         fold=params["fold"],
         config=config,
         progress=ctx.progress,
+        strict=ctx.strict,
     )
     return {
         k: m.get(k)
@@ -444,7 +447,13 @@ def _run_segment_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> 
     for m in params["modalities"]:
         with _LogProgress("cdeg.segmentation.predict", f"segment {m} {key}", ctx.progress):
             s = predict(
-                ctx.cohort_folder(key), m, ctx.model_folder(m), stage.folder, device=ctx.device, config=config
+                ctx.cohort_folder(key),
+                m,
+                ctx.model_folder(m),
+                stage.folder,
+                device=ctx.device,
+                config=config,
+                strict=ctx.strict,
             )
         counts[m] = {
             "counts": s["counts"],
@@ -496,11 +505,13 @@ def _run_extract(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
         jobs=ctx.jobs or None,
         geometry_tolerance_mm=e.geometry_tolerance_mm,
         progress=ctx.progress,
+        strict=ctx.strict,
     )
     return {
         "patients": len(res.features),
         "features": int(res.features.shape[1] - 1),
         "errors": len(res.errors),
+        "skipped_for_bad_input": sorted(res.provenance.get("input_check", {}).get("skipped", {})),
     }
 
 
@@ -522,8 +533,11 @@ def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, An
         jobs=ctx.jobs or None,
         config=ctx.cfg.fit.config,
         progress=ctx.progress,
+        strict=ctx.strict,
     )
-    return {m: {"auc": v["auc"], "auc_ci": v["auc_ci"]} for m, v in r.metrics["cv"].items()}
+    out: dict[str, Any] = {m: {"auc": v["auc"], "auc_ci": v["auc_ci"]} for m, v in r.metrics["cv"].items()}
+    out["skipped_for_bad_input"] = sorted(r.metrics["data"].get("skipped_patients", {}))
+    return out
 
 
 def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -537,6 +551,7 @@ def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
         target,
         stage.folder,
         progress=ctx.progress,
+        strict=ctx.strict,
     )
     return {m: {"auc": v["auc"], "auc_ci": v["auc_ci"]} for m, v in r.metrics["external"].items()}
 
@@ -552,6 +567,7 @@ def _run_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
         clinical=ctx.cohort_folder(key) / "clinical.csv",
         waterfalls=params["waterfalls"],
         progress=ctx.progress,
+        strict=ctx.strict,
     )
     return {"patients": len(r.predictions) if hasattr(r, "predictions") else None}
 
