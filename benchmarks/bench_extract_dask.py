@@ -230,7 +230,7 @@ def main() -> None:
                 "cpu_count": os.cpu_count(),
                 "processor": platform.machine(),
                 "python": platform.python_version(),
-                "note": "2 cores shared with other jobs: see the load averages of each row",
+                "note": "the 1-, 5- and 15-min load averages before and after each row show whether other jobs shared the cores",
             },
             "cohort": str(source),
             "light_params": str(LIGHT.relative_to(HERE.parent)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from cdeg.errors import CdegError
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -39,6 +42,25 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def remove_stale_temporaries(folder: str | Path, pattern: str = "**/.*.tmp*") -> list[Path]:
+    """Delete the temporary files that a killed run left in a stage's own output `folder`; return them.
+
+    A process killed inside :func:`atomic_path` never reaches its clean-up, so its half-written data stays
+    in a hidden ``.<stem>.<random>.tmp<suffix>`` file next to the target (no reader opens it). Call this
+    only on a folder that the calling stage owns and no other process is writing.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(pattern) if p.is_file() and ".tmp" in p.name]
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run in %s", len(stale), folder)
+    return stale
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -132,11 +154,19 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
     if not path.is_file():
         raise CdegError("file not found", patient=patient, path=path)
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         msg = str(e).strip().splitlines()
         reason = next((ln for ln in msg if "ERROR" in ln or "Exception" in ln), msg[-1] if msg else "")
         raise CdegError(f"cannot read image ({reason.strip()[:160]})", patient=patient, path=path) from None
+    if path.name.endswith((".nii", ".nii.gz")):
+        # A truncated .nii.gz (an interrupted copy) is read without error, its missing voxels as zeros.
+        from cdeg.check import nifti_truncation
+
+        problem = nifti_truncation(path)
+        if problem:
+            raise CdegError(f"cannot read image ({problem})", patient=patient, path=path)
+    return image
 
 
 def write_image(path: str | Path, image: Any, compress: bool = True) -> None:

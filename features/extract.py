@@ -35,7 +35,7 @@ from cdeg import __version__, labels
 from cdeg.cohort import ID_COLUMN, Cohort, mask_path, parse_modalities
 from cdeg.config import shipped_config
 from cdeg.errors import CdegError, CohortError
-from cdeg.io import file_sha256, read_image, read_json, write_json, write_table
+from cdeg.io import file_sha256, read_image, read_json, remove_stale_temporaries, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -328,22 +328,6 @@ def _cache_paths(cache_dir: str | Path, modality: str) -> tuple[Path, Path]:
     return d / f"{modality}.parquet", d / f"{modality}.json"
 
 
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary files a killed run left in `out` (cdeg.io.atomic_path names: ``.<stem>.<random>.tmp*``).
-
-    A process killed inside an atomic write never reaches its clean-up, so its half-written data stays in a hidden
-    file next to the target. Only this stage writes in these folders, and it is not running when this is called.
-    """
-    stems = ("features_long", "features", "errors", "provenance")  # the outputs written into `out` itself
-    stale = [p for p in out.glob(".*.tmp*") if p.name.split(".")[1] in stems]
-    stale += list(out.glob("cache/*/.*.tmp*"))
-    for path in stale:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    if stale:
-        log.info("removed %d temporary files left by an interrupted run in %s", len(stale), out)
-
-
 def _write_cache(task: _Task, res: UnitResult) -> None:
     import pandas as pd
 
@@ -629,7 +613,9 @@ def extract(
         )
 
     # --- reuse finished units, extract the rest
-    _remove_stale_temporaries(out)
+    # Left by a killed run (only this stage writes in out/ and its cache).
+    remove_stale_temporaries(out, ".*.tmp*")
+    remove_stale_temporaries(out / "cache", "*/.*.tmp*")
     tasks: list[_Task] = []
     for t in todo:
         keyed = dataclasses.replace(
@@ -650,6 +636,19 @@ def extract(
     )
     for r in _run_all(tasks, executor, progress):
         status[(r.patient_id, r.modality)] = r
+        # Problems found while extracting (after the input check passed) are named on the console too, not
+        # only in errors.csv.
+        if r.status == "failed":
+            log.warning("patient %s %s: %s", r.patient_id, r.modality, r.errors[0][1] if r.errors else "failed")
+        elif r.status == "partial":
+            log.info(
+                "patient %s %s: %d problem(s), e.g. %s%s (errors.csv)",
+                r.patient_id,
+                r.modality,
+                len(r.errors),
+                f"{r.errors[0][0]}: " if r.errors[0][0] else "",
+                r.errors[0][1],
+            )
 
     # --- outputs
     long, wide, err = _tables(patients, mods, status)

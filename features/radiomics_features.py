@@ -44,6 +44,19 @@ class _DropKnownNotice(logging.Filter):
 
 logging.getLogger("radiomics.glcm").addFilter(_DropKnownNotice())
 
+
+def _featureextractor() -> Any:
+    """PyRadiomics' featureextractor module, with its logger brought back under the command line's control.
+
+    Importing radiomics sets its logger to INFO (one line per structure and feature class), overriding the
+    level the command line chose; it is put back to WARNING unless the user asked for debug output (-vv).
+    """
+    from radiomics import featureextractor
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("radiomics").setLevel(logging.WARNING)
+    return featureextractor
+
 #: Voxels added to the crop margin beyond padDistance: the B-spline prefilter's influence decays by ~0.27
 #: per voxel, so 10 voxels leave differences below 1e-5 of the signal.
 INTERPOLATION_MARGIN = 10
@@ -97,8 +110,7 @@ class StructureExtractor:
     """
 
     def __init__(self, params: str | Path):
-        from radiomics import featureextractor
-
+        featureextractor = _featureextractor()
         self.params = Path(params)
         self.sha256 = file_sha256(self.params)
         self.extractor = featureextractor.RadiomicsFeatureExtractor(str(self.params))
@@ -195,9 +207,7 @@ def naive_features(
     image: Any, mask: Any, structures: list[int], params: str | Path
 ) -> dict[int, dict[str, float]]:
     """PyRadiomics' own loop, ``execute(image, mask, label=L)`` per structure: the reference for tests and benchmarks."""
-    from radiomics import featureextractor
-
-    ext = featureextractor.RadiomicsFeatureExtractor(str(params))
+    ext = _featureextractor().RadiomicsFeatureExtractor(str(params))
     image, mask = as_volume(image), as_volume(mask)
     out = {}
     for label in structures:

@@ -38,7 +38,7 @@ from cdeg.modeling.nested_cv import CVResult, nested_cv
 
 from cdeg import __version__
 from cdeg.errors import CdegError
-from cdeg.io import read_json, write_bytes, write_json, write_table, write_text
+from cdeg.io import read_json, remove_stale_temporaries, write_bytes, write_json, write_table, write_text
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def fit(
         key,
     )
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by a killed run; out is this fit's own folder
     from cdeg.modeling.tuning import make_storage
 
     make_storage(storage_url, shared=shared).engine.dispose()  # create the tables before workers connect
@@ -791,12 +792,12 @@ def _waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: bool) 
     sr = shap_values(clf, inp.X[cols])
     target = bundle.manifest["target"]
     used = bundle.manifest["models"][m]["used_columns"]
-    na = inp.X[used].isna()
+    na = inp.X[used].isna().to_numpy()  # row access on a wide DataFrame per patient would dominate the cost
     files = []
     for i, pid in enumerate(
         tqdm(list(inp.X.index), desc="waterfalls", unit="patient", disable=not progress, leave=False)
     ):
-        imputed = [c for c in used if na.iloc[i][c]]
+        imputed = [c for c, missing in zip(used, na[i], strict=True) if missing]
         note = (
             f"{len(imputed)} of {len(used)} variables were missing and set to development values: "
             f"{', '.join(describe(c).text for c in imputed[:6])}{' ...' if len(imputed) > 6 else ''}"

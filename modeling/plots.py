@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from cdeg.modeling import metrics as M
 from cdeg.modeling.explain import ShapResult
@@ -41,8 +42,10 @@ def save(fig: Figure, stem: str | Path, svg: bool = True, dpi: int = 120) -> lis
     out = []
     for fmt in ("png", "svg") if svg else ("png",):
         path = stem.with_suffix(f".{fmt}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
+        # No date, and SVG element ids from a fixed salt: the same figure gives the same bytes on a re-run.
+        meta = {"Date": None} if fmt == "svg" else {}
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "cdeg"}):
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
         out.append(path)
     return out
 

@@ -53,7 +53,7 @@ from cdeg.segmentation.train import RESULTS_DIR, read_manifest
 
 from cdeg.cohort import MODALITIES, Cohort, check_modality, mask_path
 from cdeg.errors import CdegError, CohortError
-from cdeg.io import read_image, read_table, write_image, write_json, write_table
+from cdeg.io import read_image, read_table, remove_stale_temporaries, write_image, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ def predict(
     check_output_folder(out, coh)
     if out.resolve() == Path(model).resolve():
         raise ValueError("the mask folder must differ from the model folder")
+    # Left by a killed run: only this modality's files (the other modality may be predicted into `out` now).
+    remove_stale_temporaries(out, f"*/.{modality}[._]*.tmp*")
     device_kind = resolve_device(device) if workers is None else workers[0].split(":")[0]
 
     from cdeg.check import check_stage_cohort

@@ -194,7 +194,8 @@ def test_raise_on_errors_summarises():
 
 
 def test_hundred_patients_in_a_few_seconds(clean, tmp_path):
-    """Header reads only (plus small masks): 100 patients well under 10 s even on 2 shared cores."""
+    """Header reads only (plus small masks): 100 patients in well under 10 s of CPU (CPU time, not wall time, so
+    that other jobs on the machine cannot fail it)."""
     root = tmp_path / "big"
     src = _with_image(clean, "mri")
     ids = [f"B{i:04d}" for i in range(100)]
@@ -205,9 +206,9 @@ def test_hundred_patients_in_a_few_seconds(clean, tmp_path):
                 os.symlink(f, root / kind / pid / f.name)
     pd.DataFrame({ID_COLUMN: ids, "age": 50}).to_csv(root / "clinical.csv", index=False)
     write_cohort_json(root, CohortMeta(name="big", profile="external", n_patients=100))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     findings = check_cohort(root)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert findings == [] and elapsed < 10, elapsed
 
 

@@ -479,13 +479,12 @@ def test_fit_killed_during_tuning_resumes_to_identical_outputs(fit_inputs, fit_r
     manifest, ref_manifest = (json.loads((d / "model" / "model.json").read_text()) for d in (out, ref))
     del manifest["created"], ref_manifest["created"]  # a timestamp
     assert manifest == ref_manifest
-    # Everything else byte for byte: predictions, model files, PNG figures. SVG figures are left out: matplotlib
-    # writes the date and random element ids into them.
+    # Everything else byte for byte: predictions, model files, PNG and SVG figures.
     compared = [
         p.relative_to(ref)
         for p in sorted(ref.rglob("*"))
         if p.is_file()
-        and p.suffix in (".csv", ".json", ".png")
+        and p.suffix in (".csv", ".json", ".png", ".svg")
         and p.name not in ("metrics.json", "model.json")
     ]
     compared.append(Path("model/development/metrics.json"))

@@ -38,3 +38,35 @@ def test_unreadable_image_names_patient_and_file(tmp_path):
     with pytest.raises(CdegError) as e:
         read_image(bad, patient="P7")
     assert "patient P7" in str(e.value) and "mri.nii.gz" in str(e.value)
+
+
+def test_truncated_nifti_is_refused_not_read_as_zeros(tmp_path):
+    # SimpleITK reads a truncated .nii.gz without error (the lost voxels become zeros): read_image must not.
+    rng = np.random.default_rng(0)
+    img = image_from_array(rng.integers(0, 1000, (8, 64, 64)).astype(np.int16), (1.0, 1.0, 3.0))
+    good = tmp_path / "mri.nii.gz"
+    write_image(good, img)
+    assert read_image(good).GetSize() == (64, 64, 8)
+    cut = tmp_path / "cut" / "mri.nii.gz"
+    cut.parent.mkdir()
+    data = good.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(CdegError) as e:
+        read_image(cut, patient="P7")
+    assert "P7" in str(e.value) and "truncated" in str(e.value) and str(cut) in str(e.value)
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
+    from cdeg.io import remove_stale_temporaries
+
+    out = tmp_path / "out"
+    write_json(out / "metrics.json", {"a": 1})
+    left = out / "sub" / ".mri.abc123.tmp.nii.gz"  # what atomic_path leaves when the process is killed
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"half")
+    other = out / "sub" / ".xray.def456.tmp.nii.gz"
+    other.write_bytes(b"half")
+    assert remove_stale_temporaries(out, "*/.mri[._]*.tmp*") == [left]
+    assert not left.exists() and other.exists() and (out / "metrics.json").exists()
+    assert remove_stale_temporaries(out) == [other]
+    assert remove_stale_temporaries(tmp_path / "absent") == []

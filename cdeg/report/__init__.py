@@ -211,6 +211,10 @@ def summary_section(data: ReportData) -> str:
         val = (data.validations.get(t) or {}).get("external", {}).get("xgboost")
         oracle = data.oracle.get(t) or {}
         lines = [f"development (cross-validated): AUC {S.auc_text(cv)}"]
+        ci = (cv or {}).get("auc_ci") or [None, None]
+        if ci[0] is not None and ci[0] <= 0.5:
+            # A reader takes the big number at face value: say plainly when it may be chance.
+            lines.insert(0, "not better than chance: the 95% interval includes 0.5")
         if val:
             lines.append(f"external: AUC {S.auc_text(val)}")
         if oracle.get("development") is not None:
