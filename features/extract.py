@@ -479,7 +479,7 @@ def _tables(patients: list[str], modalities: tuple[str, ...], results: dict[tupl
 # --- the API -----------------------------------------------------------------------------------------------------------
 
 
-def extract(
+def extract(  # noqa: C901 - one validation step after another, each short; split they would hide the order
     cohort: str | Path,
     out: str | Path,
     masks: str | Path | None = None,
@@ -602,10 +602,17 @@ def extract(
                 )
             )
     bad = sorted({pid for (pid, _), r in status.items()}, key=patients.index)
-    log.info("%d patients with problems (of %d)", len(bad), len(patients))
-    missing = [(k, r) for k, r in status.items() if r.status == "missing"]  # the skipped ones were logged
+    log.info("%d of %d patients with a missing or unusable file", len(bad), len(patients))
+    # The input check has logged the skipped units and the missing images; a missing mask is said here.
+    missing = [
+        (k, r)
+        for k, r in status.items()
+        if r.status == "missing" and r.errors[0][1].startswith("mask missing")
+    ]
     for (pid, m), r in missing[:20]:
         log.warning("patient %s %s: %s", pid, m, r.errors[0][1])
+    if len(missing) > 20:
+        log.warning("%d more patients without a mask (errors.csv lists them)", len(missing) - 20)
     if not todo:
         raise CohortError(
             f"no patient has a usable image and mask for {', '.join(mods)} (masks from {masks_root})",
@@ -639,7 +646,9 @@ def extract(
         # Problems found while extracting (after the input check passed) are named on the console too, not
         # only in errors.csv.
         if r.status == "failed":
-            log.warning("patient %s %s: %s", r.patient_id, r.modality, r.errors[0][1] if r.errors else "failed")
+            log.warning(
+                "patient %s %s: %s", r.patient_id, r.modality, r.errors[0][1] if r.errors else "failed"
+            )
         elif r.status == "partial":
             log.info(
                 "patient %s %s: %d problem(s), e.g. %s%s (errors.csv)",

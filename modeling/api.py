@@ -190,6 +190,7 @@ def fit(
         leak_auc_threshold=cfg.leak_auc_threshold,
         skip=set(check.skipped),
         unused=_unused_columns(check),
+        skip_bad_target=not strict,
     )
     ds.report["skipped_patients"] = check.skipped
     check_events(ds.y, cfg.outer_folds, cfg.inner_folds, target, clinical)
@@ -868,7 +869,7 @@ def validate(
     check = _check_clinical("validate", clinical, idc, used.__contains__, strict)
     inp = _read_inputs(bundle, features, clinical, id_column, check)
     assert inp.clinical is not None
-    y_all = parse_target(inp.clinical, target, clinical).reindex(inp.X.index)
+    y_all = parse_target(inp.clinical, target, clinical, skip_bad=not strict).reindex(inp.X.index)
     keep = y_all.notna().to_numpy()
     if not keep.all():
         log.warning("%d patient(s) without a value of %r are left out", int((~keep).sum()), target)

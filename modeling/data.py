@@ -168,8 +168,12 @@ def _numeric_column(s: pd.Series, col: str, path: str | Path, what: str) -> pd.S
     return out
 
 
-def parse_target(clinical: pd.DataFrame, target: str, path: str | Path) -> pd.Series:
-    """The target column as 0/1 floats (NaN where missing); bad values raise CdegError naming the patient."""
+def parse_target(clinical: pd.DataFrame, target: str, path: str | Path, skip_bad: bool = False) -> pd.Series:
+    """The target column as 0/1 floats (NaN where missing).
+
+    A value other than 0/1 (or true/false) raises CdegError naming the patient, or with `skip_bad` is
+    logged (one line per patient, naming the file) and read as missing, so that patient is left out.
+    """
     if target not in clinical.columns:
         cols = list(map(str, clinical.columns))
         raise CdegError(
@@ -182,17 +186,26 @@ def parse_target(clinical: pd.DataFrame, target: str, path: str | Path) -> pd.Se
         s = low.map(lambda v: {"true": 1.0, "false": 0.0}.get(v, v) if isinstance(v, str) else v)
         num = pd.to_numeric(s, errors="coerce")
         bad = num.isna() & s.notna()
-        if bad.any():
+        if bad.any() and not skip_bad:
             pid = bad.index[bad][0]
             raise CdegError(
                 f"target {target!r} must be 0 or 1, found {clinical[target][pid]!r}",
                 patient=str(pid),
                 path=path,
             )
+        for pid in bad.index[bad]:
+            log.warning(
+                "%s; patient left out",
+                CdegError(
+                    f"target {target!r} must be 0 or 1, found {clinical[target][pid]!r}",
+                    patient=str(pid),
+                    path=path,
+                ).one_line(),
+            )
         s = num
     s = s.astype(float)
     bad = s.notna() & ~s.isin([0.0, 1.0])
-    if bad.any():
+    if bad.any() and not skip_bad:
         pid = bad.index[bad][0]
         values = sorted(set(s[bad].tolist()))[:5]
         raise CdegError(
@@ -200,7 +213,14 @@ def parse_target(clinical: pd.DataFrame, target: str, path: str | Path) -> pd.Se
             patient=str(pid),
             path=path,
         )
-    return s
+    for pid in bad.index[bad]:
+        log.warning(
+            "%s; patient left out",
+            CdegError(
+                f"target {target!r} must be 0 or 1, found {s[pid]:g}", patient=str(pid), path=path
+            ).one_line(),
+        )
+    return s.where(~bad, np.nan)
 
 
 def check_events(y: np.ndarray, outer_folds: int, inner_folds: int, target: str, path: str | Path) -> None:
@@ -294,11 +314,13 @@ def load_dataset(
     leak_auc_threshold: float = 0.98,
     skip: Collection[str] = (),
     unused: Collection[str] = (),
+    skip_bad_target: bool = False,
 ) -> Dataset:
     """Read, check and join the two tables; apply the leakage rule and the exclusions.
 
     `skip`: patients left out of both tables (their input was found unusable); `unused`: clinical columns
-    the stage does not read, whose typos are read as missing instead of stopping it.
+    the stage does not read, whose typos are read as missing instead of stopping it; `skip_bad_target`:
+    patients whose target is not 0/1 are left out with a warning instead of stopping.
 
     Raises
     ------
@@ -307,7 +329,7 @@ def load_dataset(
     """
     feat = read_features_table(features, id_column, skip)
     clin = read_clinical_table(clinical, id_column, skip, unused)
-    y_all = parse_target(clin, target, clinical)
+    y_all = parse_target(clin, target, clinical, skip_bad=skip_bad_target)
     report: dict[str, Any] = {}
 
     overlap = [c for c in feat.columns if c in clin.columns]

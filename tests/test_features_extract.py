@@ -225,7 +225,7 @@ def test_wrong_dimension_is_a_problem_found_before_extraction(cohort, fast_param
     shutil.copy(c2 / "images" / "P000" / "xray.nii.gz", c2 / "images" / "P000" / "mri.nii.gz")
     with caplog.at_level("INFO"):
         res = extract(c2, tmp_path / "out", params=fast_params, modality="mri", jobs=1, progress=False)
-    assert any("1 patients with problems" in r.message for r in caplog.records)
+    assert any("1 of 3 patients with a missing or unusable file" in r.message for r in caplog.records)
     assert "mri must be 3D" in res.provenance["patients"]["P000"]["mri"]["errors"][0]
 
 

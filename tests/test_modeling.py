@@ -322,7 +322,8 @@ def test_non_numeric_feature_value_names_patient_column_and_file(tiny):
         # 2 is outside accelerated's range in configs/check.yaml: those patients are left out (one log line
         # each) and the rest has no event.
         (lambda c: c.assign(accelerated=c["accelerated"] * 2), r"c\.csv: target 'accelerated' is constant"),
-        (lambda c: c.assign(accelerated=c["accelerated"] * 0.5), r"must be 0 or 1, found 0.5"),
+        # 0.5 is inside the range but not 0/1: left out the same way (one line each); --strict stops (below).
+        (lambda c: c.assign(accelerated=c["accelerated"] * 0.5), r"c\.csv: target 'accelerated' is constant"),
         (lambda c: c.drop(columns=["accelerated"]), r"c\.csv: no target column 'accelerated'"),
         (lambda c: c.assign(accelerated=[1, 1] + [0] * 38), r"too few events"),
     ],
@@ -332,6 +333,19 @@ def test_bad_targets_give_one_line_messages(tiny, change, message):
     with pytest.raises(CdegError, match=message) as e:
         _fit_tiny(tmp, feat, change(clin))
     assert "\n" not in str(e.value)
+
+
+def test_a_target_that_is_not_0_or_1_leaves_out_only_that_patient(tiny, caplog):
+    tmp, feat, clin = tiny
+    clin = clin.astype({"accelerated": float})
+    clin.loc[3, "accelerated"] = 0.5
+    with pytest.raises(
+        CdegError, match=r"patient P0003 / .*c\.csv: target 'accelerated' must be 0 or 1, found 0.5"
+    ):
+        _fit_tiny(tmp, feat, clin, strict=True)
+    res = _fit_tiny(tmp, feat, clin)
+    assert res.metrics["n_patients"] == len(clin) - 1
+    assert any("P0003" in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)
 
 
 def test_rows_without_target_and_unmatched_ids_are_reported(tiny, caplog):
