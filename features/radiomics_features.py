@@ -57,6 +57,7 @@ def _featureextractor() -> Any:
         logging.getLogger("radiomics").setLevel(logging.WARNING)
     return featureextractor
 
+
 #: Voxels added to the crop margin beyond padDistance: the B-spline prefilter's influence decays by ~0.27
 #: per voxel, so 10 voxels leave differences below 1e-5 of the signal.
 INTERPOLATION_MARGIN = 10
