@@ -44,10 +44,7 @@ Ranges, categories and tolerances are data: ``configs/check.yaml``.
 from __future__ import annotations
 
 import fnmatch
-import gzip
 import logging
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,9 +63,11 @@ from cdeg.cohort import (
     MODALITIES,
     Cohort,
     check_patient_id,
+    value_text,
 )
 from cdeg.config import deep_merge, from_dict, load_yaml, shipped_config
 from cdeg.errors import CdegError, CohortError
+from cdeg.io import nifti_truncation, read_table
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +270,11 @@ def check_clinical(
 
 def _read_as_text(path: Path) -> Any:
     """The table with every value as text (None where empty); Parquet ids 7.0 read as "7", like read_clinical."""
-    from cdeg.io import read_table
-
     if path.suffix != ".parquet":
         return read_table(path, dtype=str)
     df = read_table(path)
     return df.astype(object).map(
-        lambda v: (
-            None
-            if v is None or (isinstance(v, float) and v != v)
-            else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
-        )
+        lambda v: None if v is None or (isinstance(v, float) and v != v) else value_text(v)
     )
 
 
@@ -564,109 +557,6 @@ def _check_labels(path: Path, header: _Header, pid: str, rel: str) -> list[Findi
     return out
 
 
-def nifti_truncation(path: str | Path) -> str:
-    """'' when a NIfTI file holds as many bytes as its header says, else what is wrong.
-
-    For ``.nii.gz`` the gzip trailer (uncompressed size modulo 2**32) is compared with the size the header
-    implies, which costs one seek; only when they differ (a truncated file, or a multi-member gzip) is
-    the stream decompressed to be sure.
-    """
-    path = Path(path)
-    compressed = path.name.endswith(".gz")
-    try:
-        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
-            head = f.read(540)
-    except (OSError, EOFError, zlib.error) as e:
-        return f"cannot read the NIfTI header: file truncated or corrupt ({type(e).__name__})"
-    expected = _nifti_nbytes(head)
-    if expected is None:
-        return ""  # not NIfTI (another format SimpleITK reads): nothing to compare
-    if not compressed:
-        actual = path.stat().st_size
-        return (
-            "" if actual >= expected else f"file has {actual} bytes, the header needs {expected}: truncated"
-        )
-    with open(path, "rb") as f:
-        f.seek(-4, 2)
-        trailer = struct.unpack("<I", f.read(4))[0]
-    if trailer == expected % 2**32:
-        return ""
-    total, ok = _gunzip_length(path)
-    if ok and total >= expected:
-        return ""
-    return f"decompresses to {total} bytes{'' if ok else ' before the data ends abruptly'}, the header needs {expected}: truncated"
-
-
-def _nifti_nbytes(head: bytes) -> int | None:
-    """Bytes a NIfTI-1/2 file must hold (vox_offset + voxels), or None if `head` is not a NIfTI header."""
-    if len(head) < 348:
-        return None
-    for endian in "<>":
-        size = struct.unpack(f"{endian}i", head[:4])[0]
-        if size == 348:
-            dims = struct.unpack(f"{endian}8h", head[40:56])
-            bitpix = struct.unpack(f"{endian}h", head[72:74])[0]
-            offset = int(struct.unpack(f"{endian}f", head[108:112])[0])
-            break
-        if size == 540 and len(head) >= 540:
-            dims = struct.unpack(f"{endian}8q", head[16:80])
-            bitpix = struct.unpack(f"{endian}h", head[14:16])[0]
-            offset = struct.unpack(f"{endian}q", head[168:176])[0]
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    n = 1
-    for d in dims[1 : ndim + 1]:
-        n *= max(int(d), 0)
-    return max(offset, 352 if size == 348 else 544) + n * bitpix // 8
-
-
-def _gunzip_length(path: Path, chunk: int = 1 << 20) -> tuple[int, bool]:
-    """(decompressed bytes, stream ended cleanly) of a possibly multi-member gzip file."""
-    total, clean = 0, False
-    d = zlib.decompressobj(wbits=31)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(chunk)
-            while data:
-                total += len(d.decompress(data))
-                if d.eof:  # end of one gzip member: more members may follow
-                    data = d.unused_data or f.read(chunk)
-                    d = zlib.decompressobj(wbits=31)
-                    clean = not data
-                else:
-                    data, clean = f.read(chunk), False
-    except zlib.error:
-        return total, False
-    return total, clean
-
-
-# --- the same checks in every stage --------------------------------------------------------------
-
-#: Errors that make a cohort unusable as a whole: a stage stops with one line, strict or not. Ids are among
-#: them because every stage's reader refuses a table with empty or repeated ids, and an id that cannot be a
-#: folder name cannot be matched with its images.
-STOP_CHECKS = frozenset({"cohort_json", "clinical", "patient_id", "duplicate_id"})
-#: Checks of one image or mask file; an error skips that patient x modality.
-FILE_CHECKS = frozenset({"unreadable", "truncated", "dimensions", "geometry", "labels"})
-#: Checks of clinical values; an error skips the patient in a stage that uses the column.
-VALUE_CHECKS = frozenset({"non_numeric", "out_of_range", "unknown_category"})
-#: What the imaging stages (segment, extract) act on: files and folders, not clinical values.
-IMAGING_CHECKS = FILE_CHECKS | {
-    "image_without_clinical",
-    "clinical_without_images",
-    "missing_image",
-    "mask_type",
-    "mask_without_image",
-    "unknown_file",
-}
-#: At most this many warnings are logged one per line; `cdeg check` lists them all.
-MAX_WARNING_LINES = 20
-
-
 def finding_modality(f: Finding) -> str | None:
     """The modality of the image or mask a finding is about; None when it concerns the whole patient."""
     name = f.file.rsplit("/", 1)[-1]
@@ -877,6 +767,29 @@ def check_stage_table(
 
 
 # --- using the findings --------------------------------------------------------------------------
+
+
+# --- the same checks in every stage --------------------------------------------------------------
+
+#: Errors that make a cohort unusable as a whole: a stage stops with one line, strict or not. Ids are among
+#: them because every stage's reader refuses a table with empty or repeated ids, and an id that cannot be a
+#: folder name cannot be matched with its images.
+STOP_CHECKS = frozenset({"cohort_json", "clinical", "patient_id", "duplicate_id"})
+#: Checks of one image or mask file; an error skips that patient x modality.
+FILE_CHECKS = frozenset({"unreadable", "truncated", "dimensions", "geometry", "labels"})
+#: Checks of clinical values; an error skips the patient in a stage that uses the column.
+VALUE_CHECKS = frozenset({"non_numeric", "out_of_range", "unknown_category"})
+#: What the imaging stages (segment, extract) act on: files and folders, not clinical values.
+IMAGING_CHECKS = FILE_CHECKS | {
+    "image_without_clinical",
+    "clinical_without_images",
+    "missing_image",
+    "mask_type",
+    "mask_without_image",
+    "unknown_file",
+}
+#: At most this many warnings are logged one per line; `cdeg check` lists them all.
+MAX_WARNING_LINES = 20
 
 
 def raise_on_errors(findings: list[Finding], strict: bool = False) -> None:

@@ -218,6 +218,11 @@ def write_cohort_json(root: str | Path, meta: CohortMeta) -> None:
     write_json(Path(root) / COHORT_JSON, asdict(meta))
 
 
+def value_text(value: Any) -> str:
+    """A table value as text; Parquet may store numeric ids, and 7.0 is patient "7", not "7.0"."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
     """Read a clinical table; ids are read as strings and checked for presence and uniqueness.
 
@@ -239,10 +244,7 @@ def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
     if ids.isna().any():
         rows = [int(i) + 2 for i in ids.index[ids.isna()][:5]]  # +2: header line, 1-based
         raise CohortError(f"empty {id_column} on line(s) {rows}", path=path)
-    # Parquet may store numeric ids; 7.0 is patient "7", not "7.0".
-    df[id_column] = ids.map(
-        lambda v: str(int(v)) if isinstance(v, float) and v == int(v) else str(v)
-    ).str.strip()
+    df[id_column] = ids.map(value_text).str.strip()
     dup = df[id_column][df[id_column].duplicated()].unique().tolist()
     if dup:
         raise CohortError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)

@@ -7,11 +7,14 @@ output behind: data goes to a temporary file in the destination folder, then is 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,12 +164,90 @@ def read_image(path: str | Path, patient: str | None = None) -> Any:
         raise CdegError(f"cannot read image ({reason.strip()[:160]})", patient=patient, path=path) from None
     if path.name.endswith((".nii", ".nii.gz")):
         # A truncated .nii.gz (an interrupted copy) is read without error, its missing voxels as zeros.
-        from cdeg.check import nifti_truncation
-
         problem = nifti_truncation(path)
         if problem:
             raise CdegError(f"cannot read image ({problem})", patient=patient, path=path)
     return image
+
+
+def nifti_truncation(path: str | Path) -> str:
+    """'' when a NIfTI file holds as many bytes as its header says, else what is wrong.
+
+    For ``.nii.gz`` the gzip trailer (uncompressed size modulo 2**32) is compared with the size the header
+    implies, which costs one seek; only when they differ (a truncated file, or a multi-member gzip) is
+    the stream decompressed to be sure.
+    """
+    path = Path(path)
+    compressed = path.name.endswith(".gz")
+    try:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError, zlib.error) as e:
+        return f"cannot read the NIfTI header: file truncated or corrupt ({type(e).__name__})"
+    expected = _nifti_nbytes(head)
+    if expected is None:
+        return ""  # not NIfTI (another format SimpleITK reads): nothing to compare
+    if not compressed:
+        actual = path.stat().st_size
+        return (
+            "" if actual >= expected else f"file has {actual} bytes, the header needs {expected}: truncated"
+        )
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        trailer = struct.unpack("<I", f.read(4))[0]
+    if trailer == expected % 2**32:
+        return ""
+    total, ok = _gunzip_length(path)
+    if ok and total >= expected:
+        return ""
+    return f"decompresses to {total} bytes{'' if ok else ' before the data ends abruptly'}, the header needs {expected}: truncated"
+
+
+def _nifti_nbytes(head: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (vox_offset + voxels), or None if `head` is not a NIfTI header."""
+    if len(head) < 348:
+        return None
+    for endian in "<>":
+        size = struct.unpack(f"{endian}i", head[:4])[0]
+        if size == 348:
+            dims = struct.unpack(f"{endian}8h", head[40:56])
+            bitpix = struct.unpack(f"{endian}h", head[72:74])[0]
+            offset = int(struct.unpack(f"{endian}f", head[108:112])[0])
+            break
+        if size == 540 and len(head) >= 540:
+            dims = struct.unpack(f"{endian}8q", head[16:80])
+            bitpix = struct.unpack(f"{endian}h", head[14:16])[0]
+            offset = struct.unpack(f"{endian}q", head[168:176])[0]
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    n = 1
+    for d in dims[1 : ndim + 1]:
+        n *= max(int(d), 0)
+    return max(offset, 352 if size == 348 else 544) + n * bitpix // 8
+
+
+def _gunzip_length(path: Path, chunk: int = 1 << 20) -> tuple[int, bool]:
+    """(decompressed bytes, stream ended cleanly) of a possibly multi-member gzip file."""
+    total, clean = 0, False
+    d = zlib.decompressobj(wbits=31)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(chunk)
+            while data:
+                total += len(d.decompress(data))
+                if d.eof:  # end of one gzip member: more members may follow
+                    data = d.unused_data or f.read(chunk)
+                    d = zlib.decompressobj(wbits=31)
+                    clean = not data
+                else:
+                    data, clean = f.read(chunk), False
+    except zlib.error:
+        return total, False
+    return total, clean
 
 
 def write_image(path: str | Path, image: Any, compress: bool = True) -> None:

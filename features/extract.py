@@ -575,6 +575,7 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     patients = coh.patient_ids()
     status: dict[tuple[str, str], UnitResult] = {}
     todo: list[_Task] = []
+    no_mask: list[str] = []
     for pid in patients:
         for m in mods:
             img, msk = coh.image_path(pid, m), mask_path(masks_root, pid, m)
@@ -587,6 +588,8 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
             problem = _check_unit(img, msk)
             if problem is not None:
                 status[(pid, m)] = UnitResult(pid, m, "missing", errors=[("", problem)])
+                if img.is_file():  # a missing image was logged by the input check; a missing mask was not
+                    no_mask.append(f"patient {pid} {m}: {problem}")
                 continue
             todo.append(
                 _Task(
@@ -603,16 +606,10 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
             )
     bad = sorted({pid for (pid, _), r in status.items()}, key=patients.index)
     log.info("%d of %d patients with a missing or unusable file", len(bad), len(patients))
-    # The input check has logged the skipped units and the missing images; a missing mask is said here.
-    missing = [
-        (k, r)
-        for k, r in status.items()
-        if r.status == "missing" and r.errors[0][1].startswith("mask missing")
-    ]
-    for (pid, m), r in missing[:20]:
-        log.warning("patient %s %s: %s", pid, m, r.errors[0][1])
-    if len(missing) > 20:
-        log.warning("%d more patients without a mask (errors.csv lists them)", len(missing) - 20)
+    for line in no_mask[:20]:
+        log.warning("%s", line)
+    if len(no_mask) > 20:
+        log.warning("%d more patients without a mask (errors.csv lists them)", len(no_mask) - 20)
     if not todo:
         raise CohortError(
             f"no patient has a usable image and mask for {', '.join(mods)} (masks from {masks_root})",

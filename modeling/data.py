@@ -180,47 +180,25 @@ def parse_target(clinical: pd.DataFrame, target: str, path: str | Path, skip_bad
             f"no target column {target!r} (columns: {', '.join(cols[:10])}{', ...' if len(cols) > 10 else ''})",
             path=path,
         )
-    s = clinical[target]
+    raw = clinical[target]
+    s = raw
     if is_text(s):
-        low = s.map(lambda v: v.lower() if isinstance(v, str) else v)
-        s = low.map(lambda v: {"true": 1.0, "false": 0.0}.get(v, v) if isinstance(v, str) else v)
-        num = pd.to_numeric(s, errors="coerce")
-        bad = num.isna() & s.notna()
-        if bad.any() and not skip_bad:
-            pid = bad.index[bad][0]
-            raise CdegError(
-                f"target {target!r} must be 0 or 1, found {clinical[target][pid]!r}",
-                patient=str(pid),
-                path=path,
-            )
-        for pid in bad.index[bad]:
-            log.warning(
-                "%s; patient left out",
-                CdegError(
-                    f"target {target!r} must be 0 or 1, found {clinical[target][pid]!r}",
-                    patient=str(pid),
-                    path=path,
-                ).one_line(),
-            )
-        s = num
-    s = s.astype(float)
-    bad = s.notna() & ~s.isin([0.0, 1.0])
-    if bad.any() and not skip_bad:
-        pid = bad.index[bad][0]
-        values = sorted(set(s[bad].tolist()))[:5]
-        raise CdegError(
-            f"target {target!r} must be 0 or 1, found {', '.join(f'{v:g}' for v in values)}",
+        s = s.map(lambda v: {"true": 1.0, "false": 0.0}.get(v.lower(), v) if isinstance(v, str) else v)
+    num = pd.to_numeric(s, errors="coerce").astype(float)
+    bad = raw.notna() & ~num.isin([0.0, 1.0])  # text that is no number, or a number other than 0/1
+    for pid in bad.index[bad]:
+        value = raw[pid]
+        err = CdegError(
+            f"target {target!r} must be 0 or 1, found {value:g}"
+            if isinstance(value, (int, float, np.number))
+            else f"target {target!r} must be 0 or 1, found {value!r}",
             patient=str(pid),
             path=path,
         )
-    for pid in bad.index[bad]:
-        log.warning(
-            "%s; patient left out",
-            CdegError(
-                f"target {target!r} must be 0 or 1, found {s[pid]:g}", patient=str(pid), path=path
-            ).one_line(),
-        )
-    return s.where(~bad, np.nan)
+        if not skip_bad:
+            raise err
+        log.warning("%s; patient left out", err.one_line())
+    return num.where(~bad, np.nan)
 
 
 def check_events(y: np.ndarray, outer_folds: int, inner_folds: int, target: str, path: str | Path) -> None:

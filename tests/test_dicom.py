@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import shutil
 import warnings
@@ -16,6 +15,8 @@ from click.testing import CliRunner
 
 pydicom = pytest.importorskip("pydicom")
 
+from dicom_leaks import identifying_values, output_bytes  # noqa: E402
+
 from cdeg.cli import cli  # noqa: E402
 from cdeg.cohort import CANONICAL_DIRECTION, ID_COLUMN, Cohort  # noqa: E402
 from cdeg.dicom import deid  # noqa: E402
@@ -23,18 +24,6 @@ from cdeg.dicom.api import IMAGES_CSV, REPORT_CSV, import_dicom  # noqa: E402
 from cdeg.dicom.convert import reorient  # noqa: E402
 from cdeg.dicom.write import write_cohort_dicom  # noqa: E402
 from cdeg.io import image_from_array, write_image  # noqa: E402
-
-IDENTIFYING_TAGS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "AccessionNumber",
-    "InstitutionName",
-    "ReferringPhysicianName",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-)
 
 
 class _Collect(logging.Handler):
@@ -88,38 +77,6 @@ def _id_map(path: Path) -> dict[str, str]:
     return deid.read_id_map(path)
 
 
-def _identifying_values(dicom_root: Path) -> set[str]:
-    """Every identifying value written into the DICOM tree, read back from the files themselves."""
-    values: set[str] = set()
-    for p in dicom_root.rglob("*"):
-        if not p.is_file():
-            continue
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except pydicom.errors.InvalidDicomError:
-            continue
-        for tag in IDENTIFYING_TAGS:
-            v = str(ds.get(tag, "") or "").strip()
-            if v:
-                values.add(v)
-                values.update(part for part in v.split("^") if len(part) >= 4)
-    return values
-
-
-def _output_text(root: Path) -> bytes:
-    """All bytes of an output tree, gz files decompressed, plus every path name, lower-cased."""
-    chunks = []
-    for p in sorted(root.rglob("*")):
-        chunks.append(str(p.relative_to(root)).encode())
-        if p.is_file():
-            data = p.read_bytes()
-            chunks.append(gzip.decompress(data) if p.name.endswith(".gz") else data)
-    return b"\n".join(chunks).lower()
-
-
-# --- end to end ----------------------------------------------------------------------------------
-
-
 def test_round_trip_gives_identical_voxels_and_geometry(source, export, imported):
     summary, id_map, _ = imported
     mapping = _id_map(id_map)
@@ -161,12 +118,12 @@ def test_id_map_and_clinical_translation(source, export, imported):
 
 def test_no_identifying_value_reaches_output_or_logs(export, imported):
     summary, _, log_lines = imported
-    values = _identifying_values(export.root)
+    values = identifying_values(export.root)
     expected = {v for i in export.identities.values() for v in i.identifying_values()}
     assert expected <= values  # the DICOM really holds what the generator says it wrote
-    export_text = _output_text(export.root)
+    export_text = output_bytes(export.root)
     assert all(v.lower().encode() in export_text for v in expected)  # the search does find them
-    text = _output_text(summary.cohort)
+    text = output_bytes(summary.cohort)
     logs = "\n".join(log_lines).lower()
     assert log_lines, "no log captured"
     for v in sorted(values):
@@ -174,7 +131,7 @@ def test_no_identifying_value_reaches_output_or_logs(export, imported):
         assert v.lower() not in logs, f"{v!r} leaked into the log"
     # The private side holds the link, and only there.
     assert any(
-        i.patient_id.lower().encode() in _output_text(imported[1].parent) for i in export.identities.values()
+        i.patient_id.lower().encode() in output_bytes(imported[1].parent) for i in export.identities.values()
     )
 
 
@@ -229,7 +186,7 @@ def test_cli_import_prints_summary_without_identifiers(export, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "imported 3 patients" in result.output
-    for v in _identifying_values(export.root):
+    for v in identifying_values(export.root):
         assert v.lower() not in result.output.lower()
 
 

@@ -8,7 +8,6 @@ the kill is triggered by polling what the stage has written, never by a sleep.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from dicom_leaks import identifying_values, output_bytes
 
 from cdeg.io import atomic_path, write_json, write_table, write_text
 
@@ -584,38 +584,6 @@ def test_damaged_input_costs_only_its_patient(plant, cohort3, light_params, tmp_
 
 # --- a damaged DICOM file in an import ------------------------------------------------------------------------------
 
-IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
-
-
-def _identifying_values(dicom_root: Path) -> set[str]:
-    """Identifying values written in the DICOM files, read back from the files themselves."""
-    pydicom = pytest.importorskip("pydicom")
-    values: set[str] = set()
-    for p in dicom_root.rglob("*"):
-        if not p.is_file():
-            continue
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except Exception:  # not DICOM, or the damaged file
-            continue
-        for tag in IDENTIFYING_TAGS:
-            v = str(ds.get(tag, "") or "").strip()
-            if v:
-                values.add(v)
-                values.update(part for part in v.split("^") if len(part) >= 4)
-    return values
-
-
-def _all_bytes(root: Path) -> bytes:
-    """Every file's bytes (gzip decompressed) and every path name under `root`, lower-cased."""
-    chunks = []
-    for p in sorted(root.rglob("*")):
-        chunks.append(str(p.relative_to(root)).encode())
-        if p.is_file():
-            data = p.read_bytes()
-            chunks.append(gzip.decompress(data) if p.name.endswith(".gz") else data)
-    return b"\n".join(chunks).lower()
-
 
 def test_damaged_dicom_file_is_skipped_with_a_reason_and_nothing_identifying_leaks(tmp_path):
     pytest.importorskip("pydicom")
@@ -626,7 +594,7 @@ def test_damaged_dicom_file_is_skipped_with_a_reason_and_nothing_identifying_lea
 
     source = synthesize(tmp_path / "source", profile="neck", n=3, seed=3, progress=False)
     dicom = write_cohort_dicom(source, tmp_path / "pacs", seed=11).root
-    secrets = _identifying_values(dicom)
+    secrets = identifying_values(dicom)
     assert secrets
     folder = sorted(p for p in dicom.iterdir() if p.is_dir())[0]
     damaged = next(folder.rglob("S001_C-SPINE_LAT/*.dcm"))
@@ -654,7 +622,7 @@ def test_damaged_dicom_file_is_skipped_with_a_reason_and_nothing_identifying_lea
     others = [p.name for p in (cohort / "images").iterdir() if p.name != pseudonym]
     assert len(others) == 2 and all((cohort / "images" / p / "xray.nii.gz").exists() for p in others)
     # Identifying values: in no output file, no file name, no console line.
-    text = _all_bytes(cohort)
+    text = output_bytes(cohort)
     for value in sorted(secrets):
         assert value.lower().encode() not in text, f"{value!r} reached the cohort"
         assert value.lower() not in console.lower(), f"{value!r} reached the console"
