@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_synth.py
 
 clean:
-	rm -rf $(VENV) demo_output bench_run_output .pytest_cache
+	rm -rf $(VENV) demo_output bench_run_output .pytest_cache .gpu_bundle

@@ -381,9 +381,13 @@ def _run_training(
 ) -> int:
     """Instantiate the trainer, resume from a checkpoint when there is one, train; returns epochs done."""
     import torch
+    from cdeg.segmentation.trainers import CHECKPOINT_TMP_SUFFIX, SETTINGS_ENV
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
     fold_dir = results / f"fold_{fold}"
+    for stale in fold_dir.glob(f"*.pth.*{CHECKPOINT_TMP_SUFFIX}"):  # a checkpoint write cut short by a kill
+        log.info("removing %s, left by an interrupted checkpoint write", stale)
+        stale.unlink()
     resume = any((fold_dir / f).is_file() for f in ("checkpoint_latest.pth", "checkpoint_best.pth"))
     trainer_settings: dict[str, Any] = {
         "epochs": s.epochs,
@@ -394,8 +398,6 @@ def _run_training(
         "optimizer": s.optimizer,
         "deadline_unix": t_start + s.time_budget_s if s.time_budget_s is not None else None,
     }
-    from cdeg.segmentation.trainers import SETTINGS_ENV
-
     env = {SETTINGS_ENV: json.dumps(trainer_settings), "nnUNet_n_proc_DA": str(s.n_proc_da)}
     with nnunet_environment(extra=env), torch_threads(device_kind):
         trainer = get_trainer_from_args(

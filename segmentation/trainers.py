@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 SETTINGS_ENV = "CDEG_TRAINER_SETTINGS"
 SHIM_FILENAME = "cdeg_nnunet_trainers.py"
 MAX_ROTATION_DEG = 15.0
+#: Suffix of a checkpoint being written (see nnUNetTrainer_cdegSpine.save_checkpoint); left over only by a kill.
+CHECKPOINT_TMP_SUFFIX = ".tmp"
 
 
 class nnUNetTrainer_cdegSpine(nnUNetTrainer):
@@ -76,6 +78,17 @@ class nnUNetTrainer_cdegSpine(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = mirror_axes
         self.print_to_log_file(f"cdeg: rotation +-{MAX_ROTATION_DEG} deg, mirror axes {mirror_axes}")
         return rot, do_dummy_2d, initial_patch_size, mirror_axes
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed into place.
+
+        nnU-Net writes ``checkpoint_latest.pth`` in place; a job killed during that write (a scheduler's
+        time limit, a pre-empted node) would leave a truncated file that the resumed run then fails to load.
+        """
+        tmp = f"{filename}.{os.getpid()}{CHECKPOINT_TMP_SUFFIX}"
+        super().save_checkpoint(tmp)
+        if os.path.isfile(tmp):  # nothing is written when nnU-Net's checkpointing is disabled
+            os.replace(tmp, filename)
 
 
 class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):

@@ -269,6 +269,61 @@ def test_segment_train_and_predict_run_without_network(cohort3, offline, tmp_pat
     assert _fingerprints(cohort3) == before, "an input file was modified"
 
 
+# --- segment train, full preset: killed after a checkpoint, resumed --------------------------------------------------
+
+
+def _training_log(model: Path) -> str:
+    return "".join(
+        p.read_text() for p in sorted(model.glob("nnUNet_results/*/*/fold_all/training_log_*.txt"))
+    )
+
+
+def _epochs_started(log_text: str) -> list[int]:
+    """Epoch numbers whose start nnU-Net logged ("<time>: Epoch 3 "), in order."""
+    return [int(n) for n in re.findall(r": Epoch (\d+) *$", log_text, flags=re.M)]
+
+
+@pytest.mark.slow
+def test_full_preset_checkpoints_and_resumes_after_a_kill(tmp_path):
+    """`full` = nnU-Net's planned 3d_fullres network, SGD and 1000-epoch poly schedule. Only the epoch length and
+    checkpoint interval are shortened (a user's --config), so a checkpoint comes within seconds on a CPU."""
+    import torch
+    from cdeg.segmentation.phantom import write_phantom_cohort
+
+    cohort = write_phantom_cohort(tmp_path / "cohort", n=5, seed=3, modalities=("mri",))
+    cfg = tmp_path / "often.yaml"
+    cfg.write_text(
+        "presets: {full: {cpu: {mri: {iterations_per_epoch: 2, val_iterations_per_epoch: 1, save_every: 2, "
+        "n_proc_da: 1}}}}\n"
+    )
+    model = tmp_path / "model"
+    args = ("segment", "train", "--cohort", str(cohort), "--modality", "mri", "--preset", "full")
+    args += ("--device", "cpu", "--config", str(cfg), "--out", str(model))
+
+    # First run: killed once epoch 2 has started, i.e. after the checkpoint written at the end of epoch 1.
+    _kill_when(args, lambda: 2 in _epochs_started(_training_log(model)), tmp_path / "run1.log")
+    manifest = json.loads((model / "cdeg_model.json").read_text())
+    assert manifest["status"] == "training" and manifest["configuration"] == "3d_fullres"
+    fold = model / manifest["results_folder"] / "fold_all"
+    plans = json.loads((model / manifest["results_folder"] / "plans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][0] == 32
+    ckpt = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert ckpt["current_epoch"] == 2 and ckpt["trainer_name"] == "nnUNetTrainer_cdegBudget"
+    group = ckpt["optimizer_state"]["param_groups"][0]
+    assert group["momentum"] == pytest.approx(0.99) and group["nesterov"]  # nnU-Net's SGD
+    assert not list(fold.glob("*.tmp")), "checkpoints are renamed into place"
+    size_before = len(_training_log(model))
+
+    # Second run: resumes at epoch 2 with the schedule's learning rate there, 0.01 * (1 - 2/1000)^0.9.
+    _kill_when(args, lambda: 3 in _epochs_started(_training_log(model)[size_before:]), tmp_path / "run2.log")
+    resumed = _training_log(model)[size_before:]
+    assert "resuming the interrupted training" in (tmp_path / "run2.log").read_text()
+    assert _epochs_started(resumed)[:2] == [2, 3]  # continued from the checkpoint, did not restart
+    lrs = re.findall(r"Current learning rate: ([0-9.e-]+)", resumed)
+    assert float(lrs[0]) == pytest.approx(0.01 * (1 - 2 / 1000) ** 0.9, abs=1e-5)
+    assert json.loads((model / "cdeg_model.json").read_text())["status"] == "training"
+
+
 # --- extract: killed mid-run, resumed --------------------------------------------------------------------------------
 
 
