@@ -106,6 +106,13 @@ class TrainSettings:
         },
     )
     torch_compile: bool = field(default=True, metadata={"help": "torch.compile the network (CUDA only)"})
+    cpu_bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU only: train in bfloat16 autocast with channels-last tensors (fast on CPUs with AMX or "
+            "AVX-512 BF16; slower elsewhere). The weights stay float32"
+        },
+    )
     final_validation: bool = field(
         default=False,
         metadata={

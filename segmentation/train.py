@@ -396,6 +396,7 @@ def _run_training(
         "save_every": s.save_every,
         "initial_lr": s.initial_lr,
         "optimizer": s.optimizer,
+        "cpu_bf16": s.cpu_bf16 and device_kind == "cpu",
         "deadline_unix": t_start + s.time_budget_s if s.time_budget_s is not None else None,
     }
     env = {SETTINGS_ENV: json.dumps(trainer_settings), "nnUNet_n_proc_DA": str(s.n_proc_da)}

@@ -122,6 +122,34 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
         if self.optimizer_name not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer_name!r}")
         self.planned_epochs = self.num_epochs
+        self.cpu_bf16: bool = bool(settings.get("cpu_bf16")) and self.device.type == "cpu"
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.cpu_bf16:
+            self.network.to(memory_format=self._memory_format())
+            self.print_to_log_file("cdeg: bfloat16 autocast, channels-last (CPU)")
+
+    def _memory_format(self) -> torch.memory_format:
+        return (
+            torch.channels_last_3d if len(self.configuration_manager.patch_size) == 3 else torch.channels_last
+        )
+
+    def _cpu_bf16_batch(self, batch: dict) -> dict:
+        return {**batch, "data": batch["data"].contiguous(memory_format=self._memory_format())}
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step; with ``cpu_bf16`` inside a bfloat16 autocast (nnU-Net autocasts on CUDA only)."""
+        if not self.cpu_bf16:
+            return super().train_step(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().train_step(self._cpu_bf16_batch(batch))
+
+    def validation_step(self, batch: dict) -> dict:
+        if not self.cpu_bf16:
+            return super().validation_step(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().validation_step(self._cpu_bf16_batch(batch))
 
     def configure_optimizers(self):
         """nnU-Net's SGD (momentum 0.99), or AdamW, which learns faster in a schedule of a few thousand steps."""

@@ -7,6 +7,7 @@ meant to segment well; these tests check the pipeline, the files and the robustn
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -205,3 +206,24 @@ def test_xray_train_predict_evaluate_through_the_cli(cohort: Path, tmp_path: Pat
     s = report["summary"]["xray"]
     assert s["n_evaluated"] + s["n_missing_prediction"] == len(Cohort.open(cohort).patient_ids())
     assert 0.0 <= (s["level_identification"] or 0.0) <= 1.0
+
+
+def test_cpu_bf16_trains_in_bfloat16_and_keeps_float32_weights(cohort: Path, tmp_path: Path):
+    import torch
+
+    cfg = tmp_path / "bf16.yaml"
+    cfg.write_text("presets: {smoke: {cpu: {xray: {cpu_bf16: true, epochs: 2}}}}\n")
+    model = tmp_path / "model"
+    m = train(
+        cohort=cohort, modality="xray", out=model, preset="smoke", device="cpu", config=cfg, progress=False
+    )
+    assert m["status"] == "complete" and m["settings"]["cpu_bf16"] is True
+    fold = model / m["results_folder"] / "fold_all"
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "bfloat16 autocast, channels-last" in log
+    losses = [float(v) for v in re.findall(r"train_loss (\S+)", log)]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)[
+        "network_weights"
+    ]
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
