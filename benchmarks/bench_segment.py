@@ -165,6 +165,7 @@ def main() -> None:
             "hd95_discs_mm": s["hd95_discs_mean_mm"],
             "level_identification": s["level_identification"],
             "n_levels_missed": s["n_levels_missed"],
+            "identification_rate_verse": s["identification_rate_verse"],
             "per_level": s["per_level"],
             "load_before": [round(v, 2) for v in load_before],
             "load_after": [round(v, 2) for v in os.getloadavg()],

@@ -11,6 +11,10 @@ Metrics, per patient, modality and label present in the reference or the predict
   covering most of L's foreground-overlapping voxels is L. A predicted structure lying on no
   reference structure at all is a naming error too. Levels the prediction misses entirely are counted
   separately, as detection (``levels_missed``), not as naming errors.
+* Identification rate (VerSe's definition, per structure): the fraction of reference structures whose
+  predicted centroid lies within 20 mm of theirs and closer to theirs than to any other reference
+  structure of the same kind. It judges position, not outline, and is what published spine segmenters
+  report, so it allows comparison with them; the patient-level naming rule above is stricter.
 
 Summary per modality: mean Dice and HD95 over vertebrae and over discs (over all patient-label pairs
 where the reference has the label), per level, the fraction of patients correctly named, and the number
@@ -33,6 +37,9 @@ from cdeg.errors import CdegError
 from cdeg.io import read_image, write_json
 
 log = logging.getLogger(__name__)
+
+#: VerSe's identification radius: a predicted centroid further than this from the reference one is not identified.
+ID_MAX_DISTANCE_MM = 20.0
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -65,6 +72,36 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> float
     dt_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
     d = np.concatenate([dt_r[sp], dt_p[sr]])
     return float(np.percentile(d, 95))
+
+
+def _centroids_mm(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[int, np.ndarray]:
+    from scipy import ndimage
+
+    present = [int(v) for v in np.unique(mask) if v]
+    centres = ndimage.center_of_mass(np.ones(mask.shape, np.uint8), mask, present)
+    return {lab: np.asarray(c) * np.asarray(spacing) for lab, c in zip(present, centres, strict=True)}
+
+
+def identification(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, Any]:
+    """VerSe's identification of each reference structure (Sekuboyina et al., Med Image Anal 2021).
+
+    A reference structure is identified when the prediction has its label, the predicted centroid lies
+    within :data:`ID_MAX_DISTANCE_MM` of the reference centroid, and of all reference structures of the same
+    kind (vertebra or disc) that one's centroid is the closest. Unlike :func:`naming` it judges where a
+    structure is, not how well it is outlined: a disc in the right place but drawn a few mm too thick or too
+    low is identified.
+    """
+    cp, cr = _centroids_mm(pred, spacing), _centroids_mm(ref, spacing)
+    not_identified = []
+    for lab in labels.sort_labels(set(cr)):
+        ok = False
+        if lab in cp:
+            same_kind = [r for r in cr if labels.is_disc(r) == labels.is_disc(lab)]
+            dist = {r: float(np.linalg.norm(cp[lab] - cr[r])) for r in same_kind}
+            ok = dist[lab] <= ID_MAX_DISTANCE_MM and min(dist, key=dist.__getitem__) == lab
+        if not ok:
+            not_identified.append(labels.name_of(lab))
+    return {"n_reference_structures": len(cr), "not_identified": not_identified}
 
 
 def naming(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
@@ -110,7 +147,7 @@ def evaluate_case(pred_img: Any, ref_img: Any) -> dict[str, Any]:
             "in_reference": bool(r.any()),
             "in_prediction": bool(p.any()),
         }
-    return {"labels": per_label, **naming(pred, ref)}
+    return {"labels": per_label, **naming(pred, ref), **identification(pred, ref, spacing)}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -136,12 +173,17 @@ def summarise(cases: dict[str, dict[str, Any]], n_missing: int) -> dict[str, Any
             lv["hd95_mm"].append(m["hd95_mm"])
     n_eval = len(cases)
     n_correct = sum(1 for c in cases.values() if c["correct"])
+    n_structures = sum(c["n_reference_structures"] for c in cases.values())
+    n_identified = n_structures - sum(len(c["not_identified"]) for c in cases.values())
     return {
         "n_evaluated": n_eval,
         "n_missing_prediction": n_missing,
         "level_identification": round(n_correct / (n_eval + n_missing), 5) if n_eval + n_missing else None,
         "n_correctly_named": n_correct,
         "n_levels_missed": sum(len(c["levels_missed"]) for c in cases.values()),
+        "identification_rate_verse": round(n_identified / n_structures, 5) if n_structures else None,
+        "n_structures_identified": n_identified,
+        "n_reference_structures": n_structures,
         "dice_vertebrae_mean": _mean(by_kind["vertebra"]["dice"]),
         "dice_discs_mean": _mean(by_kind["disc"]["dice"]),
         "hd95_vertebrae_mean_mm": _mean(by_kind["vertebra"]["hd95_mm"]),

@@ -280,6 +280,28 @@ def test_level_identification_on_known_masks(xray_mask):
     assert missed["correct"] and missed["levels_missed"] == ["C4"] and missed["labels"]["C4"]["dice"] == 0.0
 
 
+def test_verse_identification_judges_position_not_outline(xray_mask):
+    img = image_from_array(xray_mask, XRAY_SPACING)
+    n = len([v for v in np.unique(xray_mask) if v])
+    assert (
+        evaluate_case(img, img)["not_identified"] == []
+        and evaluate_case(img, img)["n_reference_structures"] == n
+    )
+    # The C4-C5 disc drawn 3 pixels (3.6 mm) too low: it now lies mostly on C5 (strict naming fails), but its
+    # centroid is still nearest to the reference C4-C5 disc (VerSe identifies it).
+    low = xray_mask.copy()
+    rows, cols = np.nonzero(xray_mask == 104)
+    low[low == 104] = 0
+    low[rows + 3, cols] = 104
+    shifted = evaluate_case(image_from_array(low, XRAY_SPACING), img)
+    assert {"predicted": "C4-C5", "lies_on": "C5"} in shifted["misnamed"]
+    assert shifted["not_identified"] == []
+    swapped = evaluate_case(image_from_array(_relabel(xray_mask, {4: 5, 5: 4}), XRAY_SPACING), img)
+    assert swapped["not_identified"] == ["C4", "C5"]
+    missed = evaluate_case(image_from_array(_relabel(xray_mask, {4: 0}), XRAY_SPACING), img)
+    assert missed["not_identified"] == ["C4"]
+
+
 def test_evaluate_folders(tmp_path: Path, phantom_cohort: Path):
     pred = tmp_path / "pred"
     coh = Cohort.open(phantom_cohort)
@@ -297,6 +319,9 @@ def test_evaluate_folders(tmp_path: Path, phantom_cohort: Path):
     assert s["n_evaluated"] == len(ids) - 1 and s["n_missing_prediction"] == 1
     assert s["level_identification"] == pytest.approx((len(ids) - 2) / len(ids))
     assert s["per_level"]["C4"]["dice_mean"] < 1.0 and s["per_level"]["C3"]["dice_mean"] == 1.0
+    # per structure over the evaluated patients: only the swapped C4 and C5 of the first one are not identified
+    assert s["n_structures_identified"] == s["n_reference_structures"] - 2
+    assert s["identification_rate_verse"] == pytest.approx(1 - 2 / s["n_reference_structures"], abs=1e-5)
     assert json.loads((tmp_path / "m.json").read_text())["summary"]["xray"]["n_evaluated"] == len(ids) - 1
 
 

@@ -476,7 +476,13 @@ def _run_evaluate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
     return {
         m: {
             k: s.get(k)
-            for k in ("n_evaluated", "level_identification", "dice_vertebrae_mean", "dice_discs_mean")
+            for k in (
+                "n_evaluated",
+                "level_identification",
+                "identification_rate_verse",
+                "dice_vertebrae_mean",
+                "dice_discs_mean",
+            )
         }
         for m, s in r["summary"].items()
     }

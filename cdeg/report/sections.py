@@ -113,7 +113,9 @@ def segmentation_section(data: Any) -> str:
             "overlap with the reference (0 = none, 1 = perfect; above 0.8 is good for discs), <b>HD95</b> the "
             "distance in mm within which 95% of the outline lies (smaller is better), and <b>level "
             "identification</b> the share of patients whose levels are all named correctly (a wrong level means "
-            "wrong measurements for that patient). Patients whose masks failed an automatic check are "
+            "wrong measurements for that patient); <b>structures identified (VerSe)</b> is the share of single "
+            "vertebrae and discs found at the right place under the right name, the rate published spine "
+            "segmenters report (it forgives an outline a few mm off). Patients whose masks failed an automatic check are "
             "<span class=flag>flagged</span> and shown first in the gallery: look at them before trusting "
             "their measurements."
         ),
@@ -165,6 +167,7 @@ def segmentation_section(data: Any) -> str:
                     MODALITY_WORDS[m],
                     s["n_evaluated"],
                     fmt(s["level_identification"], 2, pct=True),
+                    fmt(s.get("identification_rate_verse"), 2, pct=True),
                     fmt(s["dice_vertebrae_mean"]),
                     fmt(s["dice_discs_mean"]),
                     fmt(s["hd95_vertebrae_mean_mm"], 1),
@@ -177,6 +180,7 @@ def segmentation_section(data: Any) -> str:
                     "modality",
                     "patients",
                     "levels all named correctly",
+                    "structures identified (VerSe)",
                     "Dice vertebrae",
                     "Dice discs",
                     "HD95 vertebrae, mm",
