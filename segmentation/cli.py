@@ -210,7 +210,8 @@ def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None) -> 
     for mod, s in report["summary"].items():
         click.echo(
             f"{mod}: {s['n_evaluated']} evaluated, level identification {s['level_identification']}, "
-            f"structures identified (VerSe) {s['identification_rate_verse']}, Dice vertebrae {s['dice_vertebrae_mean']}, discs {s['dice_discs_mean']}"
+            f"structures identified (VerSe) {s['identification_rate_verse']}, "
+            f"Dice vertebrae {s['dice_vertebrae_mean']}, discs {s['dice_discs_mean']}"
         )
 
 

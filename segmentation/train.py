@@ -50,7 +50,7 @@ from cdeg import labels
 from cdeg.cohort import Cohort, check_modality
 from cdeg.config import to_dict
 from cdeg.errors import CdegError, CohortError
-from cdeg.io import read_json, write_json
+from cdeg.io import read_json, remove_stale_temporaries, write_json
 
 log = logging.getLogger(__name__)
 
@@ -381,13 +381,11 @@ def _run_training(
 ) -> int:
     """Instantiate the trainer, resume from a checkpoint when there is one, train; returns epochs done."""
     import torch
-    from cdeg.segmentation.trainers import CHECKPOINT_TMP_SUFFIX, SETTINGS_ENV
+    from cdeg.segmentation.trainers import CHECKPOINT_TEMPORARIES, SETTINGS_ENV
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
     fold_dir = results / f"fold_{fold}"
-    for stale in fold_dir.glob(f"*.pth.*{CHECKPOINT_TMP_SUFFIX}"):  # a checkpoint write cut short by a kill
-        log.info("removing %s, left by an interrupted checkpoint write", stale)
-        stale.unlink()
+    remove_stale_temporaries(fold_dir, CHECKPOINT_TEMPORARIES)  # a checkpoint write cut short by a kill
     resume = any((fold_dir / f).is_file() for f in ("checkpoint_latest.pth", "checkpoint_best.pth"))
     trainer_settings: dict[str, Any] = {
         "epochs": s.epochs,
@@ -396,7 +394,7 @@ def _run_training(
         "save_every": s.save_every,
         "initial_lr": s.initial_lr,
         "optimizer": s.optimizer,
-        "cpu_bf16": s.cpu_bf16 and device_kind == "cpu",
+        "cpu_bf16": s.cpu_bf16,  # the trainer applies it on a CPU device only
         "deadline_unix": t_start + s.time_budget_s if s.time_budget_s is not None else None,
     }
     env = {SETTINGS_ENV: json.dumps(trainer_settings), "nnUNet_n_proc_DA": str(s.n_proc_da)}

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 SETTINGS_ENV = "CDEG_TRAINER_SETTINGS"
 SHIM_FILENAME = "cdeg_nnunet_trainers.py"
 MAX_ROTATION_DEG = 15.0
-#: Suffix of a checkpoint being written (see nnUNetTrainer_cdegSpine.save_checkpoint); left over only by a kill.
-CHECKPOINT_TMP_SUFFIX = ".tmp"
+#: Files a checkpoint write killed half-way leaves (cdeg.io.atomic_path names them .<stem>.<random>.tmp.pth).
+CHECKPOINT_TEMPORARIES = ".checkpoint_*.tmp*"
 
 
 class nnUNetTrainer_cdegSpine(nnUNetTrainer):
@@ -85,10 +85,13 @@ class nnUNetTrainer_cdegSpine(nnUNetTrainer):
         nnU-Net writes ``checkpoint_latest.pth`` in place; a job killed during that write (a scheduler's
         time limit, a pre-empted node) would leave a truncated file that the resumed run then fails to load.
         """
-        tmp = f"{filename}.{os.getpid()}{CHECKPOINT_TMP_SUFFIX}"
-        super().save_checkpoint(tmp)
-        if os.path.isfile(tmp):  # nothing is written when nnU-Net's checkpointing is disabled
-            os.replace(tmp, filename)
+        if self.disable_checkpointing or self.local_rank != 0:  # nnU-Net writes nothing then
+            super().save_checkpoint(filename)
+            return
+        from cdeg.io import atomic_path
+
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(str(tmp))
 
 
 class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
@@ -136,19 +139,17 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
         )
 
     def _cpu_bf16_batch(self, batch: dict) -> dict:
+        if not self.cpu_bf16:
+            return batch
         return {**batch, "data": batch["data"].contiguous(memory_format=self._memory_format())}
 
     def train_step(self, batch: dict) -> dict:
         """nnU-Net's step; with ``cpu_bf16`` inside a bfloat16 autocast (nnU-Net autocasts on CUDA only)."""
-        if not self.cpu_bf16:
-            return super().train_step(batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
             return super().train_step(self._cpu_bf16_batch(batch))
 
     def validation_step(self, batch: dict) -> dict:
-        if not self.cpu_bf16:
-            return super().validation_step(batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
             return super().validation_step(self._cpu_bf16_batch(batch))
 
     def configure_optimizers(self):

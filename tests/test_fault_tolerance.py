@@ -311,7 +311,7 @@ def test_full_preset_checkpoints_and_resumes_after_a_kill(tmp_path):
     assert ckpt["current_epoch"] == 2 and ckpt["trainer_name"] == "nnUNetTrainer_cdegBudget"
     group = ckpt["optimizer_state"]["param_groups"][0]
     assert group["momentum"] == pytest.approx(0.99) and group["nesterov"]  # nnU-Net's SGD
-    assert not list(fold.glob("*.tmp")), "checkpoints are renamed into place"
+    assert not list(fold.glob("*.tmp*")), "checkpoints are renamed into place"
     size_before = len(_training_log(model))
 
     # Second run: resumes at epoch 2 with the schedule's learning rate there, 0.01 * (1 - 2/1000)^0.9.

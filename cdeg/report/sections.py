@@ -115,9 +115,9 @@ def segmentation_section(data: Any) -> str:
             "identification</b> the share of patients whose levels are all named correctly (a wrong level means "
             "wrong measurements for that patient); <b>structures identified (VerSe)</b> is the share of single "
             "vertebrae and discs found at the right place under the right name, the rate published spine "
-            "segmenters report (it forgives an outline a few mm off). Patients whose masks failed an automatic check are "
-            "<span class=flag>flagged</span> and shown first in the gallery: look at them before trusting "
-            "their measurements."
+            "segmenters report (it forgives an outline a few mm off). Patients whose masks failed an "
+            "automatic check are <span class=flag>flagged</span> and shown first in the gallery: look at them "
+            "before trusting their measurements."
         ),
     ]
     if not data.cfg.segmentation.enabled:
