@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cdeg.dicom.cli:import_dicom_command",
         "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph).",
     ),
+    "cohort": (
+        "cdeg.cohort_init:cohort_group",
+        "Create a cohort from your own scans: a folder of NIfTI files or a BIDS dataset.",
+    ),
     "check": (
         "cdeg.check:check_command",
         "Validate a cohort (files, geometry, labels, clinical table) before running anything.",
@@ -118,10 +122,30 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, no_progress: bool) -> Non
 
 
 @click.command("labels")
-def labels_command() -> None:
-    """Print the label convention used in every mask (VerSe/SPINEPS)."""
-    from cdeg import labels
+@click.option(
+    "--map",
+    "label_map",
+    default=None,
+    metavar="NAME|FILE",
+    help="Print a foreign label map instead (how its values become cdeg labels).",
+)
+@click.option("--list-maps", is_flag=True, help="List the shipped label maps.")
+def labels_command(label_map: str | None, list_maps: bool) -> None:
+    """Print the label convention used in every mask (VerSe/SPINEPS), or a foreign label map."""
+    from cdeg import label_maps, labels
 
+    if list_maps:
+        for name in label_maps.available():
+            click.echo(f"{name}\t{label_maps.load_label_map(name).description}")
+        return
+    if label_map is not None:
+        lmap = run_api(label_maps.load_label_map, name_or_path=label_map)
+        click.echo(f"# label map: {lmap.name} - {lmap.description}")
+        click.echo(f"# source: {lmap.source}")
+        click.echo("value\tclass\tbecomes\taction")
+        for row in lmap.rows():
+            click.echo(f"{row['value']}\t{row['class']}\t{row['becomes']}\t{row['action']}")
+        return
     click.echo(f"# label convention: {labels.CONVENTION_NAME}")
     click.echo("label\tname\tkind")
     for row in labels.lookup_table():

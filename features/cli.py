@@ -63,6 +63,13 @@ from cdeg.cli import progress_enabled, run_api
     help="Stop at the first problem with an input file (before any work) instead of skipping that "
     "patient/modality.",
 )
+@click.option(
+    "--label-map",
+    default=None,
+    metavar="NAME|FILE",
+    help="--masks is another tool's output (spineps, totalspineseg, totalsegmentator_total_mr, ... or a label "
+    "map file): converted into OUT/masks first (`cdeg segment import-masks`).",
+)
 @click.option("--print-params", is_flag=True, help="Print the default PyRadiomics parameter files and exit.")
 def extract_command(
     cohort: Path | None,
@@ -75,6 +82,7 @@ def extract_command(
     geometry_tolerance_mm: float,
     out: Path | None,
     strict: bool,
+    label_map: str | None,
     print_params: bool,
 ) -> None:
     """Per-level features: PyRadiomics (shape, intensity, texture) and clinical measurements
@@ -109,4 +117,5 @@ def extract_command(
         geometry_tolerance_mm=geometry_tolerance_mm,
         progress=progress_enabled(),
         strict=strict,
+        label_map=label_map,
     )

@@ -35,6 +35,7 @@ from cdeg import __version__, labels
 from cdeg.cohort import ID_COLUMN, Cohort, mask_path, parse_modalities
 from cdeg.config import shipped_config
 from cdeg.errors import CdegError, CohortError
+from cdeg.grid import conform_mask, within_tolerance
 from cdeg.io import file_sha256, read_image, read_json, remove_stale_temporaries, write_json, write_table
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ DEFAULT_PARAMS: dict[str, str] = {"mri": "radiomics_mri.yaml", "xray": "radiomic
 LONG_COLUMNS = (ID_COLUMN, "modality", "structure", "level", "feature", "value")
 ERROR_COLUMNS = (ID_COLUMN, "modality", "structure", "message")
 SEPARATOR = "__"
+#: Where masks of another tool converted by ``--label-map`` go inside the output folder.
+IMPORTED_MASKS = "masks"
 #: Bumped when cached unit results would no longer match what this code computes.
 CACHE_FORMAT = 1
-#: Largest difference in direction cosines between an image and its mask that is treated as rounding.
-DIRECTION_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -121,92 +122,6 @@ def _check_unit(image: Path, mask: Path) -> str | None:
     if not mask.is_file():
         return f"mask missing ({mask})"
     return None
-
-
-# --- geometry -----------------------------------------------------------------------------------------------
-
-
-def _corners(img: Any) -> np.ndarray:
-    """Physical positions of the outer corners of an image grid (all 2^d of them)."""
-    d = img.GetDimension()
-    size = np.array(img.GetSize(), dtype=float)
-    out = []
-    for bits in range(2**d):
-        idx = [(-0.5 if not (bits >> i) & 1 else size[i] - 0.5) for i in range(d)]
-        out.append(img.TransformContinuousIndexToPhysicalPoint(idx))
-    return np.array(out)
-
-
-def _header_corners(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Direction cosines and grid corners (as :func:`_corners`) from a file's header, no voxel read."""
-    import SimpleITK as sitk
-
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    r.ReadImageInformation()
-    d = r.GetDimension()
-    direction = np.array(r.GetDirection()).reshape(d, d)
-    size, spacing, origin = np.array(r.GetSize(), float), np.array(r.GetSpacing()), np.array(r.GetOrigin())
-    corners = [
-        origin + direction @ (spacing * [(-0.5 if not (bits >> i) & 1 else size[i] - 0.5) for i in range(d)])
-        for bits in range(2**d)
-    ]
-    return direction.ravel(), np.array(corners)
-
-
-def within_tolerance(image: Path, mask: Path, tolerance_mm: float) -> bool:
-    """Whether :func:`conform_mask` would accept this mask (same grid, or resampled within `tolerance_mm`).
-
-    Header-only, for the cohort check: a mask whose grid is off by less than the tolerance is not a
-    problem for extraction, which resamples it with a warning.
-    """
-    try:
-        (di, ci), (dm, cm) = _header_corners(image), _header_corners(mask)
-    except RuntimeError:
-        return False
-    if di.shape != dm.shape:
-        return False
-    d_dir = float(np.max(np.abs(di - dm)))
-    return d_dir <= DIRECTION_TOLERANCE and float(np.max(np.linalg.norm(ci - cm, axis=1))) <= tolerance_mm
-
-
-def conform_mask(
-    image: Any, mask: Any, tolerance_mm: float, patient: str, path: Path
-) -> tuple[Any, str | None]:
-    """Put `mask` on `image`'s grid.
-
-    Identical grids (up to rounding) are used as they are. A mask covering the same field of view within
-    `tolerance_mm` (largest distance between corresponding grid corners) and the same orientation is
-    resampled nearest-neighbour onto the image grid, with a warning. Anything else raises CdegError.
-    """
-    import SimpleITK as sitk
-
-    same_size = tuple(image.GetSize()) == tuple(mask.GetSize())
-    d_dir = float(np.max(np.abs(np.subtract(image.GetDirection(), mask.GetDirection()))))
-    corner_mm = float(np.max(np.linalg.norm(_corners(image) - _corners(mask), axis=1)))
-    if same_size and d_dir < 1e-6 and corner_mm < 1e-4:
-        if not (image.GetOrigin() == mask.GetOrigin() and image.GetSpacing() == mask.GetSpacing()):
-            mask = sitk.Image(mask)
-            mask.CopyInformation(image)
-        return mask, None
-    if d_dir > DIRECTION_TOLERANCE or corner_mm > tolerance_mm:
-        why = (
-            f"orientation differs by {d_dir:.3f} (direction cosines)"
-            if d_dir > DIRECTION_TOLERANCE
-            else f"field of view differs by {corner_mm:.2f} mm"
-        )
-        raise CdegError(
-            f"mask geometry does not match the image: {why}, beyond the {tolerance_mm:g} mm tolerance; "
-            "was the mask made from this image?",
-            patient=patient,
-            path=path,
-        )
-    resampled = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
-    msg = (
-        f"mask grid differs from the image (size {mask.GetSize()} vs {image.GetSize()}, field of view off by "
-        f"{corner_mm:.2f} mm <= {tolerance_mm:g} mm): resampled nearest-neighbour onto the image grid"
-    )
-    return resampled, msg
 
 
 # --- one unit (runs in a worker) ---------------------------------------------------------------------------
@@ -479,6 +394,28 @@ def _tables(patients: list[str], modalities: tuple[str, ...], results: dict[tupl
 # --- the API -----------------------------------------------------------------------------------------------------------
 
 
+def _import_foreign(
+    coh: Cohort,
+    masks: Path,
+    dest: Path,
+    label_map: str | Path,
+    mods: tuple[str, ...],
+    tolerance: float,
+    strict: bool,
+) -> Path:
+    """Convert another tool's masks into ``dest`` (cdeg layout) for the modalities it has masks of."""
+    from cdeg.segmentation.import_masks import import_masks
+
+    for m in mods:
+        try:
+            import_masks(
+                coh.root, masks, dest, label_map, modality=m, geometry_tolerance_mm=tolerance, strict=strict
+            )
+        except CohortError as e:  # no mask of this modality at all: extract reports the missing masks itself
+            log.warning("%s masks: %s", m, e.one_line())
+    return dest
+
+
 def extract(  # noqa: C901 - one validation step after another, each short; split they would hide the order
     cohort: str | Path,
     out: str | Path,
@@ -491,6 +428,7 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     scheduler: str | None = None,
     cluster: str | None = None,
     strict: bool = False,
+    label_map: str | Path | None = None,
 ) -> ExtractResult:
     """Extract PyRadiomics features and clinical measurements per patient, modality and level.
 
@@ -534,6 +472,11 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     strict : bool
         Stop (CdegError) at the first problem with an input file instead of skipping that patient x
         modality.
+    label_map : str or Path, optional
+        `masks` is another tool's output in its own layout and labels (``spineps``, ``totalspineseg``, ...,
+        or a label map file; see :mod:`cdeg.label_maps`): it is converted first with
+        :func:`cdeg.segmentation.import_masks.import_masks` into ``out/masks/`` (with its import_masks.csv
+        and QC overlays), and features are extracted from there.
 
     Returns
     -------
@@ -551,7 +494,13 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     out = Path(out)
     if out.resolve() == coh.root.resolve():
         raise ValueError("--out must not be the cohort folder (inputs are never modified)")
+    if label_map is not None and masks is None:
+        raise ValueError("--label-map needs --masks: the other tool's output folder")
     param_files = _resolve_params(params, mods)
+    if label_map is not None:
+        masks_root = _import_foreign(
+            coh, masks_root, out / IMPORTED_MASKS, label_map, mods, geometry_tolerance_mm, strict
+        )
     param_sha = {m: file_sha256(p) for m, p in param_files.items()}
     t0 = time.perf_counter()
 

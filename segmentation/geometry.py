@@ -126,6 +126,20 @@ def to_canonical(image: Any, modality: str) -> tuple[Any, Reorientation]:
     return _apply(image, plan.axes, plan.flips), plan
 
 
+def reorient_like(image: Any, reference: Any) -> tuple[Any, Reorientation]:
+    """`image` on the axes of `reference` (signed axis permutation, no interpolation).
+
+    For a mask made by another tool from the original file of an image that was written reoriented into the
+    cohort: the same permutation brings the mask onto the cohort image's axes.
+    """
+    if image.GetDimension() != reference.GetDimension():
+        return image, Reorientation(tuple(range(image.GetDimension())), (False,) * image.GetDimension(), 0.0)
+    plan = plan_reorientation(direction_matrix(image), direction_matrix(reference))
+    if plan.is_identity:
+        return image, plan
+    return _apply(image, plan.axes, plan.flips), plan
+
+
 def from_canonical(mask: Any, plan: Reorientation, reference: Any) -> Any:
     """Map a mask computed on the canonical grid back onto the grid of `reference` (the input image).
 

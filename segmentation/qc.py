@@ -7,11 +7,43 @@ level names: each structure is filled in its colour and labelled with its level 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cdeg import labels
 from cdeg.io import atomic_path
+
+
+def write_qc_overlay(path: str | Path, image: Any, mask: Any, modality: str, title: str) -> Path:
+    """Overlay of a mask on its image, in the sagittal plane whatever orientation the files have.
+
+    Both are brought to :data:`cdeg.cohort.CANONICAL_DIRECTION` first (an exact axis permutation; an oblique
+    image goes to its closest axes), so an MRI shows its mid-sagittal slice and a radiograph stands upright
+    with the face to the left, for a file stored RAS, PSR or any other way.
+
+    Parameters
+    ----------
+    path : Path
+        PNG to write.
+    image, mask : SimpleITK.Image
+        The image and its mask in the cdeg label convention, on the same grid.
+    modality : {"mri", "xray"}
+        Which canonical orientation applies.
+    title : str
+        Shown above the picture.
+    """
+    import SimpleITK as sitk
+    from cdeg.segmentation.geometry import to_canonical
+
+    image_c, _ = to_canonical(image, modality)
+    mask_c, _ = to_canonical(mask, modality)
+    arr, seg = sitk.GetArrayViewFromImage(image_c), sitk.GetArrayFromImage(mask_c)
+    spacing = tuple(float(s) for s in image_c.GetSpacing()[::-1])
+    if arr.ndim == 3:
+        k = mid_slice(seg)
+        arr, seg, spacing = arr[k], seg[k], spacing[1:]
+    return write_qc_png(path, np.asarray(arr), seg, (spacing[0], spacing[1]), title)
 
 
 def qc_path(mask_root: str | Path, patient_id: str, modality: str) -> Path:

@@ -1,0 +1,455 @@
+"""Masks from other segmenters: label maps, `cdeg segment import-masks`, `extract --label-map`.
+
+Fixtures in each foreign convention are built from cdeg's synthetic masks with the published label tables
+(configs/label_maps/*.yaml): endplates carved out of the vertebrae (SPINEPS), C1 above C2, T2 below T1 with
+the T1-T2 disc between them, cord and canal behind the spine where the convention has them, and one class
+for every disc (TotalSegmentator total_mr). Converting them back must give the original voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from click.testing import CliRunner
+
+from cdeg import label_maps, labels
+from cdeg.cli import cli
+from cdeg.cohort import Cohort, image_path, mask_path
+from cdeg.io import read_table
+
+MRI_SI, MRI_AP = 1, 2  # canonical MRI arrays are [LR, SI, AP]
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, ["--no-progress", *[str(a) for a in args]])
+
+
+def _value(lmap: label_maps.LabelMap, **kw: str) -> int:
+    """The tool's value of one structure (a whole vertebra, a named disc, or a dropped class by name)."""
+    for e in lmap.labels:
+        if all(getattr(e, k) == v for k, v in kw.items()) and (e.part is None or "part" in kw):
+            return e.value
+    raise KeyError(kw)
+
+
+def to_foreign(mask: np.ndarray, lmap: label_maps.LabelMap, extras: bool = True) -> np.ndarray:
+    """A cdeg mask written in `lmap`'s convention, with the extra structures that convention has."""
+    out = np.zeros(mask.shape, dtype=np.uint16)
+    any_disc = [e.value for e in lmap.labels if e.disc == "any"]
+    for s in labels.STRUCTURES:
+        sel = mask == s.label
+        if not sel.any():
+            continue
+        if s.kind == "disc" and any_disc:
+            out[sel] = any_disc[0]
+        else:
+            out[sel] = _value(lmap, **({"vertebra": s.name} if s.kind == "vertebra" else {"disc": s.name}))
+    endplates = {e.vertebra: e.value for e in lmap.labels if e.part == "endplate"}
+    if endplates:
+        from scipy import ndimage
+
+        discs = np.isin(mask, labels.DISC_LABELS)
+        near_disc = ndimage.binary_dilation(discs, ndimage.generate_binary_structure(mask.ndim, 1))
+        for s in labels.STRUCTURES:
+            if s.kind == "vertebra":
+                upper_disc = labels.neighbours(s.label)[0]
+                # SPINEPS numbers an endplate after the disc below the vertebra above: the superior endplate of
+                # C4 is 203 (C3), its inferior one 204 (C4). Both must come back as C4.
+                sel = (mask == s.label) & near_disc
+                below = ndimage.binary_dilation(mask == upper_disc) if upper_disc else np.zeros_like(sel)
+                above_name = labels.name_of(upper_disc - 100) if upper_disc else s.name
+                out[sel & below] = endplates[above_name]
+                out[sel & ~below] = endplates[s.name]
+    if extras:
+        _add_extras(out, mask, lmap)
+    return out
+
+
+def _add_extras(out: np.ndarray, mask: np.ndarray, lmap: label_maps.LabelMap) -> None:
+    """C1 above C2, T1-T2 disc and T2 below T1, cord and canal behind everything: all on background."""
+    si = MRI_SI if mask.ndim == 3 else 0
+    ap = MRI_AP if mask.ndim == 3 else 1
+    rows = np.flatnonzero(np.any(mask > 0, axis=tuple(i for i in range(mask.ndim) if i != si)))
+    top, bottom = int(rows.min()), int(rows.max())
+    cols = np.flatnonzero(
+        np.any(mask == labels.label_of("C2"), axis=tuple(i for i in range(mask.ndim) if i != ap))
+    )
+
+    def box(r0: int, r1: int, c0: int, c1: int) -> tuple[slice, ...]:
+        idx = [slice(None)] * mask.ndim
+        idx[si], idx[ap] = slice(r0, r1), slice(c0, c1)
+        return tuple(idx)
+
+    def put(r0: int, r1: int, c0: int, c1: int, value: int) -> None:
+        sel = box(max(r0, 0), min(r1, mask.shape[si]), c0, c1)
+        assert not mask[sel].any()  # extras only on background, so converting back must give the original
+        out[sel] = value
+
+    c0, c1 = int(cols.min()), int(cols.min()) + 6
+    if top >= 6:
+        put(top - 5, top - 1, c0, c1, _value(lmap, vertebra="C1"))
+    if bottom + 9 < mask.shape[si]:
+        t1_cols = np.flatnonzero(
+            np.any(mask == labels.label_of("T1"), axis=tuple(i for i in range(mask.ndim) if i != ap))
+        )
+        if t1_cols.size:
+            a = int(t1_cols.min())
+            disc = [e.value for e in lmap.labels if e.disc in ("T1-T2", "any")]
+            if disc:  # the disc below T1 touches T1 and T2 only
+                t1_rows = np.flatnonzero(
+                    np.any(mask == labels.label_of("T1"), axis=tuple(i for i in range(mask.ndim) if i != si))
+                )
+                put(bottom + 1, bottom + 3, a, a + 6, disc[0]) if int(t1_rows.max()) == bottom else None
+            put(bottom + 3, bottom + 8, a, a + 6, _value(lmap, vertebra="T2"))
+    back = int(np.flatnonzero(np.any(mask > 0, axis=tuple(i for i in range(mask.ndim) if i != ap))).max()) + 3
+    for name in ("spinal_canal", "spinal_cord"):
+        if back + 2 < mask.shape[ap] and name in lmap.by_name():
+            put(top, bottom, back, back + 2, lmap.by_name()[name].value)
+            back += 3
+
+
+@pytest.fixture(scope="module")
+def neck(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(tiny_cohort)
+
+
+def _mask(cohort: Path, pid: str, modality: str = "mri") -> sitk.Image:
+    return sitk.ReadImage(str(mask_path(Cohort.open(cohort).masks_root, pid, modality)))
+
+
+def _write(arr: np.ndarray, like: sitk.Image, path: Path) -> Path:
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(like)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+# --- label maps as data ---------------------------------------------------------------------------------------
+
+
+def test_every_shipped_map_loads_and_cdeg_nnunet_matches_the_training_labels():
+    from cdeg.segmentation.labelmap import training_labels
+
+    names = label_maps.available()
+    assert {"spineps", "totalspineseg", "totalsegmentator", "totalsegmentator_total_mr"} <= set(names)
+    for name in names:
+        lmap = label_maps.load_label_map(name)
+        assert lmap.source and lmap.labels
+    cdeg_map = label_maps.load_label_map("cdeg_nnunet")
+    assert {e.value: e.cdeg_label for e in cdeg_map.labels} == {t: c for c, t in training_labels().items()}
+    # Published numbers, spot-checked against the tools' tables cited in the YAML files.
+    assert label_maps.load_label_map("spineps").entry(107).cdeg_label == labels.label_of("C7-T1")
+    assert label_maps.load_label_map("spineps").entry(205).part == "endplate"
+    tss = label_maps.load_label_map("totalspineseg")
+    assert tss.entry(2).drop and tss.entry(12).cdeg_label == 2 and tss.entry(71).cdeg_label == 107
+
+
+def test_a_user_map_file_is_validated_with_the_key_named(tmp_path: Path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text(
+        "name: mine\ndescription: x\nsource: y\nlabels:\n  - {value: 3, name: C3, vertebra: C33}\n"
+    )
+    with pytest.raises(label_maps.LabelMapError, match="C33"):
+        label_maps.load_label_map(bad)
+    r = _invoke("labels", "--map", "nosuchmap")
+    assert r.exit_code != 0 and "spineps" in r.output and "Traceback" not in r.output
+    r = _invoke("labels", "--map", "totalspineseg")
+    assert r.exit_code == 0 and "2\tspinal_canal\t-\tdropped" in r.output
+
+
+@pytest.mark.parametrize(
+    "name", ["spineps", "totalspineseg", "totalsegmentator", "totalsegmentator_vertebrae_mr"]
+)
+@pytest.mark.parametrize("modality", ["mri", "xray"])
+def test_foreign_masks_convert_back_voxel_for_voxel(neck: Path, name: str, modality: str):
+    lmap = label_maps.load_label_map(name)
+    original = sitk.GetArrayFromImage(_mask(neck, "NECK0001", modality))
+    if name == "totalsegmentator_vertebrae_mr":  # no disc class: only the vertebrae come back
+        original = np.where(np.isin(original, labels.DISC_LABELS), 0, original)
+    foreign = to_foreign(original, lmap)
+    assert not np.array_equal(foreign, original)
+    conv = label_maps.convert(foreign, lmap)
+    np.testing.assert_array_equal(conv.mask, original)
+    actions = {r["action"] for r in conv.rows}
+    assert "dropped" in actions  # C1, T2, cord/canal, the T1-T2 disc
+    if name == "spineps":
+        assert conv.count("merged") > 0 and {r["target"] for r in conv.rows if r["action"] == "merged"} >= {
+            "C3",
+            "C4",
+        }
+    if name == "totalsegmentator":
+        named = {r["target"] for r in conv.rows if r["action"] == "named"}
+        assert named == {labels.name_of(v) for v in np.unique(original) if labels.is_disc(int(v))}
+
+
+def test_an_unknown_value_is_an_error_naming_it():
+    lmap = label_maps.load_label_map("spineps")
+    arr = np.zeros((4, 4), np.uint16)
+    arr[1, 1], arr[2, 2] = 2, 77
+    with pytest.raises(label_maps.LabelMapError, match=r"value\(s\) 77 are not in the label map 'spineps'"):
+        label_maps.convert(arr, lmap)
+
+
+def test_the_canal_of_totalspineseg_never_becomes_c2(neck: Path):
+    original = sitk.GetArrayFromImage(_mask(neck, "NECK0002"))
+    lmap = label_maps.load_label_map("totalspineseg")
+    foreign = to_foreign(original, lmap)
+    canal = foreign == 2
+    assert canal.any() and not (original[canal] == labels.label_of("C2")).any()
+    conv = label_maps.convert(foreign, lmap)
+    assert not conv.mask[canal].any()
+    np.testing.assert_array_equal(conv.mask == 2, original == 2)
+
+
+def test_a_disc_between_the_wrong_vertebrae_is_reported_not_guessed():
+    lmap = label_maps.load_label_map("totalsegmentator")
+    v = {n: lmap.by_name()[f"vertebrae_{n}"].value for n in ("C3", "C4", "C5")}
+    disc = lmap.by_name()["intervertebral_discs"].value
+    arr = np.zeros((40, 10), np.uint16)
+    arr[2:8], arr[8:10], arr[10:16] = v["C3"], disc, v["C4"]  # C3-C4: named
+    arr[18:20, :5] = disc  # touches nothing: reported
+    arr[22:28], arr[28:30], arr[30:36] = v["C3"], disc, v["C5"]  # between C3 and C5: reported
+    conv = label_maps.convert(arr, lmap)
+    flagged = [r["detail"] for r in conv.flagged]
+    assert len(flagged) == 2
+    assert any("no vertebra" in d for d in flagged) and any("non-adjacent C3, C5" in d for d in flagged)
+    assert set(np.unique(conv.mask[28:30])) == {0} and set(np.unique(conv.mask[8:10])) == {103}
+
+
+# --- the command: layouts, geometry, one patient's problem -------------------------------------------------
+
+
+def _spineps_tree(neck: Path, root: Path, pids: list[str]) -> None:
+    lmap = label_maps.load_label_map("spineps")
+    for pid in pids:
+        m = _mask(neck, pid)
+        _write(
+            to_foreign(sitk.GetArrayFromImage(m), lmap),
+            m,
+            root / "derivatives_seg" / pid / f"{pid}_mod-T2w_seg-vert_msk.nii.gz",
+        )
+        # The semantic mask sits next to it and must not be taken for the instance mask.
+        _write(
+            np.full(sitk.GetArrayFromImage(m).shape, 61, np.uint16),
+            m,
+            root / "derivatives_seg" / pid / f"{pid}_mod-T2w_seg-spine_msk.nii.gz",
+        )
+
+
+def test_import_masks_spineps_layout_one_bad_patient_and_a_shifted_grid(neck: Path, tmp_path: Path):
+    pids = Cohort.open(neck).patient_ids()
+    tool = tmp_path / "spineps"
+    _spineps_tree(neck, tool, pids)
+    bad = tool / "derivatives_seg" / pids[1] / f"{pids[1]}_mod-T2w_seg-vert_msk.nii.gz"
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(bad)))
+    arr[0, 0, 0] = 77
+    _write(arr, _mask(neck, pids[1]), bad)
+    shifted = tool / "derivatives_seg" / pids[2] / f"{pids[2]}_mod-T2w_seg-vert_msk.nii.gz"
+    img = sitk.ReadImage(str(shifted))
+    img.SetOrigin(tuple(o + 0.4 for o in img.GetOrigin()))
+    sitk.WriteImage(img, str(shifted))
+    far = tool / "derivatives_seg" / pids[3] / f"{pids[3]}_mod-T2w_seg-vert_msk.nii.gz"
+    img = sitk.ReadImage(str(far))
+    img.SetOrigin(tuple(o + 6.0 for o in img.GetOrigin()))
+    sitk.WriteImage(img, str(far))
+    before = {p: p.stat().st_mtime_ns for p in tool.rglob("*.nii.gz")}
+
+    out = tmp_path / "masks"
+    r = _invoke(
+        "segment", "import-masks", "--from", "spineps", "--masks", tool, "--cohort", neck, "--out", out
+    )
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    assert any(
+        f"patient {pids[1]} / " in ln and "77" in ln and bad.name in ln for ln in r.output.splitlines()
+    )
+    assert any(f"patient {pids[3]} / " in ln and "beyond" in ln for ln in r.output.splitlines())
+    for pid in (pids[0], pids[4], pids[5]):
+        got = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(out, pid, "mri"))))
+        np.testing.assert_array_equal(got, sitk.GetArrayFromImage(_mask(neck, pid)))
+        assert (out / pid / "mri_qc.png").is_file()
+    assert mask_path(out, pids[2], "mri").is_file()  # resampled within the tolerance, with a warning
+    assert not mask_path(out, pids[1], "mri").exists() and not mask_path(out, pids[3], "mri").exists()
+    table = read_table(out / "import_masks.csv", dtype={"patient_id": str})
+    assert set(table["action"]) >= {"mapped", "merged", "dropped", "error", "geometry"}
+    assert table.loc[table["action"] == "merged", "voxels"].sum() > 0
+    assert {p: p.stat().st_mtime_ns for p in tool.rglob("*.nii.gz")} == before  # inputs untouched
+    # Then check and extract accept the converted masks as they are.
+    assert _invoke("check", "--cohort", neck, "--masks", out).exit_code in (0, 1)
+    r = _invoke("check", "--cohort", neck, "--masks", out, "--format", "csv")
+    assert ",labels," not in r.output
+
+
+def test_class_folders_and_a_file_per_case_are_found_without_renaming(neck: Path, tmp_path: Path):
+    pid = Cohort.open(neck).patient_ids()[0]
+    m = _mask(neck, pid)
+    original = sitk.GetArrayFromImage(m)
+    ts = label_maps.load_label_map("totalsegmentator")
+    combined = to_foreign(original, ts)
+    case = tmp_path / "ts" / pid
+    for e in ts.labels:
+        if (combined == e.value).any():
+            _write((combined == e.value).astype(np.uint8), m, case / f"{e.name}.nii.gz")
+    _write(np.ones_like(original, dtype=np.uint8), m, case / "liver.nii.gz")  # another organ: ignored
+    _write(
+        np.ones_like(original, dtype=np.uint8), m, case / "vertebrae.nii.gz"
+    )  # total_mr's all-levels class
+    out = tmp_path / "out_ts"
+    r = _invoke(
+        "segment",
+        "import-masks",
+        "--from",
+        "totalsegmentator",
+        "--masks",
+        tmp_path / "ts",
+        "--cohort",
+        neck,
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(out, pid, "mri")))), original
+    )
+
+    tss = label_maps.load_label_map("totalspineseg")
+    _write(to_foreign(original, tss), m, tmp_path / "tss" / "output" / "step2_output" / f"{pid}.nii.gz")
+    _write(
+        np.full(original.shape, 999, np.uint16),
+        m,
+        tmp_path / "tss" / "output" / "step1_output" / f"{pid}.nii.gz",
+    )
+    out = tmp_path / "out_tss"
+    r = _invoke(
+        "segment",
+        "import-masks",
+        "--from",
+        "totalspineseg",
+        "--masks",
+        tmp_path / "tss",
+        "--cohort",
+        neck,
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(out, pid, "mri")))), original
+    )
+
+
+# --- cohorts from plain folders, then segment and extract without clinical values ---------------------------
+
+
+def _plain_folders(neck: Path, root: Path) -> tuple[Path, Path]:
+    """A flat folder (<id>_T2w / <id>_xray) and a BIDS tree of the same scans, some stored non-canonically."""
+    flat, bids = root / "flat", root / "bids"
+    for i, pid in enumerate(Cohort.open(neck).patient_ids()[:3]):
+        mri = sitk.ReadImage(str(image_path(neck, pid, "mri")))
+        if i == 1:
+            mri = sitk.DICOMOrient(mri, "RAS")
+        flat.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(mri, str(flat / f"{pid}_T2w.nii.gz"))
+        shutil.copy(image_path(neck, pid, "xray"), flat / f"{pid}_xray.nii.gz")
+        anat = bids / f"sub-{i + 1:02d}" / "ses-1" / "anat"
+        anat.mkdir(parents=True)
+        sitk.WriteImage(mri, str(anat / f"sub-{i + 1:02d}_ses-1_T2w.nii.gz"))
+    return flat, bids
+
+
+def test_cohort_init_flat_and_bids(neck: Path, tmp_path: Path):
+    flat, bids = _plain_folders(neck, tmp_path)
+    r = _invoke("cohort", "init", "--images", flat, "--out", tmp_path / "c_flat")
+    assert r.exit_code == 0, r.output
+    coh = Cohort.open(tmp_path / "c_flat")
+    assert coh.meta.synthetic is False and list(coh.clinical().columns) == ["patient_id"]
+    pids = coh.patient_ids()
+    assert pids == Cohort.open(neck).patient_ids()[:3]
+    # The RAS-stored scan is written canonical: the same voxels as the original cohort's image.
+    got = sitk.ReadImage(str(coh.image_path(pids[1], "mri")))
+    ref = sitk.ReadImage(str(image_path(neck, pids[1], "mri")))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(ref))
+    assert np.allclose(got.GetDirection(), ref.GetDirection()) and np.allclose(
+        got.GetOrigin(), ref.GetOrigin()
+    )
+    sources = read_table(tmp_path / "c_flat" / "sources.csv", dtype=str)
+    assert list(sources["action"]).count("reoriented") == 1
+
+    (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t51\nsub-02\t62\nsub-03\t45\n")
+    r = _invoke(
+        "cohort",
+        "init",
+        "--images",
+        bids,
+        "--bids",
+        "--clinical",
+        bids / "participants.tsv",
+        "--link",
+        "--out",
+        tmp_path / "c_bids",
+    )
+    assert r.exit_code == 0, r.output
+    coh = Cohort.open(tmp_path / "c_bids")
+    assert coh.patient_ids() == ["sub-01", "sub-02", "sub-03"] and list(coh.clinical()["age"]) == [51, 62, 45]
+    assert coh.image_path("sub-01", "mri").is_symlink() and not coh.image_path("sub-02", "mri").is_symlink()
+    # Refused: an existing non-empty folder, no match.
+    r = _invoke("cohort", "init", "--images", bids, "--out", tmp_path / "c_bids")
+    assert r.exit_code == 1 and "not empty" in r.output
+    r = _invoke("cohort", "init", "--images", bids, "--out", tmp_path / "c_none")
+    assert r.exit_code == 1 and "--pattern" in r.output
+
+
+def test_spineps_masks_of_original_files_enter_a_bids_cohort_and_extract_without_clinical_values(
+    neck: Path, tmp_path: Path
+):
+    _, bids = _plain_folders(neck, tmp_path)
+    cohort = tmp_path / "cohort"
+    assert _invoke("cohort", "init", "--images", bids, "--bids", "--out", cohort).exit_code == 0
+    # SPINEPS ran on the original BIDS files: its masks are on their grids (sub-02 is stored RAS).
+    lmap = label_maps.load_label_map("spineps")
+    neck_ids = Cohort.open(neck).patient_ids()
+    for i, src in enumerate(sorted(bids.rglob("*_T2w.nii.gz"))):
+        original_img = sitk.ReadImage(str(src))
+        m = _mask(neck, neck_ids[i])
+        if i == 1:
+            m = sitk.DICOMOrient(m, "RAS")
+        rel = src.relative_to(bids).parent
+        name = src.name.replace("_T2w.nii.gz", "_mod-T2w_seg-vert_msk.nii.gz")
+        _write(
+            to_foreign(sitk.GetArrayFromImage(m), lmap), original_img, bids / "derivatives_seg" / rel / name
+        )
+    params = tmp_path / "light.yaml"
+    params.write_text(
+        "imageType: {Original: {}}\nfeatureClass: {shape: null, firstorder: null}\n"
+        "setting: {normalize: true, force2D: true, force2Ddimension: 0, binWidth: 5, label: 1}\n"
+    )
+    out = tmp_path / "features"
+    r = _invoke(
+        "extract",
+        "--cohort",
+        cohort,
+        "--masks",
+        bids,
+        "--label-map",
+        "spineps",
+        "--modality",
+        "mri",
+        "--params",
+        params,
+        "--jobs",
+        "1",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    for j, pid in enumerate(["sub-01", "sub-02", "sub-03"]):
+        got = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(out / "masks", pid, "mri"))))
+        np.testing.assert_array_equal(got, sitk.GetArrayFromImage(_mask(neck, neck_ids[j])))
+    wide = read_table(out / "features.csv", dtype={"patient_id": str})
+    assert sorted(wide["patient_id"]) == ["sub-01", "sub-02", "sub-03"]
+    assert any("disc_height" in c for c in wide.columns)
