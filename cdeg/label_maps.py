@@ -321,20 +321,22 @@ def _contacts(
 
 
 def _merge_parts(array: np.ndarray, e: LabelEntry, lmap: LabelMap, out: np.ndarray) -> list[dict[str, Any]]:
-    """Merge each piece of a vertebra part (an endplate) into the vertebra it touches most.
+    """Merge each piece of a vertebra part (an endplate) into the vertebra it belongs to.
 
-    The part's own vertebra or the one below it: SPINEPS numbers an endplate after the disc next to it, so a
-    superior endplate may carry the number of the vertebra above (spineps/phase_post.py, FIXME in
-    add_ivd_ep_vert_label). A piece touching neither goes to its own vertebra.
+    SPINEPS documents 200 + X as the endplates of vertebra X (README), but numbers an endplate after the disc
+    next to it, so the superior endplate of X + 1 may carry 200 + X too (spineps/phase_post.py,
+    add_ivd_ep_vert_label, whose FIXME says so). Each connected piece therefore goes to whichever of X and
+    X + 1 it touches more (face neighbours), X on a tie or when it touches neither. A one-voxel sliver at a
+    rim where both bodies meet can still go either way (measured on the synthetic masks: at most 1 voxel
+    per mask, tests/test_import_masks.py).
     """
     level_of = _vertebra_lut(array, lmap)
     own = _LEVEL_ORDER[str(e.vertebra)]
     rows = []
     for grown, comp, structure in _components(array, e.value):
         contact = _contacts(array, grown, comp, structure, level_of)
-        candidates = [own, own + 1] if own + 1 < len(SPINE_LEVELS) else [own]
-        best = max(candidates, key=lambda j: contact[j + 1])
-        level = SPINE_LEVELS[best if contact[best + 1] > 0 else own]
+        below = own + 1 < len(SPINE_LEVELS) and contact[own + 2] > contact[own + 1]
+        level = SPINE_LEVELS[own + 1 if below else own]
         label = labels.label_of(level) if level in labels.VERTEBRA_NAMES else None
         if label is not None:
             out[grown][comp] = label

@@ -462,11 +462,35 @@ def _evaluate_modality(
     return cases, unpredicted, n_missing, problems
 
 
+def _import_foreign(
+    pred: Path, cohort: Path, out: Path, label_map: str | Path, modalities: tuple[str, ...]
+) -> tuple[Path, tuple[str, ...]]:
+    """Convert another tool's masks into ``<out stem>_masks/`` for every modality it has masks of."""
+    from cdeg.segmentation.import_masks import import_masks
+
+    from cdeg.errors import CohortError
+
+    if not (cohort / COHORT_JSON).is_file():
+        raise ValueError(
+            "--label-map needs --ref to be a cohort folder: masks are checked against its images"
+        )
+    dest = out.parent / f"{out.stem}_masks"
+    imported = []
+    for mod in modalities:
+        try:
+            import_masks(cohort, pred, dest, label_map, modality=mod)
+            imported.append(mod)
+        except CohortError as e:  # no mask of this modality: counted as missing predictions if asked for
+            log.warning("%s: %s", mod, e.one_line())
+    return dest, tuple(imported)
+
+
 def evaluate(
     pred: str | Path,
     ref: str | Path,
     out: str | Path,
     modality: str | None = None,
+    label_map: str | Path | None = None,
 ) -> dict[str, Any]:
     """Compare predicted masks with reference masks; write and return the metrics.
 
@@ -480,6 +504,12 @@ def evaluate(
         JSON file to write; the tidy per-structure CSV goes next to it with the same stem and ``.csv``.
     modality : str, optional
         "mri", "xray" or "mri,xray"; default: every modality with reference masks.
+    label_map : str or Path, optional
+        `pred` is another tool's output in its own layout and labels (``spineps``, ``totalspineseg``, ... or a
+        label map file; :mod:`cdeg.label_maps`). `ref` must then be a cohort folder (the masks are checked
+        against its images): they are converted with :func:`cdeg.segmentation.import_masks.import_masks`
+        into ``<out stem>_masks/`` next to `out` (kept for review, with import_masks.csv and QC overlays) and
+        evaluated from there.
 
     Returns
     -------
@@ -496,6 +526,10 @@ def evaluate(
     pred_root, ref_root = Path(pred), reference_root(ref)
     if not pred_root.is_dir():
         raise CdegError("prediction folder does not exist", path=pred_root)
+    if label_map is not None:
+        pred_root, imported = _import_foreign(pred_root, Path(ref), out, label_map, modalities)
+        # Without --modality, evaluate what the tool segmented, not the modalities it never saw.
+        modalities = modalities if modality is not None else (imported or modalities)
     patients: dict[str, dict[str, Any]] = {}
     summary: dict[str, Any] = {}
     problems: list[str] = []
