@@ -8,10 +8,15 @@ Every stage runs the same checks on its inputs, once, before any work: the imagi
 prepare/train/predict``, ``extract``) through :func:`check_stage_cohort`, the modelling stages (``fit``,
 ``predict``, ``validate``) on their clinical table through :func:`check_stage_table`. The rule
 (:class:`StageCheck`): an error that makes the whole input unusable (:data:`STOP_CHECKS`: cohort.json,
-clinical.csv, ids) stops the stage with one line; an error in a file or value the stage reads skips that
-patient (x modality), logged on one line naming the patient and the file, and the rest is processed;
-warnings are logged; findings about what the stage does not read are ignored. With ``strict`` the first
-error stops the stage before anything is written. The checks:
+clinical.csv missing, unreadable or without ``patient_id``; for the imaging stages also an id that cannot be a
+folder name) stops the stage with one line; an error in a file or value the stage reads skips that patient
+(x modality), logged on one line naming the patient and the file, and the rest is processed; warnings are
+logged; findings about what the stage does not read are ignored. A bad clinical row (:data:`ROW_CHECKS`)
+costs only its patient: a row with an empty id is left out with a warning; an id on several rows is a
+warning for the imaging stages (they read no clinical value: the patient is processed once) and skips the
+patient, all its rows, in the modelling stages (which row is right is unknown); what is read follows
+:func:`cdeg.cohort.read_clinical`. With ``strict`` the first error, bad rows included, stops the stage
+before anything is written. The checks:
 
 ========================  ========  ================================================================
 check                     severity  what
@@ -45,7 +50,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,32 +298,34 @@ def _check_clinical(
     findings: list[Finding] = []
     ids = [(str(v).strip() if isinstance(v, str) else "") for v in df[id_column]]
     lines: dict[str, list[int]] = {}
+    valid: set[str] = set()
     for i, pid in enumerate(ids):
         line = i + 2  # header line, 1-based
         if not pid:
             findings.append(Finding("", label, "patient_id", "error", f"empty {id_column} on line {line}"))
             continue
+        # Repeats are counted whatever the id: read_clinical leaves them out by the id's text alone.
+        lines.setdefault(pid, []).append(line)
         try:
-            check_patient_id(pid)
+            valid.add(check_patient_id(pid))
         except CohortError as e:
             findings.append(Finding(_safe(pid), label, "patient_id", "error", f"line {line}: {e.message}"))
-            continue
-        lines.setdefault(pid, []).append(line)
     for pid, where in lines.items():
         if len(where) > 1:
             findings.append(
                 Finding(
-                    pid,
+                    pid if pid in valid else _safe(pid),
                     label,
                     "duplicate_id",
                     "error",
-                    f"{id_column} {pid} appears on lines {', '.join(map(str, where))}",
+                    f"{id_column} {pid if pid in valid else _safe(pid)} appears on lines "
+                    f"{', '.join(map(str, where))}",
                 )
             )
     for column in df.columns:
         if column != id_column:
             findings += _check_column(df[column], str(column), ids, cfg, label)
-    return set(lines), findings
+    return valid, findings
 
 
 def _matches(column: str, patterns: Any) -> Any:
@@ -639,24 +646,32 @@ def _stage_check(
     stops: Any,
     acts_on: Any,
     strict: bool,
+    copes: Any = None,
 ) -> StageCheck:
-    """Sort findings for a stage: stop on `stops` (or any error when strict), log the rest, one line each."""
+    """Sort findings for a stage: stop on `stops` (or any error when strict), log the rest, one line each.
+
+    `copes(finding) -> str | None`: for an error the stage copes with by itself (a bad clinical row it leaves
+    out), what it does; unless `strict`, such an error is logged as a warning saying so and skips no patient.
+    """
     probe = StageCheck(stage, root)
     fatal = [f for f in findings if f.severity == "error" and stops(f)]
     if fatal:
         first = fatal[0]
         more = f" ({len(fatal) - 1} more such problems; `cdeg check` lists them)" if len(fatal) > 1 else ""
         raise CohortError(first.message + more, patient=first.patient or None, path=probe.path(first) or None)
+    if copes is not None and not strict:
+        findings = [_coped(f, copes(f) if f.severity == "error" and acts_on(f) else None) for f in findings]
     errors = tuple(f for f in findings if f.severity == "error" and acts_on(f))
     warnings = tuple(f for f in findings if f.severity == "warning" and acts_on(f))
     ignored = tuple(f for f in findings if not acts_on(f))
     check = StageCheck(stage, root, errors, warnings, ignored)
-    patients = sorted({f.patient for f in errors})
+    patients = sorted({f.patient for f in errors if f.patient})
     if strict and errors:
         first = errors[0]
+        no_id = sum(not f.patient for f in errors)  # rows without an id are no patient
+        what = f"{len(patients)} patient(s)" + (f" and {no_id} row(s) without an id" if no_id else "")
         raise CdegError(
-            f"{first.message} (strict: stopped before any work; {len(patients)} patient(s) with "
-            f"problems, `cdeg check` lists them)",
+            f"{first.message} (strict: stopped before any work; {what} with problems, `cdeg check` lists them)",
             patient=first.patient or None,
             path=check.path(first) or None,
         )
@@ -669,15 +684,28 @@ def _stage_check(
         )
         for f in errors:
             log.warning("  %s", check.line(f))
-    for f in warnings[:MAX_WARNING_LINES]:
+    # Bad clinical rows are few and cost a patient: never hidden behind the cap on other warnings.
+    rows = [f for f in warnings if f.check in ROW_CHECKS]
+    others = [f for f in warnings if f.check not in ROW_CHECKS]
+    for f in rows + others[:MAX_WARNING_LINES]:
         log.warning("%s: %s", stage, check.line(f))
-    if len(warnings) > MAX_WARNING_LINES:
+    if len(others) > MAX_WARNING_LINES:
         log.warning(
-            "%s: %d more warnings; `cdeg check` lists them all", stage, len(warnings) - MAX_WARNING_LINES
+            "%s: %d more warnings; `cdeg check` lists them all", stage, len(others) - MAX_WARNING_LINES
         )
     if ignored:
         log.debug("%s: %d findings that do not concern this stage", stage, len(ignored))
     return check
+
+
+def _coped(f: Finding, note: str | None) -> Finding:
+    """`f` as a warning saying what the stage does about it, when it copes (`note`); else `f` unchanged."""
+    return replace(f, severity="warning", message=f"{f.message} ({note})") if note else f
+
+
+def _empty_id(f: Finding) -> bool:
+    """A clinical row without an id: it names no patient, so no stage can use it."""
+    return f.check == "patient_id" and not f.patient
 
 
 def check_stage_cohort(
@@ -693,10 +721,13 @@ def check_stage_cohort(
 ) -> StageCheck:
     """Check an imaging stage's input cohort once, before any work, with :func:`check_cohort`.
 
-    The rule: errors of :data:`STOP_CHECKS` stop the stage (CohortError, one line); errors of the image and
-    mask files (:data:`FILE_CHECKS`) and image folders without a clinical row skip that patient (x modality),
-    each logged on one line naming the patient and the file; warnings are logged; clinical values are not
-    an imaging stage's concern. With `strict`, the first error stops the stage instead (CdegError).
+    The rule: errors of :data:`STOP_CHECKS`, and ids that cannot be folder names, stop the stage
+    (CohortError, one line); errors of the image and mask files (:data:`FILE_CHECKS`) and image folders
+    without a clinical row skip that patient (x modality), each logged on one line naming the patient and
+    the file; warnings are logged; clinical values are not an imaging stage's concern, so bad clinical rows
+    (:data:`ROW_CHECKS`) are warnings: a row with an empty id is left out, a patient on several rows is
+    processed once (:meth:`cdeg.cohort.Cohort.patient_ids`). With `strict`, the first error, bad rows
+    included, stops the stage instead (CdegError).
 
     Parameters
     ----------
@@ -723,14 +754,23 @@ def check_stage_cohort(
     mask_arg = Path(masks).absolute() if masks is not None else None
     findings = check_cohort(root, mask_arg, config, modalities=modalities, use_masks=use_masks)
 
+    def stops(f: Finding) -> bool:
+        # An id that cannot be a folder name cannot be matched with its images, nor used as a path.
+        return f.check in STOP_CHECKS or (f.check == "patient_id" and bool(f.patient))
+
     def acts_on(f: Finding) -> bool:
+        if f.check in ROW_CHECKS:
+            return True
         if f.check not in IMAGING_CHECKS:
             return False
         return not (f.severity == "error" and tolerated is not None and tolerated(f))
 
-    return _stage_check(
-        stage, findings, root, stops=lambda f: f.check in STOP_CHECKS, acts_on=acts_on, strict=strict
-    )
+    def copes(f: Finding) -> str | None:
+        if f.check == "duplicate_id":
+            return "its images are processed once; fit, predict and validate leave the patient out"
+        return "row left out" if _empty_id(f) else None
+
+    return _stage_check(stage, findings, root, stops=stops, acts_on=acts_on, strict=strict, copes=copes)
 
 
 def check_stage_table(
@@ -744,11 +784,13 @@ def check_stage_table(
 ) -> StageCheck:
     """Check a modelling stage's clinical table once, before any work, with :func:`check_clinical`.
 
-    The rule: a missing or unreadable table, a missing id column, empty or repeated ids stop the stage
-    (CohortError); a bad value (text in a numeric column, a value outside its plausible range) in a column
-    the stage uses skips that patient, logged on one line naming the patient and the file; bad values in
-    columns it does not use, and ids that could not be folder names, are not its concern. With `strict`,
-    the first error stops the stage instead (CdegError).
+    The rule: a missing or unreadable table or a missing id column stop the stage (CohortError); an id on
+    several rows, or a bad value (text in a numeric column, a value outside its plausible range) in a
+    column the stage uses, skips that patient (every row of a repeated id), logged on one line naming the
+    patient, the file and the line(s); a row with an empty id is left out with a warning (it names no
+    patient); bad values in columns it does not use, and ids that could not be folder names, are not its
+    concern. What is then read follows :func:`cdeg.cohort.read_clinical` with ``bad_ids="drop"``. With
+    `strict`, the first error stops the stage instead (CdegError).
 
     Parameters
     ----------
@@ -756,14 +798,22 @@ def check_stage_table(
         ``uses(column) -> bool``: the columns the stage reads (default: all).
     """
 
-    def stops(f: Finding) -> bool:
-        return f.check in ("clinical", "duplicate_id") or (f.check == "patient_id" and not f.patient)
-
     def acts_on(f: Finding) -> bool:
+        if f.check == "duplicate_id" or _empty_id(f):
+            return True
         return f.check in VALUE_CHECKS and (uses is None or uses(f.column))
 
-    findings = check_clinical(path, config, id_column=id_column)
-    return _stage_check(stage, findings, None, stops=stops, acts_on=acts_on, strict=strict)
+    # The values of a row without an id belong to no patient: the row is left out whole.
+    findings = [f for f in check_clinical(path, config, id_column=id_column) if f.patient or f.column == ""]
+    return _stage_check(
+        stage,
+        findings,
+        None,
+        stops=lambda f: f.check == "clinical",
+        acts_on=acts_on,
+        strict=strict,
+        copes=lambda f: "row left out" if _empty_id(f) else None,
+    )
 
 
 # --- using the findings --------------------------------------------------------------------------
@@ -771,10 +821,13 @@ def check_stage_table(
 
 # --- the same checks in every stage --------------------------------------------------------------
 
-#: Errors that make a cohort unusable as a whole: a stage stops with one line, strict or not. Ids are among
-#: them because every stage's reader refuses a table with empty or repeated ids, and an id that cannot be a
-#: folder name cannot be matched with its images.
-STOP_CHECKS = frozenset({"cohort_json", "clinical", "patient_id", "duplicate_id"})
+#: Errors that make a cohort unusable as a whole: a stage stops with one line, strict or not.
+STOP_CHECKS = frozenset({"cohort_json", "clinical"})
+#: Errors of one clinical row: an id that is empty, not a valid folder name, or on several rows. An empty or
+#: repeated id costs only its row's patient; an invalid id stops the imaging stages (it cannot be matched
+#: with its images, nor used as a path) and is no concern of the modelling stages. See
+#: :func:`check_stage_cohort` and :func:`check_stage_table`.
+ROW_CHECKS = frozenset({"patient_id", "duplicate_id"})
 #: Checks of one image or mask file; an error skips that patient x modality.
 FILE_CHECKS = frozenset({"unreadable", "truncated", "dimensions", "geometry", "labels"})
 #: Checks of clinical values; an error skips the patient in a stage that uses the column.

@@ -11,6 +11,7 @@
       masks/<patient_id>/xray.nii.gz
       truth/levels.csv                 synthetic cohorts only: true per-structure markers
       truth/patients.csv               synthetic cohorts only: predisposition, oracle probability, ...
+      sources.csv                      cohorts from `cdeg cohort init`: original file of each image, action
 
 A mask folder written by `cdeg segment predict` uses the same ``<patient_id>/<modality>.nii.gz``
 layout, so every stage finds masks with :func:`mask_path` whatever produced them.
@@ -45,6 +46,8 @@ MASKS_DIR = "masks"
 TRUTH_DIR = "truth"
 TRUTH_LEVELS = "levels.csv"
 TRUTH_PATIENTS = "patients.csv"
+#: Written by `cdeg cohort init`: each image's original file and what was done to it (copied, reoriented, ...).
+SOURCES_CSV = "sources.csv"
 PROFILES = ("neck", "population", "external")
 #: Canonical image orientation written by `cdeg synth` and `cdeg import-dicom`, as SimpleITK direction
 #: cosines (row-major, columns = index axes, LPS physical space). MRI: index i (columns) runs anterior to
@@ -194,13 +197,19 @@ class Cohort:
         return mask_path(self.masks_root, patient_id, modality)
 
     # -- contents ------------------------------------------------------------------------------
-    def clinical(self) -> Any:
-        """clinical.csv as a DataFrame indexed by nothing, `patient_id` as first column (str)."""
-        return read_clinical(self.clinical_path)
+    def clinical(self, bad_ids: Literal["error", "drop", "first"] = "error") -> Any:
+        """clinical.csv as a DataFrame indexed by nothing, `patient_id` as first column (str).
+
+        `bad_ids`: what becomes of empty and repeated ids (:func:`read_clinical`)."""
+        return read_clinical(self.clinical_path, bad_ids=bad_ids)
 
     def patient_ids(self) -> list[str]:
-        """Patient ids in clinical.csv order."""
-        return list(self.clinical()[ID_COLUMN])
+        """Patient ids in clinical.csv order, each once; rows with an empty id are left out.
+
+        Listing needs no clinical value: a repeated id lists its patient once, at its first row
+        (:func:`read_clinical` with ``bad_ids="first"``); the stages' input checks report such rows.
+        """
+        return list(read_clinical(self.clinical_path, bad_ids="first")[ID_COLUMN])
 
     def has_image(self, patient_id: str, modality: str) -> bool:
         return self.image_path(patient_id, modality).is_file()
@@ -223,14 +232,43 @@ def value_text(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
-    """Read a clinical table; ids are read as strings and checked for presence and uniqueness.
+#: What :func:`read_clinical` may do with a row whose id is empty or also on another row (see there).
+BAD_ID_RULES = ("error", "drop", "first")
+
+
+def read_clinical(
+    path: str | Path, id_column: str = ID_COLUMN, *, bad_ids: Literal["error", "drop", "first"] = "error"
+) -> Any:
+    """Read a clinical table; ids are read as strings (stripped) and checked for presence and uniqueness.
+
+    The one place that decides what becomes of a row with an empty id or an id on several rows; the
+    stages' input checks (:mod:`cdeg.check`) report such rows, one line each, before any work.
+
+    Parameters
+    ----------
+    path : path
+        CSV/TSV/Parquet table.
+    id_column : str
+        Column of the patient ids.
+    bad_ids : {"error", "drop", "first"}
+        "error": raise. "drop": leave out the rows with an empty id and every row of a repeated id (stages
+        that read clinical values: which of the rows is right is unknown). "first": leave out the rows with
+        an empty id and keep the first row of a repeated id (stages that only list the patients: each is
+        listed once, in file order). A row with an empty id can be matched to nothing in either case.
+
+    Returns
+    -------
+    DataFrame
+        The rows kept, in file order (index 0..n-1), `id_column` as str.
 
     Raises
     ------
     CohortError
-        When the id column is missing, an id is empty or duplicated, naming the file and the ids.
+        When the table cannot be read or has no id column; with ``bad_ids="error"``, when an id is empty or
+        repeated. The message names the file and the lines or ids.
     """
+    if bad_ids not in BAD_ID_RULES:
+        raise ValueError(f"bad_ids must be one of {', '.join(BAD_ID_RULES)}, got {bad_ids!r}")
     # CSV ids are read as text so that "007" stays "007"; Parquet keeps its own column types.
     is_csv = str(path).endswith((".csv", ".tsv", ".txt", ".csv.gz"))
     df = read_table(path, dtype={id_column: str}) if is_csv else read_table(path)
@@ -241,11 +279,17 @@ def read_clinical(path: str | Path, id_column: str = ID_COLUMN) -> Any:
             path=path,
         )
     ids = df[id_column]
-    if ids.isna().any():
-        rows = [int(i) + 2 for i in ids.index[ids.isna()][:5]]  # +2: header line, 1-based
-        raise CohortError(f"empty {id_column} on line(s) {rows}", path=path)
-    df[id_column] = ids.map(value_text).str.strip()
-    dup = df[id_column][df[id_column].duplicated()].unique().tolist()
-    if dup:
-        raise CohortError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)
-    return df
+    # A blank id ("  ") is as empty as a missing one: it names no patient.
+    text = ids.where(ids.notna(), "").map(lambda v: value_text(v).strip()).astype(str)
+    empty = (text == "").to_numpy()
+    df[id_column] = text
+    if bad_ids == "error":
+        if empty.any():
+            rows = [i + 2 for i in empty.nonzero()[0][:5].tolist()]  # +2: header line, 1-based
+            raise CohortError(f"empty {id_column} on line(s) {rows}", path=path)
+        dup = text[text.duplicated()].unique().tolist()
+        if dup:
+            raise CohortError(f"duplicate {id_column}: {', '.join(dup[:10])}", path=path)
+        return df
+    repeated = text.duplicated(keep=False if bad_ids == "drop" else "first").to_numpy()
+    return df[~empty & ~repeated].reset_index(drop=True)

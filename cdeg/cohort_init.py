@@ -43,6 +43,7 @@ from cdeg.cohort import (
     ID_COLUMN,
     IMAGE_SUFFIX,
     MODALITIES,
+    SOURCES_CSV,
     CohortMeta,
     check_modality,
     check_patient_id,
@@ -54,7 +55,6 @@ from cdeg.io import atomic_path, read_image, read_table, write_image, write_tabl
 
 log = logging.getLogger(__name__)
 
-SOURCES_CSV = "sources.csv"
 SOURCE_COLUMNS = (ID_COLUMN, "modality", "source", "action", "detail")
 DEFAULT_PATTERNS: dict[str, dict[str, str]] = {
     "flat": {"mri": "{id}_T2w.nii.gz", "xray": "{id}_xray.nii.gz"},

@@ -30,7 +30,7 @@ def summarize(cohort: str | Path, out: str | Path | None = None) -> dict[str, An
         JSON-ready summary (see README, "Cohort summary").
     """
     c = Cohort.open(cohort)
-    clin = c.clinical()
+    clin = c.clinical(bad_ids="first")  # a summary lists patients; a repeated id is `cdeg check`'s to report
     ids = list(clin[ID_COLUMN])
     s: dict[str, Any] = {
         "name": c.meta.name,

@@ -115,13 +115,14 @@ def fit(
     """Nested-CV estimate and final fit of XGBoost, elastic-net and clinical-only logistic regression.
 
     The clinical table is checked once before anything is fitted, with the checks of ``cdeg check``
-    (:func:`cdeg.check.check_stage_table`). The rule: a missing or unreadable table, a missing id column,
-    empty or repeated ids stop the stage; a bad value (text in a numeric column, a value outside the
+    (:func:`cdeg.check.check_stage_table`). The rule: a missing or unreadable table or a missing id column
+    stop the stage; an id on several rows, or a bad value (text in a numeric column, a value outside the
     plausible range of configs/check.yaml) in a column the models may use (the target, and every column
-    not left out by the leakage rule or `exclude`) leaves that patient out of both tables, with one log
-    line naming the patient and the file, and is listed in metrics.json (``data.skipped_patients``); bad
-    values in columns the models never use (follow-up scores, outcomes) are read as missing. With
-    `strict`, the first such problem stops the stage before anything is written.
+    not left out by the leakage rule or `exclude`) leaves that patient (all its rows) out of both tables,
+    with one log line naming the patient, the file and the line(s), and is listed in metrics.json
+    (``data.skipped_patients``); a row with an empty id is left out with a warning; bad values in columns
+    the models never use (follow-up scores, outcomes) are read as missing. With `strict`, the first such
+    problem stops the stage before anything is written.
 
     Parameters
     ----------
@@ -714,9 +715,10 @@ def predict(
 
     The clinical table (when given) is checked first with the checks of ``cdeg check``: a bad value in a
     column the model uses (text in a numeric column, a value outside its plausible range) leaves that
-    patient out (one log line naming the patient and the file; ``skipped_patients`` in predict.json);
-    bad values in other columns are read as missing; an unreadable table or repeated ids stop the stage.
-    With `strict`, the first bad value stops the stage before anything is written.
+    patient out (one log line naming the patient and the file; ``skipped_patients`` in predict.json), and
+    so does an id on several rows (all its rows); a row with an empty id is left out with a warning; bad
+    values in other columns are read as missing; an unreadable table stops the stage. With `strict`, the
+    first such problem stops the stage before anything is written.
 
     Parameters
     ----------
@@ -839,9 +841,10 @@ def validate(
 
     The clinical table is checked first with the checks of ``cdeg check``: a bad value in the target or in
     a column the model uses (text in a numeric column, a value outside its plausible range) leaves that
-    patient out (one log line naming the patient and the file; ``skipped_patients`` in metrics.json); bad
-    values in other columns are read as missing; an unreadable table or repeated ids stop the stage. With
-    `strict`, the first bad value stops the stage before anything is written.
+    patient out (one log line naming the patient and the file; ``skipped_patients`` in metrics.json), and
+    so does an id on several rows (all its rows); a row with an empty id is left out with a warning; bad
+    values in other columns are read as missing; an unreadable table stops the stage. With `strict`, the
+    first such problem stops the stage before anything is written.
 
     Parameters
     ----------

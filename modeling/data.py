@@ -26,7 +26,7 @@ import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -77,17 +77,23 @@ def parse_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
 # --- reading ----------------------------------------------------------------------------------------------
 
 
-def read_with_ids(path: str | Path, id_column: str) -> pd.DataFrame:
+def read_with_ids(
+    path: str | Path, id_column: str, bad_ids: Literal["error", "drop", "first"] = "error"
+) -> pd.DataFrame:
     """Read a CSV/TSV/Parquet table whose `id_column` holds unique, non-empty patient ids (read as text).
+
+    `bad_ids`: what becomes of rows with an empty or repeated id ("error", "drop", "first"; see
+    :func:`cdeg.cohort.read_clinical`, which decides it for every stage).
 
     Raises
     ------
     CdegError
-        Naming the file: unreadable table, missing id column, empty or duplicate ids.
+        Naming the file: unreadable table, missing id column; empty or duplicate ids when `bad_ids` is
+        "error".
     """
     from cdeg.cohort import read_clinical
 
-    return read_clinical(path, id_column=id_column)
+    return read_clinical(path, id_column=id_column, bad_ids=bad_ids)
 
 
 def read_features_table(path: str | Path, id_column: str, skip: Collection[str] = ()) -> pd.DataFrame:
@@ -116,8 +122,12 @@ def read_clinical_table(
     A text column whose values are numbers except for a few is taken as a numeric column with a typo and
     raises CdegError naming the patient, unless the column is in `unused` (not read by the stage: its
     typos become missing values); boolean columns become 0/1. `skip`: ids of patients left out.
+
+    Rows with an empty id, and every row of an id on several rows, are left out (``bad_ids="drop"``): the
+    stage's input check (:func:`cdeg.check.check_stage_table`) has reported them, one line each, and listed
+    the repeated ids among the skipped patients; a bad clinical row costs only its patient.
     """
-    df = _without(read_with_ids(path, id_column).set_index(id_column), skip)
+    df = _without(read_with_ids(path, id_column, bad_ids="drop").set_index(id_column), skip)
     for col in df.columns:
         s = df[col]
         if s.dtype == bool or pd.api.types.is_numeric_dtype(s.dtype):

@@ -358,8 +358,9 @@ def shared_exclusions(ctx: Context, target: str) -> list[str]:
     spec = ctx.cfg.targets[target]
     if spec.external is None or not spec.shared_variables_only:
         return []
-    dev = read_clinical(ctx.cohort_folder(spec.development) / "clinical.csv")
-    ext = read_clinical(ctx.cohort_folder(spec.external) / "clinical.csv")
+    # Only the column names are read here: a repeated id is fit's to report (it leaves the patient out).
+    dev = read_clinical(ctx.cohort_folder(spec.development) / "clinical.csv", bad_ids="first")
+    ext = read_clinical(ctx.cohort_folder(spec.external) / "clinical.csv", bad_ids="first")
     return sorted(set(dev.columns) - set(ext.columns))
 
 
