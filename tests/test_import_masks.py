@@ -72,7 +72,9 @@ def to_foreign(
 
 
 def _add_extras(out: np.ndarray, mask: np.ndarray, lmap: label_maps.LabelMap) -> None:
-    """C1 above C2, T1-T2 disc and T2 below T1, cord and canal behind everything: all on background."""
+    """C1 above C2; T1-T2 disc, T2, T2-T3 disc and T3 below T1; cord and canal behind everything.
+
+    All on background, so converting back must give the original exactly."""
     si = MRI_SI if mask.ndim == 3 else 0
     ap = MRI_AP if mask.ndim == 3 else 1
     rows = np.flatnonzero(np.any(mask > 0, axis=tuple(i for i in range(mask.ndim) if i != si)))
@@ -94,19 +96,22 @@ def _add_extras(out: np.ndarray, mask: np.ndarray, lmap: label_maps.LabelMap) ->
     c0, c1 = int(cols.min()), int(cols.min()) + 6
     if top >= 6:
         put(top - 5, top - 1, c0, c1, _value(lmap, vertebra="C1"))
-    if bottom + 9 < mask.shape[si]:
-        t1_cols = np.flatnonzero(
-            np.any(mask == labels.label_of("T1"), axis=tuple(i for i in range(mask.ndim) if i != ap))
-        )
-        if t1_cols.size:
-            a = int(t1_cols.min())
-            disc = [e.value for e in lmap.labels if e.disc in ("T1-T2", "any")]
-            if disc:  # the disc below T1 touches T1 and T2 only
-                t1_rows = np.flatnonzero(
-                    np.any(mask == labels.label_of("T1"), axis=tuple(i for i in range(mask.ndim) if i != si))
-                )
-                put(bottom + 1, bottom + 3, a, a + 6, disc[0]) if int(t1_rows.max()) == bottom else None
-            put(bottom + 3, bottom + 8, a, a + 6, _value(lmap, vertebra="T2"))
+    t1 = mask == labels.label_of("T1")
+    t1_rows = np.flatnonzero(np.any(t1, axis=tuple(i for i in range(mask.ndim) if i != si)))
+    if t1_rows.size and int(t1_rows.max()) == bottom and bottom + 16 < mask.shape[si]:
+        # Below T1: the T1-T2 disc, T2, the T2-T3 disc and T3; each disc touches its two vertebrae only.
+        a = int(np.flatnonzero(np.any(t1, axis=tuple(i for i in range(mask.ndim) if i != ap))).min())
+        for r0, r1, kw in (
+            (1, 3, {"disc": "T1-T2"}),
+            (3, 8, {"vertebra": "T2"}),
+            (8, 10, {"disc": "T2-T3"}),
+            (10, 15, {"vertebra": "T3"}),
+        ):
+            any_disc = [e.value for e in lmap.labels if e.disc == "any"]
+            if "disc" in kw and any_disc:
+                put(bottom + r0, bottom + r1, a, a + 6, any_disc[0])
+            elif "disc" not in kw or any(e.disc == kw["disc"] for e in lmap.labels):
+                put(bottom + r0, bottom + r1, a, a + 6, _value(lmap, **kw))
     back = int(np.flatnonzero(np.any(mask > 0, axis=tuple(i for i in range(mask.ndim) if i != ap))).max()) + 3
     for name in ("spinal_canal", "spinal_cord"):
         if back + 2 < mask.shape[ap] and name in lmap.by_name():
@@ -509,9 +514,8 @@ def _oblique(img: sitk.Image, degrees: float) -> sitk.Image:
 def test_qc_overlay_shows_the_sagittal_plane_whatever_the_orientation(
     neck: Path, tmp_path: Path, orientation: str
 ):
-    from PIL import Image
-
     from cdeg.segmentation.qc import write_qc_overlay
+    from PIL import Image
 
     pid = Cohort.open(neck).patient_ids()[0]
     image = sitk.ReadImage(str(image_path(neck, pid, "mri")))
