@@ -163,9 +163,15 @@ def test_imported_cohort_passes_check(imported):
 
 
 def test_import_is_deterministic(export, imported, tmp_path):
-    summary, _, _ = imported
+    summary, id_map, _ = imported
+    # The salt is random per import unless an id map stores one: a copy of the map gives the same salt.
+    shutil.copy(id_map, tmp_path / "map.csv")
     again = import_dicom(
-        export.root, tmp_path / "again", clinical=export.root / "clinical.csv", progress=False
+        export.root,
+        tmp_path / "again",
+        clinical=export.root / "clinical.csv",
+        id_map=tmp_path / "map.csv",
+        progress=False,
     )
     for name in ("clinical.csv", REPORT_CSV, IMAGES_CSV):
         assert (again.cohort / name).read_bytes() == (summary.cohort / name).read_bytes()
@@ -306,7 +312,7 @@ def test_ambiguous_series_then_override(export, tmp_path):
     report = pd.read_csv(summary.cohort / REPORT_CSV, dtype=str).fillna("")
     amb = report[(report["reason"] == "ambiguous_series") & (report["patient"] == pseudo)]
     assert len(amb) == 1 and amb["modality"].iloc[0] == "mri"
-    key = deid.series_key(new_uid)
+    key = deid.series_key(new_uid, deid.read_salt(tmp_path / "map.csv"))  # the import's random salt
     assert key in amb["detail"].iloc[0]
     assert not (summary.cohort / "images" / pseudo / "mri.nii.gz").exists()
     # Override by pseudonym and series key (what the report shows) ...
@@ -318,7 +324,7 @@ def test_ambiguous_series_then_override(export, tmp_path):
     assert row["series_key"].tolist() == [key] and row["rule"].iloc[0].startswith("override")
     # ... or by hospital id and full UID.
     override.write_text(f"patient,series_instance_uid,modality\n{hospital_id},{new_uid},mri\n")
-    s3 = import_dicom(dicom, tmp_path / "c3", series=override, progress=False)
+    s3 = import_dicom(dicom, tmp_path / "c3", id_map=tmp_path / "map.csv", series=override, progress=False)
     assert (s3.cohort / "images" / pseudo / "mri.nii.gz").exists()
 
 

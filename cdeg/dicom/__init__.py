@@ -2,12 +2,14 @@
 
 * :func:`import_dicom` (``cdeg import-dicom``) walks a DICOM folder tree, picks per patient the sagittal
   T2 MRI series and the lateral cervical radiograph, converts them to NIfTI in the cohort layout with
-  their geometry, replaces patient ids by pseudonyms and reports every file it skipped.
+  their geometry, replaces patient ids by pseudonyms (random salt kept in the id map), reports every
+  file it skipped and every image with text burned into its pixels (blanked on request).
 * :func:`write_cohort_dicom` writes an existing NIfTI cohort as a DICOM tree with realistic identifying
   tags, decoy series and non-image files: the test bed for the importer and for de-identification.
 
 Modules: :mod:`~cdeg.dicom.scan` (walk, read headers, group, classify, pick), :mod:`~cdeg.dicom.convert`
-(series -> SimpleITK image with geometry), :mod:`~cdeg.dicom.deid` (pseudonyms, id map, path keys),
+(series -> SimpleITK image with geometry), :mod:`~cdeg.dicom.deid` (pseudonyms, salt, id map, path keys),
+:mod:`~cdeg.dicom.burned_in` (text burned into radiographs: find and mask),
 :mod:`~cdeg.dicom.api` (the import stage), :mod:`~cdeg.dicom.write` (cohort -> DICOM),
 :mod:`~cdeg.dicom.cli` (click commands).
 """

@@ -5,12 +5,19 @@ Outputs in the cohort folder::
     cohort.json          profile "external", synthetic false, seed null
     clinical.csv         one row per imported patient, ids are pseudonyms
     images/<pseudonym>/mri.nii.gz, xray.nii.gz
-    import_report.csv    every file or clinical row not imported: file_key, patient, modality, reason, detail
-    import_images.csv    what each image came from: patient, modality, series_key, n_files, rule, spacing
+    import_report.csv    every file or clinical row not imported: file_key, patient, modality, reason, detail;
+                         and every imported image with burned-in text (reason burned_in_text)
+    import_images.csv    what each image came from: patient, modality, series_key, n_files, rule, spacing,
+                         burned_in (attribute, heuristic), text_regions, masked (regions blanked)
 
 Nothing in these files (nor in the log) holds a name, a birth date, an accession number, an institution, an
 original PatientID, a UID or a path of the DICOM export: files are named by a salted key whose table goes
-next to the id map, outside the cohort (see :mod:`cdeg.dicom.deid`).
+next to the id map, outside the cohort (see :mod:`cdeg.dicom.deid`). The salt of those keys and of the
+pseudonym order is random per import unless given, and is stored in the id map only.
+
+Text burned into the pixels (a name in a corner of a radiograph) is found from the attribute
+BurnedInAnnotation and a heuristic (:mod:`cdeg.dicom.burned_in`), reported, and blanked with
+``mask_burned_in``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +41,9 @@ from cdeg.cohort import (
     write_cohort_json,
 )
 from cdeg.dicom import deid
+from cdeg.dicom.burned_in import REGIONS, find_text_regions, mask_regions
 from cdeg.dicom.convert import SeriesProblem, mr_volume, radiograph, reorient
-from cdeg.dicom.scan import Choice, ScanResult, pick_mri, pick_xray, quiet_pydicom, scan
+from cdeg.dicom.scan import Choice, Instance, ScanResult, pick_mri, pick_xray, quiet_pydicom, scan
 from cdeg.errors import CdegError
 from cdeg.io import read_table, write_image, write_table
 
@@ -46,6 +54,18 @@ IMAGES_CSV = "import_images.csv"
 REPORT_COLUMNS = ("file_key", "patient", "modality", "reason", "detail")
 SALT_ENV = "CDEG_ID_SALT"
 SERIES_COLUMNS = ("patient", "series_instance_uid", "modality")
+IMAGES_COLUMNS = (
+    "patient",
+    "modality",
+    "series_key",
+    "n_files",
+    "rule",
+    "spacing",
+    "burned_in",
+    "text_regions",
+    "masked",
+)
+BURNED_IN = "burned_in_text"
 #: Clinical columns dropped on import because their name says they identify a person (lower case,
 #: compared after removing "_", "-" and spaces).
 IDENTIFYING_COLUMNS = frozenset(
@@ -95,7 +115,10 @@ class ImportSummary:
     n_files : int
         Files looked at under the DICOM folder.
     n_reported : int
-        Rows of import_report.csv (files and clinical rows not imported).
+        Rows of import_report.csv for files and clinical rows not imported.
+    n_burned_in, n_masked : int
+        Imported images with burned-in text (rows ``burned_in_text`` of import_report.csv), and how
+        many of them were masked.
     """
 
     cohort: Path
@@ -104,13 +127,38 @@ class ImportSummary:
     n_xray: int
     n_files: int
     n_reported: int
+    n_burned_in: int = 0
+    n_masked: int = 0
 
     def one_line(self) -> str:
-        return (
+        text = (
             f"imported {self.n_patients} patients ({self.n_mri} MRI, {self.n_xray} radiographs) from "
-            f"{self.n_files} files into {self.cohort}; {self.n_reported} files/rows not imported, see "
-            f"{REPORT_CSV}"
+            f"{self.n_files} files into {self.cohort}; {self.n_reported} files/rows not imported"
         )
+        if self.n_burned_in:
+            text += f"; {self.n_burned_in} images with burned-in text ({self.n_masked} masked)"
+        return text + f", see {REPORT_CSV}"
+
+
+@dataclass
+class _Run:
+    """One import's settings and what its patients add to the report and the provenance."""
+
+    out: Path
+    salt: str
+    mask_burned_in: bool
+    rows: list[dict[str, str]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+
+    def file_row(self, rel: str, patient: str, modality: str, reason: str, detail: str) -> str:
+        """Add a report row naming a file by its key (the key -> path table goes next to the id map)."""
+        key = deid.path_key(rel, self.salt)
+        self.keys[key] = rel
+        self.rows.append(
+            {"file_key": key, "patient": patient, "modality": modality, "reason": reason, "detail": detail}
+        )
+        return key
 
 
 def import_dicom(
@@ -121,6 +169,7 @@ def import_dicom(
     series: str | Path | None = None,
     name: str | None = None,
     salt: str | None = None,
+    mask_burned_in: bool = False,
     progress: bool = True,
 ) -> ImportSummary:
     """Import a DICOM folder tree as a de-identified cohort (sagittal T2 MRI + lateral radiograph).
@@ -143,13 +192,19 @@ def import_dicom(
     name : str, optional
         Cohort name (default: the folder name of `out`).
     salt : str, optional
-        Secret for the pseudonym order and report keys (default: environment ``CDEG_ID_SALT``, else none).
+        Secret for the pseudonym order and report keys. Default: environment ``CDEG_ID_SALT``, else the
+        salt stored in an existing `id_map`, else a new random one (:func:`cdeg.dicom.deid.new_salt`).
+        It is written into the id map only, never into the cohort or the log.
+    mask_burned_in : bool
+        Blank the regions of a radiograph that hold burned-in text (found by the attribute
+        BurnedInAnnotation or the heuristic of :mod:`cdeg.dicom.burned_in`) before it is written; they
+        are reported either way. Input files are never modified.
     progress : bool
         Show a progress bar.
     """
     dicom, out = Path(dicom), Path(out)
-    salt = os.environ.get(SALT_ENV, "") if salt is None else salt
     _check_paths(dicom, out, id_map, clinical, series)
+    salt, salt_source = _resolve_salt(salt, id_map)
     existing = deid.read_id_map(id_map) if id_map is not None and Path(id_map).is_file() else {}
     clinical_df = _read_clinical(clinical) if clinical is not None else None
     overrides = _read_overrides(series) if series is not None else {}
@@ -158,24 +213,20 @@ def import_dicom(
     with quiet_pydicom():
         scanned = scan(dicom, progress=progress)
     pseudonyms = deid.assign_pseudonyms(scanned.patients(), salt, existing)
-    rows: list[dict[str, str]] = []
-    keys: dict[str, str] = {}
+    run = _Run(out, salt, mask_burned_in)
     for s in scanned.skipped:
-        rows.append(
-            _row(s.rel, pseudonyms.get(s.patient_id or "", ""), s.modality, s.reason, s.detail, salt, keys)
-        )
-    rows += _unmatched_overrides(overrides, scanned, pseudonyms)
+        run.file_row(s.rel, pseudonyms.get(s.patient_id or "", ""), s.modality, s.reason, s.detail)
+    run.rows += _unmatched_overrides(overrides, scanned, pseudonyms)
 
     imported: dict[str, list[str]] = {}
-    provenance: list[dict[str, Any]] = []
     for original in sorted(scanned.patients(), key=lambda p: pseudonyms[p]):
         pseudo = pseudonyms[original]
         with quiet_pydicom():
-            got = _import_patient(scanned, original, pseudo, overrides, out, salt, rows, keys, provenance)
+            got = _import_patient(scanned, original, pseudo, overrides, run)
         if got:
             imported[pseudo] = got
         elif any(s.patient_id == original for s in scanned.series.values()):
-            rows.append(
+            run.rows.append(
                 {
                     "file_key": "",
                     "patient": pseudo,
@@ -186,39 +237,74 @@ def import_dicom(
             )
 
     table, clinical_rows = _clinical_table(clinical_df, pseudonyms, sorted(imported))
-    rows += clinical_rows
+    run.rows += clinical_rows
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / CLINICAL_CSV, table)
-    _write_report(out, rows, provenance)
+    _write_report(out, run.rows, run.provenance)
     if id_map is not None:
-        deid.write_id_map(id_map, pseudonyms)
-        deid.write_files_table(id_map, keys)
-    meta = CohortMeta(
-        name=name or out.name,
-        profile="external",
-        n_patients=len(table),
-        seed=None,
-        cdeg_version=__version__,
-        synthetic=False,
-        extra={
-            "source": "dicom",
-            "pseudonyms_salted": bool(salt),
-            "modalities": list(MODALITIES),
-            "import_report": REPORT_CSV,
-            "import_images": IMAGES_CSV,
-        },
-    )
-    write_cohort_json(out, meta)
+        deid.write_id_map(id_map, pseudonyms, salt)
+        deid.write_files_table(id_map, run.keys)
+    write_cohort_json(out, _meta(out, name, len(table), salt, salt_source, mask_burned_in))
+    n_burned = sum(r["reason"] == BURNED_IN for r in run.rows)
     summary = ImportSummary(
         out,
         len(imported),
         sum("mri" in v for v in imported.values()),
         sum("xray" in v for v in imported.values()),
         scanned.n_files,
-        len(rows),
+        len(run.rows) - n_burned,
+        n_burned,
+        sum(bool(p["masked"]) for p in run.provenance),
     )
     log.info("%s (%.1f s)", summary.one_line(), time.perf_counter() - t0)
     return summary
+
+
+def _meta(
+    out: Path, name: str | None, n: int, salt: str, salt_source: str, mask_burned_in: bool
+) -> CohortMeta:
+    """cohort.json: says whether and how the pseudonyms are salted, never the salt."""
+    return CohortMeta(
+        name=name or out.name,
+        profile="external",
+        n_patients=n,
+        seed=None,
+        cdeg_version=__version__,
+        synthetic=False,
+        extra={
+            "source": "dicom",
+            "pseudonyms_salted": bool(salt),
+            "salt_source": salt_source,
+            "mask_burned_in": mask_burned_in,
+            "modalities": list(MODALITIES),
+            "import_report": REPORT_CSV,
+            "import_images": IMAGES_CSV,
+        },
+    )
+
+
+def _resolve_salt(salt: str | None, id_map: str | Path | None) -> tuple[str, str]:
+    """(salt, where it came from): given or environment, else the id map's, else a new random one.
+
+    Reusing the id map's salt keeps the report keys (files, series) of a later import equal to the
+    first one's; the pseudonyms of patients in the map are kept whatever the salt.
+    """
+    if salt is None:
+        salt = os.environ.get(SALT_ENV) or None  # an empty variable counts as unset
+    stored = deid.read_salt(id_map) if id_map is not None and Path(id_map).is_file() else None
+    if salt is not None:
+        if stored is not None and stored != salt:
+            log.warning(
+                "the salt given differs from the one stored in the id map: patients in the map keep "
+                "their pseudonyms, new keys use the salt given, and the map now stores it"
+            )
+        return salt, "given"
+    if stored is not None:
+        log.info("pseudonym salt: the one stored in the id map")
+        return stored, "id_map"
+    if id_map is None:
+        log.info("pseudonym salt: random and not kept (no --id-map); a later import numbers patients anew")
+    return deid.new_salt(), "random"
 
 
 # --- validation (before any file is read) --------------------------------------------------------
@@ -319,34 +405,16 @@ def _unmatched_overrides(
 # --- per patient ---------------------------------------------------------------------------------
 
 
-def _row(
-    rel: str, patient: str, modality: str, reason: str, detail: str, salt: str, keys: dict[str, str]
-) -> dict[str, str]:
-    key = deid.path_key(rel, salt)
-    keys[key] = rel
-    return {"file_key": key, "patient": patient, "modality": modality, "reason": reason, "detail": detail}
-
-
-def _import_patient(
-    scanned: ScanResult,
-    original: str,
-    pseudo: str,
-    overrides: dict,
-    out: Path,
-    salt: str,
-    rows: list,
-    keys: dict,
-    provenance: list,
-) -> list[str]:
+def _import_patient(scanned: ScanResult, original: str, pseudo: str, overrides: dict, run: _Run) -> list[str]:
     """Pick, convert and write one patient's images; report the rest. Returns the modalities written."""
     series = scanned.series_of(original)
     written = []
     for modality, pick in (("mri", pick_mri), ("xray", pick_xray)):
-        choice: Choice = pick(series, _override_for(overrides, original, pseudo, modality), salt)
+        choice: Choice = pick(series, _override_for(overrides, original, pseudo, modality), run.salt)
         for inst, why in choice.others:
-            rows.append(_row(inst.rel, pseudo, inst.modality, "not_selected", why, salt, keys))
+            run.file_row(inst.rel, pseudo, inst.modality, "not_selected", why)
         if not choice.instances:
-            rows.append(
+            run.rows.append(
                 {
                     "file_key": "",
                     "patient": pseudo,
@@ -365,22 +433,68 @@ def _import_patient(
             image = reorient(image, CANONICAL_DIRECTION[modality])
         except SeriesProblem as e:
             for inst in choice.instances:
-                rows.append(_row(inst.rel, pseudo, inst.modality, e.reason, e.detail, salt, keys))
+                run.file_row(inst.rel, pseudo, inst.modality, e.reason, e.detail)
             log.warning("patient %s: %s not imported: %s", pseudo, modality, e.detail)
             continue
-        write_image(image_path(out, pseudo, modality), image)
+        image, burned_in = _burned_in(image, choice.instances, modality, pseudo, run)
+        write_image(image_path(run.out, pseudo, modality), image)
         written.append(modality)
-        provenance.append(
+        run.provenance.append(
             {
                 "patient": pseudo,
                 "modality": modality,
-                "series_key": deid.series_key(choice.instances[0].series_uid, salt),
+                "series_key": deid.series_key(choice.instances[0].series_uid, run.salt),
                 "n_files": len(choice.instances),
                 "rule": choice.rule,
                 "spacing": source,
+                **burned_in,
             }
         )
     return written
+
+
+def _burned_in(
+    image: Any, instances: tuple[Instance, ...], modality: str, pseudo: str, run: _Run
+) -> tuple[Any, dict[str, str]]:
+    """Check an image for burned-in text; report it, and mask it when asked. Returns the image to write
+    and the provenance columns (burned_in, text_regions, masked; "" when clean)."""
+    import SimpleITK as sitk
+
+    flagged = next((i for i in instances if i.burned_in_annotation == "YES"), None)
+    # The band heuristic is calibrated on radiographs; MRI is checked by the attribute only.
+    found = find_text_regions(sitk.GetArrayViewFromImage(image)).regions if modality == "xray" else ()
+    if flagged is None and not found:
+        return image, {"burned_in": "", "text_regions": "", "masked": ""}
+    signals = ["attribute"] * (flagged is not None) + ["heuristic"] * bool(found)
+    # Attribute YES but no text located: blank every region where burn-ins sit.
+    masked = (found or tuple(REGIONS)) if run.mask_burned_in and modality == "xray" else ()
+    if masked:
+        image = _masked(image, masked)
+    detail = ("BurnedInAnnotation YES; " if flagged is not None else "") + (
+        f"text found in {', '.join(found)}; " if found else "no text located by the heuristic; "
+    )
+    if masked:
+        detail += f"masked: {', '.join(masked)}"
+    elif modality == "xray":
+        detail += "not masked (use --mask-burned-in)"
+    else:
+        detail += "not masked (MRI is not masked; review the series)"
+    key = run.file_row((flagged or instances[0]).rel, pseudo, modality, BURNED_IN, detail)
+    log.warning("patient %s: %s file %s carries burned-in text: %s", pseudo, modality, key, detail)
+    return image, {
+        "burned_in": "+".join(signals),
+        "text_regions": ";".join(found),
+        "masked": ";".join(masked),
+    }
+
+
+def _masked(image: Any, regions: tuple[str, ...]) -> Any:
+    """The image with `regions` blanked (:func:`cdeg.dicom.burned_in.mask_regions`), same geometry."""
+    import SimpleITK as sitk
+
+    masked = sitk.GetImageFromArray(mask_regions(sitk.GetArrayFromImage(image), regions))
+    masked.CopyInformation(image)
+    return masked
 
 
 def _clinical_table(
@@ -443,5 +557,5 @@ def _write_report(out: Path, rows: list[dict[str, str]], provenance: list[dict[s
     write_table(out / REPORT_CSV, pd.DataFrame(rows, columns=list(REPORT_COLUMNS)))
     write_table(
         out / IMAGES_CSV,
-        pd.DataFrame(provenance, columns=["patient", "modality", "series_key", "n_files", "rule", "spacing"]),
+        pd.DataFrame(provenance, columns=list(IMAGES_COLUMNS)),
     )

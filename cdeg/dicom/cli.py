@@ -45,15 +45,24 @@ from cdeg.cli import progress_enabled, run_api
     envvar="CDEG_ID_SALT",
     show_envvar=True,
     default=None,
-    help="Secret that orders the pseudonyms and keys the report's file names; prefer the "
+    help="Secret that orders the pseudonyms and keys the report's file names (default: the one stored "
+    "in an existing --id-map, else a new random one, stored in the id map only); prefer the "
     "environment variable (a command line is visible to other users).",
 )
-def import_dicom_command(dicom, out, clinical, id_map, series, name, salt):
+@click.option(
+    "--mask-burned-in",
+    is_flag=True,
+    default=False,
+    help="Blank the corners/bands of a radiograph that hold burned-in text (BurnedInAnnotation YES or "
+    "text found there) before writing it; without it such images are only reported.",
+)
+def import_dicom_command(dicom, out, clinical, id_map, series, name, salt, mask_burned_in):
     """Import a DICOM export as a de-identified cohort: sagittal T2 MRI and lateral radiograph per patient.
 
     Patient ids become pseudonyms (P0001, ...); names, birth dates, accession numbers, institutions, UIDs
     and file paths never reach the cohort or the log. Every file not imported is listed with its reason
-    in COHORT/import_report.csv.
+    in COHORT/import_report.csv, as is every image with text burned into its pixels (blanked with
+    --mask-burned-in).
     """
     from cdeg.dicom.api import import_dicom
 
@@ -66,6 +75,7 @@ def import_dicom_command(dicom, out, clinical, id_map, series, name, salt):
         series=series,
         name=name,
         salt=salt,
+        mask_burned_in=mask_burned_in,
         progress=progress_enabled(),
     )
     click.echo(summary.one_line())

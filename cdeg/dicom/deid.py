@@ -3,10 +3,12 @@
 Pseudonyms are ``P0001``, ``P0002``, ... assigned in the sorted order of ``sha256(salt + PatientID)``:
 the same input (and salt) always gives the same pseudonyms, and the numbering says nothing about the
 hospital ids (not their order, not their date of first visit). Without a secret salt, anyone holding the
-list of hospital ids could recompute the assignment; a secret salt (``--salt`` or the environment
-variable ``CDEG_ID_SALT``) makes the pseudonyms unlinkable without it. An existing id map is reused:
-patients already in it keep their pseudonyms and new ones get the next numbers, so a second batch
-imported with the same id map stays consistent with the first.
+list of hospital ids could recompute the assignment, so an import draws a random salt
+(:func:`new_salt`) unless one is given (``--salt`` or the environment variable ``CDEG_ID_SALT``). The
+salt is written only into the id map (a first line ``# salt: "<salt>"``), never into the cohort; an
+import with an existing id map reuses its salt, and patients already in the map keep their pseudonyms
+while new ones get the next numbers, so a second batch imported with the same id map stays consistent
+with the first.
 
 The id map (CSV: ``pseudonym,patient_id``) is the only place the link is written. It must lie outside
 the cohort (and outside the DICOM input); nothing in this package logs or prints an original id.
@@ -18,6 +20,8 @@ is written next to the id map (``<id map>.files.csv``) only.
 from __future__ import annotations
 
 import hashlib
+import json
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +29,15 @@ from cdeg.errors import CdegError
 
 PSEUDONYM_PREFIX = "P"
 ID_MAP_COLUMNS = ("pseudonym", "patient_id")
+#: First line of an id map that stores its salt (the salt JSON-quoted, so any character survives).
+SALT_LINE = "# salt: "
+#: Random bytes of a new salt (token_hex gives twice as many hex digits): 128 bits cannot be guessed.
+SALT_BYTES = 16
+
+
+def new_salt() -> str:
+    """A random salt for one import (:func:`secrets.token_hex`)."""
+    return secrets.token_hex(SALT_BYTES)
 
 
 def _digest(salt: str, kind: str, value: str) -> str:
@@ -80,24 +93,46 @@ def series_key(series_uid: str, salt: str = "") -> str:
     return "S" + _digest(salt, "series", series_uid)[:12]
 
 
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CdegError(f"cannot read id map ({type(e).__name__})", path=path) from None
+
+
+def read_salt(path: str | Path) -> str | None:
+    """The salt stored in an id map by :func:`write_id_map`, or None (a map written without one)."""
+    lines = _read_lines(Path(path))
+    if not lines or not lines[0].startswith(SALT_LINE):
+        return None
+    try:
+        salt = json.loads(lines[0][len(SALT_LINE) :])
+    except json.JSONDecodeError:
+        salt = None
+    if not isinstance(salt, str):
+        raise CdegError('line 1: the salt line is damaged (expected # salt: "...")', path=path)
+    return salt
+
+
 def read_id_map(path: str | Path) -> dict[str, str]:
     """Read an id map written by :func:`write_id_map`: original id -> pseudonym.
 
-    Errors name the line, never an id.
+    Comment lines (``#``) before the header are skipped (the salt line). Errors name the line, never an
+    id.
     """
     import csv
 
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CdegError(f"cannot read id map ({type(e).__name__})", path=path) from None
+    lines = _read_lines(path)
+    skip = 0
+    while skip < len(lines) and lines[skip].startswith("#"):
+        skip += 1
+    rows = list(csv.reader(lines[skip:]))
     if not rows or tuple(c.strip() for c in rows[0]) != ID_MAP_COLUMNS:
         raise CdegError(f"an id map must have the header {','.join(ID_MAP_COLUMNS)}", path=path)
     out: dict[str, str] = {}
     seen: set[str] = set()
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows[1:], start=skip + 2):
         if not row:
             continue
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
@@ -110,14 +145,19 @@ def read_id_map(path: str | Path) -> dict[str, str]:
     return out
 
 
-def write_id_map(path: str | Path, mapping: dict[str, str]) -> None:
-    """Write original id -> pseudonym as CSV ``pseudonym,patient_id`` sorted by pseudonym, atomically."""
+def write_id_map(path: str | Path, mapping: dict[str, str], salt: str | None = None) -> None:
+    """Write original id -> pseudonym as CSV ``pseudonym,patient_id`` sorted by pseudonym, atomically.
+
+    With `salt`, the first line is ``# salt: "<salt>"`` (:func:`read_salt` reads it back).
+    """
     import csv
     import io
 
     from cdeg.io import write_text
 
     buf = io.StringIO()
+    if salt is not None:
+        buf.write(SALT_LINE + json.dumps(salt) + "\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(ID_MAP_COLUMNS)
     for original, pseudonym in sorted(mapping.items(), key=lambda kv: kv[1]):

@@ -38,7 +38,8 @@ from cdeg.dicom.deid import series_key
 
 log = logging.getLogger(__name__)
 
-#: Why a file was not imported: the fixed vocabulary of import_report.csv.
+#: Why a file was not imported (or, for "burned_in_text", imported with a warning): the fixed vocabulary
+#: of import_report.csv.
 REASONS: dict[str, str] = {
     "not_dicom": "not a DICOM file",
     "unreadable": "DICOM header or pixel data cannot be read",
@@ -54,6 +55,8 @@ REASONS: dict[str, str] = {
     "clinical_row_without_images": "a clinical row whose id has no imported image (named by line number)",
     "images_without_clinical_row": "a patient with images but no clinical row (values left empty)",
     "clinical_column_dropped": "a clinical column whose name says it identifies a person",
+    "burned_in_text": "an imported image with text burned into its pixels (BurnedInAnnotation YES or "
+    "text found in a corner or band); masked with --mask-burned-in",
 }
 MR_MODALITIES = frozenset({"MR"})
 XRAY_MODALITIES = frozenset({"CR", "DX", "RG"})
@@ -99,6 +102,12 @@ class Instance:
     view_position: str
     patient_orientation: tuple[str, ...]
     series_number: int | None
+    #: Burned In Annotation (0028,0301), "YES" or "NO" ("" when absent or another value). pydicom 3.0.2
+    #: src/pydicom/_dicom_dict.py: ``0x00280301: ('CS', '1', "Burned In Annotation", '',
+    #: 'BurnedInAnnotation')``; DICOM PS3.3 Table C.7-9 (General Image Module): "Indicates whether or
+    #: not image contains sufficient burned in annotation to identify the patient and date the image was
+    #: acquired", enumerated values YES, NO.
+    burned_in_annotation: str = ""
 
 
 @dataclass(frozen=True)
@@ -335,7 +344,14 @@ def _instance(ds: Any, path: Path, rel: str) -> Instance | Skipped:
         view_position=_text(ds, "ViewPosition").upper(),
         patient_orientation=tuple(str(v).upper() for v in (ds.get("PatientOrientation") or ())),
         series_number=_int(ds, "SeriesNumber", None),
+        burned_in_annotation=_yes_no(ds.get("BurnedInAnnotation")),
     )
+
+
+def _yes_no(value: Any) -> str:
+    """'YES' or 'NO' for a CS value with those enumerated values, '' for anything else or absent."""
+    text = str(value or "").strip().upper()
+    return text if text in ("YES", "NO") else ""
 
 
 def _unsupported_syntax(ds: Any) -> str:
