@@ -6,12 +6,12 @@ radiograph by a pattern, writes them in the cohort layout (:mod:`cdeg.cohort`), 
 clinical value). Patterns are globs relative to the image folder with ``{id}`` where the patient id stands
 (``**/`` = any folders); without ``{id}`` the first ``*`` is the id:
 
-=========  ====================================================  ==========================================
-layout     MRI                                                   radiograph
-=========  ====================================================  ==========================================
-flat       ``{id}_T2w.nii.gz``                                   ``{id}_xray.nii.gz``
-BIDS       ``{id}/**/anat/{id}*_T2w.nii.gz`` (id = ``sub-<label>``)  ``{id}/**/{id}*_xray.nii.gz``
-=========  ====================================================  ==========================================
+=========  ======================================================  ===============================
+layout     MRI                                                     radiograph
+=========  ======================================================  ===============================
+flat       ``{id}_T2w.nii*``                                       ``{id}_xray.nii*``
+BIDS       ``{id}/**/anat/{id}_*T2w.nii*`` (id = ``sub-<label>``)  ``{id}/**/{id}_*xray.nii*``
+=========  ======================================================  ===============================
 
 BIDS names a sagittal T2 ``_T2w`` (the anatomical suffix, BIDS specification "Magnetic Resonance Imaging",
 anat datatype); it has no suffix for a projection radiograph, so cdeg looks for ``_xray`` (change it with a
@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_COLUMNS = (ID_COLUMN, "modality", "source", "action", "detail")
 DEFAULT_PATTERNS: dict[str, dict[str, str]] = {
-    "flat": {"mri": "{id}_T2w.nii.gz", "xray": "{id}_xray.nii.gz"},
-    "bids": {"mri": "{id}/**/anat/{id}*_T2w.nii.gz", "xray": "{id}/**/{id}*_xray.nii.gz"},
+    "flat": {"mri": "{id}_T2w.nii*", "xray": "{id}_xray.nii*"},
+    "bids": {"mri": "{id}/**/anat/{id}_*T2w.nii*", "xray": "{id}/**/{id}_*xray.nii*"},
 }
 #: What `{id}` may match: a flat file name part, or a BIDS subject folder (BIDS labels are alphanumeric).
 _ID_REGEX = {"flat": r"[A-Za-z0-9][A-Za-z0-9_.\-]*?", "bids": r"sub-[A-Za-z0-9]+"}
@@ -75,19 +75,27 @@ class Found:
     patient_id: str
     modality: str
     path: Path
-    source: str  # relative to the image folder: no absolute path of the user's machine travels with the cohort
+    source: (
+        str  # relative to the image folder: no absolute path of the user's machine travels with the cohort
+    )
 
 
-def pattern_regex(pattern: str, layout: str = "flat") -> re.Pattern[str]:
+def pattern_regex(pattern: str, layout: str = "flat", id_regex: str | None = None) -> re.Pattern[str]:
     """A glob with ``{id}`` as a regular expression over relative POSIX paths (group ``id``)."""
     if "{id}" not in pattern:
-        if "*" not in pattern:
+        single = re.search(r"(?<!\*)\*(?!\*)", pattern)  # the first * that is not part of **
+        if single is None:
             raise ValueError(f"pattern {pattern!r} has no {{id}} and no * to take the patient id from")
-        pattern = pattern.replace("*", "{id}", 1)
+        pattern = pattern[: single.start()] + "{id}" + pattern[single.end() :]
+    if re.search(r"\{id\}[*?]", pattern):
+        raise ValueError(
+            f"pattern {pattern!r}: {{id}} directly followed by a wildcard is ambiguous (where does the id end?); "
+            "put a fixed character between them, e.g. {id}_*.nii.gz"
+        )
     out, i, seen_id = [], 0, False
     while i < len(pattern):
         if pattern.startswith("{id}", i):
-            out.append("(?P=id)" if seen_id else f"(?P<id>{_ID_REGEX[layout]})")
+            out.append("(?P=id)" if seen_id else f"(?P<id>{id_regex or _ID_REGEX[layout]})")
             seen_id, i = True, i + 4
         elif pattern.startswith("**/", i):
             out.append("(?:[^/]+/)*")
@@ -107,16 +115,24 @@ def pattern_regex(pattern: str, layout: str = "flat") -> re.Pattern[str]:
 def find_images(images: Path, patterns: dict[str, str], layout: str) -> tuple[list[Found], list[str]]:
     """Every file matching a modality's pattern, and one problem line per ambiguous patient x modality."""
     regexes = {m: pattern_regex(p, layout) for m, p in patterns.items()}
+    # The same patterns with any name as the id: files they match and the strict ones do not have an id that
+    # cannot be a patient id (a space, an accent); they are reported, not silently left out.
+    loose = {m: pattern_regex(p, layout, id_regex=r"[^/]+?") for m, p in patterns.items()}
     files = sorted(
         p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file() or p.is_symlink()
     )
     hits: dict[tuple[str, str], list[str]] = {}
+    found, problems = [], []
     for rel in files:
         for modality, rx in regexes.items():
             m = rx.match(rel)
             if m:
                 hits.setdefault((m.group("id"), modality), []).append(rel)
-    found, problems = [], []
+            elif (bad := loose[modality].match(rel)) is not None:
+                problems.append(
+                    f"{images / rel}: {bad.group('id')!r} cannot be a patient id (letters, digits, _ - . only); "
+                    "rename the file or give a --pattern"
+                )
     for (pid, modality), rels in sorted(hits.items()):
         if len(rels) > 1:
             problems.append(
@@ -229,21 +245,23 @@ def _write_patient_image(f: Found, out: Path, link: bool) -> dict[str, str]:
     from cdeg.segmentation.geometry import to_canonical
 
     image = read_image(f.path, patient=f.patient_id)
-    detail = []
+    detail: list[str] = []
     image = _fix_dimension(image, f.modality, detail)
+    converted = bool(detail)  # a one-slice 3D radiograph: the file itself cannot be used
     canonical, plan = to_canonical(image, f.modality)
     target = image_path(out, f.patient_id, f.modality)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if plan.oblique_deg > OBLIQUE_WARN_DEG:
+    if plan.oblique_deg > OBLIQUE_WARN_DEG:  # flagged; its voxels need no change when no axis is swapped
         detail.append(
             f"oblique: axes {plan.oblique_deg:.0f} deg off the canonical ones, mapped to the closest"
         )
-    if plan.is_identity and not detail and link:
+    as_is = plan.is_identity and not converted
+    if as_is and link:
         with atomic_path(target) as tmp:
             tmp.unlink()  # atomic_path made an empty file; the link takes its name
             os.symlink(f.path.resolve(), tmp)
         action = "linked"
-    elif plan.is_identity and not detail and f.path.name.endswith(IMAGE_SUFFIX):
+    elif as_is and f.path.name.endswith(IMAGE_SUFFIX):
         with atomic_path(target) as tmp:
             shutil.copyfile(f.path, tmp)
         action = "copied"

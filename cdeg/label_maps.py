@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cdeg import labels
+from cdeg.cohort import MODALITIES
 from cdeg.config import ConfigError, from_dict, load_yaml
 from cdeg.errors import CdegError
 
@@ -40,6 +41,10 @@ SPINE_LEVELS: tuple[str, ...] = (
     "S",
 )
 _LEVEL_ORDER = {name: i for i, name in enumerate(SPINE_LEVELS)}
+#: Levels only some spines have (a 13th thoracic, a 6th lumbar vertebra): their neighbours are adjacent too.
+VARIANT_LEVELS = frozenset({"T13", "L6"})
+#: Parts of a vertebra a tool may label apart; merged back into the vertebra.
+PARTS = ("endplate",)
 #: A disc component names itself after the vertebrae it touches; a vertebra counts as touching when its
 #: contact is at least this share of the strongest contact (a stray voxel of a third level is not a touch).
 CONTACT_SHARE = 0.1
@@ -83,13 +88,14 @@ class LabelEntry:
         if sum(kinds) != 1:
             raise ValueError(f"value {self.value} ({self.name}): give exactly one of vertebra, disc, drop")
         if not 0 < self.value < 2**16:
-            raise ValueError(f"value {self.value} ({self.name}) must be in 1..65535")
+            hint = " (0 is the background: leave it out)" if self.value == 0 else ""
+            raise ValueError(f"value {self.value} ({self.name}) must be in 1..65535{hint}")
         if self.vertebra is not None and self.vertebra not in _LEVEL_ORDER:
             raise ValueError(
                 f"value {self.value}: vertebra {self.vertebra!r}; valid: {', '.join(SPINE_LEVELS)}"
             )
-        if self.part is not None and self.vertebra is None:
-            raise ValueError(f"value {self.value}: part is only for a vertebra's parts")
+        if self.part is not None and (self.vertebra is None or self.part not in PARTS):
+            raise ValueError(f"value {self.value}: part is for a vertebra's parts ({', '.join(PARTS)})")
         if self.disc is not None and self.disc != "any":
             # Not necessarily neighbours in SPINE_LEVELS: T12-L1 and L5-S skip the variant levels T13 and L6.
             upper, _, lower = self.disc.partition("-")
@@ -157,6 +163,9 @@ class LabelMap:
             raise ValueError("class names must be unique (a folder-per-class output is read by name)")
         if sum(e.disc == "any" for e in self.labels) > 1:
             raise ValueError("at most one value may hold every disc (disc: any)")
+        unknown = sorted(set(self.files) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"files: unknown modality {', '.join(unknown)}; valid: {', '.join(MODALITIES)}")
 
     def entry(self, value: int) -> LabelEntry | None:
         """The entry of a value, or None when the map does not list it."""
@@ -335,8 +344,10 @@ def _merge_parts(array: np.ndarray, e: LabelEntry, lmap: LabelMap, out: np.ndarr
     rows = []
     for grown, comp, structure in _components(array, e.value):
         contact = _contacts(array, grown, comp, structure, level_of)
-        below = own + 1 < len(SPINE_LEVELS) and contact[own + 2] > contact[own + 1]
-        level = SPINE_LEVELS[own + 1 if below else own]
+        nxt = next(
+            (j for j in range(own + 1, len(SPINE_LEVELS)) if adjacent(own, j) and contact[j + 1]), None
+        )
+        level = SPINE_LEVELS[nxt if nxt is not None and contact[nxt + 1] > contact[own + 1] else own]
         label = labels.label_of(level) if level in labels.VERTEBRA_NAMES else None
         if label is not None:
             out[grown][comp] = label
@@ -344,6 +355,12 @@ def _merge_parts(array: np.ndarray, e: LabelEntry, lmap: LabelMap, out: np.ndarr
             _row(e, "merged" if label is not None else "dropped", label, int(comp.sum()), f"into {level}")
         )
     return rows
+
+
+def adjacent(upper: int, lower: int) -> bool:
+    """Whether two levels (indices of :data:`SPINE_LEVELS`) are neighbours, skipping variant levels (T12-L1)."""
+    between = SPINE_LEVELS[upper + 1 : lower]
+    return lower > upper and all(name in VARIANT_LEVELS for name in between)
 
 
 def _name_discs(array: np.ndarray, e: LabelEntry, lmap: LabelMap, out: np.ndarray) -> list[dict[str, Any]]:
@@ -363,7 +380,7 @@ def _name_discs(array: np.ndarray, e: LabelEntry, lmap: LabelMap, out: np.ndarra
         voxels = int(comp.sum())
         offset = [g.start for g in grown]
         centre = tuple(round(float(c) + o) for c, o in zip(ndimage.center_of_mass(comp), offset, strict=True))
-        if len(levels) == 2 and levels[1] == levels[0] + 1:
+        if len(levels) == 2 and adjacent(levels[0], levels[1]):
             disc = f"{SPINE_LEVELS[levels[0]]}-{SPINE_LEVELS[levels[1]]}"
             label = labels.label_of(disc) if disc in labels.DISC_NAMES else None
             if label is not None:

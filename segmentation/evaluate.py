@@ -526,6 +526,8 @@ def evaluate(
     pred_root, ref_root = Path(pred), reference_root(ref)
     if not pred_root.is_dir():
         raise CdegError("prediction folder does not exist", path=pred_root)
+    if not ref_root.is_dir():
+        raise CdegError("no reference masks to compare with (the cohort has no masks/ folder)", path=ref_root)
     if label_map is not None:
         pred_root, imported = _import_foreign(pred_root, Path(ref), out, label_map, modalities)
         # Without --modality, evaluate what the tool segmented, not the modalities it never saw.

@@ -36,7 +36,7 @@ from cdeg.segmentation.dataset import check_output_folder
 from cdeg.segmentation.qc import qc_path, write_qc_overlay
 
 from cdeg import __version__, label_maps
-from cdeg.cohort import ID_COLUMN, Cohort, check_modality, mask_path
+from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort, check_modality, mask_path
 from cdeg.cohort_init import nifti_stem, read_sources
 from cdeg.errors import CdegError, CohortError
 from cdeg.grid import conform_mask
@@ -67,40 +67,84 @@ class Source:
 # --- finding the tool's files --------------------------------------------------------------------------------
 
 
-def _candidates(root: Path, lmap: label_maps.LabelMap, modality: str) -> list[Source]:
-    """Every mask of `modality` in the tool's layout under `root` (class-file folders count as one)."""
+def _globs(root: Path, lmap: label_maps.LabelMap, modality: str) -> list[str]:
+    """The tool's globs for `modality`, also when `root` is the tool's own output folder (step2_output/)."""
     # A map without `files` for the modality reads cdeg's own layout; an empty list means class folders only.
-    globs = lmap.files[modality] if modality in lmap.files else (f"*/{modality}.nii.gz",)
-    files = sorted({p for g in globs for p in root.glob(g) if p.is_file()})
+    globs = list(lmap.files[modality]) if modality in lmap.files else [f"*/{modality}.nii.gz"]
+    for g in list(globs):
+        head, sep, rest = g.removeprefix("**/").partition("/")
+        if sep and g.startswith("**/") and head == root.name and "*" not in head:
+            globs.append(rest)  # --masks points at step2_output/ itself
+    return globs
+
+
+def _dimension(path: Path) -> int | None:
+    """Image dimension from the header (None when unreadable: reading it later names the problem)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    size = reader.GetSize()
+    # A radiograph stored as a one-slice 3D file is a 2D image.
+    return 2 if len(size) == 3 and 1 in size else len(size)
+
+
+def _candidates(root: Path, lmap: label_maps.LabelMap, modality: str) -> list[Source]:
+    """Every mask of `modality` in the tool's layout under `root` (class-file folders count as one).
+
+    Files of another dimension than the modality's are left out: an MRI mask is never a radiograph's.
+    """
+    files = sorted({p for g in _globs(root, lmap, modality) for p in root.glob(g) if p.is_file()})
     names = set(lmap.by_name())
     # TotalSegmentator without --ml writes a folder per case with one <class>.nii.gz per class.
     dirs = {p.parent for p in root.rglob("*.nii*") if p.is_file() and nifti_stem(p) in names}
     per_class_dirs = sorted(d for d in dirs if _class_files(d, names) >= 2)
     sources = [Source(d, per_class=True) for d in per_class_dirs]
     sources += [Source(f) for f in files if f.parent not in per_class_dirs]
-    return sources
+    want = MODALITIES[modality]
+    return [s for s in sources if _dimension(_first_file(s, names)) in (want, None)]
+
+
+def _first_file(source: Source, names: set[str]) -> Path:
+    if not source.per_class:
+        return source.path
+    return next(p for p in sorted(source.path.iterdir()) if p.is_file() and nifti_stem(p) in names)
 
 
 def _class_files(folder: Path, names: set[str]) -> int:
     return sum(1 for p in folder.iterdir() if p.is_file() and nifti_stem(p) in names)
 
 
-def _keys(source: Source, root: Path, lmap: label_maps.LabelMap) -> set[str]:
-    """Names under which a mask file may refer to its patient."""
+def _with_variants(names: set[str]) -> set[str]:
+    """Names plus their BIDS-subject and SPINEPS forms (sub-01_mod-T2w_seg-vert_msk came from sub-01_T2w)."""
+    out = set(names)
+    for k in names:
+        out.add(_MOD_ENTITY.sub(r"_\1", k))
+    return out
+
+
+def _subjects(names: set[str]) -> set[str]:
+    return {m.group(1) for k in names if (m := _BIDS_SUBJECT.match(k))}
+
+
+def _keys(source: Source, root: Path, lmap: label_maps.LabelMap) -> tuple[set[str], set[str], set[str]]:
+    """Names under which a mask may refer to its patient, most specific first.
+
+    (file names, file names and their BIDS subject, folders above it and their BIDS subjects): the original
+    image's name matches the first, a patient id the second, then the third.
+    """
     rel = source.path.relative_to(root)
-    keys = set(rel.parts[:-1]) | ({rel.parts[-1]} if source.per_class else set())
+    folders = set(rel.parts[:-1]) | ({rel.parts[-1]} if source.per_class else set())
+    stems: set[str] = set()
     if not source.per_class:
         stem = nifti_stem(source.path)
-        keys.add(stem)
-        for suffix in lmap.strip_suffixes:
-            if stem.endswith(suffix):
-                keys.add(stem[: -len(suffix)])
-    for k in list(keys):
-        keys.add(_MOD_ENTITY.sub(r"_\1", k))  # SPINEPS: sub-01_mod-T2w_seg-vert_msk came from sub-01_T2w
-        m = _BIDS_SUBJECT.match(k)
-        if m:
-            keys.add(m.group(1))
-    return keys
+        stems = {stem} | {stem[: -len(x)] for x in lmap.strip_suffixes if stem.endswith(x)}
+        stems = _with_variants(stems)
+    return stems, stems | _subjects(stems), folders | _subjects(folders)
 
 
 def locate(
@@ -111,6 +155,11 @@ def locate(
     originals: dict[str, str] | None = None,
 ) -> tuple[dict[str, Source], dict[str, str], list[str]]:
     """Match the tool's mask files to patients.
+
+    A patient's mask is the one file whose name is the patient's original image name (``sources.csv`` of
+    ``cdeg cohort init``; names shared by several patients are not used), else whose name (less the tool's
+    suffix) or BIDS subject is the patient id, else that lies in a folder named after the patient. At each
+    step exactly one file must match; several are reported, never chosen between.
 
     Returns
     -------
@@ -123,14 +172,20 @@ def locate(
     """
     root = Path(root)
     originals = originals or {}
+    shared = {o for o in originals.values() if list(originals.values()).count(o) > 1}
     sources = _candidates(root, lmap, modality)
     keyed = [(s, _keys(s, root, lmap)) for s in sources]
     found: dict[str, Source] = {}
     problems: dict[str, str] = {}
     used: set[Path] = set()
     for pid in patients:
-        wanted = {pid} | ({originals[pid]} if pid in originals else set())
-        hits = [s for s, keys in keyed if keys & wanted]
+        original = originals.get(pid)
+        wanted = [{original} if original and original not in shared else set(), {pid}, {pid}]
+        hits: list[Source] = []
+        for tier, names in enumerate(wanted):
+            hits = [s for s, keys in keyed if keys[tier] & names]
+            if hits:
+                break
         used.update(s.path for s in hits)
         if len(hits) == 1:
             found[pid] = hits[0]
@@ -138,7 +193,9 @@ def locate(
             shown = ", ".join(str(s.path.relative_to(root)) for s in hits[:4])
             problems[pid] = f"{len(hits)} masks match this patient ({shown}); keep one per patient"
         else:
-            problems[pid] = f"no {lmap.name} mask found under {root}"
+            problems[pid] = (
+                f"no {lmap.name} {modality} mask under {root} ({', '.join(_globs(root, lmap, modality))})"
+            )
     unmatched = [str(s.path.relative_to(root)) for s in sources if s.path not in used]
     return found, problems, unmatched
 
@@ -157,7 +214,9 @@ def read_foreign(source: Source, lmap: label_maps.LabelMap, patient: str) -> Any
     by_name = {n: e for n, e in lmap.by_name().items() if not e.drop}
     parts = sorted(p for p in source.path.iterdir() if p.is_file() and nifti_stem(p) in by_name)
     if not parts:
-        raise CdegError(f"no class file of a structure cdeg uses ({lmap.name})", patient=patient, path=source.path)
+        raise CdegError(
+            f"no class file of a structure cdeg uses ({lmap.name})", patient=patient, path=source.path
+        )
     first = read_image(parts[0], patient=patient)
     out = np.zeros(sitk.GetArrayViewFromImage(first).shape, dtype=np.uint16)
     for p in parts:
@@ -180,11 +239,18 @@ def import_case(
     import SimpleITK as sitk
 
     notes = []
+    if foreign.GetDimension() != image.GetDimension():
+        raise CdegError(
+            f"the mask is {foreign.GetDimension()}D and the image {image.GetDimension()}D: not this image's mask",
+            patient=patient,
+            path=path,
+        )
     foreign, plan = geometry.reorient_like(foreign, image)
     if not plan.is_identity:
         notes.append(f"mask permuted onto the image axes (axes {plan.axes}, flips {plan.flips})")
     foreign, warning = conform_mask(image, foreign, tolerance_mm, patient, path)
     if warning:
+        log.warning("import-masks: patient %s / %s: %s", patient, path, warning)
         notes.append(warning)
     try:
         conversion = label_maps.convert(sitk.GetArrayViewFromImage(foreign), lmap)
@@ -243,8 +309,11 @@ def import_masks(
     if not masks.is_dir():
         raise CohortError("mask folder does not exist", path=masks)
     check_output_folder(out, coh)
-    if out.resolve() == masks.resolve():
-        raise ValueError("write the converted masks to another folder than the tool's output")
+    if out.resolve() == masks.resolve() or out.resolve().is_relative_to(masks.resolve()):
+        raise ValueError(
+            f"--out {out} lies in the tool's folder {masks}: write the converted masks elsewhere "
+            "(inputs are never written, and a second run would take them for the tool's masks)"
+        )
 
     from cdeg.check import check_stage_cohort
 
@@ -262,8 +331,11 @@ def import_masks(
         pid, why = next(iter(missing.items()))
         raise CdegError(f"{why} (strict: stopped before any work)", patient=pid, path=masks)
     if not found:
+        for pid, why in list(missing.items())[:5]:
+            log.warning("import-masks: patient %s: %s", pid, why)
         raise CohortError(
-            f"no {lmap.name} {modality} mask matches a patient of {coh.root} ({len(unmatched)} file(s) unmatched)",
+            f"no {lmap.name} {modality} mask matches a patient of {coh.root} ({len(unmatched)} file(s) "
+            f"unmatched; searched {', '.join(_globs(masks, lmap, modality)) or 'class-file folders'})",
             path=masks,
         )
     remove_stale_temporaries(out, f"*/.{modality}[._]*.tmp*")
@@ -280,6 +352,10 @@ def import_masks(
     for pid, why in missing.items():
         rows.append(_problem_row(pid, modality, "", "missing", why))
         log.warning("import-masks: patient %s: %s", pid, why)
+    for pid, st in status.items():  # a mask left by an earlier run must not stand in for a failed import
+        if st["status"] in ("failed", "skipped"):
+            for old in (mask_path(out, pid, modality), qc_path(out, pid, modality)):
+                old.unlink(missing_ok=True)
     if unmatched:
         log.warning(
             "import-masks: %d mask file(s) match no patient: %s", len(unmatched), ", ".join(unmatched[:5])
@@ -359,7 +435,7 @@ def _merge_rows(path: Path, modality: str, rows: list[dict[str, Any]]) -> Any:
 
     from cdeg.io import read_table
 
-    new = pd.DataFrame(rows, columns=list(IMPORT_COLUMNS))
+    new = pd.DataFrame(rows, columns=list(IMPORT_COLUMNS)).astype({"value": "Int64", "voxels": "Int64"})
     if path.is_file():
         old = read_table(path, dtype={ID_COLUMN: str})
         new = pd.concat([old[old["modality"] != modality], new], ignore_index=True)

@@ -563,3 +563,144 @@ def test_a_cohort_from_a_flat_folder_is_segmented_without_clinical_values(neck: 
     manifest = json.loads((out / "segment_predict_xray.json").read_text())
     assert sorted(manifest["patients"]) == Cohort.open(cohort).patient_ids()
     assert all(p["status"] in ("ok", "flagged", "empty") for p in manifest["patients"].values())
+
+
+# --- what a user runs into (found by trying it as one) -----------------------------------------------------
+
+
+def test_patterns_take_the_right_id_and_report_unusable_names(tmp_path: Path):
+    from cdeg.cohort_init import find_images, pattern_regex
+
+    assert pattern_regex("**/*_T2w.nii.gz").match("A/P01_T2w.nii.gz").group("id") == "P01"
+    with pytest.raises(ValueError, match="ambiguous"):
+        pattern_regex("{id}*.nii.gz")
+    for name in ("P01_T2w.nii.gz", "P02_T2w.nii", "NECK 0003_T2w.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    found, problems = find_images(tmp_path, {"mri": "{id}_T2w.nii*"}, "flat")
+    assert sorted(f.patient_id for f in found) == ["P01", "P02"]
+    assert len(problems) == 1 and "'NECK 0003' cannot be a patient id" in problems[0]
+
+
+def test_shared_original_names_nested_layouts_and_wrong_dimensions(neck: Path, tmp_path: Path):
+    """Originals all called t2_sag.nii.gz are matched by folder; an MRI mask is never a radiograph's."""
+    pids = Cohort.open(neck).patient_ids()[:3]
+    nested, seg = tmp_path / "nested", tmp_path / "seg"
+    for pid in pids:
+        (nested / pid).mkdir(parents=True)
+        shutil.copy(image_path(neck, pid, "mri"), nested / pid / "t2_sag.nii.gz")
+        shutil.copy(image_path(neck, pid, "xray"), nested / pid / "lat.nii.gz")
+        m = _mask(neck, pid)
+        _write(
+            sitk.GetArrayFromImage(m).astype(np.uint16) * 0
+            + to_foreign(sitk.GetArrayFromImage(m), label_maps.load_label_map("cdeg_nnunet"), extras=False),
+            m,
+            seg / pid / "t2_sag.nii.gz",
+        )
+    cohort = tmp_path / "cohort"
+    r = _invoke(
+        "cohort",
+        "init",
+        "--images",
+        nested,
+        "--pattern",
+        "mri={id}/t2_sag.nii.gz",
+        "--pattern",
+        "xray={id}/lat.nii.gz",
+        "--out",
+        cohort,
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "masks"
+    r = _invoke(
+        "segment", "import-masks", "--from", "cdeg_nnunet", "--masks", seg, "--cohort", cohort, "--out", out
+    )
+    assert r.exit_code == 0, r.output
+    for pid in pids:
+        np.testing.assert_array_equal(
+            sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(out, pid, "mri")))),
+            sitk.GetArrayFromImage(_mask(neck, pid)),
+        )
+    # The same 3D masks offered for the radiographs: none matches (wrong dimension), one line, no traceback.
+    r = _invoke(
+        "segment",
+        "import-masks",
+        "--from",
+        "cdeg_nnunet",
+        "--masks",
+        seg,
+        "--cohort",
+        cohort,
+        "--out",
+        out,
+        "--modality",
+        "xray",
+    )
+    assert r.exit_code == 1 and "no cdeg_nnunet xray mask matches" in r.output and "Traceback" not in r.output
+    # Writing into the tool's folder is refused.
+    r = _invoke(
+        "segment",
+        "import-masks",
+        "--from",
+        "cdeg_nnunet",
+        "--masks",
+        seg,
+        "--cohort",
+        cohort,
+        "--out",
+        seg / "conv",
+    )
+    assert r.exit_code == 2 and "lies in the tool's folder" in r.output
+
+
+def test_a_failed_reimport_leaves_no_stale_mask_and_step2_output_can_be_given_directly(
+    neck: Path, tmp_path: Path
+):
+    pid = Cohort.open(neck).patient_ids()[0]
+    m = _mask(neck, pid)
+    tss = label_maps.load_label_map("totalspineseg")
+    step2 = tmp_path / "tss" / "step2_output"
+    path = _write(to_foreign(sitk.GetArrayFromImage(m), tss), m, step2 / f"{pid}.nii.gz")
+    out = tmp_path / "masks"
+    r = _invoke(
+        "segment", "import-masks", "--from", "totalspineseg", "--masks", step2, "--cohort", neck, "--out", out
+    )
+    assert r.exit_code == 0, r.output
+    assert mask_path(out, pid, "mri").is_file() and (out / pid / "mri_qc.png").is_file()
+    arr = to_foreign(sitk.GetArrayFromImage(m), tss)
+    arr[0, 0, 0] = 150  # not a TotalSpineSeg value
+    _write(arr, m, path)
+    r = _invoke(
+        "segment", "import-masks", "--from", "totalspineseg", "--masks", step2, "--cohort", neck, "--out", out
+    )
+    assert r.exit_code == 0 and "150" in r.output
+    assert not mask_path(out, pid, "mri").exists() and not (out / pid / "mri_qc.png").exists()
+    table = read_table(out / "import_masks.csv", dtype={"patient_id": str})
+    assert str(table["value"].dtype) == "int64" or table["value"].dropna().map(float.is_integer).all()
+    # evaluate --label-map against a cohort without reference masks: one line, before any import.
+    cohort = tmp_path / "nomasks"
+    shutil.copytree(neck, cohort, ignore=shutil.ignore_patterns("masks"))
+    r = _invoke(
+        "segment",
+        "evaluate",
+        "--pred",
+        step2,
+        "--label-map",
+        "totalspineseg",
+        "--ref",
+        cohort,
+        "--out",
+        tmp_path / "e.json",
+    )
+    assert r.exit_code == 1 and "no reference masks" in r.output and "Traceback" not in r.output
+
+
+def test_whole_spine_discs_across_variant_levels_are_named_not_flagged():
+    lmap = label_maps.load_label_map("totalsegmentator")
+    v = {n: lmap.by_name()[f"vertebrae_{n}"].value for n in ("T12", "L1")}
+    disc = lmap.by_name()["intervertebral_discs"].value
+    arr = np.zeros((20, 6), np.uint16)
+    arr[2:8], arr[8:10], arr[10:16] = v["T12"], disc, v["L1"]
+    conv = label_maps.convert(arr, lmap)
+    assert not conv.flagged and [r["detail"] for r in conv.rows if r["class"] == "intervertebral_discs"] == [
+        "T12-L1"
+    ]
