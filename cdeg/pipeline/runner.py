@@ -161,7 +161,9 @@ def run(
 def _parse_force(force: str | list[str] | tuple[str, ...] | None, stages: list[Stage]) -> set[str]:
     if not force:
         return set()
-    items = [f.strip() for f in (force.split(",") if isinstance(force, str) else force) if f.strip()]
+    # `--force a,b` and `--force a --force b` both: the CLI passes a tuple whose items may hold commas.
+    parts = [force] if isinstance(force, str) else list(force)
+    items = [f.strip() for part in parts for f in part.split(",") if f.strip()]
     names = {s.name for s in stages}
     kinds = {s.kind for s in stages}
     out: set[str] = set()
