@@ -139,7 +139,7 @@ def train_command(
     "--model",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Model folder.",
+    help="cdeg model folder, or a plain nnU-Net results folder (DatasetXXX_Name/Trainer__Plans__Configuration).",
 )
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Mask folder to write."
@@ -152,6 +152,27 @@ def train_command(
     help="Split the patients over one worker process per device: CUDA indices (0,1,...) or cpu:N "
     "processes. Same masks and qc.csv as one process. Instead of --device.",
 )
+@click.option(
+    "--label-map",
+    default=None,
+    metavar="NAME|FILE",
+    help="Plain nnU-Net folder: what its output values are, a shipped map (`cdeg labels --map`) or a YAML "
+    "file. Default: dataset.json's label names when all are cdeg level names (C2, C2-C3, ...).",
+)
+@click.option(
+    "--folds",
+    default=None,
+    metavar="0,1,...|all",
+    help="Folds to load; several are ensembled as nnU-Net does (mean logits). Default: the cdeg model's "
+    "fold; every fold holding the checkpoint in a plain folder.",
+)
+@click.option(
+    "--checkpoint",
+    default="final",
+    show_default=True,
+    type=click.Choice(["final", "best"]),  # the keys of cdeg.segmentation.predict.CHECKPOINTS
+    help="nnU-Net's checkpoint_final.pth or checkpoint_best.pth.",
+)
 @_config
 @_strict
 def predict_command(
@@ -161,6 +182,9 @@ def predict_command(
     out: Path,
     device: str,
     devices: str | None,
+    label_map: str | None,
+    folds: str | None,
+    checkpoint: str,
     config: Path | None,
     strict: bool,
 ) -> None:
@@ -177,6 +201,9 @@ def predict_command(
         devices=devices,
         config=config,
         strict=strict,
+        label_map=label_map,
+        folds=folds,
+        checkpoint=checkpoint,
     )
     c = s["counts"]
     click.echo(
@@ -199,20 +226,101 @@ def predict_command(
     help="Cohort folder (its masks/) or a reference mask folder.",
 )
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSON file to write."
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON file to write; the per-structure CSV goes next to it (same name, .csv).",
 )
 @click.option("--modality", default=None, help="mri, xray or mri,xray (default: all with references).")
-def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None) -> None:
-    """Dice, HD95 (mm) and level identification of predicted masks against reference masks."""
+@click.option(
+    "--label-map",
+    default=None,
+    metavar="NAME|FILE",
+    help="--pred is another tool's output (spineps, totalspineseg, ... or a label map file); --ref must be the "
+    "cohort. Converted masks are kept in <OUT stem>_masks/.",
+)
+def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None, label_map: str | None) -> None:
+    """Dice, HD95, ASSD (mm) and level identification of predicted masks against reference masks.
+
+    Writes the JSON (OUT) and, next to it with the same stem, a per-structure CSV.
+    """
     from cdeg.segmentation.evaluate import evaluate
 
-    report = run_api(evaluate, pred=pred, ref=ref, out=out, modality=modality)
+    report = run_api(evaluate, pred=pred, ref=ref, out=out, modality=modality, label_map=label_map)
     for mod, s in report["summary"].items():
         click.echo(
             f"{mod}: {s['n_evaluated']} evaluated, level identification {s['level_identification']}, "
             f"structures identified (VerSe) {s['identification_rate_verse']}, "
-            f"Dice vertebrae {s['dice_vertebrae_mean']}, discs {s['dice_discs_mean']}"
+            f"Dice vertebrae {s['dice_vertebrae_mean']}, discs {s['dice_discs_mean']}, "
+            f"HD95 vertebrae {s['hd95_max_directed_vertebrae_mean_mm']} mm, "
+            f"discs {s['hd95_max_directed_discs_mean_mm']} mm (detected structures only); "
+            f"{s['n_missed']} reference structures missed, {s['n_false_positive']} spurious"
         )
+    click.echo(f"per-structure table: {report['csv']}")
+
+
+@segment.command("import-masks")
+@click.option(
+    "--from",
+    "label_map",
+    required=True,
+    metavar="NAME|FILE",
+    help="The tool's label map: spineps, totalspineseg, totalsegmentator_total_mr, ... (`cdeg labels --map`) "
+    "or a YAML file in the same form.",
+)
+@click.option(
+    "--masks",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The tool's output folder, in its own layout.",
+)
+@_cohort
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Mask folder to write."
+)
+@click.option(
+    "--modality",
+    default="mri",
+    show_default=True,
+    type=click.Choice(list(MODALITIES)),
+    help="Which images the masks belong to.",
+)
+@click.option(
+    "--geometry-tolerance",
+    "geometry_tolerance_mm",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Largest grid difference (mm) resampled with a warning; beyond it the patient is refused.",
+)
+@_strict
+def import_masks_command(
+    label_map: str,
+    masks: Path,
+    cohort: Path,
+    out: Path,
+    modality: str,
+    geometry_tolerance_mm: float,
+    strict: bool,
+) -> None:
+    """Masks from SPINEPS, TotalSpineSeg, TotalSegmentator or your own convention, in cdeg's labels."""
+    from cdeg.segmentation.import_masks import IMPORT_CSV, import_masks
+
+    m = run_api(
+        import_masks,
+        cohort=cohort,
+        masks=masks,
+        out=out,
+        label_map=label_map,
+        modality=modality,
+        geometry_tolerance_mm=geometry_tolerance_mm,
+        strict=strict,
+    )
+    c = m["counts"]
+    click.echo(
+        f"{c['ok'] + c['flagged']} imported ({c['flagged']} flagged), {c['failed']} failed, "
+        f"{c['skipped']} without a mask; see {out / IMPORT_CSV}"
+    )
 
 
 @segment.command("presets")

@@ -21,6 +21,23 @@ segmented. cohort.json, clinical.csv and id problems stop the stage; with ``stri
 problem, before anything is written. Masks are not read, so their problems are not this stage's.
 Each image is brought to the canonical orientation for the network and the mask is mapped back onto the
 input's own grid. Nothing outside MASK_DIR is written; MASK_DIR may not lie inside the cohort.
+
+The model (:func:`resolve_model`) is a cdeg model folder (``cdeg_model.json``, written by
+:func:`cdeg.segmentation.train.train`) or a plain nnU-Net results folder
+(``DatasetXXX_Name/Trainer__Plans__Configuration`` with plans.json, dataset.json and
+``fold_N/checkpoint_*.pth``), e.g. one trained with ``nnUNetv2_train``. Its output values are named by a
+label map (:mod:`cdeg.label_maps`): the mapping stored in cdeg_model.json, ``label_map`` for a plain
+folder, or, without one, the plain folder's dataset.json label names when they are all cdeg level names.
+They are converted with :func:`cdeg.label_maps.convert` and then checked by
+:func:`cdeg.segmentation.postprocess.check_levels`; a value the map does not list fails that patient.
+
+Several folds are an ensemble exactly as nnU-Net's own predictor makes one: the folds' parameter sets are
+loaded by ``nnUNetPredictor.initialize_from_trained_model_folder(use_folds=...)`` and
+``predict_logits_from_preprocessed_data`` sums the sliding-window *logits* of each parameter set and
+divides by their number (nnunetv2 2.8.1, nnunetv2/inference/predict_from_raw_data.py); the segmentation is
+the argmax of the mean logits and the level repair's confidence the softmax maximum of the mean logits.
+Probabilities are averaged only by ``nnUNetv2_ensemble`` (saved .npz files of separate runs), which cdeg
+does not use.
 """
 
 from __future__ import annotations
@@ -32,12 +49,13 @@ import multiprocessing
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cdeg.segmentation import geometry, labelmap
+from cdeg.segmentation import geometry
 from cdeg.segmentation.dataset import Problem, check_output_folder
 from cdeg.segmentation.nnunet_env import (
     nnunet_environment,
@@ -48,12 +66,22 @@ from cdeg.segmentation.nnunet_env import (
 )
 from cdeg.segmentation.postprocess import Finding, check_levels
 from cdeg.segmentation.presets import SegmentConfig, load_segment_config
-from cdeg.segmentation.qc import mid_slice, qc_path, write_qc_png
-from cdeg.segmentation.train import RESULTS_DIR, read_manifest
+from cdeg.segmentation.qc import qc_path, write_qc_overlay
+from cdeg.segmentation.train import MANIFEST, PLANS_IDENTIFIER, RESULTS_DIR, read_manifest
 
+from cdeg import label_maps, labels
 from cdeg.cohort import MODALITIES, Cohort, check_modality, mask_path
 from cdeg.errors import CdegError, CohortError
-from cdeg.io import read_image, read_table, remove_stale_temporaries, write_image, write_json, write_table
+from cdeg.io import (
+    read_image,
+    read_json,
+    read_table,
+    remove_stale_temporaries,
+    write_image,
+    write_json,
+    write_table,
+)
+from cdeg.label_maps import LabelEntry, LabelMap, LabelMapError
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +91,137 @@ QC_COLUMNS = ["patient", "modality", "check", "detail", "repaired"]
 OBLIQUE_WARN_DEG = 10.0
 
 
-def check_model(model: str | Path, modality: str) -> tuple[dict[str, Any], Path]:
-    """The model's manifest and nnU-Net results folder, after checking it can segment `modality`.
+#: ``--checkpoint`` -> the checkpoint file nnU-Net's trainer writes in each fold folder: final at the end of
+#: training, best at each new best EMA pseudo-Dice (nnunetv2 2.8.1, training/nnUNetTrainer/nnUNetTrainer.py
+#: on_train_end, on_epoch_end). segmentation/cli.py lists the same keys.
+CHECKPOINTS: dict[str, str] = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth"}
+#: The files that make a folder an nnU-Net results folder (what nnUNetPredictor reads besides the folds).
+RESULTS_FILES = ("plans.json", "dataset.json")
+#: The user's trainer folders (os.pathsep-separated, nnunetv2 2.8.1 nnunetv2/utilities/find_objects.py).
+EXT_TRAINER_ENV = "nnUNet_extTrainer"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model resolved for prediction: nnU-Net results folder, folds and checkpoint, and what its values mean.
+
+    Parameters
+    ----------
+    kind : {"cdeg", "nnunet"}
+        A cdeg model folder (cdeg_model.json) or a plain nnU-Net results folder.
+    folder : Path
+        The folder given as `model`.
+    results : Path
+        The nnU-Net results folder (``Trainer__Plans__Configuration``: plans.json, dataset.json, fold_N/).
+    trainer, plans, configuration : str
+        nnU-Net trainer class, plans identifier and configuration.
+    folds : tuple of str
+        The folds loaded; several are ensembled (see the module docstring).
+    checkpoint : str
+        Checkpoint file name in each fold folder.
+    label_map : LabelMap
+        What the model's output values are (converted by :func:`cdeg.label_maps.convert`).
+    label_map_source : str
+        Where `label_map` comes from (log and manifest).
+    label_map_path : str
+        The file that defines `label_map` (named by a patient's error when the map misses a value).
+    ext_trainer : tuple of str
+        The user's ``nnUNet_extTrainer`` folders, searched after cdeg's own trainer shim.
+    manifest : dict
+        The cdeg model manifest (empty for a plain folder).
+    """
+
+    kind: str
+    folder: Path
+    results: Path
+    trainer: str
+    plans: str
+    configuration: str
+    folds: tuple[str, ...]
+    checkpoint: str
+    label_map: LabelMap
+    label_map_source: str
+    label_map_path: str
+    ext_trainer: tuple[str, ...] = ()
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The model as the prediction manifest records it."""
+        return {
+            "kind": self.kind,
+            "results_folder": str(self.results.resolve()),
+            "trainer": self.trainer,
+            "plans": self.plans,
+            "configuration": self.configuration,
+            "folds": list(self.folds),
+            "checkpoint": self.checkpoint,
+            "label_map": {"name": self.label_map.name, "source": self.label_map_source},
+        }
+
+
+def parse_folds(folds: str | tuple[str | int, ...] | list[str | int]) -> tuple[str, ...]:
+    """Folds from ``--folds``: ``"0,1"`` -> ``("0", "1")``; ``"all"`` is nnU-Net's fold trained on every case.
 
     Raises
     ------
     ValueError
-        The model was trained on the other modality.
-    CdegError
-        Not a model folder, training not completed, or no final checkpoint.
+        Not fold numbers or "all", or a fold listed twice.
     """
+    items = str(folds).split(",") if isinstance(folds, str) else [str(f) for f in folds]
+    out = tuple(f.strip().lower() for f in items)
+    if not out or not all(f == "all" or f.isdigit() for f in out):
+        raise ValueError(f"--folds {folds!r}: expected fold numbers separated by commas (0,1,2) or all")
+    out = tuple(f if f == "all" else str(int(f)) for f in out)
+    if len(set(out)) != len(out):
+        raise ValueError(f"--folds {folds!r}: a fold is listed twice")
+    return out
+
+
+def resolve_model(
+    model: str | Path,
+    modality: str,
+    label_map: str | Path | None = None,
+    folds: str | tuple[str, ...] | None = None,
+    checkpoint: str = "final",
+) -> ModelSpec:
+    """Check that `model` can segment `modality` images and say which folds, checkpoint and label map it uses.
+
+    Raises
+    ------
+    ValueError
+        Bad `folds`/`checkpoint`, a model of the other modality or dimension, or `label_map` for a cdeg model.
+    CdegError
+        Neither kind of model folder, training not completed, a missing fold or checkpoint, dataset.json
+        label names that are not cdeg level names (without `label_map`), a trainer class nnU-Net cannot find.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+    wanted = parse_folds(folds) if folds is not None else None
+    model = Path(model)
+    if (model / MANIFEST).is_file():
+        if label_map is not None:
+            raise ValueError(
+                f"{model} is a cdeg model folder, which names its output values itself ({MANIFEST}); "
+                "--label-map is for plain nnU-Net results folders"
+            )
+        return _cdeg_model(model, modality, wanted, checkpoint)
+    if all((model / f).is_file() for f in RESULTS_FILES):
+        spec = _plain_model(model, modality, label_map, wanted, checkpoint)
+        _check_trainer(spec)
+        return spec
+    raise CdegError(_not_a_model(model), path=model)
+
+
+def _not_a_model(model: Path) -> str:
+    below = sorted({p.parent for pattern in ("*/plans.json", "*/*/plans.json") for p in model.glob(pattern)})
+    hint = f"; nnU-Net results folders below it: {', '.join(map(str, below[:5]))}" if below else ""
+    return (
+        f"not a cdeg segmentation model folder (no {MANIFEST}) nor an nnU-Net results folder "
+        f"(Trainer__Plans__Configuration with {' and '.join(RESULTS_FILES)}){hint}"
+    )
+
+
+def _cdeg_model(model: Path, modality: str, wanted: tuple[str, ...] | None, checkpoint: str) -> ModelSpec:
     manifest = read_manifest(model)
     if manifest.get("modality") != modality:
         raise ValueError(
@@ -83,11 +232,267 @@ def check_model(model: str | Path, modality: str) -> tuple[dict[str, Any], Path]
         raise CdegError(
             "training has not completed; run `cdeg segment train` on it again to resume", path=model
         )
-    results = Path(model) / manifest["results_folder"]
-    checkpoint = results / f"fold_{manifest['fold']}" / "checkpoint_final.pth"
-    if not checkpoint.is_file():
-        raise CdegError("the model's final checkpoint is missing", path=checkpoint)
-    return manifest, results
+    results = model / manifest["results_folder"]
+    return ModelSpec(
+        kind="cdeg",
+        folder=model,
+        results=results,
+        trainer=manifest["trainer"],
+        plans=manifest.get("plans_identifier", PLANS_IDENTIFIER),
+        configuration=manifest["configuration"],
+        folds=_check_folds(results, wanted or (str(manifest["fold"]),), checkpoint),
+        checkpoint=CHECKPOINTS[checkpoint],
+        label_map=label_map_from_training(manifest["labels"]["convention_to_training"]),
+        label_map_source=f"{MANIFEST} labels.convention_to_training",
+        label_map_path=str(model / MANIFEST),
+        ext_trainer=_user_ext_trainers(),
+        manifest=manifest,
+    )
+
+
+def _plain_model(
+    results: Path,
+    modality: str,
+    label_map: str | Path | None,
+    wanted: tuple[str, ...] | None,
+    checkpoint: str,
+) -> ModelSpec:
+    parts = results.name.split("__")
+    if len(parts) != 3 or not all(parts):
+        raise CdegError(
+            "an nnU-Net results folder is named Trainer__Plans__Configuration (as nnU-Net writes it); "
+            "give that folder, not a renamed copy or its dataset folder",
+            path=results,
+        )
+    trainer, plans_id, configuration = parts
+    dataset = _read_json_object(results / "dataset.json")
+    _check_plain_dimensions(
+        results, dataset, _read_json_object(results / "plans.json"), configuration, modality
+    )
+    lmap, source, lmap_path = _plain_label_map(results, dataset, label_map)
+    return ModelSpec(
+        kind="nnunet",
+        folder=results,
+        results=results,
+        trainer=trainer,
+        plans=plans_id,
+        configuration=configuration,
+        folds=_check_folds(results, wanted or _default_folds(results, checkpoint), checkpoint),
+        checkpoint=CHECKPOINTS[checkpoint],
+        label_map=lmap,
+        label_map_source=source,
+        label_map_path=lmap_path,
+        ext_trainer=_user_ext_trainers(),
+    )
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CdegError("expected a JSON object", path=path)
+    return data
+
+
+def _check_plain_dimensions(
+    results: Path, dataset: dict[str, Any], plans: dict[str, Any], configuration: str, modality: str
+) -> None:
+    """One input channel, and a configuration whose dimension fits the images.
+
+    A 2D configuration on 3D MRI is accepted: nnU-Net's predictor then segments the volume slice by slice
+    along its first axis after the plans' ``transpose_forward``. A 3D configuration on 2D radiographs is
+    refused (nnU-Net would pad the single slice to a 3D patch).
+    """
+    channels = dataset.get("channel_names", dataset.get("modality"))
+    if not isinstance(channels, dict) or len(channels) != 1:
+        names = ", ".join(map(str, channels.values())) if isinstance(channels, dict) else "none listed"
+        raise CdegError(
+            f"the model takes {len(channels) if isinstance(channels, dict) else 0} input channels ({names}); "
+            "cdeg gives it one image per patient and modality",
+            path=results / "dataset.json",
+        )
+    if configuration not in plans.get("configurations", {}):
+        raise CdegError(
+            f"no configuration {configuration!r} (the folder's name) in plans.json; it has "
+            f"{', '.join(plans.get('configurations', {})) or 'none'}",
+            path=results / "plans.json",
+        )
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    dims = len(PlansManager(plans).get_configuration(configuration).patch_size)
+    if dims == 3 and MODALITIES[modality] == 2:
+        raise ValueError(
+            f"model {results} uses the 3D configuration {configuration}; {modality} images are 2D: use a 2D model"
+        )
+    if dims == 2 and MODALITIES[modality] == 3:
+        log.info(
+            "%s is a 2D configuration: each slice of the 3D %s images is segmented on its own",
+            configuration,
+            modality,
+        )
+
+
+def _plain_label_map(
+    results: Path, dataset: dict[str, Any], label_map: str | Path | None
+) -> tuple[LabelMap, str, str]:
+    """The label map of a plain folder, where it comes from, and its file."""
+    dataset_path = results / "dataset.json"
+    outputs = model_output_values(dataset, dataset_path)
+    if label_map is None:
+        lmap = label_map_from_names(dataset["labels"], dataset_path)
+        log.info(
+            "output values named by the label names of %s: %s",
+            dataset_path,
+            ", ".join(f"{e.value} = {e.name}" for e in lmap.labels),
+        )
+        return lmap, "dataset.json label names", str(dataset_path)
+    lmap = label_maps.load_label_map(label_map)
+    missing = [v for v in outputs if lmap.entry(v) is None]
+    if missing:
+        log.warning(
+            "label map %s does not list value(s) %s that the model can write (%s); a patient whose mask holds "
+            "one fails",
+            lmap.name,
+            ", ".join(map(str, missing)),
+            dataset_path,
+        )
+    if str(label_map) in label_maps.available():  # a shipped map: its file in the package
+        path = str(resources.files(label_maps.MAPS_PACKAGE).joinpath(f"{label_map}.yaml"))
+    else:
+        path = str(Path(label_map).resolve())
+    return lmap, f"--label-map {label_map}", path
+
+
+def model_output_values(dataset: dict[str, Any], path: Path) -> list[int]:
+    """The non-zero values an nnU-Net model writes, from its dataset.json (``regions_class_order`` for a
+    region-based model; the ``ignore`` label is never predicted)."""
+    names = dataset.get("labels")
+    if not isinstance(names, dict) or not names:
+        raise CdegError("dataset.json has no labels", path=path)
+    if dataset.get("regions_class_order"):
+        return sorted({int(v) for v in dataset["regions_class_order"] if int(v) != 0})
+    return sorted({int(v) for k, v in names.items() if k != "ignore" and isinstance(v, int) and v != 0})
+
+
+def label_map_from_names(names: dict[str, Any], path: str | Path) -> LabelMap:
+    """A label map from dataset.json ``labels`` (name -> value) whose names are all cdeg level names.
+
+    Raises
+    ------
+    CdegError
+        A name that is not a cdeg level name (listing them all), or a region-based model.
+    """
+    entries, unknown = [], []
+    for name, value in names.items():
+        if name == "ignore" or value == 0:
+            continue
+        if not isinstance(value, int):
+            raise CdegError(
+                "a region-based model (labels given as lists); name its output values with --label-map",
+                path=path,
+            )
+        if name in labels.VERTEBRA_NAMES:
+            entries.append(LabelEntry(value=value, name=name, vertebra=name))
+        elif name in labels.DISC_NAMES:
+            entries.append(LabelEntry(value=value, name=name, disc=name))
+        else:
+            unknown.append(name)
+    if unknown:
+        raise CdegError(
+            f"label name(s) {', '.join(unknown)} are not cdeg level names ({labels.VERTEBRA_NAMES[0]}, "
+            f"{labels.DISC_NAMES[0]}, ..., {labels.VERTEBRA_NAMES[-1]}); say what the model's values are with "
+            "--label-map NAME|FILE (`cdeg labels --map` lists the shipped maps)",
+            path=path,
+        )
+    return LabelMap(
+        name="dataset.json",
+        description="the model's dataset.json label names",
+        source=str(path),
+        labels=tuple(entries),
+    )
+
+
+def label_map_from_training(mapping: dict[str, int] | dict[int, int]) -> LabelMap:
+    """The label map of a cdeg model: its manifest's convention -> training label mapping, reversed."""
+    entries = []
+    for conv, train in sorted(mapping.items(), key=lambda kv: int(kv[1])):
+        name = labels.name_of(int(conv))
+        kind = {"disc": name} if labels.is_disc(int(conv)) else {"vertebra": name}
+        entries.append(LabelEntry(value=int(train), name=name, **kind))
+    return LabelMap(
+        name="cdeg_model",
+        description="cdeg model training labels",
+        source=MANIFEST,
+        labels=tuple(entries),
+    )
+
+
+def _folds_present(results: Path) -> list[str]:
+    found = [p.name.removeprefix("fold_") for p in results.glob("fold_*") if p.is_dir()]
+    return sorted(found, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
+
+def _default_folds(results: Path, checkpoint: str) -> tuple[str, ...]:
+    """nnU-Net's choice without ``-f`` (``auto_detect_available_folds``, nnunetv2 2.8.1): every numbered fold
+    holding the checkpoint; cdeg adds fold_all when there is no numbered fold."""
+    present = _folds_present(results)
+    with_checkpoint = [f for f in present if (results / f"fold_{f}" / CHECKPOINTS[checkpoint]).is_file()]
+    numbered = tuple(f for f in with_checkpoint if f != "all")
+    if numbered:
+        return numbered
+    if with_checkpoint:
+        return ("all",)
+    if present:
+        _check_folds(results, (present[0],), checkpoint)  # raises, naming the checkpoint file
+    raise CdegError("no fold_N folder in the nnU-Net results folder", path=results)
+
+
+def _check_folds(results: Path, folds: tuple[str, ...], checkpoint: str) -> tuple[str, ...]:
+    """`folds`, after checking each holds the checkpoint; else CdegError naming the folder or file."""
+    name = CHECKPOINTS[checkpoint]
+    for fold in folds:
+        folder = results / f"fold_{fold}"
+        if not folder.is_dir():
+            present = ", ".join(_folds_present(results)) or "none"
+            raise CdegError(f"fold {fold} is not in the model (folds present: {present})", path=folder)
+        if not (folder / name).is_file():
+            has = ", ".join(sorted(p.name for p in folder.glob("checkpoint_*.pth"))) or "no checkpoint"
+            raise CdegError(
+                f"checkpoint missing (--checkpoint {checkpoint}); this fold has {has}", path=folder / name
+            )
+    return folds
+
+
+def _user_ext_trainers() -> tuple[str, ...]:
+    return tuple(p for p in os.environ.get(EXT_TRAINER_ENV, "").split(os.pathsep) if p.strip())
+
+
+@contextlib.contextmanager
+def _trainer_search_path(spec: ModelSpec) -> Any:
+    """The ``nnUNet_extTrainer`` value for the block: cdeg's trainer shim, then the user's folders."""
+    from cdeg.segmentation.trainers import write_trainer_shim
+
+    with tempfile.TemporaryDirectory(prefix="cdeg_nnunet_ext_") as ext:
+        write_trainer_shim(ext)
+        yield os.pathsep.join([ext, *spec.ext_trainer])
+
+
+def _check_trainer(spec: ModelSpec) -> None:
+    """Stop before anything is loaded when nnU-Net cannot find the trainer class a plain folder names."""
+    from cdeg.segmentation.presets import TRAINER_NAMES
+
+    if spec.trainer in TRAINER_NAMES:
+        return
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with _trainer_search_path(spec) as ext, nnunet_environment(ext_trainer=ext), quiet_stdout():
+        try:
+            recursive_find_trainer_class_by_name(spec.trainer)
+        except Exception as e:  # not found: RuntimeError; a broken module of the user's: anything
+            raise CdegError(
+                f"nnU-Net cannot find the trainer class {spec.trainer} this model was trained with "
+                f"({type(e).__name__}); add the folder of the module defining it to {EXT_TRAINER_ENV}",
+                path=spec.results,
+            ) from None
 
 
 def predict(
@@ -99,6 +504,9 @@ def predict(
     config: str | Path | None = None,
     devices: str | None = None,
     strict: bool = False,
+    label_map: str | Path | None = None,
+    folds: str | tuple[str, ...] | None = None,
+    checkpoint: str = "final",
 ) -> dict[str, Any]:
     """Segment every `modality` image of `cohort` with a trained model and name its levels.
 
@@ -109,7 +517,8 @@ def predict(
     modality : {"mri", "xray"}
         Which images to segment; must match the model.
     model : Path
-        Model folder written by :func:`cdeg.segmentation.train.train`.
+        Model folder written by :func:`cdeg.segmentation.train.train`, or a plain nnU-Net results folder
+        (``DatasetXXX_Name/Trainer__Plans__Configuration``; see the module docstring).
     out : Path
         Mask folder (created); see the module docstring for its contents.
     device : {"auto", "cpu", "cuda"}
@@ -121,6 +530,16 @@ def predict(
         ``"cuda:0,cuda:1"``), or ``"cpu:N"`` for N CPU processes sharing the cores. Instead of `device`.
     strict : bool
         Stop (CdegError) at the first problem with an input image instead of skipping the patient.
+    label_map : str or Path, optional
+        Plain nnU-Net folder only: what its output values are, a shipped label map name
+        (``cdeg_nnunet``, ...) or a YAML file (:func:`cdeg.label_maps.load_label_map`). Default: the
+        dataset.json label names, when every one is a cdeg level name (C2, C2-C3, ...).
+    folds : str or tuple of str, optional
+        Folds to load (``"0,1"``, ``"all"``), any subset of those present; several are ensembled as nnU-Net
+        does (mean logits). Default: the cdeg model's fold; for a plain folder every numbered fold that
+        holds the checkpoint (nnU-Net's default), else fold_all.
+    checkpoint : {"final", "best"}
+        nnU-Net's ``checkpoint_final.pth`` or ``checkpoint_best.pth``.
 
     Returns
     -------
@@ -132,7 +551,7 @@ def predict(
         raise ValueError("give --device (one process) or --devices (one process per device), not both")
     workers = parse_devices(devices) if devices is not None else None
     cfg = load_segment_config(config)
-    manifest, results = check_model(model, modality)
+    spec = resolve_model(model, modality, label_map=label_map, folds=folds, checkpoint=checkpoint)
     coh = Cohort.open(cohort)
     out = Path(out)
     check_output_folder(out, coh)
@@ -170,12 +589,11 @@ def predict(
             path=coh.root,
         )
 
-    mapping = {int(k): int(v) for k, v in manifest["labels"]["convention_to_training"].items()}
-    job = _Job(coh, modality, str(model), str(out), str(manifest["fold"]), results, mapping, cfg)
+    job = _Job(coh, modality, str(out), spec, cfg)
     if workers is None or workers == ["cpu"]:
-        done, load_s = _run_shard(job, todo, device_kind)
+        done, loaded = _run_shard(job, todo, device_kind)
     else:
-        done, load_s = _run_sharded(job, todo, workers)
+        done, loaded = _run_sharded(job, todo, workers)
     for pid in todo:  # cohort order, whichever worker segmented the patient
         rows, status[pid] = done[pid]
         qc_rows.extend(rows)
@@ -186,13 +604,17 @@ def predict(
         "cohort": str(coh.root.resolve()),
         "model": str(Path(model).resolve()),
         "model_manifest": {
-            k: manifest.get(k) for k in ("preset", "configuration", "trainer", "fold", "device", "versions")
-        },
+            k: spec.manifest.get(k)
+            for k in ("preset", "configuration", "trainer", "fold", "device", "versions")
+        }
+        if spec.kind == "cdeg"
+        else None,
+        "nnunet": {**spec.describe(), "parameter_sets": loaded.parameter_sets},
         "device": device_kind,
         "devices": workers,
         "options": {"predict": cfg.predict.__dict__, "postprocess": cfg.postprocess.__dict__},
         "versions": versions(),
-        "model_load_s": round(load_s, 2),
+        "model_load_s": round(loaded.seconds, 2),
         "seconds_per_case_mean": round(float(np.mean(secs)), 3) if secs else None,
         "counts": {
             s: sum(1 for v in status.values() if v["status"] == s)
@@ -257,82 +679,97 @@ class _Job:
 
     cohort: Cohort
     modality: str
-    model: str
     out: str
-    fold: str
-    results: Path
-    mapping: dict[int, int]
+    spec: ModelSpec
     cfg: SegmentConfig
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What loading the model took: seconds, and the parameter sets (folds) nnU-Net loaded."""
+
+    seconds: float
+    parameter_sets: int
+
+
+_Done = dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
 
 
 def _run_shard(
     job: _Job, todo: list[str], device_kind: str, threads: int | None = None
-) -> tuple[dict[str, tuple[list[dict[str, Any]], dict[str, Any]]], float]:
-    """Load the model once and segment `todo`; per patient its qc rows and status, and the load time."""
-    from cdeg.segmentation.trainers import write_trainer_shim
-
+) -> tuple[_Done, _Loaded]:
+    """Load the model once and segment `todo`; per patient its qc rows and status, and what loading took."""
     t0 = time.time()
-    done: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
-    out = Path(job.out)
-    with tempfile.TemporaryDirectory(prefix="cdeg_nnunet_ext_") as ext:
-        write_trainer_shim(ext)
-        with (
-            nnunet_environment(
-                results=Path(job.model) / RESULTS_DIR, ext_trainer=ext, extra={"nnUNet_compile": "f"}
-            ),
-            torch_threads(device_kind),
-            quiet_stdout(),
-        ):
-            if threads is not None:  # CPU workers share the cores instead of each taking all of them
-                import torch
+    spec = job.spec
+    # A plain folder gets no nnUNet_results: the predictor is given its folder, and the user's stays as it is.
+    results_root = spec.folder / RESULTS_DIR if spec.kind == "cdeg" else None
+    with (
+        _trainer_search_path(spec) as ext,
+        nnunet_environment(results=results_root, ext_trainer=ext, extra={"nnUNet_compile": "f"}),
+        torch_threads(device_kind),
+        quiet_stdout(),
+    ):
+        if threads is not None:  # CPU workers share the cores instead of each taking all of them
+            import torch
 
-                torch.set_num_threads(threads)
-            predictor = _load_predictor(job.results, job.fold, device_kind, job.cfg)
-            load_s = time.time() - t0
-            log.info(
-                "model loaded from %s on %s (%.1f s); segmenting %d %s image(s)",
-                job.model,
-                device_kind,
-                load_s,
-                len(todo),
-                job.modality,
+            torch.set_num_threads(threads)
+        predictor = _load_predictor(spec, device_kind, job.cfg)
+        loaded = _Loaded(time.time() - t0, len(predictor.list_of_parameters))
+        log.info(
+            "model loaded from %s on %s (%.1f s; %d parameter set(s): fold(s) %s, %s%s); segmenting %d %s image(s)",
+            spec.folder,
+            device_kind,
+            loaded.seconds,
+            loaded.parameter_sets,
+            ", ".join(spec.folds),
+            spec.checkpoint,
+            ", ensembled (mean logits)" if loaded.parameter_sets > 1 else "",
+            len(todo),
+            job.modality,
+        )
+        return _segment_patients(predictor, job, todo), loaded
+
+
+def _segment_patients(predictor: Any, job: _Job, todo: list[str]) -> _Done:
+    """Segment `todo` one by one; a patient's failure is its qc row and status, the others go on."""
+    done: _Done = {}
+    out = Path(job.out)
+    for i, pid in enumerate(todo, 1):
+        t_case = time.time()
+        try:
+            findings, written = _predict_case(
+                predictor, job.cohort, pid, job.modality, out, job.spec, job.cfg
             )
-            for i, pid in enumerate(todo, 1):
-                t_case = time.time()
-                try:
-                    findings, written = _predict_case(
-                        predictor, job.cohort, pid, job.modality, out, job.mapping, job.cfg
-                    )
-                except CdegError as e:
-                    log.error("%s", e.one_line())
-                    row = Problem(pid, job.modality, "failed", e.message).row()
-                    done[pid] = ([row], {"status": "failed", "reason": e.message})
-                    continue
-                except Exception as e:  # one bad image must not stop the cohort; the traceback is logged
-                    log.exception("patient %s / %s: segmentation failed", pid, job.modality)
-                    reason = f"{type(e).__name__}: {e}"[:300]
-                    row = Problem(pid, job.modality, "failed", reason).row()
-                    done[pid] = ([row], {"status": "failed", "reason": reason})
-                    continue
-                seconds = round(time.time() - t_case, 2)
-                rows = [{"patient": pid, "modality": job.modality, **f.__dict__} for f in findings]
-                flagged = [f for f in findings if not f.repaired]
-                st = {
-                    "status": "ok" if written and not flagged else ("flagged" if written else "empty"),
-                    "seconds": seconds,
-                    "findings": len(findings),
-                }
-                done[pid] = (rows, st)
-                log.info(
-                    "[%d/%d] patient %s: %s (%.1f s)%s",
-                    i,
-                    len(todo),
-                    pid,
-                    st["status"],
-                    seconds,
-                    "".join(f"; {f.check}: {f.detail}" for f in findings if f.check != "fragments_removed"),
-                )
-    return done, load_s
+        except CdegError as e:
+            log.error("%s", e.one_line())
+            row = Problem(pid, job.modality, "failed", e.message).row()
+            done[pid] = ([row], {"status": "failed", "reason": e.message})
+            continue
+        except Exception as e:  # one bad image must not stop the cohort; the traceback is logged
+            log.exception("patient %s / %s: segmentation failed", pid, job.modality)
+            reason = f"{type(e).__name__}: {e}"[:300]
+            row = Problem(pid, job.modality, "failed", reason).row()
+            done[pid] = ([row], {"status": "failed", "reason": reason})
+            continue
+        seconds = round(time.time() - t_case, 2)
+        rows = [{"patient": pid, "modality": job.modality, **f.__dict__} for f in findings]
+        flagged = [f for f in findings if not f.repaired]
+        st = {
+            "status": "ok" if written and not flagged else ("flagged" if written else "empty"),
+            "seconds": seconds,
+            "findings": len(findings),
+        }
+        done[pid] = (rows, st)
+        log.info(
+            "[%d/%d] patient %s: %s (%.1f s)%s",
+            i,
+            len(todo),
+            pid,
+            st["status"],
+            seconds,
+            "".join(f"; {f.check}: {f.detail}" for f in findings if f.check != "fragments_removed"),
+        )
+    return done
 
 
 def _shard_worker(job: _Job, todo: list[str], device: str, threads: int | None) -> Any:
@@ -342,17 +779,15 @@ def _shard_worker(job: _Job, todo: list[str], device: str, threads: int | None) 
     return _run_shard(job, todo, "cuda" if device.startswith("cuda") else "cpu", threads)
 
 
-def _run_sharded(
-    job: _Job, todo: list[str], workers: list[str]
-) -> tuple[dict[str, tuple[list[dict[str, Any]], dict[str, Any]]], float]:
+def _run_sharded(job: _Job, todo: list[str], workers: list[str]) -> tuple[_Done, _Loaded]:
     """Deal `todo` round-robin over `workers`, one fresh process each (spawned: CUDA cannot be forked)."""
     n = len(workers)
     shards = [todo[i::n] for i in range(n)]
     threads = max(1, (os.cpu_count() or 1) // n) if workers[0] == "cpu" else None
     log.info("segmenting %d patients on %d workers (%s)", len(todo), n, ", ".join(workers))
     ctx = multiprocessing.get_context("spawn")
-    done: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
-    load_s = 0.0
+    done: _Done = {}
+    loaded = _Loaded(0.0, 0)
     with contextlib.ExitStack() as stack:
         # One single-process pool per device, so a worker never picks up another device's shard.
         futures = {}
@@ -362,16 +797,19 @@ def _run_sharded(
                 futures[pool.submit(_shard_worker, job, shard, device, threads)] = (device, shard)
         for fut in cf.as_completed(futures):
             device, shard = futures[fut]
-            part, seconds = fut.result()
+            part, worker_loaded = fut.result()
             for pid in shard:
                 part[pid][1]["device"] = device
             done.update(part)
-            load_s = max(load_s, seconds)
+            loaded = _Loaded(max(loaded.seconds, worker_loaded.seconds), worker_loaded.parameter_sets)
             log.info("%s: %d patients segmented", device, len(shard))
-    return done, load_s
+    return done, loaded
 
 
-def _load_predictor(results: Path, fold: str, device_kind: str, cfg: SegmentConfig) -> Any:
+def _load_predictor(spec: ModelSpec, device_kind: str, cfg: SegmentConfig) -> Any:
+    """nnU-Net's predictor with the folds of `spec` (several: nnU-Net's own ensemble, mean logits)."""
+    import pickle
+
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -385,17 +823,26 @@ def _load_predictor(results: Path, fold: str, device_kind: str, cfg: SegmentConf
         verbose_preprocessing=False,
         allow_tqdm=False,
     )
-    predictor.initialize_from_trained_model_folder(
-        str(results), use_folds=(fold,), checkpoint_name="checkpoint_final.pth"
-    )
+    use_folds = tuple(f if f == "all" else int(f) for f in spec.folds)
+    try:
+        predictor.initialize_from_trained_model_folder(
+            str(spec.results), use_folds=use_folds, checkpoint_name=spec.checkpoint
+        )
+    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        # A truncated checkpoint, or one whose weights do not fit the plans: a problem with the model files.
+        raise CdegError(
+            f"nnU-Net could not load fold(s) {', '.join(spec.folds)} ({spec.checkpoint}): "
+            f"{type(e).__name__}: {str(e)[:200]}",
+            path=spec.results,
+        ) from None
     return predictor
 
 
 def segment_array(predictor: Any, image: Any) -> tuple[np.ndarray, np.ndarray]:
     """Training-label segmentation and per-voxel confidence of one canonical image, on its own grid.
 
-    nnU-Net's own export path (``predict_single_npy_array`` with probabilities) resamples all 14 class
-    probabilities to full resolution; only the winning probability is needed here (as the anchor weight
+    nnU-Net's own export path (``predict_single_npy_array`` with probabilities) resamples every class
+    probability to full resolution; only the winning probability is needed here (as the anchor weight
     of the level repair), so the softmax maximum is taken at network resolution and that one channel is
     resampled, cropped back and transposed back exactly as nnU-Net does for the segmentation.
     """
@@ -445,7 +892,7 @@ def _predict_case(
     pid: str,
     modality: str,
     out: Path,
-    mapping: dict[int, int],
+    spec: ModelSpec,
     cfg: SegmentConfig,
 ) -> tuple[list[Finding], bool]:
     """Segment one image; returns its QC findings and whether a mask was written."""
@@ -475,7 +922,8 @@ def _predict_case(
             Finding("oblique", f"image axes are {plan.oblique_deg:.0f} deg off the canonical ones", False)
         )
     seg, conf = segment_array(predictor, image_c)
-    seg = labelmap.from_training(seg, mapping)
+    seg, named = name_outputs(seg, spec, pid)
+    findings.extend(named)
     spacing = tuple(float(s) for s in image_c.GetSpacing()[::-1])
     fixed, post = check_levels(seg, spacing, geometry.si_axis(modality), conf, cfg.postprocess)
     findings.extend(post)
@@ -486,14 +934,24 @@ def _predict_case(
     mask_c.CopyInformation(image_c)
     write_image(mask_path(out, pid, modality), geometry.from_canonical(mask_c, plan, image))
     if cfg.predict.qc_png:
-        arr = sitk.GetArrayViewFromImage(image_c)
-        if arr.ndim == 3:
-            k = mid_slice(fixed)
-            img2, msk2, sp2 = arr[k], fixed[k], spacing[1:]
-        else:
-            img2, msk2, sp2 = arr, fixed, spacing
-        write_qc_png(qc_path(out, pid, modality), img2, msk2, (sp2[0], sp2[1]), f"{pid} {modality}")
+        write_qc_overlay(qc_path(out, pid, modality), image_c, mask_c, modality, f"{pid} {modality}")
     return findings, True
+
+
+def name_outputs(seg: np.ndarray, spec: ModelSpec, pid: str) -> tuple[np.ndarray, list[Finding]]:
+    """The model's output values in the cdeg convention (:func:`cdeg.label_maps.convert` with the model's
+    label map), and a finding per disc component the map's ``disc: any`` could not name.
+
+    Raises
+    ------
+    CdegError
+        The output holds a value the label map does not list (naming the patient and the map's file).
+    """
+    try:
+        conversion = label_maps.convert(seg, spec.label_map)
+    except LabelMapError as e:
+        raise CdegError(f"model output: {e.message}", patient=pid, path=spec.label_map_path) from None
+    return conversion.mask, [Finding("label_map", r["detail"], False) for r in conversion.flagged]
 
 
 def _write_qc(out: Path, modality: str, rows: list[dict[str, Any]]) -> None:

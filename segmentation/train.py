@@ -8,6 +8,8 @@ The model folder is self-contained::
       nnUNet_results/<dataset>/<trainer>__nnUNetPlans__<configuration>/
           plans.json, dataset.json, dataset_fingerprint.json, fold_<f>/checkpoint_final.pth, logs
       nnunet_ext/cdeg_nnunet_trainers.py   lets plain nnU-Net tools find the cdeg trainers
+      NNUNET.md                       the exact ``nnUNetv2_predict`` command for this model (written when
+                                      training completes)
       work/                           nnUNet_raw and nnUNet_preprocessed while training (removed when
                                       training completes, unless keep_work)
 
@@ -27,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 from datetime import UTC, datetime
@@ -47,10 +50,10 @@ from cdeg.segmentation.nnunet_env import (
 from cdeg.segmentation.presets import FOLDS, PRESETS, TrainSettings, load_segment_config
 
 from cdeg import labels
-from cdeg.cohort import Cohort, check_modality
+from cdeg.cohort import CANONICAL_DIRECTION, Cohort, check_modality
 from cdeg.config import to_dict
 from cdeg.errors import CdegError, CohortError
-from cdeg.io import read_json, remove_stale_temporaries, write_json
+from cdeg.io import read_json, remove_stale_temporaries, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ PLANS_IDENTIFIER = "nnUNetPlans"
 RESULTS_DIR = "nnUNet_results"
 WORK_DIR = "work"
 EXT_DIR = "nnunet_ext"
+#: How to run the model with plain ``nnUNetv2_predict`` (written when training completes).
+NNUNET_DOC = "NNUNET.md"
 
 
 def train(
@@ -125,6 +130,8 @@ def train(
     previous = _check_model_folder(out, modality, preset, fold)
     if previous is not None and previous.get("status") == "complete":
         log.info("%s already holds a complete %s model (preset %s); nothing to do", out, modality, preset)
+        if not (out / NNUNET_DOC).is_file():  # a folder trained before cdeg wrote it
+            write_nnunet_instructions(out, previous)
         return previous
 
     usable, problems, unlabelled = check_training_cases(coh, modality, strict=strict, stage="segment train")
@@ -190,6 +197,7 @@ def train(
         versions=versions(),
     )
     write_json(out / MANIFEST, manifest)
+    write_nnunet_instructions(out, manifest)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     log.info("model written to %s (%.0f s)", out, time.time() - t_start)
@@ -237,6 +245,58 @@ def _new_manifest(
         "versions": versions(),
         "timings_s": {},
     }
+
+
+def nnunet_predict_command(out: str | Path, manifest: dict[str, Any]) -> str:
+    """The shell lines that run the model of folder `out` with nnU-Net's own ``nnUNetv2_predict``.
+
+    ``IN`` and ``OUT`` are the placeholders for the input and output folders. nnU-Net finds the trained model
+    through ``nnUNet_results`` and the cdeg trainer class through ``nnUNet_extTrainer`` (pointed at the
+    model's ``nnunet_ext/`` shim, see :mod:`cdeg.segmentation.trainers`); the options are those of
+    ``predict_entry_point`` in nnunetv2/inference/predict_from_raw_data.py (nnunetv2 2.8.1).
+    """
+    model_dir = shlex.quote(str(Path(out).resolve()))
+    fold = str(manifest["fold"])
+    return (
+        f"MODEL_DIR={model_dir}\n"
+        f'nnUNet_results="$MODEL_DIR/{RESULTS_DIR}" nnUNet_extTrainer="$MODEL_DIR/{EXT_DIR}" \\\n'
+        f"  nnUNetv2_predict -i IN -o OUT -d {manifest['dataset_name']} -c {manifest['configuration']} "
+        f"-tr {manifest['trainer']} -p {manifest.get('plans_identifier', PLANS_IDENTIFIER)} -f {fold} "
+        "-chk checkpoint_final.pth\n"
+    )
+
+
+def write_nnunet_instructions(out: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write ``out/NNUNET.md``: how to run this model with plain nnU-Net (atomically); returns its path."""
+    modality = manifest["modality"]
+    channel = "2D NIfTI radiograph" if modality == "xray" else "3D NIfTI volume"
+    path = Path(out) / NNUNET_DOC
+    text = f"""# Running this model with nnU-Net's own tools
+
+`cdeg segment predict --model {Path(out).resolve()}` is the usual way: it reorients each image, names and
+checks the levels, and writes masks in cdeg's label convention. The same network runs without cdeg's
+pipeline through `nnUNetv2_predict` (nnunetv2 {manifest.get("versions", {}).get("nnunetv2")}, in a Python
+environment where cdeg is installed: the trainer class {manifest["trainer"]} is imported from
+`cdeg.segmentation.trainers` by `{EXT_DIR}/`):
+
+```bash
+{nnunet_predict_command(out, manifest)}```
+
+Change `MODEL_DIR` if this folder was moved; without a GPU add `-device cpu` (nnU-Net's default is cuda).
+
+- `IN` holds one {channel} per case, named `<patient_id>_0000.nii.gz` (nnU-Net's channel suffix; this
+  model has one channel).
+- Images must be in cdeg's canonical orientation (`cdeg.cohort.CANONICAL_DIRECTION["{modality}"]` =
+  `{CANONICAL_DIRECTION[modality]}`): nnU-Net's SimpleITKIO (set in dataset.json) reads the voxel array as
+  stored and does not reorient. The `images/` of a cohort written by `cdeg cohort init` or `cdeg synth`
+  are canonical; other images must be reoriented first.
+- `OUT/<patient_id>.nii.gz` holds nnU-Net's raw output in this model's *training labels* (C2 = 1,
+  C2-C3 = 2, ..., T1 = 13; `cdeg labels --map cdeg_nnunet`), not in cdeg's convention, and without cdeg's
+  level check and repair. Convert them with
+  `cdeg segment import-masks --from cdeg_nnunet --masks OUT --cohort COHORT --modality {modality} --out MASK_DIR`.
+"""
+    write_text(path, text)
+    return path
 
 
 def _check_model_folder(out: Path, modality: str, preset: str, fold: str) -> dict[str, Any] | None:
