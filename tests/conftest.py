@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +32,40 @@ def tiny_population_cohort(tmp_path_factory):
     return synthesize(
         tmp_path_factory.mktemp("cohorts") / "pop6", profile="population", n=6, seed=8, progress=False
     )
+
+
+#: The study in miniature that tests `cdeg run` end to end (a test fixture, not a shipped configuration).
+TINY_RUN_CONFIG = Path(__file__).with_name("run_tiny.yaml")
+
+
+def manifests(out: Path) -> dict[str, bytes]:
+    from cdeg.pipeline import cache
+
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob(cache.MANIFEST))}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """tests/run_tiny.yaml run twice (the second with nothing changed), once per test session.
+
+    Keys: out, config, first, second (run results), first_s, second_s, manifests_before, manifests_after.
+    """
+    from cdeg.pipeline import run
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    t0 = time.perf_counter()
+    first = run(TINY_RUN_CONFIG, out=out, progress=False)
+    first_s = time.perf_counter() - t0
+    before = manifests(out)
+    t0 = time.perf_counter()
+    second = run(TINY_RUN_CONFIG, out=out, progress=False)
+    return {
+        "out": out,
+        "config": TINY_RUN_CONFIG,
+        "first": first,
+        "second": second,
+        "first_s": first_s,
+        "second_s": time.perf_counter() - t0,
+        "manifests_before": before,
+        "manifests_after": manifests(out),
+    }

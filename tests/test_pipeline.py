@@ -1,6 +1,6 @@
 """`cdeg run`: configuration checks, fingerprints and manifests, and the whole study end to end (tiny).
 
-The end-to-end test runs configs/run_tiny.yaml (synthetic cohorts of 4 / 30 / 24 patients, radiographs only,
+The end-to-end test runs tests/run_tiny.yaml (the session fixture `tiny_run` of conftest.py) (synthetic cohorts of 4 / 30 / 24 patients, radiographs only,
 the `smoke` segmentation preset, 2 Optuna trials, 2 outer folds) three times: a first run where every stage
 runs, a second with nothing changed (nothing runs, manifests byte-identical), and a third with one option of one
 target changed (only that fit and what depends on it run).
@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_RUN_CONFIG, manifests
 
 from cdeg.config import ConfigError, shipped_config
 from cdeg.pipeline import cache
 from cdeg.pipeline.config import load_run_config
 
-RUN_CONFIGS = ("demo.yaml", "run_tiny.yaml", "study_template.yaml")
+RUN_CONFIGS = ("demo.yaml", "study_template.yaml")
 
 
 # --- configuration ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", RUN_CONFIGS)
-def test_shipped_run_configs_are_valid(name: str) -> None:
-    cfg = load_run_config(shipped_config(name))
+@pytest.mark.parametrize("path", [shipped_config(n) for n in RUN_CONFIGS] + [TINY_RUN_CONFIG])
+def test_shipped_run_configs_are_valid(path: Path) -> None:
+    cfg = load_run_config(path)
     assert cfg.targets and cfg.cohorts
 
 
@@ -48,21 +48,21 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 def test_unknown_key_names_its_dotted_path(tmp_path: Path) -> None:
-    data = yaml.safe_load(shipped_config("run_tiny.yaml").read_text())
+    data = yaml.safe_load(TINY_RUN_CONFIG.read_text())
     data["fit"]["trails"] = 3
     with pytest.raises(ConfigError, match=r"trails.*valid: config, trials"):
         load_run_config(_write(tmp_path, data))
 
 
 def test_segmenting_the_training_patients_is_refused(tmp_path: Path) -> None:
-    data = yaml.safe_load(shipped_config("run_tiny.yaml").read_text())
+    data = yaml.safe_load(TINY_RUN_CONFIG.read_text())
     data["targets"]["accelerated"]["development"] = "annotated"
     with pytest.raises(ConfigError, match="trains the segmentation"):
         load_run_config(_write(tmp_path, data))
 
 
 def test_undefined_cohort_is_refused(tmp_path: Path) -> None:
-    data = yaml.safe_load(shipped_config("run_tiny.yaml").read_text())
+    data = yaml.safe_load(TINY_RUN_CONFIG.read_text())
     data["targets"]["accelerated"]["external"] = "rotterdam"
     with pytest.raises(ConfigError, match="'rotterdam' is not a cohort"):
         load_run_config(_write(tmp_path, data))
@@ -98,51 +98,6 @@ def test_why_stale(tmp_path: Path) -> None:
 
 
 # --- end to end -------------------------------------------------------------------------------------------------
-def _manifests(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob(cache.MANIFEST))}
-
-
-_TINY: dict = {}
-
-
-def run_tiny_study(factory: pytest.TempPathFactory) -> dict:
-    """configs/run_tiny.yaml run twice (second: nothing changed), once per test session.
-
-    A plain function with a module-level memo rather than a fixture, so the browser test module shares the same
-    run (a fixture imported into another module would be a second fixture and run the study again).
-    """
-    if _TINY:
-        return _TINY
-    from cdeg.pipeline import run
-
-    out = factory.mktemp("tiny") / "run"
-    config = shipped_config("run_tiny.yaml")
-    t0 = time.perf_counter()
-    first = run(config, out=out, progress=False)
-    first_s = time.perf_counter() - t0
-    before = _manifests(out)
-    t0 = time.perf_counter()
-    second = run(config, out=out, progress=False)
-    second_s = time.perf_counter() - t0
-    _TINY.update(
-        out=out,
-        config=config,
-        first=first,
-        second=second,
-        first_s=first_s,
-        second_s=second_s,
-        manifests_before=before,
-        manifests_after=_manifests(out),
-    )
-    return _TINY
-
-
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny study's run folder and what its two runs did."""
-    return run_tiny_study(tmp_path_factory)
-
-
 @pytest.mark.slow
 def test_every_stage_ran_and_wrote_its_outputs(tiny_run: dict) -> None:
     out, first = tiny_run["out"], tiny_run["first"]
@@ -224,10 +179,10 @@ def test_changed_option_reruns_only_that_stage_and_downstream(tiny_run: dict, tm
     data = yaml.safe_load(Path(tiny_run["config"]).read_text())
     data["targets"]["poor_outcome_2y"]["exclude"] = ["bmi"]
     changed = _write(tmp_path, data)
-    before = _manifests(out)
+    before = manifests(out)
     res = run(changed, out=out, progress=False)
     assert set(res.ran) == {"fit:poor_outcome_2y", "predict:poor_outcome_2y", "report"}
-    after = _manifests(out)
+    after = manifests(out)
     untouched = [
         k
         for k in before

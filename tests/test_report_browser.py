@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_pipeline import run_tiny_study  # one tiny study per session, shared with test_pipeline.py
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 pytestmark = [
@@ -82,17 +81,10 @@ def _render(html_file: Path, fragment: str) -> dict:
     return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
 
 
-@pytest.fixture
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny study of tests/test_pipeline.py (run once per session)."""
-    return run_tiny_study(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def probed(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+def probed(tmp_path_factory: pytest.TempPathFactory, tiny_run: dict) -> tuple[dict, str]:
     import pandas as pd
 
-    tiny_run = run_tiny_study(tmp_path_factory)
     report = tiny_run["out"] / "report" / "report.html"
     ids = pd.read_csv(tiny_run["out"] / "cohorts" / "development" / "clinical.csv", dtype={"patient_id": str})
     pid = ids["patient_id"].iloc[2]

@@ -200,8 +200,12 @@ def check_run_config(cfg: RunConfig, source: str | Path | None = None) -> None: 
     if not cfg.cohorts:
         raise ConfigError("cohorts: at least one cohort is needed", path=source)
     for key, c in cfg.cohorts.items():
-        if (c.path is None) == (c.synth is None) and c.path is None:
-            raise ConfigError(f"cohorts.{key}: give a path (real data) or a synth section", path=source)
+        if (c.path is None) == (c.synth is None):
+            raise ConfigError(
+                f"cohorts.{key}: give a path (real data) or a synth section, not "
+                f"{'both' if c.path is not None else 'neither'}",
+                path=source,
+            )
         if not key.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"cohorts.{key}: keys are letters, digits, '_' and '-'", path=source)
     seg = cfg.segmentation
