@@ -54,7 +54,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from cdeg import labels
@@ -876,56 +875,3 @@ def summary_line(findings: list[Finding]) -> str:
     if not findings:
         return "no problems found"
     return f"{n_err} errors, {n_warn} warnings; {patients} patients with problems"
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-@click.command("check")
-@click.option(
-    "--cohort", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cohort folder."
-)
-@click.option(
-    "--masks",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Mask folder to check against the images (default: the cohort's masks/).",
-)
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML overriding configs/check.yaml (ranges, categories, tolerances).",
-)
-@click.option("--strict", is_flag=True, help="Warnings count as errors for the exit status.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv"]),
-    default="table",
-    show_default=True,
-    help="Output format of the findings.",
-)
-def check_command(cohort: Path, masks: Path | None, config: Path | None, strict: bool, fmt: str) -> None:
-    """Validate a cohort before running anything: files, geometry, labels, clinical table.
-
-    Exit status 0 when there are no errors (warnings allowed unless --strict), 1 otherwise.
-    """
-    import csv
-    import io
-
-    from cdeg.cli import run_api
-
-    findings = run_api(check_cohort, cohort=cohort, masks=masks, config=config)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(FINDING_COLUMNS)
-        w.writerows([getattr(f, c) for c in FINDING_COLUMNS] for f in findings)
-        click.echo(buf.getvalue(), nl=False)
-    elif findings:
-        click.echo(format_table(findings))
-    click.echo(summary_line(findings), err=fmt == "csv")
-    failed = any(f.severity == "error" or strict for f in findings)
-    if failed:
-        raise SystemExit(1)

@@ -20,7 +20,7 @@ from cdeg.errors import CdegError
 #: Subcommand name -> "module:attribute" of its click command. The one list of commands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cdeg.synth.cli:synth", "Generate a synthetic cohort with known ground truth."),
-    "summary": ("cdeg.summary:summary_command", "Summarise a cohort (patients, images, degeneration)."),
+    "summary": ("cdeg.cohort_cli:summary_command", "Summarise a cohort (patients, images, degeneration)."),
     "labels": ("cdeg.cli:labels_command", "Print the label convention (label, level name, kind)."),
     "extract": (
         "cdeg.features.cli:extract_command",
@@ -48,11 +48,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Import a DICOM export as a de-identified cohort (sagittal T2 MRI, lateral radiograph).",
     ),
     "cohort": (
-        "cdeg.cohort_init:cohort_group",
+        "cdeg.cohort_cli:cohort_group",
         "Create a cohort from your own scans: a folder of NIfTI files or a BIDS dataset.",
     ),
     "check": (
-        "cdeg.check:check_command",
+        "cdeg.cohort_cli:check_command",
         "Validate a cohort (files, geometry, labels, clinical table) before running anything.",
     ),
     "segment": (

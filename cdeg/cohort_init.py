@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from cdeg.cohort import (
     CLINICAL_CSV,
     ID_COLUMN,
@@ -355,71 +353,3 @@ def nifti_stem(path: str | Path) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-def _parse_patterns(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for v in values:
-        modality, sep, glob = v.partition("=")
-        if not sep or not glob:
-            raise click.BadParameter(f"{v!r}: expected MODALITY=GLOB, e.g. mri='{{id}}_T2w.nii.gz'")
-        if modality not in MODALITIES:
-            raise click.BadParameter(f"{v!r}: modality must be one of {', '.join(MODALITIES)}")
-        out[modality] = glob
-    return out
-
-
-@click.group("cohort")
-def cohort_group() -> None:
-    """Create cohort folders from your own scans."""
-
-
-@cohort_group.command("init")
-@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Cohort folder to create.")
-@click.option("--bids", is_flag=True, help="The image folder is a BIDS dataset (sub-*/[ses-*/]anat/*_T2w).")
-@click.option(
-    "--pattern",
-    "patterns",
-    multiple=True,
-    help="MODALITY=GLOB relative to --images, {id} = patient id, e.g. mri='{id}/t2_sag.nii.gz' (repeatable).",
-)
-@click.option(
-    "--clinical",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Clinical table (CSV/TSV/Parquet) with patient_id or participant_id; default: ids only.",
-)
-@click.option(
-    "--link/--copy", default=False, help="Symlink canonical images instead of copying (default copy)."
-)
-@click.option("--name", default=None, help="Cohort name (default: the folder name).")
-def init_command(
-    images: Path,
-    out: Path,
-    bids: bool,
-    patterns: tuple[str, ...],
-    clinical: Path | None,
-    link: bool,
-    name: str | None,
-) -> None:
-    """Build a cohort from a folder of NIfTI files or a BIDS dataset."""
-    from cdeg.cli import run_api
-
-    res = run_api(
-        init_cohort,
-        images=images,
-        out=out,
-        bids=bids,
-        patterns=_parse_patterns(patterns),
-        clinical=clinical,
-        link=link,
-        name=name,
-    )
-    counts = ", ".join(f"{n} {m}" for m, n in res["images"].items())
-    click.echo(f"{out}: {res['patients']} patients ({counts}), {res['reoriented']} reoriented")
-    for line in res["problems"]:
-        click.echo(f"skipped: {line}", err=True)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from cdeg import labels
-from cdeg.cli import run_api
 from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort
 from cdeg.io import read_table, write_json
 
@@ -127,19 +125,3 @@ def format_summary(s: dict[str, Any]) -> str:
         if "cobb_c2c7_deg_mean" in t:
             lines.append(f"mean C2-C7 Cobb angle: {t['cobb_c2c7_deg_mean']} deg")
     return "\n".join(lines)
-
-
-@click.command("summary")
-@click.option(
-    "--cohort", type=click.Path(file_okay=False, path_type=Path), required=True, help="Cohort folder."
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the summary as JSON to this file.",
-)
-def summary_command(cohort: Path, out: Path | None) -> None:
-    """Summarise a cohort: patients, images, masks, clinical variables and, if synthetic, the truth."""
-    s = run_api(summarize, cohort=cohort, out=out)
-    click.echo(format_summary(s))
