@@ -572,25 +572,20 @@ def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.rand
         Patient-level random details (process angles, bulge side...).
     """
     rows = _level_rows(levels)
-    verts = [s for s in labels.STRUCTURES if s.kind == "vertebra"]
-    [s for s in labels.STRUCTURES if s.kind == "disc"]
     scale = float(patient.get("size_scale", 1.0) or 1.0)
+    spec = _thoracic_specs(rows, acfg, scale) + _labelled_specs(rows)
+    pieces = build_chain(spec, acfg.bottom_concavity_mm)
+    by = {p.name: p for p in pieces}
+    _stand_upright(pieces, by)
+    return _assemble(patient, pieces, by, acfg, rng, scale)
 
-    def vrow(name: str) -> dict[str, Any]:
-        return rows[name]
 
-    # unlabelled thoracic pieces below T1 keep the image realistic (a model must learn not to label them)
-    t1 = vrow(verts[-1].name)
-    extra_v = {
-        k: t1[k]
-        for k in (
-            "body_height_anterior_mm",
-            "body_height_middle_mm",
-            "body_height_posterior_mm",
-            "body_depth_mm",
-            "body_width_mm",
-        )
-    }
+def _thoracic_specs(rows: dict[str, dict[str, Any]], acfg: Any, scale: float) -> list[dict[str, Any]]:
+    """Chain specs of the unlabelled T3, T2 and their discs, scaled from T1 (bottom-up).
+
+    They keep the image realistic below T1: a model must learn not to label them.
+    """
+    t1 = rows[labels.VERTEBRA_NAMES[-1]]
     spec: list[dict[str, Any]] = []
     for nm, grow in (("T3", 1.06), ("T2", 1.03)):
         spec.append(
@@ -598,11 +593,9 @@ def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.rand
                 "name": nm,
                 "label": 0,
                 "kind": "vertebra",
-                "depth": extra_v["body_depth_mm"] * grow,
-                "heights": [
-                    extra_v[f"body_height_{p}_mm"] * grow for p in ("anterior", "middle", "posterior")
-                ],
-                "width": extra_v["body_width_mm"] * grow,
+                "depth": t1["body_depth_mm"] * grow,
+                "heights": [t1[f"body_height_{p}_mm"] * grow for p in ("anterior", "middle", "posterior")],
+                "width": t1["body_width_mm"] * grow,
                 "row": {},
             }
         )
@@ -612,12 +605,18 @@ def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.rand
                 "name": f"{nm}-disc",
                 "label": 0,
                 "kind": "disc",
-                "depth": extra_v["body_depth_mm"] * (grow - 0.015),
+                "depth": t1["body_depth_mm"] * (grow - 0.015),
                 "heights": [dh * 0.85, dh * 1.2, dh * 0.8],
-                "width": extra_v["body_width_mm"] * grow,
+                "width": t1["body_width_mm"] * grow,
                 "row": {},
             }
         )
+    return spec
+
+
+def _labelled_specs(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chain specs of the labelled structures T1 .. C2 from their truth rows (bottom-up)."""
+    spec: list[dict[str, Any]] = []
     for s in reversed(labels.STRUCTURES):
         r = rows.get(s.name)
         if r is None:
@@ -634,29 +633,34 @@ def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.rand
                     "row": r,
                 }
             )
-        else:
-            up, lo = labels.vertebrae_of_disc(s.label)
-            ru, rl = vrow(labels.name_of(up)), vrow(labels.name_of(lo))
-            spec.append(
-                {
-                    "name": s.name,
-                    "label": s.label,
-                    "kind": "disc",
-                    "depth": 0.5 * (ru["body_depth_mm"] + rl["body_depth_mm"]),
-                    "heights": [r[f"disc_height_{p}_mm"] for p in ("anterior", "middle", "posterior")],
-                    "angle_deg": _finite_or_none(r.get("disc_angle_deg")),
-                    "width": 0.5 * (ru["body_width_mm"] + rl["body_width_mm"]),
-                    "row": r,
-                }
-            )
-    pieces = build_chain(spec, acfg.bottom_concavity_mm)
-    by = {p.name: p for p in pieces}
+            continue
+        up, lo = labels.vertebrae_of_disc(s.label)
+        ru, rl = rows[labels.name_of(up)], rows[labels.name_of(lo)]
+        spec.append(
+            {
+                "name": s.name,
+                "label": s.label,
+                "kind": "disc",
+                "depth": 0.5 * (ru["body_depth_mm"] + rl["body_depth_mm"]),
+                "heights": [r[f"disc_height_{p}_mm"] for p in ("anterior", "middle", "posterior")],
+                "angle_deg": _finite_or_none(r.get("disc_angle_deg")),
+                "width": 0.5 * (ru["body_width_mm"] + rl["body_width_mm"]),
+                "row": r,
+            }
+        )
+    return spec
 
-    # upright: the axis from the T1 body centre to the C2 body centre is vertical
+
+def _stand_upright(pieces: list[Piece], by: dict[str, Piece]) -> None:
+    """Rotate the chain about the T1 body centre so that the axis T1 centre -> C2 centre is vertical.
+
+    The T1 body centre becomes the origin of the spine frame.
+    """
+
     def centre(p: Piece) -> np.ndarray:
         return 0.25 * (p.lower(0) + p.lower(1) + p.upper(0) + p.upper(1))
 
-    c_t1, c_c2 = centre(by[verts[-1].name]), centre(by[verts[0].name])
+    c_t1, c_c2 = centre(by[labels.VERTEBRA_NAMES[-1]]), centre(by[labels.VERTEBRA_NAMES[0]])
     ax = c_c2 - c_t1
     ang = math.pi / 2 - math.atan2(ax[1], ax[0])
     R = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
@@ -664,10 +668,22 @@ def build_spine(patient: Mapping[str, Any], levels: Any, acfg: Any, rng: np.rand
         p.rotate(R, c_t1)
         p.pant = p.pant - c_t1
 
-    return _assemble(patient, pieces, by, acfg, rng, scale)
+
+@dataclass(frozen=True)
+class _C2Frame:
+    """C2's upper endplate frame and its dens, which the dens, C1 and the skull base are placed in."""
+
+    top_post: np.ndarray  # posterior corner of the C2 upper endplate
+    e: np.ndarray  # unit vector along the C2 upper chord, anterior -> posterior
+    n: np.ndarray  # its superior normal
+    dens_h: float  # dens height (mm)
+    r_dens: float  # dens radius at its base (mm)
+    base: np.ndarray  # dens axis: start inside the body
+    tip: np.ndarray  # dens tip
+    p1: np.ndarray  # end of the dens capsule's axis (its radius short of the tip)
 
 
-def _assemble(  # noqa: C901 - one block per structure
+def _assemble(
     patient: Mapping[str, Any],
     pieces: list[Piece],
     by: dict[str, Piece],
@@ -675,15 +691,45 @@ def _assemble(  # noqa: C901 - one block per structure
     rng: np.random.Generator,
     scale: float,
 ) -> Spine:
-    vnames = [p.name for p in pieces if p.kind == "vertebra"]  # bottom-up, incl. T3, T2
-    c2 = by[labels.VERTEBRA_NAMES[0]]
-    parts_soft: list[Part] = []
-    parts_bone: list[Part] = []
-    parts_ost: list[Part] = []
-    parts_disc: list[Part] = []
-    parts_bulge: list[Part] = []
+    """Place every structure around the upright chain of pieces, in painting order.
 
-    # reference curves along Z: posterior and anterior walls through the corners
+    The steps draw from `rng` in a fixed order (vertebrae bottom-up, osteophytes, discs) that the
+    generated images depend on.
+    """
+    c2 = by[labels.VERTEBRA_NAMES[0]]
+    zs, xpw, xaw = _wall_curves(pieces)
+    dens = _c2_frame(c2, acfg, scale)
+    z_top = float(dens.tip[1])
+    canal = float(patient.get("canal_ap_mm", 14.0) or 14.0)
+    cz, canal_d = _canal_depth(pieces, by, canal, zs, z_top)
+    curves = {"zs": zs, "xpw": xpw, "xaw": xaw, "canal": canal_d}
+
+    parts_soft = _anterior_soft_tissues(curves, by, z_top, acfg, scale)
+    parts_soft += _canal_contents(curves, z_top, cz, acfg, scale)
+    parts_soft += _vertebral_arteries(curves, z_top, scale)
+    joints = _facet_joints(pieces, acfg, scale)
+    parts_bone: list[Part] = []
+    for vn in [p.name for p in pieces if p.kind == "vertebra"]:  # bottom-up, incl. T3, T2
+        parts_bone += _vertebra(pieces, by[vn], joints, dens, curves, acfg, rng, scale)
+    parts_bone.append(_dens(c2, dens, acfg, scale))
+    parts_bone += _atlas(c2, dens, canal, scale)
+    parts_bone += _skull_base(dens, canal)
+    parts_ost = _osteophytes(pieces, acfg, rng)
+    parts_disc, parts_bulge = _discs_and_bulges(pieces, acfg, rng)
+
+    # paint: soft tissue, bulges (over the CSF in front of the cord, but under the bone: a bulge reaches
+    # above and below the disc and must not take the vertebral bodies' posterior corners), bones,
+    # osteophytes, then discs (disc labels win at contact lines so disc heights are exact)
+    parts = parts_soft + parts_bulge + parts_bone + parts_ost + parts_disc
+    neck_depth = float(patient.get("neck_depth_mm", 120.0) or 120.0)
+    return Spine(pieces, parts, curves, _landmarks(by, dens, neck_depth))
+
+
+def _wall_curves(pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference curves along Z: (zs, posterior wall X, anterior wall X) through the corners.
+
+    The ends are extended 200 mm flat so that structures above and below the chain can read them.
+    """
     pw, aw = [], []
     for p in pieces:
         for t_, lst in ((1.0, pw), (0.0, aw)):
@@ -697,58 +743,87 @@ def _assemble(  # noqa: C901 - one block per structure
     zs = np.concatenate([[zs[0] - 200], zs, [zs[-1] + 200]])
     xpw = np.concatenate([[xpw[0]], xpw, [xpw[-1]]])
     xaw = np.concatenate([[xaw[0]], xaw, [xaw[-1]]])
+    return zs, xpw, xaw
 
+
+def _c2_frame(c2: Piece, acfg: Any, scale: float) -> _C2Frame:
+    """The C2 upper endplate frame and the dens rising from the endplate's middle, tilted posteriorly."""
     dens_h = float(c2.row.get("dens_height_mm", 14.0) or 14.0)
-    c2_top_post = c2.upper(1.0)
     c2_top_mid = c2.upper(0.55)
     e_c2 = _unit(c2.upper(1.0) - c2.upper(0.0))
     n_c2u = _normal(e_c2)
     tilt = math.radians(acfg.dens_tilt_deg)
     dens_dir = _unit(math.cos(tilt) * n_c2u + math.sin(tilt) * e_c2)
     r_dens = acfg.dens_radius_mm * scale
-    dens_base = c2_top_mid - 2.5 * n_c2u
     dens_tip = c2_top_mid + dens_h * dens_dir
-    dens_p1 = dens_tip - r_dens * 0.8 * dens_dir
-    z_top = float(dens_tip[1])
+    return _C2Frame(
+        top_post=c2.upper(1.0),
+        e=e_c2,
+        n=n_c2u,
+        dens_h=dens_h,
+        r_dens=r_dens,
+        base=c2_top_mid - 2.5 * n_c2u,
+        tip=dens_tip,
+        p1=dens_tip - r_dens * 0.8 * dens_dir,
+    )
 
-    # canal depth per level (AP diameter behind the posterior wall)
-    canal = float(patient.get("canal_ap_mm", 14.0) or 14.0)
+
+def _canal_depth(
+    pieces: list[Piece], by: dict[str, Piece], canal: float, zs: np.ndarray, z_top: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canal AP depth behind the posterior wall: (Z of each vertebra's mid-wall and C1, depth at `zs`).
+
+    `canal` is the patient's diameter; it varies by level (:data:`_CANAL_FACTOR`) and widens at C1.
+    """
     cz, cd = [], []
-    for vn in vnames:
+    for vn in [p.name for p in pieces if p.kind == "vertebra"]:
         p = by[vn]
         fac = _CANAL_FACTOR.get(vn, 1.0)
         cz.append(0.5 * (p.lower(1.0)[1] + p.upper(1.0)[1]))
         cd.append(canal * fac)
     cz.append(z_top + 8)
     cd.append(canal * 1.45)  # C1 / foramen magnum: wider
-    cz, cd = np.array(cz), np.array(cd)
-    canal_d = np.interp(zs, cz, cd)
-    curves = {"zs": zs, "xpw": xpw, "xaw": xaw, "canal": canal_d}
+    cz_a, cd_a = np.array(cz), np.array(cd)
+    return cz_a, np.interp(zs, cz_a, cd_a)
 
-    # --- soft-tissue bands (label 0) ---------------------------------------------------------------
-    zlo, zhi = float(zs[1]) - 60, z_top + 60
-    neck_depth = float(patient.get("neck_depth_mm", 120.0) or 120.0)
+
+def _soft_z_range(zs: np.ndarray, z_top: float) -> tuple[float, float]:
+    """Z range of the soft-tissue bands: 60 mm beyond the chain's bottom and the dens tip."""
+    return float(zs[1]) - 60, z_top + 60
+
+
+def _anterior_soft_tissues(
+    curves: dict[str, np.ndarray], by: dict[str, Piece], z_top: float, acfg: Any, scale: float
+) -> list[Part]:
+    """Prevertebral soft tissue (thicker below C4), the air column in front of it and the ALL."""
+    zs, xaw = curves["zs"], curves["xaw"]
+    zlo, zhi = _soft_z_range(zs, z_top)
     z_c4 = 0.5 * (by["C4"].lower(0)[1] + by["C4"].upper(0)[1])
     pv = np.where(zs > z_c4, acfg.prevertebral_upper_mm, acfg.prevertebral_lower_mm)
     pv = np.convolve(np.pad(pv, 3, mode="edge"), np.ones(7) / 7, mode="valid")
     airway = acfg.airway_ap_mm * scale
-    parts_soft.append(
-        TubePart("prevertebral", 0, "prevertebral", zs, xaw, -pv, np.full_like(zs, -0.8), 22.0, (zlo, zhi))
-    )
-    parts_soft.append(
-        TubePart("airway", 0, "air", zs, xaw, -pv - airway, -pv, acfg.airway_halfwidth_mm, (zlo, z_top + 25))
-    )
-    parts_soft.append(
-        TubePart("ALL", 0, "ligament", zs, xaw, np.full_like(zs, -0.9), np.zeros_like(zs), 9.0, (zlo, zhi))
-    )
-    parts_soft.append(
-        TubePart("epidural", 0, "epidural", zs, xpw, np.zeros_like(zs), canal_d, 13.0, (zlo, zhi))
-    )
-    parts_soft.append(TubePart("flavum", 0, "ligament", zs, xpw, canal_d - 2.2, canal_d, 12.0, (zlo, zhi)))
-    parts_soft.append(
-        TubePart("PLL", 0, "ligament", zs, xpw, np.zeros_like(zs), np.full_like(zs, 1.0), 7.0, (zlo, zhi))
-    )
-    parts_soft.append(
+    return [
+        TubePart("prevertebral", 0, "prevertebral", zs, xaw, -pv, np.full_like(zs, -0.8), 22.0, (zlo, zhi)),
+        TubePart("airway", 0, "air", zs, xaw, -pv - airway, -pv, acfg.airway_halfwidth_mm, (zlo, z_top + 25)),
+        TubePart("ALL", 0, "ligament", zs, xaw, np.full_like(zs, -0.9), np.zeros_like(zs), 9.0, (zlo, zhi)),
+    ]
+
+
+def _canal_contents(
+    curves: dict[str, np.ndarray], z_top: float, cz: np.ndarray, acfg: Any, scale: float
+) -> list[Part]:
+    """What fills the canal behind the posterior wall: epidural space, ligaments, CSF and the cord.
+
+    The cord is thicker near the brainstem (above the dens tip) and thinner below C7 (`cz[2]`).
+    """
+    zs, xpw, canal_d = curves["zs"], curves["xpw"], curves["canal"]
+    zlo, zhi = _soft_z_range(zs, z_top)
+    cord_c = 1.0 + 0.46 * (canal_d - 3.2)
+    cord_t = np.where(zs > z_top - 5, acfg.cord_ap_mm * 1.3, acfg.cord_ap_mm) * np.where(zs < cz[2], 0.9, 1.0)
+    return [
+        TubePart("epidural", 0, "epidural", zs, xpw, np.zeros_like(zs), canal_d, 13.0, (zlo, zhi)),
+        TubePart("flavum", 0, "ligament", zs, xpw, canal_d - 2.2, canal_d, 12.0, (zlo, zhi)),
+        TubePart("PLL", 0, "ligament", zs, xpw, np.zeros_like(zs), np.full_like(zs, 1.0), 7.0, (zlo, zhi)),
         TubePart(
             "CSF",
             0,
@@ -759,11 +834,7 @@ def _assemble(  # noqa: C901 - one block per structure
             canal_d - 2.2,
             acfg.thecal_halfwidth_mm * scale,
             (zlo, zhi + 40),
-        )
-    )
-    cord_c = 1.0 + 0.46 * (canal_d - 3.2)
-    cord_t = np.where(zs > z_top - 5, acfg.cord_ap_mm * 1.3, acfg.cord_ap_mm) * np.where(zs < cz[2], 0.9, 1.0)
-    parts_soft.append(
+        ),
         TubePart(
             "cord",
             0,
@@ -774,34 +845,37 @@ def _assemble(  # noqa: C901 - one block per structure
             cord_c + cord_t / 2,
             acfg.cord_halfwidth_mm * scale,
             (zlo, zhi + 40),
+        ),
+    ]
+
+
+def _vertebral_arteries(curves: dict[str, np.ndarray], z_top: float, scale: float) -> list[Part]:
+    """The two vertebral arteries: flow voids lateral to the bodies, up to the dens tip."""
+    zs = curves["zs"]
+    zlo, _ = _soft_z_range(zs, z_top)
+    return [
+        TubePart(
+            "vertebral artery",
+            0,
+            "vessel",
+            zs,
+            curves["xaw"],
+            np.full_like(zs, 4.0),
+            np.full_like(zs, 8.5),
+            2.4,
+            (zlo, z_top),
+            xc=side * 16.5 * scale,
         )
-    )
-    for side in (-1, 1):  # vertebral arteries: flow voids lateral to the bodies
-        parts_soft.append(
-            TubePart(
-                "vertebral artery",
-                0,
-                "vessel",
-                zs,
-                xaw,
-                np.full_like(zs, 4.0),
-                np.full_like(zs, 8.5),
-                2.4,
-                (zlo, z_top),
-                xc=side * 16.5 * scale,
-            )
-        )
+        for side in (-1, 1)
+    ]
 
-    # --- vertebrae ---------------------------------------------------------------------------------
-    def disc_above(vn: str) -> Piece | None:
-        i = pieces.index(by[vn])
-        return pieces[i + 1] if i + 1 < len(pieces) else None
 
-    def disc_below(vn: str) -> Piece | None:
-        i = pieces.index(by[vn])
-        return pieces[i - 1] if i > 0 else None
+def _facet_joints(pieces: list[Piece], acfg: Any, scale: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Facet joint lines, one per disc: a point behind the disc and the upward normal of the line.
 
-    # joint lines of the facets: one per disc, through a point behind the disc, sloping down posteriorly
+    The line runs through the front of the articular pillars and slopes down posteriorly by the facet
+    angle.
+    """
     joints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     phi = math.radians(acfg.facet_angle_deg)
     for p in pieces:
@@ -812,138 +886,240 @@ def _assemble(  # noqa: C901 - one block per structure
         mid_post = 0.5 * (p.lower(1.0) + p.upper(1.0))
         J = mid_post + ed * (acfg.pillar_start_mm * scale) + nd * 1.0
         dirv = _unit(math.cos(phi) * ed - math.sin(phi) * nd)
-        joints[p.name] = (J, _normal(dirv))  # point and upward normal of the joint line
+        joints[p.name] = (J, _normal(dirv))
+    return joints
 
-    for vn in vnames:
-        p = by[vn]
-        lab = p.label
-        rowd = disc_above(vn)
-        rowb = disc_below(vn)
-        info = {
-            "modic_above": int(rowd.row.get("modic_type", 0) or 0) if rowd is not None else 0,
-            "modic_below": int(rowb.row.get("modic_type", 0) or 0) if rowb is not None else 0,
-            "scl_above": float(rowd.row.get("sclerosis", 0) or 0) if rowd is not None else 0.0,
-            "scl_below": float(rowb.row.get("sclerosis", 0) or 0) if rowb is not None else 0.0,
-            "hemangioma": bool(rng.random() < acfg.hemangioma_prob),
-            "hem_pos": (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))),
-        }
-        parts_bone.append(PiecePart(p, "body", acfg.corner_radius_mm, **info))
-        parts_bone[-1].info.update(info)
-        sc = scale * (1.08 if vn in ("T1", "T2", "T3") else 1.0)
-        e_m = _unit(p.e + _unit(p.upper(1.0) - p.upper(0.0)))
-        n_m = _normal(e_m)
-        o_pt = 0.5 * (p.lower(1.0) + p.upper(1.0))  # posterior wall, mid-height
-        H = float(np.hypot(*(p.upper(1.0) - p.lower(1.0))))
-        cd_v = float(np.interp(o_pt[1], zs, canal_d))
 
-        def P(a: float, b: float, o_pt=o_pt, e_m=e_m, n_m=n_m) -> np.ndarray:
-            return o_pt + a * e_m + b * n_m
+def _neighbours(pieces: list[Piece], p: Piece) -> tuple[Piece | None, Piece | None]:
+    """The pieces just above and just below `p` in the chain (None at its ends)."""
+    i = pieces.index(p)
+    above = pieces[i + 1] if i + 1 < len(pieces) else None
+    below = pieces[i - 1] if i > 0 else None
+    return above, below
 
-        cw2 = acfg.canal_halfwidth_mm * sc
-        # pedicles (lateral to the canal)
-        ped = [P(-2.0, -0.05 * H), P(6.5, -0.05 * H), P(6.5, 0.45 * H), P(-2.0, 0.45 * H)]
-        parts_bone.append(ShapePart(f"{vn} pedicle", lab, "bone", "poly", cw2, cw2 + 5.5 * sc, vertices=ped))
-        # articular pillar between the joint lines above and below
-        a0, a1 = acfg.pillar_start_mm * sc, (acfg.pillar_start_mm + acfg.pillar_depth_mm) * sc
-        gap = acfg.facet_gap_mm / 2
-        da, db = disc_above(vn), disc_below(vn)
-        if da is not None:
-            Ja, na = joints[da.name]
-        else:  # C2: flat superior facets at the top of the body
-            Ja, na = c2_top_post + 1.0 * n_c2u, n_c2u
-        if db is not None:
-            Jb, nb = joints[db.name]
-        else:
-            Jb, nb = P(0, -0.5 * H - 6), n_m
-        pillar = _clip_band(P(a0, -40), P(a1, -40), P(a1, 40), P(a0, 40), (Ja, -na, gap), (Jb, nb, gap))
-        if pillar is not None:
-            parts_bone.append(
-                ShapePart(f"{vn} pillar", lab, "bone", "poly", cw2 - 1.0, cw2 + 11.0 * sc, vertices=pillar)
-            )
-        # lamina: behind the canal, between the same joint lines (shifted down: laminae sit low)
-        lam_t = acfg.lamina_thickness_mm * sc
-        down = -acfg.lamina_drop_mm * n_m
-        lam = _clip_band(
-            P(cd_v - 0.3, -40),
-            P(cd_v + lam_t, -40),
-            P(cd_v + lam_t, 40),
-            P(cd_v - 0.3, 40),
-            (Ja + down, -na, acfg.interlaminar_gap_mm / 2),
-            (Jb + down, nb, acfg.interlaminar_gap_mm / 2),
-        )
-        if lam is not None:
-            parts_bone.append(ShapePart(f"{vn} lamina", lab, "bone", "poly", 0.0, cw2 + 2.0, vertices=lam))
-            lam_c = np.mean(lam, axis=0)
-        else:
-            lam_c = P(cd_v + lam_t / 2, -0.2 * H)
-        # spinous process: tapered bar from the lamina junction, down-posteriorly, bulbous tip
-        k = ["C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3"].index(vn)
-        L = (
-            acfg.spinous_length_mm[min(k, len(acfg.spinous_length_mm) - 1)]
-            * sc
-            * float(rng.uniform(0.9, 1.1))
-        )
-        ang_sp = math.radians(
-            acfg.spinous_angle_deg[min(k, len(acfg.spinous_angle_deg) - 1)] + rng.normal(0, 4)
-        )
-        d_sp = _unit(math.cos(ang_sp) * e_m - math.sin(ang_sp) * n_m)
-        p0 = lam_c + 1.0 * e_m
-        p1 = p0 + L * d_sp
-        thick = (5.5 if vn == "C2" else 3.4) * sc
-        sw = (5.0 if vn == "C2" else 2.6) * sc
-        parts_bone.append(
-            ShapePart(
-                f"{vn} spinous", lab, "bone", "capsule", 0.0, sw, p0=p0, p1=p1, r0=thick * 1.3, r1=thick * 0.5
-            )
-        )
-        parts_bone.append(
-            ShapePart(
-                f"{vn} spinous tip",
-                lab,
-                "bone",
-                "ellipse",
-                0.0,
-                sw + 1.5,
-                center=p1 - 1.0 * d_sp,
-                radii=(thick * 0.8, thick * 0.6),
-                angle=ang_sp,
-            )
-        )
-        # transverse processes, anterolateral
-        parts_bone.append(
-            ShapePart(
-                f"{vn} transverse",
-                lab,
-                "thin_bone",
-                "ellipse",
-                p.width / 2 - 1.0,
-                p.width / 2 + 8.0 * sc,
-                center=P(-2.5, 0.12 * H),
-                radii=(4.5 * sc, 2.6 * sc),
-                angle=math.atan2(e_m[1], e_m[0]),
-            )
-        )
 
-    # C2 dens (part of the C2 label)
-    parts_bone.append(
-        ShapePart(
-            "C2 dens",
-            c2.label,
-            "bone",
-            "capsule",
-            0.0,
-            acfg.dens_halfwidth_mm * scale,
-            p0=dens_base,
-            p1=dens_p1,
-            r0=r_dens,
-            r1=r_dens * 0.85,
-        )
+@dataclass(frozen=True)
+class _ArchFrame:
+    """Frame of a vertebra's posterior elements: origin at the posterior wall's mid-height.
+
+    ``e`` runs posterior along the mean of the body's two chords, ``n`` superior; ``H`` is the posterior
+    wall height, ``canal`` the canal depth there and ``sc`` the size scale of the elements.
+    """
+
+    o: np.ndarray
+    e: np.ndarray
+    n: np.ndarray
+    H: float
+    canal: float
+    sc: float
+
+    def at(self, a: float, b: float) -> np.ndarray:
+        """The point `a` mm posterior and `b` mm superior of the origin."""
+        return self.o + a * self.e + b * self.n
+
+
+def _arch_frame(p: Piece, curves: dict[str, np.ndarray], scale: float) -> _ArchFrame:
+    """The posterior-element frame of vertebra `p` (thoracic elements are 8% larger)."""
+    e_m = _unit(p.e + _unit(p.upper(1.0) - p.upper(0.0)))
+    o_pt = 0.5 * (p.lower(1.0) + p.upper(1.0))
+    return _ArchFrame(
+        o=o_pt,
+        e=e_m,
+        n=_normal(e_m),
+        H=float(np.hypot(*(p.upper(1.0) - p.lower(1.0)))),
+        canal=float(np.interp(o_pt[1], curves["zs"], curves["canal"])),
+        sc=scale * (1.08 if p.name in ("T1", "T2", "T3") else 1.0),
     )
 
-    # C1 (unlabelled): anterior arch, lateral masses, posterior arch; skull base
-    dens_mid = dens_base + 0.55 * (dens_tip - dens_base)
-    ant_arch = dens_mid - (r_dens + 1.6 + 3.2 * scale) * e_c2
-    parts_bone.append(
+
+def _vertebra(
+    pieces: list[Piece],
+    p: Piece,
+    joints: dict[str, tuple[np.ndarray, np.ndarray]],
+    dens: _C2Frame,
+    curves: dict[str, np.ndarray],
+    acfg: Any,
+    rng: np.random.Generator,
+    scale: float,
+) -> list[Part]:
+    """One vertebra: its body, then the posterior elements (pedicles, pillars, lamina, processes)."""
+    da, db = _neighbours(pieces, p)
+    parts: list[Part] = [_vertebral_body(p, da, db, acfg, rng)]
+    f = _arch_frame(p, curves, scale)
+    cw2 = acfg.canal_halfwidth_mm * f.sc
+    parts.append(_pedicles(p, f, cw2))
+    # the joint lines above and below bound the pillar and the lamina
+    if da is not None:
+        Ja, na = joints[da.name]
+    else:  # C2: flat superior facets at the top of the body
+        Ja, na = dens.top_post + 1.0 * dens.n, dens.n
+    if db is not None:
+        Jb, nb = joints[db.name]
+    else:
+        Jb, nb = f.at(0, -0.5 * f.H - 6), f.n
+    parts += _pillar(p, f, cw2, (Ja, na), (Jb, nb), acfg)
+    lamina, lam_c = _lamina(p, f, cw2, (Ja, na), (Jb, nb), acfg)
+    parts += lamina
+    parts += _spinous_process(p, f, lam_c, acfg, rng)
+    parts.append(_transverse_processes(p, f))
+    return parts
+
+
+def _vertebral_body(
+    p: Piece, above: Piece | None, below: Piece | None, acfg: Any, rng: np.random.Generator
+) -> PiecePart:
+    """The body, with the marrow signs of its neighbouring discs and maybe a haemangioma."""
+    info = {
+        "modic_above": int(above.row.get("modic_type", 0) or 0) if above is not None else 0,
+        "modic_below": int(below.row.get("modic_type", 0) or 0) if below is not None else 0,
+        "scl_above": float(above.row.get("sclerosis", 0) or 0) if above is not None else 0.0,
+        "scl_below": float(below.row.get("sclerosis", 0) or 0) if below is not None else 0.0,
+        "hemangioma": bool(rng.random() < acfg.hemangioma_prob),
+        "hem_pos": (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))),
+    }
+    return PiecePart(p, "body", acfg.corner_radius_mm, **info)
+
+
+def _pedicles(p: Piece, f: _ArchFrame, cw2: float) -> ShapePart:
+    """The pedicles, lateral to the canal (half-width `cw2`)."""
+    H, sc = f.H, f.sc
+    ped = [f.at(-2.0, -0.05 * H), f.at(6.5, -0.05 * H), f.at(6.5, 0.45 * H), f.at(-2.0, 0.45 * H)]
+    return ShapePart(f"{p.name} pedicle", p.label, "bone", "poly", cw2, cw2 + 5.5 * sc, vertices=ped)
+
+
+def _pillar(
+    p: Piece,
+    f: _ArchFrame,
+    cw2: float,
+    joint_above: tuple[np.ndarray, np.ndarray],
+    joint_below: tuple[np.ndarray, np.ndarray],
+    acfg: Any,
+) -> list[Part]:
+    """The articular pillar between the facet joint lines above and below (none when they meet)."""
+    (Ja, na), (Jb, nb) = joint_above, joint_below
+    sc = f.sc
+    a0, a1 = acfg.pillar_start_mm * sc, (acfg.pillar_start_mm + acfg.pillar_depth_mm) * sc
+    gap = acfg.facet_gap_mm / 2
+    pillar = _clip_band(
+        f.at(a0, -40), f.at(a1, -40), f.at(a1, 40), f.at(a0, 40), (Ja, -na, gap), (Jb, nb, gap)
+    )
+    if pillar is None:
+        return []
+    return [
+        ShapePart(f"{p.name} pillar", p.label, "bone", "poly", cw2 - 1.0, cw2 + 11.0 * sc, vertices=pillar)
+    ]
+
+
+def _lamina(
+    p: Piece,
+    f: _ArchFrame,
+    cw2: float,
+    joint_above: tuple[np.ndarray, np.ndarray],
+    joint_below: tuple[np.ndarray, np.ndarray],
+    acfg: Any,
+) -> tuple[list[Part], np.ndarray]:
+    """The lamina behind the canal, between the joint lines shifted down (laminae sit low).
+
+    Returns the part (none when the lines meet) and the lamina's centre, where the spinous process starts.
+    """
+    (Ja, na), (Jb, nb) = joint_above, joint_below
+    cd_v = f.canal
+    lam_t = acfg.lamina_thickness_mm * f.sc
+    down = -acfg.lamina_drop_mm * f.n
+    lam = _clip_band(
+        f.at(cd_v - 0.3, -40),
+        f.at(cd_v + lam_t, -40),
+        f.at(cd_v + lam_t, 40),
+        f.at(cd_v - 0.3, 40),
+        (Ja + down, -na, acfg.interlaminar_gap_mm / 2),
+        (Jb + down, nb, acfg.interlaminar_gap_mm / 2),
+    )
+    if lam is None:
+        return [], f.at(cd_v + lam_t / 2, -0.2 * f.H)
+    return [ShapePart(f"{p.name} lamina", p.label, "bone", "poly", 0.0, cw2 + 2.0, vertices=lam)], np.mean(
+        lam, axis=0
+    )
+
+
+def _spinous_process(
+    p: Piece, f: _ArchFrame, lam_c: np.ndarray, acfg: Any, rng: np.random.Generator
+) -> list[Part]:
+    """A tapered bar from the lamina junction, down-posteriorly, and its bulbous tip.
+
+    Length and slope per level come from the options, with a random scatter.
+    """
+    vn, lab, sc, e_m, n_m = p.name, p.label, f.sc, f.e, f.n
+    k = ["C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3"].index(vn)
+    L = acfg.spinous_length_mm[min(k, len(acfg.spinous_length_mm) - 1)] * sc * float(rng.uniform(0.9, 1.1))
+    ang_sp = math.radians(acfg.spinous_angle_deg[min(k, len(acfg.spinous_angle_deg) - 1)] + rng.normal(0, 4))
+    d_sp = _unit(math.cos(ang_sp) * e_m - math.sin(ang_sp) * n_m)
+    p0 = lam_c + 1.0 * e_m
+    p1 = p0 + L * d_sp
+    thick = (5.5 if vn == "C2" else 3.4) * sc
+    sw = (5.0 if vn == "C2" else 2.6) * sc
+    return [
+        ShapePart(
+            f"{vn} spinous", lab, "bone", "capsule", 0.0, sw, p0=p0, p1=p1, r0=thick * 1.3, r1=thick * 0.5
+        ),
+        ShapePart(
+            f"{vn} spinous tip",
+            lab,
+            "bone",
+            "ellipse",
+            0.0,
+            sw + 1.5,
+            center=p1 - 1.0 * d_sp,
+            radii=(thick * 0.8, thick * 0.6),
+            angle=ang_sp,
+        ),
+    ]
+
+
+def _transverse_processes(p: Piece, f: _ArchFrame) -> ShapePart:
+    """The transverse processes, anterolateral (thin bone beside the body)."""
+    sc = f.sc
+    return ShapePart(
+        f"{p.name} transverse",
+        p.label,
+        "thin_bone",
+        "ellipse",
+        p.width / 2 - 1.0,
+        p.width / 2 + 8.0 * sc,
+        center=f.at(-2.5, 0.12 * f.H),
+        radii=(4.5 * sc, 2.6 * sc),
+        angle=math.atan2(f.e[1], f.e[0]),
+    )
+
+
+def _dens(c2: Piece, dens: _C2Frame, acfg: Any, scale: float) -> ShapePart:
+    """The dens, a tapered capsule labelled as part of C2."""
+    return ShapePart(
+        "C2 dens",
+        c2.label,
+        "bone",
+        "capsule",
+        0.0,
+        acfg.dens_halfwidth_mm * scale,
+        p0=dens.base,
+        p1=dens.p1,
+        r0=dens.r_dens,
+        r1=dens.r_dens * 0.85,
+    )
+
+
+def _atlas(c2: Piece, dens: _C2Frame, canal: float, scale: float) -> list[Part]:
+    """C1 (unlabelled): anterior arch in front of the dens, lateral masses, posterior arch."""
+    e_c2, n_c2u = dens.e, dens.n
+    dens_mid = dens.base + 0.55 * (dens.tip - dens.base)
+    ant_arch = dens_mid - (dens.r_dens + 1.6 + 3.2 * scale) * e_c2
+    lm = [
+        c2.upper(0.05) + 1.8 * n_c2u,
+        dens.top_post + (8.0 * scale) * e_c2 + 1.8 * n_c2u,
+        dens.top_post + (8.0 * scale) * e_c2 + 14.0 * n_c2u,
+        c2.upper(0.05) + 14.0 * n_c2u,
+    ]
+    post_arch = dens.top_post + (canal * 1.45 + 4.0) * e_c2 + 0.5 * dens.dens_h * n_c2u
+    return [
         ShapePart(
             "C1 anterior arch",
             0,
@@ -954,18 +1130,8 @@ def _assemble(  # noqa: C901 - one block per structure
             center=ant_arch,
             radii=(3.2 * scale, 5.2 * scale),
             angle=math.atan2(n_c2u[1], n_c2u[0]) - math.pi / 2,
-        )
-    )
-    cdc1 = canal * 1.45
-    lm = [
-        c2.upper(0.05) + 1.8 * n_c2u,
-        c2_top_post + (8.0 * scale) * e_c2 + 1.8 * n_c2u,
-        c2_top_post + (8.0 * scale) * e_c2 + 14.0 * n_c2u,
-        c2.upper(0.05) + 14.0 * n_c2u,
-    ]
-    parts_bone.append(ShapePart("C1 lateral mass", 0, "bone", "poly", 8.0, 24.0 * scale, vertices=lm))
-    post_arch = c2_top_post + (cdc1 + 4.0) * e_c2 + 0.5 * dens_h * n_c2u
-    parts_bone.append(
+        ),
+        ShapePart("C1 lateral mass", 0, "bone", "poly", 8.0, 24.0 * scale, vertices=lm),
         ShapePart(
             "C1 posterior arch",
             0,
@@ -976,11 +1142,18 @@ def _assemble(  # noqa: C901 - one block per structure
             center=post_arch,
             radii=(6.0 * scale, 3.6 * scale),
             angle=math.atan2(e_c2[1], e_c2[0]),
-        )
-    )
-    basion = dens_tip + 4.5 * n_c2u - 1.0 * e_c2
+        ),
+    ]
+
+
+def _skull_base(dens: _C2Frame, canal: float) -> list[Part]:
+    """The skull base (unlabelled): the clivus above the dens tip and the occiput behind the canal."""
+    e_c2, n_c2u = dens.e, dens.n
+    basion = dens.tip + 4.5 * n_c2u - 1.0 * e_c2
     clivus_dir = _unit(1.9 * n_c2u - 0.9 * e_c2)
-    parts_bone.append(
+    opisthion = dens.top_post + (canal * 1.45 + 6.0) * e_c2 + (dens.dens_h + 9.0) * n_c2u
+    occ_dir = _unit(0.55 * e_c2 + 0.85 * n_c2u)
+    return [
         ShapePart(
             "clivus",
             0,
@@ -992,11 +1165,7 @@ def _assemble(  # noqa: C901 - one block per structure
             p1=basion + 45 * clivus_dir,
             r0=4.5,
             r1=9.0,
-        )
-    )
-    opisthion = c2_top_post + (cdc1 + 6.0) * e_c2 + (dens_h + 9.0) * n_c2u
-    occ_dir = _unit(0.55 * e_c2 + 0.85 * n_c2u)
-    parts_bone.append(
+        ),
         ShapePart(
             "occiput",
             0,
@@ -1008,10 +1177,13 @@ def _assemble(  # noqa: C901 - one block per structure
             p1=opisthion + 55 * occ_dir,
             r0=4.0,
             r1=5.5,
-        )
-    )
+        ),
+    ]
 
-    # --- osteophytes: anterior beaks at both endplates bordering a disc -----------------------------
+
+def _osteophytes(pieces: list[Piece], acfg: Any, rng: np.random.Generator) -> list[Part]:
+    """Anterior beaks at both endplates bordering each disc with an osteophyte length in its truth row."""
+    parts: list[Part] = []
     for i, p in enumerate(pieces):
         if p.kind != "disc" or not p.row:
             continue
@@ -1020,9 +1192,19 @@ def _assemble(  # noqa: C901 - one block per structure
             continue
         below, above = pieces[i - 1], pieces[i + 1]
         for vert, up in ((below, True), (above, False)):
-            parts_ost.append(_osteophyte(vert, up, L, acfg, rng))
+            parts.append(_osteophyte(vert, up, L, acfg, rng))
+    return parts
 
-    # --- discs, posterior bulges -----------------------------------------------------------------
+
+def _discs_and_bulges(
+    pieces: list[Piece], acfg: Any, rng: np.random.Generator
+) -> tuple[list[Part], list[Part]]:
+    """Every disc (labelled or not) and, behind the labelled ones that bulge, the posterior bulge.
+
+    Returns (discs, bulges); they are painted at different depths of the order.
+    """
+    discs: list[Part] = []
+    bulges: list[Part] = []
     for p in pieces:
         if p.kind != "disc":
             continue
@@ -1032,46 +1214,53 @@ def _assemble(  # noqa: C901 - one block per structure
             "miyazaki": int(r.get("miyazaki_grade", 1) if r else 1),
             "nucleus_shift": float(rng.normal(0.0, 0.03)),
         }
-        parts_disc.append(PiecePart(p, "disc", 0.0, **info))
-        parts_disc[-1].info.update(info)
+        discs.append(PiecePart(p, "disc", 0.0, **info))
         bulge = float(r.get("bulge_mm", 0.0) or 0.0) if r else 0.0
         if bulge > 0.1:
-            e_up = _unit(p.upper(1.0) - p.upper(0.0))
-            c = 0.5 * (p.lower(1.0) + p.upper(1.0))
-            hgt = float(np.hypot(*(p.upper(1.0) - p.lower(1.0))))
-            ed = _unit(p.e + e_up)
-            # half-ellipse behind the posterior annulus: from 0.5 mm inside the wall to `bulge` beyond it
-            part = ShapePart(
-                f"{p.name} bulge",
-                p.label,
-                "disc_bulge",
-                "ellipse",
-                0.0,
-                acfg.bulge_halfwidth_mm,
-                center=c - 0.5 * ed,
-                radii=(bulge + 0.5, max(hgt * 0.5, 1.0) + 0.4 * bulge),
-                angle=math.atan2(ed[1], ed[0]),
-            )
-            part.xc = float(rng.uniform(-acfg.bulge_side_mm, acfg.bulge_side_mm))
-            part.info.update(info)
-            parts_bulge.append(part)
+            bulges.append(_bulge(p, bulge, info, acfg, rng))
+    return discs, bulges
 
-    # paint: soft tissue, bulges (over the CSF in front of the cord, but under the bone: a bulge reaches
-    # above and below the disc and must not take the vertebral bodies' posterior corners), bones,
-    # osteophytes, then discs (disc labels win at contact lines so disc heights are exact)
-    parts = parts_soft + parts_bulge + parts_bone + parts_ost + parts_disc
-    lm_ = {
-        "z_top": z_top,
-        "dens_tip": dens_tip,
+
+def _bulge(p: Piece, bulge: float, info: dict[str, Any], acfg: Any, rng: np.random.Generator) -> ShapePart:
+    """Posterior bulge of disc `p`: a half-ellipse from 0.5 mm inside the posterior wall to `bulge` mm
+    beyond it, off the midline by a random LR offset."""
+    e_up = _unit(p.upper(1.0) - p.upper(0.0))
+    c = 0.5 * (p.lower(1.0) + p.upper(1.0))
+    hgt = float(np.hypot(*(p.upper(1.0) - p.lower(1.0))))
+    ed = _unit(p.e + e_up)
+    part = ShapePart(
+        f"{p.name} bulge",
+        p.label,
+        "disc_bulge",
+        "ellipse",
+        0.0,
+        acfg.bulge_halfwidth_mm,
+        center=c - 0.5 * ed,
+        radii=(bulge + 0.5, max(hgt * 0.5, 1.0) + 0.4 * bulge),
+        angle=math.atan2(ed[1], ed[0]),
+    )
+    part.xc = float(rng.uniform(-acfg.bulge_side_mm, acfg.bulge_side_mm))
+    part.info.update(info)
+    return part
+
+
+def _landmarks(by: dict[str, Piece], dens: _C2Frame, neck_depth: float) -> dict[str, Any]:
+    """Points the renderers place their fields of view and soft tissues by."""
+
+    def mid_anterior(name: str) -> float:
+        return float(0.5 * (by[name].lower(0)[1] + by[name].upper(0)[1]))
+
+    return {
+        "z_top": float(dens.tip[1]),
+        "dens_tip": dens.tip,
         "z_bottom_t1": float(min(by["T1"].lower(0)[1], by["T1"].lower(1)[1])),
-        "z_c7": float(0.5 * (by["C7"].lower(0)[1] + by["C7"].upper(0)[1])),
-        "z_c6": float(0.5 * (by["C6"].lower(0)[1] + by["C6"].upper(0)[1])),
-        "z_c3": float(0.5 * (by["C3"].lower(0)[1] + by["C3"].upper(0)[1])),
-        "c2_ant": c2.lower(0.0),
+        "z_c7": mid_anterior("C7"),
+        "z_c6": mid_anterior("C6"),
+        "z_c3": mid_anterior("C3"),
+        "c2_ant": by[labels.VERTEBRA_NAMES[0]].lower(0.0),
         "neck_depth": neck_depth,
-        "e_c2": e_c2,
+        "e_c2": dens.e,
     }
-    return Spine(pieces, parts, curves, lm_)
 
 
 def _clip_band(
