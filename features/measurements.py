@@ -533,81 +533,165 @@ def body_geometry(
     is_c2 = labels.name_of(vertebra) == labels.VERTEBRA_NAMES[0]
     a = _unit(a_init) if a_init is not None else np.array([1.0, 0.0])
     centre = pts.mean(axis=0)
-    ss, su = opts.line_step_mm, opts.step_mm
     result = None
-    k_wall = 0.0  # walls perpendicular to the frame's axis, the inferior endplate chord
     for _ in range(4):
-        n = _perp(a)
-        ps, pu = (pts - centre) @ a, (pts - centre) @ n
-        s = np.arange(ps.min() - 2.0, ps.max() + 2.0, ss)
-        u = np.arange(pu.min() - 2.0, pu.max() + 2.0, su)
-        f = plane.sample(vertebra, _grid(centre, a, s, u))
-        inside = f >= 0.5
-        col_len = inside.sum(axis=1) * su
-        tall = col_len >= 0.3 * col_len.max()
-        runs = [r for r in _runs(col_len > 0) if tall[r[0] : r[1]].any()]
-        if not runs:
+        result = _body_in_frame(plane, vertebra, pts, centre, a, opts, discs, is_c2)
+        if result is None:
             return None
-        picked = _centre_column(runs[0], s, col_len, centre, a, discs, is_c2)
-        if picked is None:
-            return None
-        c_idx, r0 = picked
-        top, bot = _longest(inside[c_idx])
-        if bot - top < 3:
-            return None
-        u_top, u_bot = u[top], u[bot - 1]
-        if is_c2:
-            # Mid-height of the C2 body proper: half the body height (from the anterior columns) above
-            # its inferior endplate.
-            front = [_longest(inside[i]) for i in range(r0, max(r0 + 2, c_idx))]
-            h = float(np.median([b - t for t, b in front])) * su
-            u_mid = u_bot - 0.5 * h
-        else:
-            h = u_bot - u_top
-            u_mid = 0.5 * (u_top + u_bot)
-        # Anterior and posterior boundary on AP lines across the body's height. Osteophytes (at the
-        # endplates, anterior) and pedicles (upper half, posterior; they join the arch in projections)
-        # push some exits outwards; the walls are the innermost exits.
-        band = u_mid + h * np.linspace(-0.35, 0.35, 15)
-        base = _grid(centre, a, s, np.zeros(1))[:, 0, :]
-        lines = plane.sample(vertebra, base[None, :, :] + band[:, None, None] * n)
-        start = np.full(len(band), c_idx)
-        wa = _wall_fit(_innermost(-_crossing_up(lines, s, start, inside=True)) * -1, band, k_wall)
-        wp = _wall_fit(_innermost(_crossing_down(lines, s, start, inside=True)), band, k_wall)
-        if wa is None or wp is None:
-            return None
-        sa_mid, sp_mid = wa[0] + wa[1] * u_mid, wp[0] + wp[1] * u_mid
-        if sp_mid - sa_mid < 2.0:
-            return None
-        cols = np.arange(sa_mid, sp_mid + ss / 2, ss)
-        fv = plane.sample(vertebra, _grid(centre, a, cols, u))
-        jm = np.full(len(cols), int(np.argmin(np.abs(u - u_mid))))
-        sup = _crossing_up(fv, u, jm, inside=True)
-        inf = _crossing_down(fv, u, jm, inside=True)
-        ok = fv[np.arange(len(cols)), jm] >= 0.5
-        sup[~ok] = np.nan
-        inf[~ok] = np.nan
-        if is_c2:
-            sup[:] = np.nan  # no superior endplate: the dens rises from the body
-        cu, cl = _fit_rows(cols, sa_mid, sp_mid, sup, inf, opts)
-        if cl is None:
-            return None
-        if cu is None:
-            cu = np.full(opts.poly_degree + 1, np.nan)
-        surf = Surfaces(centre, a, sa_mid, sp_mid, cu, cl)
-        walls = {}
-        for side, (b, k) in (("anterior", wa), ("posterior", wp)):
-            point = centre + (b + k * u_mid) * a + u_mid * n
-            walls[side] = (point, _unit(k * a + n))
-        result = Body(surf, walls)
         # Frame of the body: its inferior endplate chord (cdeg.measures: heights perpendicular to it); the
         # walls are perpendicular to that chord, so in this frame they are lines of constant s and the
         # extent between them ends at the endplate corners.
-        new_a = _unit(surf.chord("lower"))
+        new_a = _unit(result.surfaces.chord("lower"))
         if np.allclose(new_a, a, atol=1e-5):
             break
         a = new_a
     return result
+
+
+# Slope of the body walls in the body's frame: perpendicular to its axis, the inferior endplate chord.
+_K_WALL = 0.0
+
+
+def _body_in_frame(
+    plane: Plane,
+    vertebra: int,
+    pts: np.ndarray,
+    centre: np.ndarray,
+    a: np.ndarray,
+    opts: MeasureOptions,
+    discs: list[np.ndarray] | None,
+    is_c2: bool,
+) -> Body | None:
+    """One pass of :func:`body_geometry` in the frame of AP axis `a`: column, mid-height, walls, endplates."""
+    n = _perp(a)
+    ps, pu = (pts - centre) @ a, (pts - centre) @ n
+    s = np.arange(ps.min() - 2.0, ps.max() + 2.0, opts.line_step_mm)
+    u = np.arange(pu.min() - 2.0, pu.max() + 2.0, opts.step_mm)
+    inside = plane.sample(vertebra, _grid(centre, a, s, u)) >= 0.5
+    column = _body_column(inside, s, opts.step_mm, centre, a, discs, is_c2)
+    if column is None:
+        return None
+    u_mid, h = _body_mid_height(inside, u, opts.step_mm, column, is_c2)
+    walls = _body_walls(plane, vertebra, centre, a, s, column[0], u_mid, h)
+    if walls is None:
+        return None
+    surf = _body_endplates(plane, vertebra, centre, a, u, walls, u_mid, opts, is_c2)
+    if surf is None:
+        return None
+    ends = {}
+    for side, (b, k) in zip(("anterior", "posterior"), walls, strict=True):
+        point = centre + (b + k * u_mid) * a + u_mid * n
+        ends[side] = (point, _unit(k * a + n))
+    return Body(surf, ends)
+
+
+def _body_column(
+    inside: np.ndarray,
+    s: np.ndarray,
+    su: float,
+    centre: np.ndarray,
+    a: np.ndarray,
+    discs: list[np.ndarray] | None,
+    is_c2: bool,
+) -> tuple[int, int, int, int] | None:
+    """A column through the body: (its index, start of the body's run of columns, top and bottom rows).
+
+    The body's run is the first (most anterior) run of columns of the label that reaches 30% of the
+    tallest column; None when there is none or the column is shorter than 3 rows.
+    """
+    col_len = inside.sum(axis=1) * su
+    tall = col_len >= 0.3 * col_len.max()
+    runs = [r for r in _runs(col_len > 0) if tall[r[0] : r[1]].any()]
+    if not runs:
+        return None
+    picked = _centre_column(runs[0], s, col_len, centre, a, discs, is_c2)
+    if picked is None:
+        return None
+    c_idx, r0 = picked
+    top, bot = _longest(inside[c_idx])
+    if bot - top < 3:
+        return None
+    return c_idx, r0, top, bot
+
+
+def _body_mid_height(
+    inside: np.ndarray, u: np.ndarray, su: float, column: tuple[int, int, int, int], is_c2: bool
+) -> tuple[float, float]:
+    """(u of the body's mid-height, body height) from the column of :func:`_body_column`."""
+    c_idx, r0, top, bot = column
+    u_top, u_bot = u[top], u[bot - 1]
+    if is_c2:
+        # Mid-height of the C2 body proper: half the body height (from the anterior columns) above
+        # its inferior endplate.
+        front = [_longest(inside[i]) for i in range(r0, max(r0 + 2, c_idx))]
+        h = float(np.median([b - t for t, b in front])) * su
+        return u_bot - 0.5 * h, h
+    return 0.5 * (u_top + u_bot), u_bot - u_top
+
+
+def _body_walls(
+    plane: Plane,
+    vertebra: int,
+    centre: np.ndarray,
+    a: np.ndarray,
+    s: np.ndarray,
+    c_idx: int,
+    u_mid: float,
+    h: float,
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Anterior and posterior wall lines (offset, slope) on AP lines across the body's central 70%.
+
+    Osteophytes (at the endplates, anterior) and pedicles (upper half, posterior; they join the arch in
+    projections) push some exits outwards; the walls are the innermost exits.
+    """
+    n = _perp(a)
+    band = u_mid + h * np.linspace(-0.35, 0.35, 15)
+    base = _grid(centre, a, s, np.zeros(1))[:, 0, :]
+    lines = plane.sample(vertebra, base[None, :, :] + band[:, None, None] * n)
+    start = np.full(len(band), c_idx)
+    wa = _wall_fit(_innermost(-_crossing_up(lines, s, start, inside=True)) * -1, band, _K_WALL)
+    wp = _wall_fit(_innermost(_crossing_down(lines, s, start, inside=True)), band, _K_WALL)
+    if wa is None or wp is None:
+        return None
+    return wa, wp
+
+
+def _body_endplates(
+    plane: Plane,
+    vertebra: int,
+    centre: np.ndarray,
+    a: np.ndarray,
+    u: np.ndarray,
+    walls: tuple[tuple[float, float], tuple[float, float]],
+    u_mid: float,
+    opts: MeasureOptions,
+    is_c2: bool,
+) -> Surfaces | None:
+    """The endplate surfaces fitted between the walls from the mid-height row (None without a lower one).
+
+    C2 has no superior endplate (the dens rises from the body): its upper surface is NaN.
+    """
+    (ba, ka), (bp, kp) = walls
+    ss = opts.line_step_mm
+    sa_mid, sp_mid = ba + ka * u_mid, bp + kp * u_mid
+    if sp_mid - sa_mid < 2.0:
+        return None
+    cols = np.arange(sa_mid, sp_mid + ss / 2, ss)
+    fv = plane.sample(vertebra, _grid(centre, a, cols, u))
+    jm = np.full(len(cols), int(np.argmin(np.abs(u - u_mid))))
+    sup = _crossing_up(fv, u, jm, inside=True)
+    inf = _crossing_down(fv, u, jm, inside=True)
+    ok = fv[np.arange(len(cols)), jm] >= 0.5
+    sup[~ok] = np.nan
+    inf[~ok] = np.nan
+    if is_c2:
+        sup[:] = np.nan
+    cu, cl = _fit_rows(cols, sa_mid, sp_mid, sup, inf, opts)
+    if cl is None:
+        return None
+    if cu is None:
+        cu = np.full(opts.poly_degree + 1, np.nan)
+    return Surfaces(centre, a, sa_mid, sp_mid, cu, cl)
 
 
 # --- discs ------------------------------------------------------------------------------------------
