@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import time
+import typing
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,50 @@ def test_shipped_yaml_is_the_dataclass_default():
     data = load_yaml(shipped_config("synth.yaml"))["model"]
     assert from_dict(ModelConfig, data, "model") == ModelConfig()
     assert load_model_config() == ModelConfig()
+
+
+def _undocumented(cls: type, data: dict, where: str) -> list[str]:
+    """Options of `cls` (recursively) that hold a literal default or are missing from the mapping `data`."""
+    hints = typing.get_type_hints(cls)
+    bad = []
+    for f in dataclasses.fields(cls):
+        key = f"{where}.{f.name}"
+        if f.default is not dataclasses.MISSING:
+            bad.append(f"{key} has a literal default")
+        if f.name not in data:
+            bad.append(f"{key} is not in the file")
+            continue
+        tp, value = hints[f.name], data[f.name]
+        if dataclasses.is_dataclass(tp):
+            bad += _undocumented(tp, value, key)
+        elif typing.get_args(tp) and dataclasses.is_dataclass(typing.get_args(tp)[-1]):  # dict of dataclasses
+            bad += [
+                b for k, v in value.items() for b in _undocumented(typing.get_args(tp)[-1], v, f"{key}.{k}")
+            ]
+    return bad
+
+
+def test_shipped_yaml_is_the_only_source_of_defaults():
+    """configs/synth.yaml writes every option's default; the dataclasses read theirs from it."""
+    from cdeg.synth.render import RenderConfig
+
+    data = load_yaml(shipped_config("synth.yaml"))
+    assert _undocumented(ModelConfig, data["model"], "model") == []
+    assert _undocumented(RenderConfig, data["render"], "render") == []
+
+
+def test_user_config_changes_only_its_keys(tmp_path):
+    from cdeg.synth import load_synth_config
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  disc:\n    loss_sd: 0.08\nrender:\n  mri:\n    noise: [0.02, 0.03]\n")
+    cfg = load_synth_config(path)
+    assert cfg.model.disc.loss_sd == 0.08 and cfg.render.mri.noise == (0.02, 0.03)
+    assert dataclasses.replace(cfg.model, disc=CFG.disc) == CFG
+    assert cfg.model.disc == dataclasses.replace(CFG.disc, loss_sd=0.08)
+    path.write_text("model:\n  disc:\n    loss_sdd: 0.08\n")
+    with pytest.raises(ConfigError, match=r"loss_sdd in model\.disc"):
+        load_synth_config(path)
 
 
 @pytest.mark.parametrize(

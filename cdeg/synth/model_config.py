@@ -1,8 +1,10 @@
 """Options of the synthetic cohort model (:mod:`cdeg.synth.model`), one frozen dataclass per topic.
 
-The shipped defaults live in ``configs/synth.yaml`` (section ``model:``), which says for every number
-whether it comes from the literature (see the project's domain notes) or is a modelling choice. The
-dataclass defaults below are identical to that file; a test keeps them in step.
+The defaults are written once, in ``configs/synth.yaml`` (section ``model:``), which says for every number
+whether it comes from the literature (see the project's domain notes) or is a modelling choice. Each
+class below declares its fields' types, documentation and ranges, and takes their defaults from its
+section of that file (:func:`cdeg.synth.defaults.shipped_defaults`; the profile classes from the neck
+profile). :class:`VertebraAnatomy` has no defaults: every vertebra's row is in the file.
 """
 
 # _f() below is dataclasses.field() with the documentation attached; ruff cannot see that it is one.
@@ -10,28 +12,16 @@ dataclass defaults below are identical to that file; a test keeps them in step.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cdeg import labels
+from cdeg.synth.defaults import doc_field as _f
+from cdeg.synth.defaults import shipped_defaults
 
 PROFILE_NAMES: tuple[str, ...] = ("neck", "population")
 SMOKING_STATUSES: tuple[str, ...] = ("never", "former", "current")
 ARMS: tuple[str, ...] = ("ACD", "ACDF", "ACDA")
-
-
-def _f(default: Any, help: str, range: tuple[float | None, float | None] | None = None, **meta: Any) -> Any:
-    """A dataclass field with its documentation (and optional range/choices) in the metadata."""
-    md: dict[str, Any] = {"help": help, **meta}
-    if range is not None:
-        md["range"] = range
-    if isinstance(default, list):  # sequences are tuples, as the config loader builds them
-        default = tuple(default)
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=md)
-    if hasattr(default, "__dataclass_fields__"):
-        return field(default_factory=lambda: default, metadata=md)
-    return field(default=default, metadata=md)
 
 
 def _check_keys(where: str, mapping: dict[str, Any], expected: tuple[str, ...]) -> None:
@@ -59,13 +49,14 @@ def _check_sum_one(where: str, values: list[float]) -> None:
 
 # --- who the patients are ---------------------------------------------------------------------------
 @dataclass(frozen=True)
+@shipped_defaults("model.profiles.neck.age")
 class AgeDistribution:
     """Age at imaging: a normal distribution truncated to [min, max], rounded to whole years."""
 
-    mean: float = _f(47.0, "mean of the untruncated normal (years)", (0, 120))
-    sd: float = _f(9.0, "standard deviation of the untruncated normal (years)", (0.1, 50))
-    min: float = _f(18.0, "youngest age (years)", (0, 120))
-    max: float = _f(65.0, "oldest age (years)", (0, 120))
+    mean: float = _f("mean of the untruncated normal (years)", (0, 120))
+    sd: float = _f("standard deviation of the untruncated normal (years)", (0.1, 50))
+    min: float = _f("youngest age (years)", (0, 120))
+    max: float = _f("oldest age (years)", (0, 120))
 
     def __post_init__(self) -> None:
         if self.max - self.min < 1:
@@ -73,12 +64,13 @@ class AgeDistribution:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.profiles.neck.smoking")
 class SmokingMix:
     """Fractions of never, former and current smokers (sum to 1)."""
 
-    never: float = _f(0.40, "fraction of never smokers", (0, 1))
-    former: float = _f(0.30, "fraction of former smokers", (0, 1))
-    current: float = _f(0.30, "fraction of current smokers", (0, 1))
+    never: float = _f("fraction of never smokers", (0, 1))
+    former: float = _f("fraction of former smokers", (0, 1))
+    current: float = _f("fraction of current smokers", (0, 1))
 
     def __post_init__(self) -> None:
         _check_sum_one("smoking fractions", [self.never, self.former, self.current])
@@ -88,17 +80,18 @@ class SmokingMix:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.profiles.neck")
 class ProfileConfig:
     """Who one cohort profile samples."""
 
-    id_prefix: str = _f("NECK", "patient id prefix; ids are the prefix + a zero-padded number (NECK0001)")
-    surgical: bool = _f(True, "operated radiculopathy cohort: index level, surgery arm and outcome columns")
-    age: AgeDistribution = _f(AgeDistribution(), "age distribution")
-    male_fraction: float = _f(0.55, "fraction of men", (0, 1))
-    bmi_mean: float = _f(27.0, "mean body mass index (kg/m2)", (10, 60))
-    bmi_sd: float = _f(4.0, "standard deviation of the body mass index", (0, 20))
-    bmi_min: float = _f(16.0, "lowest body mass index (values below are clipped)", (10, 60))
-    smoking: SmokingMix = _f(SmokingMix(), "smoking status fractions")
+    id_prefix: str = _f("patient id prefix; ids are the prefix + a zero-padded number (NECK0001)")
+    surgical: bool = _f("operated radiculopathy cohort: index level, surgery arm and outcome columns")
+    age: AgeDistribution = _f("age distribution")
+    male_fraction: float = _f("fraction of men", (0, 1))
+    bmi_mean: float = _f("mean body mass index (kg/m2)", (10, 60))
+    bmi_sd: float = _f("standard deviation of the body mass index", (0, 20))
+    bmi_min: float = _f("lowest body mass index (values below are clipped)", (10, 60))
+    smoking: SmokingMix = _f("smoking status fractions")
 
     def __post_init__(self) -> None:
         if (
@@ -110,22 +103,12 @@ class ProfileConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.profiles")
 class ProfilesConfig:
     """The two cohort profiles."""
 
-    neck: ProfileConfig = _f(ProfileConfig(), "surgical radiculopathy cohort (NECK trial)")
-    population: ProfileConfig = _f(
-        ProfileConfig(
-            id_prefix="POP",
-            surgical=False,
-            age=AgeDistribution(mean=64.0, sd=11.0, min=45.0, max=90.0),
-            male_fraction=0.45,
-            bmi_mean=27.5,
-            bmi_sd=4.0,
-            smoking=SmokingMix(never=0.35, former=0.45, current=0.20),
-        ),
-        "population study cohort (Rotterdam Study), not operated",
-    )
+    neck: ProfileConfig = _f("surgical radiculopathy cohort (NECK trial)")
+    population: ProfileConfig = _f("population study cohort (Rotterdam Study), not operated")
 
     def get(self, profile: str) -> ProfileConfig:
         if profile not in PROFILE_NAMES:
@@ -135,14 +118,13 @@ class ProfilesConfig:
 
 # --- how spines degenerate -------------------------------------------------------------------------
 @dataclass(frozen=True)
+@shipped_defaults("model.predisposition")
 class PredispositionConfig:
     """The patient predisposition u ~ N(shift[smoking], 1) and the accelerated label u > threshold."""
 
-    smoking_shift: dict[str, float] = _f(
-        {"never": 0.0, "former": 0.15, "current": 0.30}, "prior mean of u by smoking status"
-    )
+    smoking_shift: dict[str, float] = _f("prior mean of u by smoking status")
     accelerated_quantile: float = _f(
-        0.78, "threshold = this quantile of the profile's u distribution (1 - prevalence)", (0.5, 0.999)
+        "threshold = this quantile of the profile's u distribution (1 - prevalence)", (0.5, 0.999)
     )
 
     def __post_init__(self) -> None:
@@ -150,25 +132,18 @@ class PredispositionConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.degeneration")
 class DegenerationConfig:
     """Latent degeneration d_l = f(age) w_l + b u + e_l (+ index shift), in Miyazaki-grade units."""
 
-    age_knots: tuple[float, ...] = _f(
-        [15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0], "ages (years) at which f(age) is given"
-    )
-    age_curve: tuple[float, ...] = _f(
-        [0.60, 1.40, 1.95, 2.40, 2.85, 3.45, 3.95, 4.30, 4.50],
-        "f(age) at the knots (linear in between, constant outside)",
-    )
-    level_weights: dict[str, float] = _f(
-        {"C2-C3": 0.30, "C3-C4": 0.45, "C4-C5": 0.70, "C5-C6": 1.00, "C6-C7": 0.85, "C7-T1": 0.20},
-        "w_l: how strongly age acts on each disc level",
-    )
-    predisposition_loading: float = _f(0.55, "b: degeneration units per SD of predisposition", (0, 5))
-    noise_sd: float = _f(0.65, "SD of the level noise e_l", (0.01, 5))
-    neighbour_correlation: float = _f(0.45, "AR(1) correlation of e_l between neighbouring levels", (0, 0.95))
-    index_shift_mean: float = _f(1.5, "mean extra degeneration of the index level (grades)", (0, 5))
-    index_shift_sd: float = _f(0.3, "SD of the extra degeneration of the index level", (0, 2))
+    age_knots: tuple[float, ...] = _f("ages (years) at which f(age) is given")
+    age_curve: tuple[float, ...] = _f("f(age) at the knots (linear in between, constant outside)")
+    level_weights: dict[str, float] = _f("w_l: how strongly age acts on each disc level")
+    predisposition_loading: float = _f("b: degeneration units per SD of predisposition", (0, 5))
+    noise_sd: float = _f("SD of the level noise e_l", (0.01, 5))
+    neighbour_correlation: float = _f("AR(1) correlation of e_l between neighbouring levels", (0, 0.95))
+    index_shift_mean: float = _f("mean extra degeneration of the index level (grades)", (0, 5))
+    index_shift_sd: float = _f("SD of the extra degeneration of the index level", (0, 2))
 
     def __post_init__(self) -> None:
         _check_keys("degeneration.level_weights", self.level_weights, labels.DISC_NAMES)
@@ -178,31 +153,23 @@ class DegenerationConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.grading")
 class GradingConfig:
     """Grades as noisy monotone functions of d_l."""
 
-    miyazaki_cuts: tuple[float, ...] = _f(
-        [0.5, 1.5, 2.5, 3.5], "cut points on d + noise between Miyazaki grades I|II|III|IV|V"
-    )
-    miyazaki_noise_sd: float = _f(0.35, "SD of the MRI grading noise", (0, 5))
-    kl_cuts: tuple[float, ...] = _f(
-        [2.4, 3.2, 4.0, 4.8], "cut points on d + age shift + noise between KL 0|1|2|3|4"
-    )
-    kl_noise_sd: float = _f(0.45, "SD of the radiograph grading noise", (0, 5))
-    kl_age_knots: tuple[float, ...] = _f(
-        [25.0, 40.0, 60.0], "ages (years) at which the KL age shift is given"
-    )
+    miyazaki_cuts: tuple[float, ...] = _f("cut points on d + noise between Miyazaki grades I|II|III|IV|V")
+    miyazaki_noise_sd: float = _f("SD of the MRI grading noise", (0, 5))
+    kl_cuts: tuple[float, ...] = _f("cut points on d + age shift + noise between KL 0|1|2|3|4")
+    kl_noise_sd: float = _f("SD of the radiograph grading noise", (0, 5))
+    kl_age_knots: tuple[float, ...] = _f("ages (years) at which the KL age shift is given")
     kl_age_shift: tuple[float, ...] = _f(
-        [-1.2, 0.0, 0.0],
-        "added to d before KL grading (osteophytes need years to form; linear between knots)",
+        "added to d before KL grading (osteophytes need years to form; linear between knots)"
     )
-    modic_intercept: float = _f(-3.5, "log-odds of a Modic change at a disc with d = modic_centre", (-20, 20))
-    modic_slope: float = _f(1.1, "log-odds per degeneration unit", (0, 10))
-    modic_centre: float = _f(3.0, "degeneration value at which the intercept applies", (-10, 10))
-    modic_index_bonus: float = _f(0.5, "extra log-odds at the index level", (-5, 5))
-    modic_type_probs: tuple[float, ...] = _f(
-        [0.30, 0.60, 0.10], "P(type I), P(type II), P(type III) given a change"
-    )
+    modic_intercept: float = _f("log-odds of a Modic change at a disc with d = modic_centre", (-20, 20))
+    modic_slope: float = _f("log-odds per degeneration unit", (0, 10))
+    modic_centre: float = _f("degeneration value at which the intercept applies", (-10, 10))
+    modic_index_bonus: float = _f("extra log-odds at the index level", (-5, 5))
+    modic_type_probs: tuple[float, ...] = _f("P(type I), P(type II), P(type III) given a change")
 
     def __post_init__(self) -> None:
         _check_increasing("grading.miyazaki_cuts", tuple(self.miyazaki_cuts), 4)
@@ -216,44 +183,34 @@ class GradingConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.disc")
 class DiscConfig:
     """Disc shape and the degeneration signs that depend on the grades."""
 
-    healthy_middle_mm: dict[str, float] = _f(
-        {"C2-C3": 5.4, "C3-C4": 5.6, "C4-C5": 5.9, "C5-C6": 6.0, "C6-C7": 6.3, "C7-T1": 5.8},
-        "healthy middle disc height by level (mm), sex-averaged",
-    )
-    male_minus_female_mm: float = _f(0.5, "men's discs are taller by this much (mm)", (-5, 5))
-    patient_sd_mm: float = _f(0.45, "SD of a patient's overall healthy disc height (mm)", (0, 5))
-    level_sd_mm: float = _f(0.35, "SD of one disc's healthy height around the patient's (mm)", (0, 5))
-    loss_by_miyazaki: tuple[float, ...] = _f(
-        [0.0, 0.04, 0.12, 0.28, 0.58], "mean fraction of the healthy middle height lost, Miyazaki I..V"
-    )
-    loss_sd: float = _f(0.05, "SD of the height-loss fraction", (0, 1))
-    middle_min_mm: float = _f(1.6, "smallest middle disc height (mm)", (0.5, 10))
+    healthy_middle_mm: dict[str, float] = _f("healthy middle disc height by level (mm), sex-averaged")
+    male_minus_female_mm: float = _f("men's discs are taller by this much (mm)", (-5, 5))
+    patient_sd_mm: float = _f("SD of a patient's overall healthy disc height (mm)", (0, 5))
+    level_sd_mm: float = _f("SD of one disc's healthy height around the patient's (mm)", (0, 5))
+    loss_by_miyazaki: tuple[float, ...] = _f("mean fraction of the healthy middle height lost, Miyazaki I..V")
+    loss_sd: float = _f("SD of the height-loss fraction", (0, 1))
+    middle_min_mm: float = _f("smallest middle disc height (mm)", (0.5, 10))
     concavity_ratio: float = _f(
-        0.40, "(middle - mean of anterior and posterior) / middle: endplate concavity", (0, 0.6)
+        "(middle - mean of anterior and posterior) / middle: endplate concavity", (0, 0.6)
     )
-    concavity_sd: float = _f(0.03, "SD of the concavity ratio", (0, 0.2))
+    concavity_sd: float = _f("SD of the concavity ratio", (0, 0.2))
     min_height_mm: float = _f(
-        0.8, "smallest anterior/posterior disc height (mm); disc angles are limited to keep it", (0.1, 5)
+        "smallest anterior/posterior disc height (mm); disc angles are limited to keep it", (0.1, 5)
     )
-    t2_by_miyazaki: tuple[float, ...] = _f(
-        [1.0, 0.85, 0.60, 0.35, 0.15], "nucleus T2 signal relative to a healthy disc, Miyazaki I..V"
-    )
-    t2_sd: float = _f(0.05, "SD of the relative T2 signal", (0, 1))
-    osteophyte_by_kl: tuple[float, ...] = _f(
-        [0.0, 0.8, 1.8, 2.9, 4.2], "mean anterior osteophyte length (mm) by KL grade 0..4"
-    )
-    osteophyte_sd: float = _f(0.25, "SD of the osteophyte length as a fraction of its mean", (0, 2))
-    sclerosis_by_kl: tuple[float, ...] = _f(
-        [0.0, 0.05, 0.30, 0.60, 0.90], "mean endplate sclerosis (0-1) by KL 0..4"
-    )
-    sclerosis_sd: float = _f(0.08, "SD of the sclerosis score", (0, 1))
-    bulge_base_mm: float = _f(0.6, "posterior bulge of a grade I disc (mm)", (0, 10))
-    bulge_per_grade_mm: float = _f(0.45, "extra posterior bulge per Miyazaki grade above I (mm)", (0, 10))
-    bulge_index_mm: float = _f(2.5, "extra posterior protrusion at the index level (herniation, mm)", (0, 10))
-    bulge_sd_mm: float = _f(0.35, "SD of the posterior bulge (mm)", (0, 5))
+    t2_by_miyazaki: tuple[float, ...] = _f("nucleus T2 signal relative to a healthy disc, Miyazaki I..V")
+    t2_sd: float = _f("SD of the relative T2 signal", (0, 1))
+    osteophyte_by_kl: tuple[float, ...] = _f("mean anterior osteophyte length (mm) by KL grade 0..4")
+    osteophyte_sd: float = _f("SD of the osteophyte length as a fraction of its mean", (0, 2))
+    sclerosis_by_kl: tuple[float, ...] = _f("mean endplate sclerosis (0-1) by KL 0..4")
+    sclerosis_sd: float = _f("SD of the sclerosis score", (0, 1))
+    bulge_base_mm: float = _f("posterior bulge of a grade I disc (mm)", (0, 10))
+    bulge_per_grade_mm: float = _f("extra posterior bulge per Miyazaki grade above I (mm)", (0, 10))
+    bulge_index_mm: float = _f("extra posterior protrusion at the index level (herniation, mm)", (0, 10))
+    bulge_sd_mm: float = _f("SD of the posterior bulge (mm)", (0, 5))
 
     def __post_init__(self) -> None:
         _check_keys("disc.healthy_middle_mm", self.healthy_middle_mm, labels.DISC_NAMES)
@@ -271,41 +228,31 @@ class DiscConfig:
 class VertebraAnatomy:
     """Mean body size of one vertebra for a size_scale of 1 (mm)."""
 
-    height_anterior_mm: float = _f(10.8, "body height at t=0.1 of its AP extent (mm)", (1, 60))
-    height_posterior_mm: float = _f(11.4, "body height at t=0.9 of its AP extent (mm)", (1, 60))
-    depth_mm: float = _f(15.5, "body AP depth (mm)", (5, 60))
-    width_mm: float = _f(22.0, "endplate width, left-right (mm)", (5, 60))
-
-
-_VERTEBRAE_DEFAULT = {
-    "C2": VertebraAnatomy(14.8, 15.6, 15.2, 19.5),
-    "C3": VertebraAnatomy(10.7, 11.2, 15.0, 21.6),
-    "C4": VertebraAnatomy(10.6, 11.1, 15.2, 21.9),
-    "C5": VertebraAnatomy(10.5, 11.0, 15.5, 22.3),
-    "C6": VertebraAnatomy(10.7, 11.2, 15.9, 22.8),
-    "C7": VertebraAnatomy(11.1, 11.6, 16.6, 23.2),
-    "T1": VertebraAnatomy(12.9, 13.3, 17.8, 26.0),
-}
+    height_anterior_mm: float = _f("body height at t=0.1 of its AP extent (mm)", (1, 60))
+    height_posterior_mm: float = _f("body height at t=0.9 of its AP extent (mm)", (1, 60))
+    depth_mm: float = _f("body AP depth (mm)", (5, 60))
+    width_mm: float = _f("endplate width, left-right (mm)", (5, 60))
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.vertebra")
 class VertebraConfig:
     """Vertebral body sizes."""
 
-    anatomy: dict[str, VertebraAnatomy] = _f(_VERTEBRAE_DEFAULT, "mean body size per vertebra (size_scale 1)")
-    height_sd_mm: float = _f(0.5, "SD of a body's height around its scaled mean (mm)", (0, 5))
+    anatomy: dict[str, VertebraAnatomy] = _f("mean body size per vertebra (size_scale 1)")
+    height_sd_mm: float = _f("SD of a body's height around its scaled mean (mm)", (0, 5))
     height_difference_sd_mm: float = _f(
-        0.25, "SD of a body's anterior - posterior height difference around its mean (mm)", (0, 5)
+        "SD of a body's anterior - posterior height difference around its mean (mm)", (0, 5)
     )
-    depth_sd_mm: float = _f(0.5, "SD of a body depth around its scaled mean (mm)", (0, 5))
-    width_sd_mm: float = _f(0.6, "SD of a body width around its scaled mean (mm)", (0, 5))
-    dens_height_mm: float = _f(15.0, "mean height of the dens above the C2 body (mm)", (5, 30))
-    dens_height_sd_mm: float = _f(0.6, "SD of the dens height (mm)", (0, 5))
-    size_scale_male: float = _f(1.04, "mean size scale of men (bodies ~1-2 mm larger than women's)", (0.5, 2))
-    size_scale_female: float = _f(0.96, "mean size scale of women", (0.5, 2))
-    size_scale_sd: float = _f(0.03, "SD of the size scale", (0, 0.5))
+    depth_sd_mm: float = _f("SD of a body depth around its scaled mean (mm)", (0, 5))
+    width_sd_mm: float = _f("SD of a body width around its scaled mean (mm)", (0, 5))
+    dens_height_mm: float = _f("mean height of the dens above the C2 body (mm)", (5, 30))
+    dens_height_sd_mm: float = _f("SD of the dens height (mm)", (0, 5))
+    size_scale_male: float = _f("mean size scale of men (bodies ~1-2 mm larger than women's)", (0.5, 2))
+    size_scale_female: float = _f("mean size scale of women", (0.5, 2))
+    size_scale_sd: float = _f("SD of the size scale", (0, 0.5))
     t1_inferior_concavity_mm: float = _f(
-        1.0, "depth of T1's concave inferior endplate (the T1-T2 disc is not modelled, mm)", (0, 5)
+        "depth of T1's concave inferior endplate (the T1-T2 disc is not modelled, mm)", (0, 5)
     )
 
     def __post_init__(self) -> None:
@@ -313,21 +260,19 @@ class VertebraConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.alignment")
 class AlignmentConfig:
     """Sagittal alignment: the C2-C7 Cobb angle and how it is spread over the discs."""
 
-    cobb_mean_deg: float = _f(12.7, "mean C2-C7 Cobb angle (deg, positive = lordosis)", (-90, 90))
-    cobb_sd_deg: float = _f(11.0, "SD of the C2-C7 Cobb angle (deg)", (0, 60))
+    cobb_mean_deg: float = _f("mean C2-C7 Cobb angle (deg, positive = lordosis)", (-90, 90))
+    cobb_sd_deg: float = _f("SD of the C2-C7 Cobb angle (deg)", (0, 60))
     disc_angle_share: dict[str, float] = _f(
-        {"C2-C3": 0.16, "C3-C4": 0.19, "C4-C5": 0.22, "C5-C6": 0.23, "C6-C7": 0.20},
-        "share of the C2-C7 disc lordosis carried by each disc (normalised)",
+        "share of the C2-C7 disc lordosis carried by each disc (normalised)"
     )
-    flattening: float = _f(
-        0.9, "a disc's share shrinks by this factor times its height-loss fraction", (0, 1)
-    )
-    angle_noise_sd_deg: float = _f(1.5, "SD of the per-disc angle scatter (sums to zero over C2-C7)", (0, 20))
-    c7t1_angle_mean_deg: float = _f(2.0, "mean C7-T1 disc angle (deg)", (-30, 30))
-    c7t1_angle_sd_deg: float = _f(2.0, "SD of the C7-T1 disc angle (deg)", (0, 30))
+    flattening: float = _f("a disc's share shrinks by this factor times its height-loss fraction", (0, 1))
+    angle_noise_sd_deg: float = _f("SD of the per-disc angle scatter (sums to zero over C2-C7)", (0, 20))
+    c7t1_angle_mean_deg: float = _f("mean C7-T1 disc angle (deg)", (-30, 30))
+    c7t1_angle_sd_deg: float = _f("SD of the C7-T1 disc angle (deg)", (0, 30))
 
     def __post_init__(self) -> None:
         _check_keys("alignment.disc_angle_share", self.disc_angle_share, labels.DISC_NAMES[:-1])
@@ -336,62 +281,60 @@ class AlignmentConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.soft_tissue")
 class SoftTissueConfig:
     """Spinal canal and neck soft tissue (what the renderer needs around the spine)."""
 
-    canal_ap_mean_mm: float = _f(14.0, "mean AP diameter of the spinal canal at C3-C7 (mm)", (5, 30))
-    canal_ap_sd_mm: float = _f(1.5, "SD of the canal AP diameter (mm)", (0, 10))
-    neck_depth_female_mm: float = _f(98.0, "soft-tissue AP neck depth of a woman with BMI 27 (mm)", (40, 250))
-    neck_depth_male_extra_mm: float = _f(12.0, "men's necks are deeper by this much (mm)", (-50, 50))
-    neck_depth_per_bmi_mm: float = _f(2.2, "neck depth per BMI unit (mm)", (0, 20))
-    neck_depth_sd_mm: float = _f(6.0, "SD of the neck depth (mm)", (0, 50))
+    canal_ap_mean_mm: float = _f("mean AP diameter of the spinal canal at C3-C7 (mm)", (5, 30))
+    canal_ap_sd_mm: float = _f("SD of the canal AP diameter (mm)", (0, 10))
+    neck_depth_female_mm: float = _f("soft-tissue AP neck depth of a woman with BMI 27 (mm)", (40, 250))
+    neck_depth_male_extra_mm: float = _f("men's necks are deeper by this much (mm)", (-50, 50))
+    neck_depth_per_bmi_mm: float = _f("neck depth per BMI unit (mm)", (0, 20))
+    neck_depth_sd_mm: float = _f("SD of the neck depth (mm)", (0, 50))
 
 
 # --- clinical scores ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
+@shipped_defaults("model.clinical")
 class ClinicalConfig:
     """Clinical variables of the surgical profile, and the few the population profile has."""
 
-    symptom_median_months: float = _f(8.0, "median symptom duration before surgery (months)", (0.1, 240))
-    symptom_min_months: float = _f(2.0, "shortest symptom duration (inclusion: > 8 weeks)", (0, 240))
-    symptom_over_24_fraction: float = _f(0.10, "fraction with symptoms longer than 24 months", (0.001, 0.5))
-    index_level_frequencies: dict[str, float] = _f(
-        {"C3-C4": 0.03, "C4-C5": 0.10, "C5-C6": 0.45, "C6-C7": 0.40, "C7-T1": 0.02},
-        "frequency of each operated (index) level",
-    )
-    arms: tuple[str, ...] = _f(["ACD", "ACDF", "ACDA"], "surgery arms, randomised with equal probability")
-    ndi_baseline_mean: float = _f(44.0, "mean baseline Neck Disability Index (0-100)", (0, 100))
-    ndi_baseline_sd: float = _f(15.0, "SD of the baseline NDI", (0, 50))
+    symptom_median_months: float = _f("median symptom duration before surgery (months)", (0.1, 240))
+    symptom_min_months: float = _f("shortest symptom duration (inclusion: > 8 weeks)", (0, 240))
+    symptom_over_24_fraction: float = _f("fraction with symptoms longer than 24 months", (0.001, 0.5))
+    index_level_frequencies: dict[str, float] = _f("frequency of each operated (index) level")
+    arms: tuple[str, ...] = _f("surgery arms, randomised with equal probability")
+    ndi_baseline_mean: float = _f("mean baseline Neck Disability Index (0-100)", (0, 100))
+    ndi_baseline_sd: float = _f("SD of the baseline NDI", (0, 50))
     ndi_remaining_logit_mean: float = _f(
-        -0.35, "mean logit of the fraction of baseline NDI left at follow-up", (-10, 10)
+        "mean logit of the fraction of baseline NDI left at follow-up", (-10, 10)
     )
-    ndi_remaining_logit_sd: float = _f(1.5, "SD of that logit between patients", (0, 10))
-    ndi_2y_logit_change_sd: float = _f(0.45, "SD of the change of that logit from 1 to 2 years", (0, 10))
-    ndi_noise_sd: float = _f(6.0, "measurement noise of a follow-up NDI (points)", (0, 50))
-    vas_baseline_mean: float = _f(65.0, "mean baseline VAS arm and neck pain (0-100 mm)", (0, 100))
-    vas_baseline_sd: float = _f(20.0, "SD of the baseline VAS", (0, 50))
+    ndi_remaining_logit_sd: float = _f("SD of that logit between patients", (0, 10))
+    ndi_2y_logit_change_sd: float = _f("SD of the change of that logit from 1 to 2 years", (0, 10))
+    ndi_noise_sd: float = _f("measurement noise of a follow-up NDI (points)", (0, 50))
+    vas_baseline_mean: float = _f("mean baseline VAS arm and neck pain (0-100 mm)", (0, 100))
+    vas_baseline_sd: float = _f("SD of the baseline VAS", (0, 50))
     vas_remaining_logit_mean: float = _f(
-        -0.35, "mean logit of the fraction of baseline VAS left at follow-up", (-10, 10)
+        "mean logit of the fraction of baseline VAS left at follow-up", (-10, 10)
     )
-    vas_remaining_logit_sd: float = _f(1.7, "SD of that logit between patients", (0, 10))
-    vas_ndi_correlation: float = _f(0.6, "correlation of the VAS and NDI recovery logits", (-1, 1))
-    vas_noise_sd: float = _f(10.0, "measurement noise of a follow-up VAS (mm)", (0, 50))
+    vas_remaining_logit_sd: float = _f("SD of that logit between patients", (0, 10))
+    vas_ndi_correlation: float = _f("correlation of the VAS and NDI recovery logits", (-1, 1))
+    vas_noise_sd: float = _f("measurement noise of a follow-up VAS (mm)", (0, 50))
     recovery_cuts: tuple[float, ...] = _f(
-        [-1.6, -0.6, 0.3, 1.2, 1.9, 2.6],
-        "cut points on the recovery logit between Likert 1 (completely recovered) .. 7 (worse than ever)",
+        "cut points on the recovery logit between Likert 1 (completely recovered) .. 7 (worse than ever)"
     )
-    recovery_noise_sd: float = _f(0.5, "noise of the perceived-recovery rating (logit units)", (0, 10))
-    excess_baseline_ndi: float = _f(1.5, "baseline NDI points per SD of degeneration beyond age", (-20, 20))
+    recovery_noise_sd: float = _f("noise of the perceived-recovery rating (logit units)", (0, 10))
+    excess_baseline_ndi: float = _f("baseline NDI points per SD of degeneration beyond age", (-20, 20))
     excess_outcome_logit: float = _f(
-        0.25, "recovery logit per SD of degeneration beyond age (worse outcome)", (-5, 5)
+        "recovery logit per SD of degeneration beyond age (worse outcome)", (-5, 5)
     )
-    reoperation_rate_per_year: float = _f(0.036, "reoperation rate per year in years 0-2", (0, 0.5))
+    reoperation_rate_per_year: float = _f("reoperation rate per year in years 0-2", (0, 0.5))
     reoperation_excess_logodds: float = _f(
-        0.35, "log-odds of reoperation per SD of degeneration beyond age", (-5, 5)
+        "log-odds of reoperation per SD of degeneration beyond age", (-5, 5)
     )
-    population_ndi_zero_fraction: float = _f(0.45, "population profile: fraction with NDI 0", (0, 1))
-    population_ndi_mean_nonzero: float = _f(12.0, "population profile: mean NDI of the others", (0, 100))
-    population_vas_neck_mean: float = _f(15.0, "population profile: mean VAS neck pain (mm)", (0, 100))
+    population_ndi_zero_fraction: float = _f("population profile: fraction with NDI 0", (0, 1))
+    population_ndi_mean_nonzero: float = _f("population profile: mean NDI of the others", (0, 100))
+    population_vas_neck_mean: float = _f("population profile: mean VAS neck pain (mm)", (0, 100))
 
     def __post_init__(self) -> None:
         freq = self.index_level_frequencies
@@ -424,18 +367,14 @@ MISSABLE_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model.missing")
 class MissingConfig:
     """Missing data, as in a real cohort."""
 
-    no_mri_fraction: float = _f(0.02, "fraction of patients without an MRI", (0, 1))
-    no_xray_fraction: float = _f(
-        0.02, "fraction of patients without a radiograph (never both missing)", (0, 1)
-    )
-    clinical_fraction: float = _f(0.02, "fraction of values left empty in each of clinical_columns", (0, 1))
-    clinical_columns: tuple[str, ...] = _f(
-        ["bmi", "vas_arm_0", "vas_neck_0", "vas_arm_1y", "vas_neck_1y", "vas_arm_2y", "vas_neck_2y"],
-        "clinical columns that can have missing values",
-    )
+    no_mri_fraction: float = _f("fraction of patients without an MRI", (0, 1))
+    no_xray_fraction: float = _f("fraction of patients without a radiograph (never both missing)", (0, 1))
+    clinical_fraction: float = _f("fraction of values left empty in each of clinical_columns", (0, 1))
+    clinical_columns: tuple[str, ...] = _f("clinical columns that can have missing values")
 
     def __post_init__(self) -> None:
         bad = [c for c in self.clinical_columns if c not in MISSABLE_COLUMNS]
@@ -446,18 +385,17 @@ class MissingConfig:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("model")
 class ModelConfig:
     """All options of the synthetic cohort model (``model:`` section of configs/synth.yaml)."""
 
-    profiles: ProfilesConfig = _f(ProfilesConfig(), "the two cohort profiles")
-    predisposition: PredispositionConfig = _f(
-        PredispositionConfig(), "predisposition u and the accelerated label"
-    )
-    degeneration: DegenerationConfig = _f(DegenerationConfig(), "latent degeneration per disc level")
-    grading: GradingConfig = _f(GradingConfig(), "KL, Miyazaki and Modic grades from the latent degeneration")
-    disc: DiscConfig = _f(DiscConfig(), "disc heights and degeneration signs")
-    vertebra: VertebraConfig = _f(VertebraConfig(), "vertebral body sizes")
-    alignment: AlignmentConfig = _f(AlignmentConfig(), "sagittal alignment")
-    soft_tissue: SoftTissueConfig = _f(SoftTissueConfig(), "spinal canal and neck soft tissue")
-    clinical: ClinicalConfig = _f(ClinicalConfig(), "clinical scores and outcomes")
-    missing: MissingConfig = _f(MissingConfig(), "missing images and values")
+    profiles: ProfilesConfig = _f("the two cohort profiles")
+    predisposition: PredispositionConfig = _f("predisposition u and the accelerated label")
+    degeneration: DegenerationConfig = _f("latent degeneration per disc level")
+    grading: GradingConfig = _f("KL, Miyazaki and Modic grades from the latent degeneration")
+    disc: DiscConfig = _f("disc heights and degeneration signs")
+    vertebra: VertebraConfig = _f("vertebral body sizes")
+    alignment: AlignmentConfig = _f("sagittal alignment")
+    soft_tissue: SoftTissueConfig = _f("spinal canal and neck soft tissue")
+    clinical: ClinicalConfig = _f("clinical scores and outcomes")
+    missing: MissingConfig = _f("missing images and values")

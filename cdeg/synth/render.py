@@ -13,11 +13,13 @@ Usage::
     out["mri"].image, out["mri"].mask, out["mri"].present
 """
 
+# _f() below is dataclasses.field() with the documentation attached; ruff cannot see that it is one.
+# ruff: noqa: RUF009
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,194 +27,164 @@ import pandas as pd
 import SimpleITK as sitk
 
 from cdeg import labels
+from cdeg.synth.defaults import doc_field as _f
+from cdeg.synth.defaults import shipped_defaults
 
 log = logging.getLogger(__name__)
 
 
-def _f(default: Any, help: str, range: tuple[float, float] | None = None) -> Any:
-    meta: dict[str, Any] = {"help": help}
-    if range is not None:
-        meta["range"] = range
-    if isinstance(default, (tuple, list)):
-        return field(default=tuple(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
+@shipped_defaults("render.anatomy")
 class AnatomyConfig:
     """Shape details not in the truth tables (modelling choices, adult cervical anatomy)."""
 
     corner_radius_mm: float = _f(
-        1.0, "rounding radius of vertebral body corners (kept outside t=0.1..0.9)", (0.0, 1.4)
+        "rounding radius of vertebral body corners (kept outside t=0.1..0.9)", (0.0, 1.4)
     )
-    bottom_concavity_mm: float = _f(0.6, "concavity of the lowest endplate of the chain (T3)", (0.0, 2.0))
-    thoracic_disc_mm: float = _f(4.0, "mean height of the unlabelled T1-T2 / T2-T3 discs", (2.0, 8.0))
-    dens_tilt_deg: float = _f(10.0, "posterior tilt of the dens from the C2 endplate normal", (-10.0, 30.0))
-    dens_radius_mm: float = _f(4.8, "sagittal half-thickness of the dens at its base", (3.0, 7.0))
-    dens_halfwidth_mm: float = _f(4.8, "left-right half-width of the dens", (3.0, 7.0))
-    canal_halfwidth_mm: float = _f(12.5, "half the interpedicular (transverse canal) distance", (8.0, 16.0))
-    thecal_halfwidth_mm: float = _f(8.5, "left-right half-width of the CSF-filled thecal sac", (5.0, 12.0))
-    cord_ap_mm: float = _f(7.5, "AP diameter of the spinal cord", (5.0, 10.0))
-    cord_halfwidth_mm: float = _f(6.5, "left-right half-width of the spinal cord", (4.0, 9.0))
-    prevertebral_upper_mm: float = _f(3.5, "prevertebral soft tissue thickness above C4", (1.0, 8.0))
-    prevertebral_lower_mm: float = _f(
-        11.0, "prevertebral soft tissue (incl. oesophagus) below C4", (4.0, 20.0)
-    )
-    airway_ap_mm: float = _f(15.0, "AP diameter of the pharynx / trachea air column", (6.0, 25.0))
-    airway_halfwidth_mm: float = _f(9.0, "left-right half-width of the air column", (4.0, 15.0))
+    bottom_concavity_mm: float = _f("concavity of the lowest endplate of the chain (T3)", (0.0, 2.0))
+    thoracic_disc_mm: float = _f("mean height of the unlabelled T1-T2 / T2-T3 discs", (2.0, 8.0))
+    dens_tilt_deg: float = _f("posterior tilt of the dens from the C2 endplate normal", (-10.0, 30.0))
+    dens_radius_mm: float = _f("sagittal half-thickness of the dens at its base", (3.0, 7.0))
+    dens_halfwidth_mm: float = _f("left-right half-width of the dens", (3.0, 7.0))
+    canal_halfwidth_mm: float = _f("half the interpedicular (transverse canal) distance", (8.0, 16.0))
+    thecal_halfwidth_mm: float = _f("left-right half-width of the CSF-filled thecal sac", (5.0, 12.0))
+    cord_ap_mm: float = _f("AP diameter of the spinal cord", (5.0, 10.0))
+    cord_halfwidth_mm: float = _f("left-right half-width of the spinal cord", (4.0, 9.0))
+    prevertebral_upper_mm: float = _f("prevertebral soft tissue thickness above C4", (1.0, 8.0))
+    prevertebral_lower_mm: float = _f("prevertebral soft tissue (incl. oesophagus) below C4", (4.0, 20.0))
+    airway_ap_mm: float = _f("AP diameter of the pharynx / trachea air column", (6.0, 25.0))
+    airway_halfwidth_mm: float = _f("left-right half-width of the air column", (4.0, 15.0))
     facet_angle_deg: float = _f(
-        45.0, "inclination of the facet joints from the endplates (down posteriorly)", (20.0, 70.0)
+        "inclination of the facet joints from the endplates (down posteriorly)", (20.0, 70.0)
     )
     pillar_start_mm: float = _f(
-        4.0, "distance of the articular pillar front behind the posterior wall", (1.0, 8.0)
+        "distance of the articular pillar front behind the posterior wall", (1.0, 8.0)
     )
-    pillar_depth_mm: float = _f(10.5, "AP depth of the articular pillars", (6.0, 15.0))
-    facet_gap_mm: float = _f(1.4, "facet joint space", (0.3, 3.0))
-    lamina_thickness_mm: float = _f(3.5, "AP thickness of the laminae", (1.5, 6.0))
-    lamina_drop_mm: float = _f(3.0, "how much lower the laminae sit than the pillars", (0.0, 8.0))
-    interlaminar_gap_mm: float = _f(3.5, "gap between adjacent laminae (ligamentum flavum)", (1.0, 8.0))
+    pillar_depth_mm: float = _f("AP depth of the articular pillars", (6.0, 15.0))
+    facet_gap_mm: float = _f("facet joint space", (0.3, 3.0))
+    lamina_thickness_mm: float = _f("AP thickness of the laminae", (1.5, 6.0))
+    lamina_drop_mm: float = _f("how much lower the laminae sit than the pillars", (0.0, 8.0))
+    interlaminar_gap_mm: float = _f("gap between adjacent laminae (ligamentum flavum)", (1.0, 8.0))
     spinous_length_mm: tuple[float, ...] = _f(
-        (24.0, 15.0, 16.0, 18.0, 21.0, 28.0, 30.0, 30.0, 30.0),
-        "spinous process length for C2, C3, ..., C7, T1, T2, T3",
-        (5.0, 50.0),
+        "spinous process length for C2, C3, ..., C7, T1, T2, T3", (5.0, 50.0)
     )
     spinous_angle_deg: tuple[float, ...] = _f(
-        (15.0, 25.0, 25.0, 25.0, 22.0, 18.0, 30.0, 40.0, 45.0),
-        "downward slope of the spinous processes (same order)",
-        (-10.0, 70.0),
+        "downward slope of the spinous processes (same order)", (-10.0, 70.0)
     )
     hemangioma_prob: float = _f(
-        0.06, "probability of a vertebral haemangioma (bright T2 spot) per vertebra", (0.0, 1.0)
+        "probability of a vertebral haemangioma (bright T2 spot) per vertebra", (0.0, 1.0)
     )
     osteophyte_base_mm: float = _f(
-        1.5, "height of an osteophyte's root along the body wall (+ half its length)", (0.5, 4.0)
+        "height of an osteophyte's root along the body wall (+ half its length)", (0.5, 4.0)
     )
     osteophyte_rise: float = _f(
-        0.35, "how far an osteophyte tip curves toward the disc, per mm of length", (0.0, 1.0)
+        "how far an osteophyte tip curves toward the disc, per mm of length", (0.0, 1.0)
     )
-    bulge_halfwidth_mm: float = _f(7.0, "left-right half-width of a posterior disc bulge", (2.0, 12.0))
-    bulge_side_mm: float = _f(4.0, "largest left-right offset of a bulge from the midline", (0.0, 10.0))
+    bulge_halfwidth_mm: float = _f("left-right half-width of a posterior disc bulge", (2.0, 12.0))
+    bulge_side_mm: float = _f("largest left-right offset of a bulge from the midline", (0.0, 10.0))
 
 
 @dataclass(frozen=True)
+@shipped_defaults("render.mri.tissues")
 class MriTissues:
     """T2-weighted fast spin echo signal of each tissue before scanner gain (arbitrary units, CSF ~1700)."""
 
-    csf: float = _f(1700.0, "cerebrospinal fluid", (0.0, 4000.0))
-    cord: float = _f(620.0, "spinal cord", (0.0, 4000.0))
-    fat: float = _f(820.0, "subcutaneous and intermuscular fat", (0.0, 4000.0))
-    muscle: float = _f(270.0, "neck muscles", (0.0, 4000.0))
-    soft: float = _f(380.0, "other soft tissue (larynx, thyroid, brain)", (0.0, 4000.0))
-    prevertebral: float = _f(330.0, "prevertebral soft tissue (longus colli, oesophagus)", (0.0, 4000.0))
-    epidural: float = _f(480.0, "epidural fat and venous plexus, nerve roots", (0.0, 4000.0))
-    ligament: float = _f(110.0, "longitudinal ligaments and ligamentum flavum", (0.0, 4000.0))
-    marrow: float = _f(480.0, "vertebral marrow at age 30", (0.0, 4000.0))
-    marrow_per_year: float = _f(3.5, "marrow signal gained per year of age (fatty conversion)", (0.0, 20.0))
-    cortex: float = _f(70.0, "cortical bone and endplates", (0.0, 4000.0))
-    annulus: float = _f(190.0, "annulus fibrosus", (0.0, 4000.0))
-    nucleus: float = _f(1300.0, "healthy nucleus pulposus (scaled by the disc's t2_signal)", (0.0, 4000.0))
-    modic1: float = _f(1050.0, "Modic type 1 (oedema) marrow", (0.0, 4000.0))
-    modic2: float = _f(850.0, "Modic type 2 (fatty) marrow", (0.0, 4000.0))
-    modic3: float = _f(130.0, "Modic type 3 (sclerotic) marrow", (0.0, 4000.0))
-    vessel: float = _f(40.0, "arterial flow void", (0.0, 4000.0))
-    air: float = _f(5.0, "air", (0.0, 4000.0))
+    csf: float = _f("cerebrospinal fluid", (0.0, 4000.0))
+    cord: float = _f("spinal cord", (0.0, 4000.0))
+    fat: float = _f("subcutaneous and intermuscular fat", (0.0, 4000.0))
+    muscle: float = _f("neck muscles", (0.0, 4000.0))
+    soft: float = _f("other soft tissue (larynx, thyroid, brain)", (0.0, 4000.0))
+    prevertebral: float = _f("prevertebral soft tissue (longus colli, oesophagus)", (0.0, 4000.0))
+    epidural: float = _f("epidural fat and venous plexus, nerve roots", (0.0, 4000.0))
+    ligament: float = _f("longitudinal ligaments and ligamentum flavum", (0.0, 4000.0))
+    marrow: float = _f("vertebral marrow at age 30", (0.0, 4000.0))
+    marrow_per_year: float = _f("marrow signal gained per year of age (fatty conversion)", (0.0, 20.0))
+    cortex: float = _f("cortical bone and endplates", (0.0, 4000.0))
+    annulus: float = _f("annulus fibrosus", (0.0, 4000.0))
+    nucleus: float = _f("healthy nucleus pulposus (scaled by the disc's t2_signal)", (0.0, 4000.0))
+    modic1: float = _f("Modic type 1 (oedema) marrow", (0.0, 4000.0))
+    modic2: float = _f("Modic type 2 (fatty) marrow", (0.0, 4000.0))
+    modic3: float = _f("Modic type 3 (sclerotic) marrow", (0.0, 4000.0))
+    vessel: float = _f("arterial flow void", (0.0, 4000.0))
+    air: float = _f("air", (0.0, 4000.0))
 
 
 @dataclass(frozen=True)
+@shipped_defaults("render.mri")
 class MriConfig:
     """Sagittal T2 acquisition: geometry drawn per patient from the ranges, contrast and artefacts."""
 
-    in_plane_mm: tuple[float, float] = _f(
-        (0.5, 0.8), "in-plane pixel size range (drawn per patient)", (0.05, 2.0)
-    )
-    slice_thickness_mm: tuple[float, float] = _f((2.5, 3.5), "slice thickness range", (0.5, 6.0))
-    slice_gap: tuple[float, float] = _f(
-        (0.0, 0.1), "gap between slices as a fraction of the thickness", (0.0, 1.0)
-    )
-    n_slices: tuple[int, int] = _f((12, 16), "number of sagittal slices (inclusive range)", (1, 64))
-    fov_si_mm: float = _f(180.0, "field of view, superior-inferior", (60.0, 400.0))
-    fov_ap_mm: float = _f(150.0, "field of view, anterior-posterior", (60.0, 400.0))
+    in_plane_mm: tuple[float, float] = _f("in-plane pixel size range (drawn per patient)", (0.05, 2.0))
+    slice_thickness_mm: tuple[float, float] = _f("slice thickness range", (0.5, 6.0))
+    slice_gap: tuple[float, float] = _f("gap between slices as a fraction of the thickness", (0.0, 1.0))
+    n_slices: tuple[int, int] = _f("number of sagittal slices (inclusive range)", (1, 64))
+    fov_si_mm: float = _f("field of view, superior-inferior", (60.0, 400.0))
+    fov_ap_mm: float = _f("field of view, anterior-posterior", (60.0, 400.0))
     posterior_wall_at: float = _f(
-        0.55, "fraction of the AP field of view where the C4 posterior wall sits", (0.2, 0.8)
+        "fraction of the AP field of view where the C4 posterior wall sits", (0.2, 0.8)
     )
     offset_si_sd_mm: float = _f(
-        9.0,
-        "SD of the field-of-view placement, superior-inferior (cuts off levels now and then)",
-        (0.0, 50.0),
+        "SD of the field-of-view placement, superior-inferior (cuts off levels now and then)", (0.0, 50.0)
     )
-    offset_ap_sd_mm: float = _f(5.0, "SD of the field-of-view placement, anterior-posterior", (0.0, 50.0))
-    offset_lr_sd_mm: float = _f(
-        1.5, "SD of the midline's left-right offset from the central slice", (0.0, 10.0)
-    )
-    tilt_sd_deg: float = _f(6.0, "SD of the spine's in-plane tilt (posture)", (0.0, 30.0))
+    offset_ap_sd_mm: float = _f("SD of the field-of-view placement, anterior-posterior", (0.0, 50.0))
+    offset_lr_sd_mm: float = _f("SD of the midline's left-right offset from the central slice", (0.0, 10.0))
+    tilt_sd_deg: float = _f("SD of the spine's in-plane tilt (posture)", (0.0, 30.0))
     subsamples: int = _f(
-        3, "LR samples per slice for partial volume (odd; the mask uses the middle one)", (1, 9)
+        "LR samples per slice for partial volume (odd; the mask uses the middle one)", (1, 9)
     )
-    psf_sigma_px: float = _f(0.5, "in-plane point spread (Gaussian sigma, pixels)", (0.0, 3.0))
-    noise: tuple[float, float] = _f(
-        (0.012, 0.035), "Rician noise sigma as a fraction of the CSF signal", (0.0, 0.5)
-    )
-    gain: tuple[float, float] = _f((0.75, 1.3), "scanner gain range", (0.1, 10.0))
-    gamma: tuple[float, float] = _f(
-        (0.85, 1.15), "contrast exponent range (scanner/protocol variation)", (0.3, 3.0)
-    )
-    tissue_jitter: float = _f(0.07, "per-patient relative SD of each tissue's signal", (0.0, 0.5))
-    bias: float = _f(0.25, "strength of the smooth multiplicative bias field", (0.0, 1.0))
-    coil_falloff_mm: float = _f(
-        110.0, "signal falloff length away from the posterior neck coil", (10.0, 1000.0)
-    )
-    texture: float = _f(0.18, "relative amplitude of marrow / soft tissue texture", (0.0, 1.0))
-    tissues: MriTissues = field(default_factory=MriTissues, metadata={"help": "tissue signals"})
+    psf_sigma_px: float = _f("in-plane point spread (Gaussian sigma, pixels)", (0.0, 3.0))
+    noise: tuple[float, float] = _f("Rician noise sigma as a fraction of the CSF signal", (0.0, 0.5))
+    gain: tuple[float, float] = _f("scanner gain range", (0.1, 10.0))
+    gamma: tuple[float, float] = _f("contrast exponent range (scanner/protocol variation)", (0.3, 3.0))
+    tissue_jitter: float = _f("per-patient relative SD of each tissue's signal", (0.0, 0.5))
+    bias: float = _f("strength of the smooth multiplicative bias field", (0.0, 1.0))
+    coil_falloff_mm: float = _f("signal falloff length away from the posterior neck coil", (10.0, 1000.0))
+    texture: float = _f("relative amplitude of marrow / soft tissue texture", (0.0, 1.0))
+    tissues: MriTissues = _f("tissue signals")
 
 
 @dataclass(frozen=True)
+@shipped_defaults("render.xray")
 class XrayConfig:
     """Lateral radiograph: projection geometry, attenuation, exposure and detector."""
 
-    pixel_mm: tuple[float, float] = _f(
-        (0.3, 0.4), "pixel spacing range (at the spine, drawn per patient)", (0.05, 2.0)
-    )
-    fov_si_mm: float = _f(210.0, "field of view, superior-inferior", (60.0, 450.0))
-    fov_ap_mm: float = _f(180.0, "field of view, anterior-posterior", (60.0, 450.0))
-    posterior_wall_at: float = _f(0.52, "fraction of the AP field where the posterior wall sits", (0.2, 0.8))
-    offset_si_sd_mm: float = _f(10.0, "SD of the placement, superior-inferior", (0.0, 50.0))
-    offset_ap_sd_mm: float = _f(6.0, "SD of the placement, anterior-posterior", (0.0, 50.0))
-    tilt_sd_deg: float = _f(7.0, "SD of the in-plane tilt (posture)", (0.0, 30.0))
-    mu_water: float = _f(0.020, "linear attenuation of soft tissue (1/mm, ~70 keV)", (0.0, 0.2))
-    mu_marrow: float = _f(0.027, "cancellous bone", (0.0, 0.2))
-    mu_cortex: float = _f(0.048, "cortical bone", (0.0, 0.2))
-    mu_bone: float = _f(0.034, "posterior elements and other bones (mixed cortex/cancellous)", (0.0, 0.2))
-    cortex_mm: float = _f(0.9, "cortical shell thickness", (0.1, 3.0))
+    pixel_mm: tuple[float, float] = _f("pixel spacing range (at the spine, drawn per patient)", (0.05, 2.0))
+    fov_si_mm: float = _f("field of view, superior-inferior", (60.0, 450.0))
+    fov_ap_mm: float = _f("field of view, anterior-posterior", (60.0, 450.0))
+    posterior_wall_at: float = _f("fraction of the AP field where the posterior wall sits", (0.2, 0.8))
+    offset_si_sd_mm: float = _f("SD of the placement, superior-inferior", (0.0, 50.0))
+    offset_ap_sd_mm: float = _f("SD of the placement, anterior-posterior", (0.0, 50.0))
+    tilt_sd_deg: float = _f("SD of the in-plane tilt (posture)", (0.0, 30.0))
+    mu_water: float = _f("linear attenuation of soft tissue (1/mm, ~70 keV)", (0.0, 0.2))
+    mu_marrow: float = _f("cancellous bone", (0.0, 0.2))
+    mu_cortex: float = _f("cortical bone", (0.0, 0.2))
+    mu_bone: float = _f("posterior elements and other bones (mixed cortex/cancellous)", (0.0, 0.2))
+    cortex_mm: float = _f("cortical shell thickness", (0.1, 3.0))
     sclerosis_mm: float = _f(
-        2.5, "extra endplate sclerosis band per unit of the disc's sclerosis score", (0.0, 8.0)
+        "extra endplate sclerosis band per unit of the disc's sclerosis score", (0.0, 8.0)
     )
-    neck_width: float = _f(0.95, "left-right neck width relative to the AP neck depth", (0.5, 1.5))
-    shoulder_level_sd_mm: float = _f(12.0, "SD of the shoulder line around the C7 body", (0.0, 50.0))
-    shoulder_mm: tuple[float, float] = _f(
-        (80.0, 200.0), "soft-tissue path added by the shoulders", (0.0, 600.0)
-    )
+    neck_width: float = _f("left-right neck width relative to the AP neck depth", (0.5, 1.5))
+    shoulder_level_sd_mm: float = _f("SD of the shoulder line around the C7 body", (0.0, 50.0))
+    shoulder_mm: tuple[float, float] = _f("soft-tissue path added by the shoulders", (0.0, 600.0))
     double_contour_mm: tuple[float, float] = _f(
-        (0.0, 2.5), "left/right offset of bilateral structures (beam divergence, rotation)", (0.0, 10.0)
+        "left/right offset of bilateral structures (beam divergence, rotation)", (0.0, 10.0)
     )
-    blur_mm: float = _f(0.3, "detector / focal spot blur (Gaussian sigma)", (0.0, 3.0))
-    scatter: tuple[float, float] = _f((0.1, 0.3), "scatter-to-primary fraction", (0.0, 2.0))
-    noise: tuple[float, float] = _f(
-        (0.01, 0.025), "quantum noise level (relative, at unit transmission)", (0.0, 0.5)
-    )
-    window_width: tuple[float, float] = _f(
-        (0.35, 0.55), "width of the film curve in attenuation units", (0.05, 3.0)
-    )
-    window_shift: float = _f(0.15, "SD of the exposure (film curve centre) in attenuation units", (0.0, 2.0))
-    gamma: tuple[float, float] = _f((0.85, 1.2), "display gamma range", (0.3, 3.0))
+    blur_mm: float = _f("detector / focal spot blur (Gaussian sigma)", (0.0, 3.0))
+    scatter: tuple[float, float] = _f("scatter-to-primary fraction", (0.0, 2.0))
+    noise: tuple[float, float] = _f("quantum noise level (relative, at unit transmission)", (0.0, 0.5))
+    window_width: tuple[float, float] = _f("width of the film curve in attenuation units", (0.05, 3.0))
+    window_shift: float = _f("SD of the exposure (film curve centre) in attenuation units", (0.0, 2.0))
+    gamma: tuple[float, float] = _f("display gamma range", (0.3, 3.0))
 
 
 @dataclass(frozen=True)
+@shipped_defaults("render")
 class RenderConfig:
     """How the synthetic anatomy is imaged (the ``render:`` section of configs/synth.yaml)."""
 
-    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig, metadata={"help": "shape details"})
-    mri: MriConfig = field(default_factory=MriConfig, metadata={"help": "sagittal T2 MRI"})
-    xray: XrayConfig = field(default_factory=XrayConfig, metadata={"help": "lateral radiograph"})
+    anatomy: AnatomyConfig = _f("shape details")
+    mri: MriConfig = _f("sagittal T2 MRI")
+    xray: XrayConfig = _f("lateral radiograph")
 
 
 @dataclass(frozen=True)
