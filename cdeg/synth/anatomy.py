@@ -1036,9 +1036,8 @@ def _lamina(
     )
     if lam is None:
         return [], f.at(cd_v + lam_t / 2, -0.2 * f.H)
-    return [ShapePart(f"{p.name} lamina", p.label, "bone", "poly", 0.0, cw2 + 2.0, vertices=lam)], np.mean(
-        lam, axis=0
-    )
+    part = ShapePart(f"{p.name} lamina", p.label, "bone", "poly", 0.0, cw2 + 2.0, vertices=lam)
+    return [part], np.mean(lam, axis=0)
 
 
 def _spinous_process(
