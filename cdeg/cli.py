@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cdeg.pipeline.cli:run_command",
         "Run a whole study from a YAML configuration; print the report's path.",
     ),
+    "report": (
+        "cdeg.report.cli:report_command",
+        "Rebuild the HTML report of a `cdeg run` folder from its files.",
+    ),
     "demo": ("cdeg.demo:demo_command", "Run the end-to-end demo on an embedded synthetic cohort."),
     "import-dicom": (
         "cdeg.dicom.cli:import_dicom_command",

@@ -46,6 +46,9 @@ MASKS_DIR = "masks"
 TRUTH_DIR = "truth"
 TRUTH_LEVELS = "levels.csv"
 TRUTH_PATIENTS = "patients.csv"
+#: truth/patients.csv column with each outcome's exact probability under the generative model (the ceiling no
+#: classifier can pass); an outcome missing here has no known ceiling.
+TRUTH_ORACLE: dict[str, str] = {"accelerated": "p_oracle"}
 #: Written by `cdeg cohort init`: each image's original file and what was done to it (copied, reoriented, ...).
 SOURCES_CSV = "sources.csv"
 PROFILES = ("neck", "population", "external")

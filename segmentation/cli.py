@@ -304,7 +304,9 @@ def import_masks_command(
     strict: bool,
 ) -> None:
     """Masks from SPINEPS, TotalSpineSeg, TotalSegmentator or your own convention, in cdeg's labels."""
-    from cdeg.segmentation.import_masks import IMPORT_CSV, import_masks
+    from cdeg.segmentation.import_masks import import_masks
+
+    from cdeg.outputs import MaskFolder
 
     m = run_api(
         import_masks,
@@ -319,7 +321,7 @@ def import_masks_command(
     c = m["counts"]
     click.echo(
         f"{c['ok'] + c['flagged']} imported ({c['flagged']} flagged), {c['failed']} failed, "
-        f"{c['skipped']} without a mask; see {out / IMPORT_CSV}"
+        f"{c['skipped']} without a mask; see {MaskFolder(out).import_csv}"
     )
 
 

@@ -33,27 +33,22 @@ from typing import Any
 import numpy as np
 from cdeg.segmentation import geometry
 from cdeg.segmentation.dataset import check_output_folder
-from cdeg.segmentation.qc import qc_path, write_qc_overlay
+from cdeg.segmentation.qc import write_qc_overlay
 
 from cdeg import __version__, label_maps
 from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort, check_modality, mask_path
 from cdeg.cohort_init import nifti_stem, read_sources
 from cdeg.errors import CdegError, CohortError
 from cdeg.grid import conform_mask
-from cdeg.io import read_image, remove_stale_temporaries, write_image, write_json, write_table
+from cdeg.io import read_image, remove_stale_temporaries, write_image, write_table
+from cdeg.outputs import MaskFolder, write_manifest
 
 log = logging.getLogger(__name__)
 
-IMPORT_CSV = "import_masks.csv"
 IMPORT_COLUMNS = (ID_COLUMN, "modality", "source", "value", "class", "action", "target", "voxels", "detail")
 _BIDS_SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)")
 #: SPINEPS names its outputs <input entities>_mod-<input suffix>_seg-..._msk (spineps/seg_run.py).
 _MOD_ENTITY = re.compile(r"_mod-([A-Za-z0-9]+)")
-
-
-def manifest_name(modality: str) -> str:
-    """File name of the import manifest of a modality."""
-    return f"import_masks_{check_modality(modality)}.json"
 
 
 @dataclass(frozen=True)
@@ -354,15 +349,15 @@ def import_masks(
         log.warning("import-masks: patient %s: %s", pid, why)
     for pid, st in status.items():  # a mask left by an earlier run must not stand in for a failed import
         if st["status"] in ("failed", "skipped"):
-            for old in (mask_path(out, pid, modality), qc_path(out, pid, modality)):
+            for old in (mask_path(out, pid, modality), MaskFolder(out).qc_png(pid, modality)):
                 old.unlink(missing_ok=True)
     if unmatched:
         log.warning(
             "import-masks: %d mask file(s) match no patient: %s", len(unmatched), ", ".join(unmatched[:5])
         )
-    write_table(out / IMPORT_CSV, _merge_rows(out / IMPORT_CSV, modality, rows))
+    write_table(MaskFolder(out).import_csv, _merge_rows(MaskFolder(out).import_csv, modality, rows))
     manifest = _manifest(coh, masks, lmap, modality, geometry_tolerance_mm, status, unmatched, check)
-    write_json(out / manifest_name(modality), manifest)
+    write_manifest(MaskFolder(out).import_manifest(modality), manifest)
     c = manifest["counts"]
     log.info(
         "import-masks %s: %d imported (%d flagged), %d failed, %d without a mask; masks in %s",
@@ -404,7 +399,7 @@ def _import_patient(
     write_image(mask_path(out, pid, modality), mask)
     if qc_png:
         write_qc_overlay(
-            qc_path(out, pid, modality), image, mask, modality, f"{pid} {modality} ({lmap.name})"
+            MaskFolder(out).qc_png(pid, modality), image, mask, modality, f"{pid} {modality} ({lmap.name})"
         )
     return {
         "status": "flagged" if conversion.flagged else "ok",

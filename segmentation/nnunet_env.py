@@ -20,7 +20,6 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +164,3 @@ def quiet_stdout(enabled: bool = True) -> Iterator[None]:
 
     with contextlib.redirect_stdout(_ToLog()):  # type: ignore[type-var]
         yield
-
-
-def versions() -> dict[str, Any]:
-    """Versions of the software that shapes a model (for manifests)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from cdeg import __version__
-
-    out: dict[str, Any] = {"cdeg": __version__, "python": platform.python_version()}
-    for pkg in ("nnunetv2", "torch", "SimpleITK", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover
-            out[pkg] = None
-    return out

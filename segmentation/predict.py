@@ -62,11 +62,10 @@ from cdeg.segmentation.nnunet_env import (
     quiet_stdout,
     resolve_device,
     torch_threads,
-    versions,
 )
 from cdeg.segmentation.postprocess import Finding, check_levels
 from cdeg.segmentation.presets import SegmentConfig, load_segment_config
-from cdeg.segmentation.qc import qc_path, write_qc_overlay
+from cdeg.segmentation.qc import write_qc_overlay
 from cdeg.segmentation.train import MANIFEST, PLANS_IDENTIFIER, RESULTS_DIR, read_manifest
 
 from cdeg import label_maps, labels
@@ -78,14 +77,14 @@ from cdeg.io import (
     read_table,
     remove_stale_temporaries,
     write_image,
-    write_json,
     write_table,
 )
 from cdeg.label_maps import LabelEntry, LabelMap, LabelMapError
+from cdeg.outputs import MaskFolder, versions, write_manifest
 
 log = logging.getLogger(__name__)
 
-QC_CSV = "qc.csv"
+QC_CSV = MaskFolder.QC_CSV
 QC_COLUMNS = ["patient", "modality", "check", "detail", "repaired"]
 #: Obliquity (degrees) above which a reoriented image is flagged for review.
 OBLIQUE_WARN_DEG = 10.0
@@ -613,7 +612,7 @@ def predict(
         "device": device_kind,
         "devices": workers,
         "options": {"predict": cfg.predict.__dict__, "postprocess": cfg.postprocess.__dict__},
-        "versions": versions(),
+        "versions": versions("segment"),
         "model_load_s": round(loaded.seconds, 2),
         "seconds_per_case_mean": round(float(np.mean(secs)), 3) if secs else None,
         "counts": {
@@ -623,7 +622,7 @@ def predict(
         "patients": status,
         "input_check": check.summary(),
     }
-    write_json(out / f"segment_predict_{modality}.json", summary)
+    write_manifest(MaskFolder(out).predict_manifest(modality), summary)
     c = summary["counts"]
     log.info(
         "%s: %d ok, %d flagged, %d empty, %d failed, %d skipped; masks in %s",
@@ -934,7 +933,9 @@ def _predict_case(
     mask_c.CopyInformation(image_c)
     write_image(mask_path(out, pid, modality), geometry.from_canonical(mask_c, plan, image))
     if cfg.predict.qc_png:
-        write_qc_overlay(qc_path(out, pid, modality), image_c, mask_c, modality, f"{pid} {modality}")
+        write_qc_overlay(
+            MaskFolder(out).qc_png(pid, modality), image_c, mask_c, modality, f"{pid} {modality}"
+        )
     return findings, True
 
 

@@ -46,11 +46,6 @@ def write_qc_overlay(path: str | Path, image: Any, mask: Any, modality: str, tit
     return write_qc_png(path, np.asarray(arr), seg, (spacing[0], spacing[1]), title)
 
 
-def qc_path(mask_root: str | Path, patient_id: str, modality: str) -> Path:
-    """Where the QC overlay of a patient's mask goes (next to the mask)."""
-    return Path(mask_root) / patient_id / f"{modality}_qc.png"
-
-
 def _colour(label: int) -> tuple[float, float, float]:
     import matplotlib
 

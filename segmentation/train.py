@@ -45,7 +45,6 @@ from cdeg.segmentation.nnunet_env import (
     quiet_stdout,
     resolve_device,
     torch_threads,
-    versions,
 )
 from cdeg.segmentation.presets import FOLDS, PRESETS, TrainSettings, load_segment_config
 
@@ -54,18 +53,19 @@ from cdeg.cohort import CANONICAL_DIRECTION, Cohort, check_modality
 from cdeg.config import to_dict
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_json, remove_stale_temporaries, write_json, write_text
+from cdeg.outputs import SegmentationModel, versions
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "cdeg_model.json"
+MANIFEST = SegmentationModel.MANIFEST
 MANIFEST_FORMAT = "cdeg-segmentation-model"
 MANIFEST_VERSION = 1
 PLANS_IDENTIFIER = "nnUNetPlans"
-RESULTS_DIR = "nnUNet_results"
-WORK_DIR = "work"
-EXT_DIR = "nnunet_ext"
+RESULTS_DIR = SegmentationModel.RESULTS_DIR
+WORK_DIR = SegmentationModel.WORK_DIR
+EXT_DIR = SegmentationModel.EXT_DIR
 #: How to run the model with plain ``nnUNetv2_predict`` (written when training completes).
-NNUNET_DOC = "NNUNET.md"
+NNUNET_DOC = SegmentationModel.NNUNET_DOC
 
 
 def train(
@@ -194,7 +194,7 @@ def train(
         epochs_completed=epochs,
         timings_s=timings,
         finished=_now(),
-        versions=versions(),
+        versions=versions("segment"),
     )
     write_json(out / MANIFEST, manifest)
     write_nnunet_instructions(out, manifest)
@@ -242,7 +242,7 @@ def _new_manifest(
             "cases_sha256": hashlib.sha256("\n".join(cases).encode()).hexdigest(),
         },
         "created": _now(),
-        "versions": versions(),
+        "versions": versions("segment"),
         "timings_s": {},
     }
 

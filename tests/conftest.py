@@ -14,6 +14,44 @@ os.environ.setdefault("nnUNet_compile", "f")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run only where PyTorch sees a CUDA device (benchmarks/gpu/run.sh runs them)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
+#: A light PyRadiomics parameter file (shape and first order only): PyRadiomics really runs, quickly.
+FAST_RADIOMICS = """\
+featureClass:
+  shape:
+  firstorder:
+setting:
+  normalize: true
+  force2D: true
+  force2Ddimension: 0
+  binWidth: 5
+"""
+
+
+@pytest.fixture(scope="session")
+def fast_params(tmp_path_factory) -> Path:
+    """FAST_RADIOMICS written to a file (read-only)."""
+    p = tmp_path_factory.mktemp("params") / "fast.yaml"
+    p.write_text(FAST_RADIOMICS)
+    return p
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """A 6-patient neck cohort (both modalities, masks, truth), seed 7. Read-only: copy before changing."""

@@ -11,11 +11,11 @@ import pytest
 from cdeg.features import distributed as dist
 from cdeg.features.extract import extract
 from click.testing import CliRunner
-from test_features_extract import FAST, TABLES
-from test_features_phantom import write_phantom_cohort
+from phantoms import write_phantom_cohort
 
 from cdeg.cli import cli
 from cdeg.errors import CdegError
+from cdeg.outputs import FeatureFolder
 
 distributed = pytest.importorskip(
     "distributed", reason="dask.distributed is not installed (cdeg[distributed])"
@@ -31,13 +31,6 @@ def cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fast_params(tmp_path_factory):
-    p = tmp_path_factory.mktemp("params") / "fast.yaml"
-    p.write_text(FAST)
-    return p
-
-
-@pytest.fixture(scope="module")
 def serial(cohort, fast_params, tmp_path_factory):
     """The reference: one process, no Dask."""
     return extract(
@@ -46,7 +39,7 @@ def serial(cohort, fast_params, tmp_path_factory):
 
 
 def _same_tables(a: Path, b: Path) -> None:
-    for name in TABLES:
+    for name in (FeatureFolder.LONG, FeatureFolder.FEATURES, FeatureFolder.FEATURES_CSV):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 

@@ -14,36 +14,20 @@ import pytest
 import SimpleITK as sitk
 from cdeg.features.extract import extract
 from click.testing import CliRunner
-from test_features_phantom import write_phantom_cohort
+from conftest import FAST_RADIOMICS
+from phantoms import write_phantom_cohort
 
 from cdeg.cli import cli
 from cdeg.io import file_sha256
+from cdeg.outputs import FeatureFolder
 
-# Shape and first order only: PyRadiomics really runs, quickly.
-FAST = """\
-featureClass:
-  shape:
-  firstorder:
-setting:
-  normalize: true
-  force2D: true
-  force2Ddimension: 0
-  binWidth: 5
-"""
-TABLES = ("features_long.parquet", "features.parquet", "features.csv")
+TABLES = (FeatureFolder.LONG, FeatureFolder.FEATURES, FeatureFolder.FEATURES_CSV)
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     """Three phantom patients, both modalities (read-only: copy before changing)."""
     return write_phantom_cohort(tmp_path_factory.mktemp("ph") / "cohort", n=3, seed=1)
-
-
-@pytest.fixture(scope="module")
-def fast_params(tmp_path_factory):
-    p = tmp_path_factory.mktemp("params") / "fast.yaml"
-    p.write_text(FAST)
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +137,7 @@ def test_resume_recomputes_only_missing_units(first_run, cohort, fast_params, tm
         assert (first_run.out / name).read_bytes() == (out / name).read_bytes(), name
     # Changed parameters invalidate every unit.
     p2 = tmp_path / "p2.yaml"
-    p2.write_text(FAST.replace("binWidth: 5", "binWidth: 7"))
+    p2.write_text(FAST_RADIOMICS.replace("binWidth: 5", "binWidth: 7"))
     res = extract(cohort, out, params=p2, jobs=1, progress=False)
     assert res.provenance["units"]["extracted"] == 6
 

@@ -13,7 +13,7 @@ from cdeg.features.measurements import (
     VERTEBRA_FEATURES,
     measure,
 )
-from test_features_phantom import build_phantom, mri_pair, xray_pair
+from phantoms import build_phantom, mri_pair, xray_pair
 
 from cdeg import labels
 

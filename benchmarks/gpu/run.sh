@@ -24,6 +24,10 @@ fi
 export PYTHONPATH="$site/cdeg:$site/deps${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 echo "installed in $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+if [ "$device" = cuda ]; then
+    # The GPU smoke test first (tests/test_gpu_smoke.py, ~1 min): a broken CUDA set-up shows before the budget runs.
+    "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_smoke.py
+fi
 common=(--device "$device" --preset "$preset" --n-train "${N_TRAIN:-80}" --n-test "${N_TEST:-20}" --work "$work")
 "$py" benchmarks/bench_segment.py "${common[@]}" --synth-only
 pids=()

@@ -46,6 +46,7 @@ from cdeg.dicom.convert import SeriesProblem, mr_volume, radiograph, reorient
 from cdeg.dicom.scan import Choice, Instance, ScanResult, pick_mri, pick_xray, quiet_pydicom, scan
 from cdeg.errors import CdegError
 from cdeg.io import read_table, write_image, write_table
+from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def import_dicom(
     name: str | None = None,
     salt: str | None = None,
     mask_burned_in: bool = False,
-    progress: bool = True,
+    progress: ProgressArg = None,
 ) -> ImportSummary:
     """Import a DICOM folder tree as a de-identified cohort (sagittal T2 MRI + lateral radiograph).
 
@@ -199,8 +200,8 @@ def import_dicom(
         Blank the regions of a radiograph that hold burned-in text (found by the attribute
         BurnedInAnnotation or the heuristic of :mod:`cdeg.dicom.burned_in`) before it is written; they
         are reported either way. Input files are never modified.
-    progress : bool
-        Show a progress bar.
+    progress : bool or callable
+        Progress of the scan (:mod:`cdeg.progress`).
     """
     dicom, out = Path(dicom), Path(out)
     _check_paths(dicom, out, id_map, clinical, series)

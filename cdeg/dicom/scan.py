@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from cdeg.dicom.deid import series_key
+from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
 
@@ -187,15 +188,13 @@ def iter_files(root: Path) -> Iterator[Path]:
                 yield p
 
 
-def scan(root: str | Path, progress: bool = False) -> ScanResult:
+def scan(root: str | Path, progress: ProgressArg = None) -> ScanResult:
     """Read the header of every file under `root` and group the images into series."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     files = list(iter_files(root))
     series: dict[str, Series] = {}
     skipped: list[Skipped] = []
-    for path in tqdm(files, desc="scan DICOM", unit="file", disable=not progress, leave=False):
+    for path in track(files, progress, "scan DICOM"):
         rel = path.relative_to(root).as_posix()
         result = read_header(path, rel)
         if isinstance(result, Skipped):

@@ -35,8 +35,9 @@ from typing import Any
 
 from cdeg import __version__
 from cdeg.io import file_sha256, read_json, write_json
+from cdeg.outputs import RunFolder
 
-MANIFEST = "cdeg_stage.json"
+MANIFEST = RunFolder.STAGE_MANIFEST
 FORMAT = "cdeg-stage"
 FORMAT_VERSION = 1
 _CONTENT_HASH_SUFFIXES = (".csv", ".tsv", ".json", ".yaml", ".yml")

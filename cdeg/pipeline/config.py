@@ -133,6 +133,12 @@ class TargetSpec:
     )
     exclude: tuple[str, ...] = field(default=(), metadata={"help": "more columns/patterns never used"})
     title: str = field(default="", metadata={"help": "the question in words, for the report"})
+    words: str = field(
+        default="",
+        metadata={
+            "help": "the outcome in a few words, for the report (default: the column name, e.g. 'poor outcome 2y')"
+        },
+    )
     description: str = field(default="", metadata={"help": "how the outcome is defined, for the report"})
 
 

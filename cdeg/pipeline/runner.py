@@ -17,8 +17,6 @@ from cdeg.pipeline.stages import Context, Stage, build_stages
 
 log = logging.getLogger(__name__)
 
-RUN_JSON = "run.json"
-
 
 @dataclass
 class RunResult:
@@ -99,6 +97,11 @@ def run(
     stages = build_stages(ctx)
     forced = _parse_force(force, stages)
     _check_user_inputs(stages)
+    record = {"config": str(config_path.resolve()) if config_path else None, "study": study_record(cfg)}
+    if not dry_run:
+        # Written before the first stage: the report (a stage) and `cdeg report --run` read the study from it.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(ctx.run.run_json, {**record, "status": "running", "started": cache.now(), "stages": []})
 
     rows: list[dict[str, Any]] = []
     pending: set[str] = set()
@@ -142,13 +145,14 @@ def run(
         rows.append({"stage": stage.name, "status": "ran", "reason": reason, "seconds": round(seconds, 1)})
         log.info("%s: done in %.1f s", prefix, seconds)
 
-    report = stages[-1].folder / "report.html"
+    report = ctx.run.report
     res = RunResult(out=out_dir, report=report, stages=rows, seconds=round(time.perf_counter() - t_start, 1))
     if not dry_run:
         write_json(
-            out_dir / RUN_JSON,
+            ctx.run.run_json,
             {
-                "config": str(config_path) if config_path else None,
+                **record,
+                "status": "complete",
                 "seconds": res.seconds,
                 "stages": rows,
                 "report": str(report),
@@ -156,6 +160,42 @@ def run(
             },
         )
     return res
+
+
+#: Keys of the study configuration that hold paths (dotted, ``*`` = every key of a mapping).
+_PATH_KEYS = (
+    "cohorts.*.path",
+    "cohorts.*.synth.config",
+    "segmentation.models.*",
+    "segmentation.config",
+    "extract.params",
+    "fit.config",
+)
+
+
+def study_record(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved study configuration as stored in run.json: every path absolute, so that the run folder
+    can be read (`cdeg report --run`) from any working directory."""
+    from cdeg.config import to_dict
+
+    data = to_dict(cfg)
+    for dotted in _PATH_KEYS:
+        _absolutise(data, dotted.split("."))
+    return data
+
+
+def _absolutise(node: Any, keys: list[str]) -> None:
+    if not isinstance(node, dict) or not keys:
+        return
+    head, rest = keys[0], keys[1:]
+    names = list(node) if head == "*" else [head]
+    for name in names:
+        if name not in node:
+            continue
+        if rest:
+            _absolutise(node[name], rest)
+        elif node[name] is not None:
+            node[name] = str(Path(node[name]).resolve())
 
 
 def _parse_force(force: str | list[str] | tuple[str, ...] | None, stages: list[Stage]) -> set[str]:

@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdeg.cohort import CLINICAL_CSV, IMAGE_SUFFIX, MASKS_DIR
 from cdeg.config import deep_merge, load_yaml, to_dict
+from cdeg.outputs import Evaluation, FeatureFolder, FitRun, RunFolder
 from cdeg.pipeline.config import RunConfig, cohort_roles
+from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +51,45 @@ class Context:
     out: Path
     jobs: int
     device: str
-    progress: bool
+    progress: ProgressArg
     config_path: Path | None = None
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     strict: bool = False
 
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> Context:
+        """The context of a finished run, rebuilt from its run.json (to read its outputs, e.g. the report)."""
+        from cdeg.config import from_dict
+
+        run = RunFolder(Path(run_dir))
+        record = run.read()
+        cfg = from_dict(RunConfig, record["study"], source=run.run_json)
+        config = record.get("config")
+        return cls(
+            cfg=cfg, out=run.root, jobs=1, device="cpu", progress=None, config_path=config and Path(config)
+        )
+
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.out)
+
     def cohort_folder(self, key: str) -> Path:
         spec = self.cfg.cohorts[key]
-        return self.out / "cohorts" / key if spec.synth is not None else Path(spec.path or "")
+        return self.run.cohort(key) if spec.synth is not None else Path(spec.path or "")
 
     def masks_folder(self, key: str) -> Path:
         if self.cfg.segmentation.enabled:
-            return self.out / "masks" / key
-        return self.cohort_folder(key) / "masks"
+            return self.run.masks(key).root
+        return self.cohort_folder(key) / MASKS_DIR
 
     def model_folder(self, modality: str) -> Path:
         seg = self.cfg.segmentation
         if modality in seg.models:
             return Path(seg.models[modality])
-        return self.out / "segmentation" / f"train-{modality}" / "model"
+        return self.run.segment_model(modality).root
 
     def features_folder(self, key: str) -> Path:
-        return self.out / "features" / key
+        return self.run.features(key).root
 
 
 @dataclass
@@ -115,96 +135,103 @@ class Stage:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def build_stages(ctx: Context) -> list[Stage]:  # noqa: C901 - one block per stage kind, in pipeline order
+def build_stages(ctx: Context) -> list[Stage]:
     """The ordered stages of the study described by ``ctx.cfg``."""
-    cfg, out = ctx.cfg, ctx.out
-    roles = cohort_roles(cfg)
-    seg = cfg.segmentation
-    stages: list[Stage] = []
-    names: set[str] = set()
+    stages = _synth_stages(ctx) + _segmentation_stages(ctx) + _extract_stages(ctx) + _model_stages(ctx)
+    report_deps = {s.name: s.name for s in stages}
+    report_paths = {k: v for s in stages for k, v in s.paths.items()}
+    stages.append(
+        Stage(
+            "report", "report", ctx.run.report_folder, report_deps, report_paths, _report_params, _run_report
+        )
+    )
+    return stages
 
-    def add(stage: Stage) -> None:
-        names.add(stage.name)
-        stages.append(stage)
 
-    def cohort_input(key: str) -> tuple[dict[str, str], dict[str, Path]]:
-        if cfg.cohorts[key].synth is not None:
-            return {f"cohort {key}": f"synth:{key}"}, {}
-        return {}, {f"cohort {key}": ctx.cohort_folder(key)}
+def _cohort_input(ctx: Context, key: str) -> tuple[dict[str, str], dict[str, Path]]:
+    """How a stage depends on a cohort: on its synth stage, or on the user's folder."""
+    if ctx.cfg.cohorts[key].synth is not None:
+        return {f"cohort {key}": f"synth:{key}"}, {}
+    return {}, {f"cohort {key}": ctx.cohort_folder(key)}
 
-    needed = list(dict.fromkeys(roles["train"] + roles["analysed"]))
-    for key in needed:
-        spec = cfg.cohorts[key]
-        if spec.synth is not None:
-            paths = {"synth config": Path(spec.synth.config)} if spec.synth.config else {}
-            add(
-                Stage(
-                    f"synth:{key}",
-                    "synth",
-                    ctx.cohort_folder(key),
-                    {},
-                    paths,
-                    lambda c, s=spec.synth: to_dict(s),
-                    _run_synth,
-                )
+
+def _synth_stages(ctx: Context) -> list[Stage]:
+    roles = cohort_roles(ctx.cfg)
+    stages = []
+    for key in dict.fromkeys(roles["train"] + roles["analysed"]):
+        spec = ctx.cfg.cohorts[key]
+        if spec.synth is None:
+            continue
+        paths = {"synth config": Path(spec.synth.config)} if spec.synth.config else {}
+        params = lambda c, s=spec.synth: to_dict(s)  # noqa: E731 - bound per cohort
+        stages.append(Stage(f"synth:{key}", "synth", ctx.cohort_folder(key), {}, paths, params, _run_synth))
+    return stages
+
+
+def _segmentation_stages(ctx: Context) -> list[Stage]:
+    seg = ctx.cfg.segmentation
+    if not seg.enabled:
+        return []
+    seg_file = {"segment config": Path(seg.config)} if seg.config else {}
+    stages = []
+    for m in seg.modalities:
+        if m in seg.models:
+            continue
+        deps, paths = _cohort_input(ctx, seg.train_cohort or "")
+        stages.append(
+            Stage(
+                f"segment-train:{m}",
+                "segment-train",
+                ctx.run.segment_train(m),
+                deps,
+                {**paths, **seg_file},
+                lambda c, m=m: _train_params(c, m),
+                _run_train,
+                resumable=True,
             )
-
-    if seg.enabled:
-        seg_file = {"segment config": Path(seg.config)} if seg.config else {}
+        )
+    for key in cohort_roles(ctx.cfg)["analysed"]:
+        deps, paths = _cohort_input(ctx, key)
         for m in seg.modalities:
             if m in seg.models:
-                continue
-            deps, paths = cohort_input(seg.train_cohort or "")
-            add(
+                paths[f"model {m}"] = ctx.model_folder(m)
+            else:
+                deps[f"model {m}"] = f"segment-train:{m}"
+        stages.append(
+            Stage(
+                f"segment-predict:{key}",
+                "segment-predict",
+                ctx.masks_folder(key),
+                deps,
+                {**paths, **seg_file},
+                lambda c: _predict_params(c),
+                _run_segment_predict,
+            )
+        )
+        if seg.evaluate and _has_references(ctx, key):
+            stages.append(
                 Stage(
-                    f"segment-train:{m}",
-                    "segment-train",
-                    out / "segmentation" / f"train-{m}",
-                    deps,
-                    {**paths, **seg_file},
-                    lambda c, m=m: _train_params(c, m),
-                    _run_train,
-                    resumable=True,
+                    f"segment-evaluate:{key}",
+                    "segment-evaluate",
+                    ctx.run.evaluation(key).root,
+                    {**deps, "masks": f"segment-predict:{key}"},
+                    paths,
+                    lambda c, k=key: {"modalities": list(_reference_modalities(c, k))},
+                    _run_evaluate,
                 )
             )
-        for key in roles["analysed"]:
-            deps, paths = cohort_input(key)
-            for m in seg.modalities:
-                if m in seg.models:
-                    paths[f"model {m}"] = ctx.model_folder(m)
-                else:
-                    deps[f"model {m}"] = f"segment-train:{m}"
-            add(
-                Stage(
-                    f"segment-predict:{key}",
-                    "segment-predict",
-                    ctx.masks_folder(key),
-                    deps,
-                    {**paths, **seg_file},
-                    lambda c: _predict_params(c),
-                    _run_segment_predict,
-                )
-            )
-            if seg.evaluate and _has_references(ctx, key):
-                add(
-                    Stage(
-                        f"segment-evaluate:{key}",
-                        "segment-evaluate",
-                        out / "segmentation" / f"evaluate-{key}",
-                        {**deps, "masks": f"segment-predict:{key}"},
-                        paths,
-                        lambda c, k=key: {"modalities": list(_reference_modalities(c, k))},
-                        _run_evaluate,
-                    )
-                )
+    return stages
 
-    for key in roles["analysed"]:
-        deps, paths = cohort_input(key)
-        if seg.enabled:
+
+def _extract_stages(ctx: Context) -> list[Stage]:
+    stages = []
+    for key in cohort_roles(ctx.cfg)["analysed"]:
+        deps, paths = _cohort_input(ctx, key)
+        if ctx.cfg.segmentation.enabled:
             deps["masks"] = f"segment-predict:{key}"
-        if cfg.extract.params:
-            paths["radiomics params"] = Path(cfg.extract.params)
-        add(
+        if ctx.cfg.extract.params:
+            paths["radiomics params"] = Path(ctx.cfg.extract.params)
+        stages.append(
             Stage(
                 f"extract:{key}",
                 "extract",
@@ -219,38 +246,44 @@ def build_stages(ctx: Context) -> list[Stage]:  # noqa: C901 - one block per sta
                 },
                 _run_extract,
                 resumable=True,
-                keep=("cache",),
+                keep=(FeatureFolder.CACHE_DIR,),
             )
         )
+    return stages
 
+
+def _model_stages(ctx: Context) -> list[Stage]:
+    """fit, then validate (external cohort) and predict (patient cards) for every target."""
+    cfg = ctx.cfg
     fit_file = {"fit config": Path(cfg.fit.config)} if cfg.fit.config else {}
+    stages = []
     for target, spec in cfg.targets.items():
-        deps, paths = cohort_input(spec.development)
+        deps, paths = _cohort_input(ctx, spec.development)
         deps["features"] = f"extract:{spec.development}"
         if spec.external is not None:
-            d2, p2 = cohort_input(spec.external)
+            d2, p2 = _cohort_input(ctx, spec.external)
             deps.update(d2)
             paths.update(p2)
-        add(
+        stages.append(
             Stage(
                 f"fit:{target}",
                 "fit",
-                out / "models" / target,
+                ctx.run.fit(target).root,
                 deps,
                 {**paths, **fit_file},
                 lambda c, t=target: _fit_params(c, t),
                 _run_fit,
                 resumable=True,
-                keep=("optuna.db", "optuna.db-wal", "optuna.db-shm"),
+                keep=FitRun.OPTUNA_FILES,
             )
         )
         if spec.external is not None:
-            d3, p3 = cohort_input(spec.external)
-            add(
+            d3, p3 = _cohort_input(ctx, spec.external)
+            stages.append(
                 Stage(
                     f"validate:{target}",
                     "validate",
-                    out / "validation" / target,
+                    ctx.run.validation(target).root,
                     {**d3, "model": f"fit:{target}", "features": f"extract:{spec.external}"},
                     p3,
                     lambda c, t=target: {"target": t, "cohort": c.cfg.targets[t].external},
@@ -258,12 +291,12 @@ def build_stages(ctx: Context) -> list[Stage]:  # noqa: C901 - one block per sta
                 )
             )
         if cfg.report.patient_cards:
-            d4, p4 = cohort_input(spec.development)
-            add(
+            d4, p4 = _cohort_input(ctx, spec.development)
+            stages.append(
                 Stage(
                     f"predict:{target}",
                     "predict",
-                    out / "predictions" / target,
+                    ctx.run.predictions(target).root,
                     {**d4, "model": f"fit:{target}", "features": f"extract:{spec.development}"},
                     p4,
                     lambda c, t=target: {
@@ -274,10 +307,6 @@ def build_stages(ctx: Context) -> list[Stage]:  # noqa: C901 - one block per sta
                     _run_predict,
                 )
             )
-
-    report_deps = {s.name: s.name for s in stages}
-    report_paths = {k: v for s in stages for k, v in s.paths.items()}
-    add(Stage("report", "report", out / "report", report_deps, report_paths, _report_params, _run_report))
     return stages
 
 
@@ -288,14 +317,12 @@ def _has_references(ctx: Context, key: str) -> bool:
 
 
 def _reference_modalities(ctx: Context, key: str) -> tuple[str, ...]:
-    from cdeg.cohort import MASKS_DIR
-
     if ctx.cfg.cohorts[key].synth is not None:
         return tuple(ctx.cfg.segmentation.modalities)
     masks = ctx.cohort_folder(key) / MASKS_DIR
     if not masks.is_dir():
         return ()
-    return tuple(m for m in ctx.cfg.segmentation.modalities if any(masks.glob(f"*/{m}.nii.gz")))
+    return tuple(m for m in ctx.cfg.segmentation.modalities if any(masks.glob(f"*/{m}{IMAGE_SUFFIX}")))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -359,8 +386,8 @@ def shared_exclusions(ctx: Context, target: str) -> list[str]:
     if spec.external is None or not spec.shared_variables_only:
         return []
     # Only the column names are read here: a repeated id is fit's to report (it leaves the patient out).
-    dev = read_clinical(ctx.cohort_folder(spec.development) / "clinical.csv", bad_ids="first")
-    ext = read_clinical(ctx.cohort_folder(spec.external) / "clinical.csv", bad_ids="first")
+    dev = read_clinical(ctx.cohort_folder(spec.development) / CLINICAL_CSV, bad_ids="first")
+    ext = read_clinical(ctx.cohort_folder(spec.external) / CLINICAL_CSV, bad_ids="first")
     return sorted(set(dev.columns) - set(ext.columns))
 
 
@@ -471,7 +498,7 @@ def _run_evaluate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
     r = evaluate(
         ctx.masks_folder(key),
         ctx.cohort_folder(key),
-        stage.folder / "evaluation.json",
+        Evaluation(stage.folder).json,
         modality=",".join(params["modalities"]),
     )
     return {
@@ -527,8 +554,8 @@ def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, An
 
     key = params["cohort"]
     r = fit(
-        ctx.features_folder(key) / "features.parquet",
-        ctx.cohort_folder(key) / "clinical.csv",
+        FeatureFolder(ctx.features_folder(key)).features,
+        ctx.cohort_folder(key) / CLINICAL_CSV,
         params["target"],
         stage.folder,
         exclude=params["exclude"] or None,
@@ -552,9 +579,9 @@ def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
 
     key, target = params["cohort"], params["target"]
     r = validate(
-        ctx.out / "models" / target / "model",
-        ctx.features_folder(key) / "features.parquet",
-        ctx.cohort_folder(key) / "clinical.csv",
+        ctx.run.fit(target).model.root,
+        FeatureFolder(ctx.features_folder(key)).features,
+        ctx.cohort_folder(key) / CLINICAL_CSV,
         target,
         stage.folder,
         progress=ctx.progress,
@@ -568,10 +595,10 @@ def _run_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
 
     key, target = params["cohort"], params["target"]
     r = predict(
-        ctx.out / "models" / target / "model",
-        ctx.features_folder(key) / "features.parquet",
+        ctx.run.fit(target).model.root,
+        FeatureFolder(ctx.features_folder(key)).features,
         stage.folder,
-        clinical=ctx.cohort_folder(key) / "clinical.csv",
+        clinical=ctx.cohort_folder(key) / CLINICAL_CSV,
         waterfalls=params["waterfalls"],
         progress=ctx.progress,
         strict=ctx.strict,
@@ -582,7 +609,7 @@ def _run_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
 def _run_report(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     from cdeg.report import build_report
 
-    path = build_report(ctx, stage.folder / "report.html")
+    path = build_report(ctx.out, ctx.run.report)
     return {"report": str(path), "bytes": path.stat().st_size}
 
 

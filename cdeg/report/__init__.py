@@ -15,26 +15,46 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cdeg.cohort import (
+    CLINICAL_CSV,
+    ID_COLUMN,
+    MODALITIES,
+    TRUTH_DIR,
+    TRUTH_ORACLE,
+    TRUTH_PATIENTS,
+    image_path,
+    read_clinical,
+)
+from cdeg.config import to_dict
 from cdeg.io import write_text
+from cdeg.outputs import FeatureFolder, MaskFolder, versions
 from cdeg.report import html as H
 from cdeg.report import sections as S
 
 log = logging.getLogger(__name__)
 
-TARGET_WORDS = {"accelerated": "accelerated degeneration", "poor_outcome_2y": "poor outcome at 2 years"}
-
 
 class ReportData:
-    """The files of a run folder, read once, with the small look-ups the sections need."""
+    """The files of a run folder, read once through the stage contracts, with the look-ups the sections need."""
 
-    def __init__(self, ctx: Any) -> None:
-        import pandas as pd
+    def __init__(self, run_dir: str | Path) -> None:
+        from cdeg.pipeline.stages import Context
 
-        from cdeg.config import to_dict
-        from cdeg.pipeline import cache
+        ctx = Context.from_run_dir(run_dir)
+        self._primary: dict[str, str] = {}
+        self.ctx, self.cfg, self.out, self.run = ctx, ctx.cfg, Path(ctx.out), ctx.run
+        self._read_cohorts()
+        self._read_stage_outputs()
+        self.oracle = {t: self._oracle(t) for t in self.cfg.targets}
+        cfgd = to_dict(self.cfg)
+        cfgd.pop("jobs", None)
+        self.config_dict = cfgd
+
+    def _read_cohorts(self) -> None:
+        from cdeg.modeling.names import describe
         from cdeg.pipeline.config import cohort_roles
 
-        self.ctx, self.cfg, self.out = ctx, ctx.cfg, Path(ctx.out)
+        ctx = self.ctx
         roles = cohort_roles(self.cfg)
         order = list(dict.fromkeys(roles["analysed"] + roles["train"]))
         devs = {s.development for s in self.cfg.targets.values()}
@@ -43,18 +63,15 @@ class ReportData:
         self.cohorts: dict[str, dict[str, Any]] = {}
         for k in order:
             folder = ctx.cohort_folder(k)
-            clin = pd.read_csv(folder / "clinical.csv", dtype={"patient_id": str})
+            clin = read_clinical(folder / CLINICAL_CSV, bad_ids="first")
             role = ("development" if k in devs else "external validation" if k in exts else "") or (
                 "segmentation training" if k in roles["train"] else ""
             )
             no_image = {
-                m: sum(not (folder / "images" / p / f"{m}.nii.gz").is_file() for p in clin["patient_id"])
-                for m in ("mri", "xray")
+                m: sum(not image_path(folder, p, m).is_file() for p in clin[ID_COLUMN]) for m in MODALITIES
             }
-            miss = clin.drop(columns=["patient_id"]).isna().mean()
+            miss = clin.drop(columns=[ID_COLUMN]).isna().mean()
             miss = miss[miss > 0].sort_values(ascending=False)
-            from cdeg.modeling.names import describe
-
             text = ", ".join(f"{describe(c).text} {v:.0%}" for c, v in miss.items()) or "none"
             self.cohorts[k] = {
                 "clinical": clin,
@@ -63,38 +80,42 @@ class ReportData:
                 "missing_text": text,
                 "folder": folder,
             }
-        self.manifests = {name: m for name, m in ctx.manifests.items()}
+
+    def _read_stage_outputs(self) -> None:
+        """Stage manifests, evaluations, QC, features, metrics and predictions, each through its contract."""
+        from cdeg.pipeline import cache
+        from cdeg.pipeline.config import cohort_roles
+        from cdeg.pipeline.stages import build_stages
+
+        ctx, run = self.ctx, self.run
+        self.manifests = {}
+        for stage in build_stages(ctx):
+            if stage.kind != "report":
+                self.manifests[stage.name] = cache.read_manifest(stage.folder) or {}
         self.train_manifests = {
             n.split(":", 1)[1]: m for n, m in self.manifests.items() if n.startswith("segment-train:")
         }
-        self.evaluations = {}
-        self.qc: dict[str, dict[str, Any]] = {}
-        self.features = {}
-        for k in roles["analysed"]:
-            ev = S._read_json(self.out / "segmentation" / f"evaluate-{k}" / "evaluation.json")
+        self.evaluations, self.qc, self.features = {}, {}, {}
+        for k in cohort_roles(self.cfg)["analysed"]:
+            ev = run.evaluation(k).read()
             if ev:
                 self.evaluations[k] = ev
             if self.cfg.segmentation.enabled:
-                self.qc[k] = self._read_qc(ctx.masks_folder(k))
-            fpath = ctx.features_folder(k) / "features.parquet"
-            if fpath.is_file():
-                self.features[k] = pd.read_parquet(fpath)
+                self.qc[k] = self._read_qc(MaskFolder(ctx.masks_folder(k)))
+            table = FeatureFolder(ctx.features_folder(k)).read()
+            if table is not None:
+                self.features[k] = table
         self.fits, self.validations, self.fit_params, self.oof, self.final = {}, {}, {}, {}, {}
         for t in self.cfg.targets:
-            self.fits[t] = S._read_json(self.out / "models" / t / "metrics.json")
-            self.validations[t] = S._read_json(self.out / "validation" / t / "metrics.json")
+            self.fits[t] = run.fit(t).read()
+            self.validations[t] = run.validation(t).read()
             self.fit_params[t] = (self.manifests.get(f"fit:{t}") or {}).get("params", {})
-            oof = S._read_csv(self.out / "models" / t / "oof_predictions.csv", dtype={"patient_id": str})
-            if oof is not None and "xgboost" in oof:
-                self.oof[t] = oof.groupby("patient_id")["xgboost"].mean().to_dict()
-            pr = S._read_csv(self.out / "predictions" / t / "predictions.csv", dtype={"patient_id": str})
+            oof, primary = run.fit(t).read_oof(), self.primary_model(t)
+            if oof is not None and primary in oof:
+                self.oof[t] = oof.groupby(ID_COLUMN)[primary].mean().to_dict()
+            pr = run.predictions(t).read()
             if pr is not None:
-                self.final[t] = pr.set_index("patient_id")["probability"].to_dict()
-        self.oracle = {t: self._oracle(t) for t in self.cfg.targets}
-        cfgd = to_dict(self.cfg)
-        cfgd.pop("jobs", None)
-        self.config_dict = cfgd
-        self._cache = cache
+                self.final[t] = pr.set_index(ID_COLUMN)["probability"].to_dict()
 
     # -- look-ups ------------------------------------------------------------------------------------------
     def cohort_label(self, key: str) -> str:
@@ -102,7 +123,20 @@ class ReportData:
         return spec.label or key
 
     def target_words(self, target: str) -> str:
-        return TARGET_WORDS.get(target, target.replace("_", " "))
+        """The outcome in a few words ("accelerated degeneration"), from the study's ``targets.<t>.words``."""
+        return self.cfg.targets[target].words or target.replace("_", " ")
+
+    def primary_model(self, target: str) -> str:
+        """The model the fit stage chose as its answer (``primary_model`` of the fit configuration)."""
+        if target not in self._primary:
+            model = self.run.fit(target).model
+            manifest = model.read() if model.manifest.is_file() else {}
+            self._primary[target] = manifest.get("primary_model") or "xgboost"
+        return self._primary[target]
+
+    def shared_exclusions(self, target: str) -> list[str]:
+        """Clinical columns left out of `target`'s model because the external cohort lacks them."""
+        return list((self.fit_params.get(target) or {}).get("exclude") or [])
 
     def oof_risk(self, target: str, pid: str) -> float | None:
         return self.oof.get(target, {}).get(pid)
@@ -113,7 +147,7 @@ class ReportData:
     def qc_png(self, key: str | None, pid: str, mod: str) -> Path | None:
         if key is None or not self.cfg.segmentation.enabled:
             return None
-        return self.ctx.masks_folder(key) / pid / f"{mod}_qc.png"
+        return MaskFolder(self.ctx.masks_folder(key)).qc_png(pid, mod)
 
     def patient_qc_status(self, pid: str) -> str:
         qc = self.qc.get(self.dev_key or "")
@@ -124,82 +158,55 @@ class ReportData:
         return "passed" if not bad else ", ".join(sorted(set(bad)))
 
     def versions(self) -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for pkg in (
-            "cdeg",
-            "numpy",
-            "pandas",
-            "scikit-learn",
-            "xgboost",
-            "optuna",
-            "shap",
-            "nnunetv2",
-            "torch",
-            "pyradiomics",
-            "SimpleITK",
-        ):
-            try:
-                out[pkg] = version(pkg)
-            except PackageNotFoundError:
-                out[pkg] = "-"
-        import platform
-
-        out["python"] = platform.python_version()
-        return out
+        """Versions of the software this report was built with ("-": not installed)."""
+        return {k: v or "-" for k, v in versions().items()}
 
     # -- readers -------------------------------------------------------------------------------------------
     @staticmethod
-    def _read_qc(folder: Path) -> dict[str, Any]:
-        """Per (patient, modality): status from segment_predict_<modality>.json, findings from qc.csv."""
+    def _read_qc(masks: MaskFolder) -> dict[str, Any]:
+        """Per (patient, modality): status from the mask folder's manifests, findings from qc.csv."""
+        contents = masks.read()
         status: dict[tuple[str, str], dict[str, Any]] = {}
-        for f in sorted(folder.glob("segment_predict_*.json")):
-            man = S._read_json(f) or {}
-            mod = man.get("modality") or f.stem.rsplit("_", 1)[-1]
+        for mod, man in contents["manifests"].items():
             for pid, v in (man.get("patients") or {}).items():
                 status[(pid, mod)] = v
         findings: dict[tuple[str, str], list[str]] = {}
-        qc = S._read_csv(folder / "qc.csv", dtype={"patient": str})
+        qc = contents["qc"]
         if qc is not None:
-            for r in qc.itertuples(index=False):
-                if r.check in ("fragments_removed",):
+            for r in qc.to_dict("records"):
+                if r["check"] in ("fragments_removed",):
                     continue
-                findings.setdefault((r.patient, r.modality), []).append(
-                    str(r.detail) + ("" if str(r.repaired) == "True" else " (not repaired)")
+                findings.setdefault((str(r[ID_COLUMN]), r["modality"]), []).append(
+                    str(r["detail"]) + ("" if str(r["repaired"]) == "True" else " (not repaired)")
                 )
         return {"status": status, "findings": findings}
 
     def _oracle(self, target: str) -> dict[str, float | None] | None:
-        """AUC of the synthetic truth's p_oracle for `accelerated`, on the patients the models saw."""
+        """AUC of the synthetic truth's exact probability of `target` (:data:`cdeg.cohort.TRUTH_ORACLE`), on
+        the patients the models saw; None when no cohort of the target has that truth."""
         from sklearn.metrics import roc_auc_score
 
-        if target != "accelerated":
-            return None
+        column = TRUTH_ORACLE.get(target)
         spec = self.cfg.targets[target]
         out: dict[str, float | None] = {}
         for role, key in (("development", spec.development), ("external", spec.external)):
-            if key is None:
+            if key is None or column is None:
                 continue
             truth = S._read_csv(
-                self.ctx.cohort_folder(key) / "truth" / "patients.csv", dtype={"patient_id": str}
+                self.ctx.cohort_folder(key) / TRUTH_DIR / TRUTH_PATIENTS, dtype={ID_COLUMN: str}
             )
-            if truth is None or "p_oracle" not in truth:
+            clin = self.cohorts.get(key, {}).get("clinical")
+            if truth is None or column not in truth or clin is None or target not in clin:
                 return None
             if role == "development":
                 ids = set(self.oof.get(target, {}))
             else:
-                pr = S._read_csv(
-                    self.out / "validation" / target / "predictions.csv", dtype={"patient_id": str}
-                )
-                ids = set(pr["patient_id"]) if pr is not None else set()
-            t = truth[truth["patient_id"].isin(ids)] if ids else truth
-            out[role] = (
-                float(roc_auc_score(t["accelerated"], t["p_oracle"]))
-                if t["accelerated"].nunique() == 2
-                else None
-            )
-        return out
+                pr = self.run.validation(target).read_predictions()
+                ids = set(pr[ID_COLUMN]) if pr is not None else set()
+            t = truth[[ID_COLUMN, column]].merge(clin[[ID_COLUMN, target]].dropna(), on=ID_COLUMN)
+            t = t[t[ID_COLUMN].isin(ids)] if ids else t
+            out[role] = float(roc_auc_score(t[target], t[column])) if t[target].nunique() == 2 else None
+        return out or None
 
 
 def summary_section(data: ReportData) -> str:
@@ -207,8 +214,9 @@ def summary_section(data: ReportData) -> str:
     boxes = []
     for t, spec in data.cfg.targets.items():
         fit = data.fits.get(t) or {}
-        cv = fit.get("cv", {}).get("xgboost")
-        val = (data.validations.get(t) or {}).get("external", {}).get("xgboost")
+        primary = data.primary_model(t)
+        cv = fit.get("cv", {}).get(primary)
+        val = (data.validations.get(t) or {}).get("external", {}).get(primary)
         oracle = data.oracle.get(t) or {}
         lines = [f"development (cross-validated): AUC {S.auc_text(cv)}"]
         ci = (cv or {}).get("auc_ci") or [None, None]
@@ -221,6 +229,7 @@ def summary_section(data: ReportData) -> str:
             lines.append(f"ceiling (synthetic truth): {oracle['development']:.2f}")
         boxes.append(
             f'<div class="kpi"><div>{H.esc(spec.title or data.target_words(t))}</div>'
+            f'<div class="muted">{H.esc(S.MODEL_WORDS.get(primary, primary))}</div>'
             f'<div class="v">{H.esc(S.auc_text(cv).split(" (")[0])}</div>'
             f'<div class="muted">{"<br>".join(H.esc(x) for x in lines)}</div></div>'
         )
@@ -230,8 +239,8 @@ def summary_section(data: ReportData) -> str:
     return (
         '<h2 id="summary">Summary</h2>'
         + H.howto(
-            "Each box is one study question, answered by an XGBoost model on image measurements and clinical "
-            "variables. The large number is its AUC in the development cohort (0.5 = a coin toss, 1 = perfect). "
+            "Each box is one study question, answered by the study's primary model (named in the box) on image "
+            "measurements and clinical variables. The large number is its AUC in the development cohort (0.5 = a coin toss, 1 = perfect). "
             "The sections below show how the patients were selected, how well the automatic outlines worked, "
             "how the models compare with simpler ones, and one card per patient."
         )
@@ -239,18 +248,21 @@ def summary_section(data: ReportData) -> str:
     )
 
 
-def build_report(ctx: Any, path: str | Path) -> Path:
-    """Write the study report of a run folder to `path` and return it.
+def build_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Write the study report of a finished (or partly finished) `cdeg run` folder and return its path.
+
+    It reads only files: run.json (the resolved study configuration) and each stage's outputs through the
+    contracts of :mod:`cdeg.outputs`, so a report can be rebuilt at any time with `cdeg report --run DIR`.
 
     Parameters
     ----------
-    ctx : cdeg.pipeline.stages.Context
-        The run's context (configuration, folders, stage manifests).
-    path : path
-        The HTML file to write (atomically).
+    run_dir : path
+        The run folder (`cdeg run`'s ``out``).
+    path : path, optional
+        The HTML file to write (atomically); default ``RUN_DIR/report/report.html``.
     """
-    path = Path(path)
-    data = ReportData(ctx)
+    data = ReportData(run_dir)
+    path = Path(path) if path is not None else data.run.report
     nav = [
         ("summary", "Summary"),
         ("cohorts", "Cohorts"),

@@ -21,6 +21,7 @@ MODEL_WORDS = {
     "logistic": "logistic regression (images + clinical)",
     "clinical_only": "clinical variables only (logistic)",
 }
+MODEL_NAMES = {"xgboost": "XGBoost", "logistic": "logistic regression", "clinical_only": "clinical-only"}
 
 
 def _read_json(path: Path) -> Any:
@@ -288,9 +289,6 @@ def features_section(data: Any) -> str:
 # --------------------------------------------------------------------------------------------------------------
 def target_section(data: Any, target: str) -> str:
     """One study question: metrics side by side, curves, explanations."""
-    from cdeg.modeling.names import describe
-    from cdeg.modeling.report import verdict
-
     spec = data.cfg.targets[target]
     fit = data.fits.get(target) or {}
     val = data.validations.get(target)
@@ -317,19 +315,29 @@ def target_section(data: Any, target: str) -> str:
     if not cv:
         parts.append('<p class="warn">No model results (the fit stage has not run).</p>')
         return "".join(parts)
-    ext = (val or {}).get("external", {})
-    rows = []
-    for m in cv:
-        rows.append(
-            [
-                MODEL_WORDS.get(m, m),
-                auc_text(cv[m]),
-                auc_text(ext.get(m)) if val else "not validated",
-                fmt(cv[m].get("brier"), 3),
-                fmt(cv[m].get("calibration_slope")),
-                fmt(ext.get(m, {}).get("calibration_slope")) if val else "-",
-            ]
-        )
+    parts.append(_metrics_table(data, target, fit, val))
+    parts.append(_left_out_note(data, target, fit, val))
+    parts.append(_curves(data, target, val))
+    parts.append(_explanations(data, target, fit))
+    return "".join(parts)
+
+
+def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
+    """Development and external metrics of every model side by side, the ceiling, and the verdict."""
+    from cdeg.modeling.report import verdict
+
+    cv, ext = fit.get("cv", {}), (val or {}).get("external", {})
+    rows = [
+        [
+            MODEL_WORDS.get(m, m),
+            auc_text(cv[m]),
+            auc_text(ext.get(m)) if val else "not validated",
+            fmt(cv[m].get("brier"), 3),
+            fmt(cv[m].get("calibration_slope")),
+            fmt(ext.get(m, {}).get("calibration_slope")) if val else "-",
+        ]
+        for m in cv
+    ]
     oracle = data.oracle.get(target) or {}
     if oracle:
         rows.append(
@@ -343,79 +351,86 @@ def target_section(data: Any, target: str) -> str:
             ]
         )
     n_ext = f", {val['n_patients']} external patients ({val['events']} with the outcome)" if val else ""
-    parts.append(
+    head = [
+        "model",
+        "AUC development (nested CV)",
+        "AUC external",
+        "Brier score (development)",
+        "calibration slope (development)",
+        "calibration slope (external)",
+    ]
+    out = (
         f"<p>{fit.get('n_patients')} development patients ({fit.get('events')} with the outcome, "
-        f"{fmt(fit.get('prevalence'), 2, pct=True)}){n_ext}.</p>"
-    )
-    parts.append(
-        table(
-            [
-                "model",
-                "AUC development (nested CV)",
-                "AUC external",
-                "Brier score (development)",
-                "calibration slope (development)",
-                "calibration slope (external)",
-            ],
-            rows,
-        )
+        f"{fmt(fit.get('prevalence'), 2, pct=True)}){n_ext}.</p>" + table(head, rows)
     )
     v = verdict(fit.get("comparison", {}))
-    if v:
-        parts.append(f"<p><b>{esc(v)}</b></p>")
-    excluded = data.fit_params.get(target, {}).get("exclude") or []
+    return out + (f"<p><b>{esc(v)}</b></p>" if v else "")
+
+
+def _left_out_note(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
+    """Which variables were left out so the model travels, and how much the external cohort lacked."""
+    from cdeg.modeling.names import describe
+
+    parts = []
+    excluded = data.shared_exclusions(target)
     if excluded:
         words = ", ".join(describe(c).text for c in excluded)
         parts.append(
             f'<p class="muted">Left out so that the model uses only what both cohorts record: {esc(words)}.</p>'
         )
-    if val:
-        imp = val.get("imputed_share", {}).get("xgboost")
-        if imp:
-            parts.append(
-                f'<p class="muted">In the external cohort {fmt(imp, 3, pct=True)} of the XGBoost model\'s '
-                "input values were missing and filled with development values.</p>"
-            )
-    plots = (data.out / "validation" / target / "plots") if val else (data.out / "models" / target / "plots")
+    primary = data.primary_model(target)
+    imp = (val or {}).get("imputed_share", {}).get(primary)
+    if imp:
+        parts.append(
+            f'<p class="muted">In the external cohort {fmt(imp, 3, pct=True)} of the '
+            f"{esc(MODEL_NAMES.get(primary, primary))} model's input values were missing and filled with "
+            "development values.</p>"
+        )
+    return "".join(parts)
+
+
+def _curves(data: Any, target: str, val: dict[str, Any] | None) -> str:
+    """ROC, calibration and decision curves (development, and external beside it when validated)."""
+    run = data.run.validation(target) if val else data.run.fit(target)
     where = "development (left) and external (right)" if val else "development, out-of-fold"
-    parts.append("<h3>Discrimination, calibration and clinical usefulness</h3>")
-    parts.append(
-        howto(
+    # Two panels (development beside external) need twice the width of one.
+    w = 540 if val else 350
+    return (
+        "<h3>Discrimination, calibration and clinical usefulness</h3>"
+        + howto(
             "<b>ROC curve</b>: higher and further left is better. <b>Calibration</b>: predicted risk against observed "
             "frequency; points on the diagonal mean the risks can be taken at face value. <b>Decision curve</b>: the "
             "net benefit of acting on the model at each risk threshold, against treating everyone or no one; a model "
             "is useful where its curve lies above both."
         )
-    )
-    # Two panels (development beside external) need twice the width of one.
-    w = 540 if val else 350
-    parts.append(
-        '<div class="figs">'
-        + figure(plots / "roc.png", f"ROC curves, {where}", width=2 * w, css_width=w)
-        + figure(plots / "calibration.png", f"Calibration, {where}", width=2 * w, css_width=w)
-        + figure(plots / "decision_curve.png", f"Decision curves, {where}", width=2 * w, css_width=w)
+        + '<div class="figs">'
+        + figure(run.plot("roc"), f"ROC curves, {where}", width=2 * w, css_width=w)
+        + figure(run.plot("calibration"), f"Calibration, {where}", width=2 * w, css_width=w)
+        + figure(run.plot("decision_curve"), f"Decision curves, {where}", width=2 * w, css_width=w)
         + "</div>"
     )
-    parts.append("<h3>What drives the predictions</h3>")
-    parts.append(
+
+
+def _explanations(data: Any, target: str, fit: dict[str, Any]) -> str:
+    """SHAP bar chart and beeswarm of the explained model, and its top variables."""
+    run = data.run.fit(target)
+    primary = data.primary_model(target)
+    name = MODEL_NAMES.get(primary, primary)
+    parts = [
+        "<h3>What drives the predictions</h3>",
         howto(
             "SHAP values split each prediction into contributions of the variables, in log-odds (+1 multiplies the "
             "odds by 2.7). <b>Bar chart</b>: the variables with the largest average contribution. <b>Beeswarm</b>: "
             "one dot per patient; red = high value of the variable, blue = low; dots right of the centre push the "
             "risk up. These show associations the model uses, not causes."
-        )
-    )
-    fplots = data.out / "models" / target / "plots"
-    parts.append(
+        ),
         '<div class="figs">'
         + figure(
-            fplots / "shap_bar.png", "Average contribution per variable (XGBoost)", width=1100, css_width=545
+            run.plot("shap_bar"), f"Average contribution per variable ({name})", width=1100, css_width=545
         )
-        + figure(
-            fplots / "shap_beeswarm.png", "Contribution per patient (XGBoost)", width=1100, css_width=545
-        )
-        + "</div>"
-    )
+        + figure(run.plot("shap_beeswarm"), f"Contribution per patient ({name})", width=1100, css_width=545)
+        + "</div>",
+    ]
     top = fit.get("shap_top") or []
     if top:
         trs = [[t["label"], fmt(t["mean_abs_shap"], 3)] for t in top[:10]]
