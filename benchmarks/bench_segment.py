@@ -61,7 +61,7 @@ def _check(kind: str, modality: str, row: dict) -> dict[str, bool]:
     return out
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--modalities", default="mri,xray")
@@ -91,13 +91,78 @@ def main() -> None:
         action="store_true",
         help="only write the two cohorts into --work (so that several benchmark processes can share them)",
     )
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return ap.parse_args()
 
+
+def _bench_modality(args: argparse.Namespace, kind: str, work: Path, modality: str) -> dict:
+    """Train on the training cohort, predict and score the test cohort, for one modality."""
     from cdeg.segmentation.evaluate import evaluate
-    from cdeg.segmentation.nnunet_env import resolve_device
     from cdeg.segmentation.predict import predict
     from cdeg.segmentation.train import train
+
+    train_cohort, test_cohort = work / "train", work / "test"
+    load_before = os.getloadavg()
+    model = work / f"model_{modality}"
+    shutil.rmtree(model, ignore_errors=True)
+    t0 = time.perf_counter()
+    manifest = train(
+        cohort=train_cohort,
+        modality=modality,
+        out=model,
+        preset=args.preset,
+        device=kind,
+        config=args.config,
+        progress=False,
+    )
+    train_s = time.perf_counter() - t0
+    masks = work / f"masks_{modality}"
+    shutil.rmtree(masks, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = predict(
+        cohort=test_cohort, modality=modality, model=model, out=masks, device=kind, config=args.config
+    )
+    predict_s = time.perf_counter() - t0
+    report = evaluate(pred=masks, ref=test_cohort, out=work / f"metrics_{modality}.json", modality=modality)
+    s = report["summary"][modality]
+    row = {
+        "n_train_cases": manifest["cohort"]["n_cases"],
+        "n_test_cases": s["n_evaluated"] + s["n_missing_prediction"],
+        "configuration": manifest["configuration"],
+        "epochs_completed": manifest["epochs_completed"],
+        "settings": manifest["settings"],
+        "train_s": round(train_s, 1),
+        "train_timings_s": manifest["timings_s"],
+        "predict_total_s": round(predict_s, 1),
+        "model_load_s": summary["model_load_s"],
+        "infer_s_per_case": summary["seconds_per_case_mean"],
+        "predict_counts": summary["counts"],
+        "dice_vertebrae": s["dice_vertebrae_mean"],
+        "dice_discs": s["dice_discs_mean"],
+        "hd95_vertebrae_mm": s["hd95_vertebrae_mean_mm"],
+        "hd95_discs_mm": s["hd95_discs_mean_mm"],
+        "level_identification": s["level_identification"],
+        "n_levels_missed": s["n_levels_missed"],
+        "identification_rate_verse": s["identification_rate_verse"],
+        "per_level": s["per_level"],
+        "load_before": [round(v, 2) for v in load_before],
+        "load_after": [round(v, 2) for v in os.getloadavg()],
+    }
+    if args.preset == "fast":
+        row["targets_met"] = _check(kind, modality, row)
+    print(
+        f"\n{modality}: train {row['train_s']:.0f} s ({row['epochs_completed']} epochs, {row['configuration']}), "
+        f"inference {row['infer_s_per_case']} s/case, Dice vertebrae {row['dice_vertebrae']} discs "
+        f"{row['dice_discs']}, HD95 vertebrae {row['hd95_vertebrae_mm']} mm, level identification "
+        f"{row['level_identification']}, load before/after {row['load_before']} / {row['load_after']}"
+    )
+    return row
+
+
+def main() -> None:
+    args = _parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    from cdeg.segmentation.nnunet_env import resolve_device
 
     from cdeg.synth import synthesize
 
@@ -120,66 +185,7 @@ def main() -> None:
         print(f"cohorts written to {work} in {synth_s:.1f} s")
         return
 
-    rows = {}
-    for modality in args.modalities.split(","):
-        load_before = os.getloadavg()
-        model = work / f"model_{modality}"
-        shutil.rmtree(model, ignore_errors=True)
-        t0 = time.perf_counter()
-        manifest = train(
-            cohort=train_cohort,
-            modality=modality,
-            out=model,
-            preset=args.preset,
-            device=kind,
-            config=args.config,
-            progress=False,
-        )
-        train_s = time.perf_counter() - t0
-        masks = work / f"masks_{modality}"
-        shutil.rmtree(masks, ignore_errors=True)
-        t0 = time.perf_counter()
-        summary = predict(
-            cohort=test_cohort, modality=modality, model=model, out=masks, device=kind, config=args.config
-        )
-        predict_s = time.perf_counter() - t0
-        report = evaluate(
-            pred=masks, ref=test_cohort, out=work / f"metrics_{modality}.json", modality=modality
-        )
-        s = report["summary"][modality]
-        row = {
-            "n_train_cases": manifest["cohort"]["n_cases"],
-            "n_test_cases": s["n_evaluated"] + s["n_missing_prediction"],
-            "configuration": manifest["configuration"],
-            "epochs_completed": manifest["epochs_completed"],
-            "settings": manifest["settings"],
-            "train_s": round(train_s, 1),
-            "train_timings_s": manifest["timings_s"],
-            "predict_total_s": round(predict_s, 1),
-            "model_load_s": summary["model_load_s"],
-            "infer_s_per_case": summary["seconds_per_case_mean"],
-            "predict_counts": summary["counts"],
-            "dice_vertebrae": s["dice_vertebrae_mean"],
-            "dice_discs": s["dice_discs_mean"],
-            "hd95_vertebrae_mm": s["hd95_vertebrae_mean_mm"],
-            "hd95_discs_mm": s["hd95_discs_mean_mm"],
-            "level_identification": s["level_identification"],
-            "n_levels_missed": s["n_levels_missed"],
-            "identification_rate_verse": s["identification_rate_verse"],
-            "per_level": s["per_level"],
-            "load_before": [round(v, 2) for v in load_before],
-            "load_after": [round(v, 2) for v in os.getloadavg()],
-        }
-        if args.preset == "fast":
-            row["targets_met"] = _check(kind, modality, row)
-        rows[modality] = row
-        print(
-            f"\n{modality}: train {row['train_s']:.0f} s ({row['epochs_completed']} epochs, {row['configuration']}), "
-            f"inference {row['infer_s_per_case']} s/case, Dice vertebrae {row['dice_vertebrae']} discs "
-            f"{row['dice_discs']}, HD95 vertebrae {row['hd95_vertebrae_mm']} mm, level identification "
-            f"{row['level_identification']}, load before/after {row['load_before']} / {row['load_after']}"
-        )
-
+    rows = {m: _bench_modality(args, kind, work, m) for m in args.modalities.split(",")}
     result = {
         "benchmark": "segment",
         "preset": args.preset,

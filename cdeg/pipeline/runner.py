@@ -103,48 +103,7 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(ctx.run.run_json, {**record, "status": "running", "started": cache.now(), "stages": []})
 
-    rows: list[dict[str, Any]] = []
-    pending: set[str] = set()
-    for i, stage in enumerate(stages, 1):
-        prefix = f"[{i}/{len(stages)}] {stage.name}"
-        upstream_pending = [d for d in stage.deps.values() if d in pending]
-        if dry_run and upstream_pending:
-            pending.add(stage.name)
-            rows.append(
-                {"stage": stage.name, "status": "would run", "reason": f"{upstream_pending[0]} would run"}
-            )
-            log.info("%s: would run (%s would run)", prefix, upstream_pending[0])
-            continue
-        inputs = _inputs(stage, ctx)
-        params = _jsonable(stage.params(ctx))
-        key = cache.stage_key(stage.kind, params, inputs)
-        reason = "forced" if stage.name in forced else cache.why_stale(stage.folder, key)
-        if reason is None:
-            ctx.manifests[stage.name] = cache.read_manifest(stage.folder) or {}
-            rows.append(
-                {
-                    "stage": stage.name,
-                    "status": "up to date",
-                    "seconds": 0.0,
-                    "last_run_s": ctx.manifests[stage.name].get("seconds"),
-                }
-            )
-            log.info("%s: up to date", prefix)
-            continue
-        if dry_run:
-            pending.add(stage.name)
-            rows.append({"stage": stage.name, "status": "would run", "reason": reason})
-            log.info("%s: would run (%s)", prefix, reason)
-            continue
-        log.info("%s: running (%s)", prefix, reason)
-        t0 = time.perf_counter()
-        manifest = _prepare_folder(stage, key, params, inputs, ctx.out)
-        result = stage.call(stage, ctx, params)
-        seconds = time.perf_counter() - t0
-        ctx.manifests[stage.name] = cache.write_complete(manifest, stage.folder, seconds, _jsonable(result))
-        rows.append({"stage": stage.name, "status": "ran", "reason": reason, "seconds": round(seconds, 1)})
-        log.info("%s: done in %.1f s", prefix, seconds)
-
+    rows = _run_stages(stages, ctx, forced, dry_run)
     report = ctx.run.report
     res = RunResult(out=out_dir, report=report, stages=rows, seconds=round(time.perf_counter() - t_start, 1))
     if not dry_run:
@@ -196,6 +155,53 @@ def _absolutise(node: Any, keys: list[str]) -> None:
             _absolutise(node[name], rest)
         elif node[name] is not None:
             node[name] = str(Path(node[name]).resolve())
+
+
+def _run_stages(stages: list[Stage], ctx: Context, forced: set[str], dry_run: bool) -> list[dict[str, Any]]:
+    """Run (or, dry, list) the stages in order; one row per stage: ran, up to date or would run, and why."""
+    rows: list[dict[str, Any]] = []
+    pending: set[str] = set()
+    for i, stage in enumerate(stages, 1):
+        prefix = f"[{i}/{len(stages)}] {stage.name}"
+        upstream_pending = [d for d in stage.deps.values() if d in pending]
+        if dry_run and upstream_pending:
+            pending.add(stage.name)
+            rows.append(
+                {"stage": stage.name, "status": "would run", "reason": f"{upstream_pending[0]} would run"}
+            )
+            log.info("%s: would run (%s would run)", prefix, upstream_pending[0])
+            continue
+        inputs = _inputs(stage, ctx)
+        params = _jsonable(stage.params(ctx))
+        key = cache.stage_key(stage.kind, params, inputs)
+        reason = "forced" if stage.name in forced else cache.why_stale(stage.folder, key)
+        if reason is None:
+            ctx.manifests[stage.name] = cache.read_manifest(stage.folder) or {}
+            last = ctx.manifests[stage.name].get("seconds")
+            rows.append({"stage": stage.name, "status": "up to date", "seconds": 0.0, "last_run_s": last})
+            log.info("%s: up to date", prefix)
+        elif dry_run:
+            pending.add(stage.name)
+            rows.append({"stage": stage.name, "status": "would run", "reason": reason})
+            log.info("%s: would run (%s)", prefix, reason)
+        else:
+            log.info("%s: running (%s)", prefix, reason)
+            seconds = _run_one(stage, ctx, key, params, inputs)
+            rows.append(
+                {"stage": stage.name, "status": "ran", "reason": reason, "seconds": round(seconds, 1)}
+            )
+            log.info("%s: done in %.1f s", prefix, seconds)
+    return rows
+
+
+def _run_one(stage: Stage, ctx: Context, key: str, params: dict[str, Any], inputs: dict[str, Any]) -> float:
+    """Run one stage into its cleared folder and record its manifest; return the seconds it took."""
+    t0 = time.perf_counter()
+    manifest = _prepare_folder(stage, key, params, inputs, ctx.out)
+    result = stage.call(stage, ctx, params)
+    seconds = time.perf_counter() - t0
+    ctx.manifests[stage.name] = cache.write_complete(manifest, stage.folder, seconds, _jsonable(result))
+    return seconds
 
 
 def _parse_force(force: str | list[str] | tuple[str, ...] | None, stages: list[Stage]) -> set[str]:

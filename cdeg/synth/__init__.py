@@ -34,6 +34,7 @@ from cdeg.cohort import (
 )
 from cdeg.config import ConfigError, deep_merge, dump_yaml, from_dict, load_yaml, shipped_config
 from cdeg.io import write_image, write_table
+from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def synthesize(
     name: str | None = None,
     overwrite: bool = False,
     format: str = "nifti",
-    progress: bool = True,
+    progress: ProgressArg = None,
 ) -> Path:
     """Generate a synthetic cohort in the cohort layout and return its folder.
 
@@ -122,8 +123,8 @@ def synthesize(
         "nifti": the cohort layout. "dicom": a hospital-style DICOM export in `out` (nested
         patient/study/series folders, realistic identifying tags, decoy series; no masks or truth), the
         input that ``cdeg import-dicom`` is tested with.
-    progress : bool
-        Show a progress bar.
+    progress : bool or callable
+        Progress per patient (:mod:`cdeg.progress`).
     """
     from cdeg.cohort import parse_modalities
 
@@ -195,7 +196,7 @@ def _synthesize_dicom(
     mods: tuple[str, ...],
     jobs: int,
     overwrite: bool,
-    progress: bool,
+    progress: ProgressArg,
 ) -> Path:
     """Render a NIfTI cohort in a temporary folder, then export it as DICOM into `out`."""
     import shutil
@@ -240,23 +241,14 @@ def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]]]:
     return pid, present
 
 
-def _map(func, tasks: list, workers: int, progress: bool, desc: str):
-    """Apply `func` to tasks in order, in a process pool when workers > 1, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc=desc, unit="patient", disable=not progress, leave=False)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for t in tasks:
-                yield func(t)
-                bar.update()
-        else:
-            with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-                for result in pool.map(func, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
-                    yield result
-                    bar.update()
-    finally:
-        bar.close()
+def _map(func, tasks: list, workers: int, progress: ProgressArg, desc: str):
+    """Apply `func` to tasks in order, in a process pool when workers > 1, reporting each one done."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from track(map(func, tasks), progress, desc, total=len(tasks))
+        return
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        results = pool.map(func, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+        yield from track(results, progress, desc, total=len(tasks))
 
 
 def _rounded(df: Any, decimals: int = 4) -> Any:
