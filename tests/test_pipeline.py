@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import TINY_RUN_CONFIG, manifests
 
+from cdeg.cli import cli
 from cdeg.config import ConfigError, shipped_config
 from cdeg.pipeline import cache
 from cdeg.pipeline.config import load_run_config
@@ -214,3 +216,30 @@ def test_cli_dry_run_lists_nothing_to_do(tiny_run: dict) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "0 stage(s) ran" in r.output and "would run" not in r.output
+
+
+@pytest.mark.slow
+def test_fit_command_reproduces_the_pipelines_model(tiny_run: dict, tmp_path: Path) -> None:
+    """The study's choices are fit options: the same `cdeg fit` command by hand gives the pipeline's model."""
+    from cdeg.outputs import RunFolder
+
+    run = RunFolder(tiny_run["out"])
+    dev, ext = run.cohort("development"), run.cohort("external")
+    out = tmp_path / "fit"
+    args = [
+        "--no-progress", "fit",
+        "--features", str(run.features("development").features), "--clinical", str(dev / "clinical.csv"),
+        "--target", "accelerated", "--out", str(out), "--exclude-missing-in", str(ext / "clinical.csv"),
+        "--trials", "2", "--outer-folds", "2", "--repeats", "1", "--seed", "7",
+    ]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    ours, theirs = out / "model", run.fit("accelerated").model.root
+    names = sorted(p.name for p in theirs.glob("*.json") if p.name != "model.json")
+    assert names and names == sorted(p.name for p in ours.glob("*.json") if p.name != "model.json")
+    for name in names:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+    mine, pipeline = (json.loads((d / "model.json").read_text()) for d in (ours, theirs))
+    for key in ("created", "development", "versions"):
+        mine.pop(key, None), pipeline.pop(key, None)
+    assert mine == pipeline
