@@ -82,9 +82,9 @@ def fit_command(
     strict,
 ) -> None:
     """Nested-CV XGBoost vs elastic-net vs clinical-only logistic regression, final model, SHAP, report."""
-    from cdeg.modeling.config import config_yaml, resolve_config
+    from cdeg.modeling.config import config_yaml
     from cdeg.modeling.data import parse_names
-    from cdeg.modeling.fit import excluding, fit, missing_columns
+    from cdeg.modeling.fit import fit, fit_config
 
     if print_config:
         overrides = {
@@ -96,15 +96,14 @@ def fit_command(
             "jobs": jobs,
             "feature_sets": list(parse_names(feature_set)) if feature_set else None,
         }
-        cfg = run_api(resolve_config, path=config, overrides=overrides)
-        lacking: tuple[str, ...] = ()
-        if exclude_missing_in is not None:
-            if not clinical:
-                raise click.UsageError("--exclude-missing-in needs --clinical (the columns are compared)")
-            lacking = tuple(
-                run_api(missing_columns, clinical=clinical, other=exclude_missing_in, id_column=cfg.id_column)
-            )
-        cfg = excluding(cfg, (*lacking, *parse_names(list(exclude))))
+        cfg, _ = run_api(
+            fit_config,
+            config=config,
+            overrides=overrides,
+            clinical=clinical,
+            exclude=list(exclude) or None,
+            exclude_missing_in=exclude_missing_in,
+        )
         click.echo(config_yaml(cfg), nl=False)
         return
     missing = [

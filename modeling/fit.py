@@ -152,11 +152,9 @@ def fit(
     }
     if feature_set is not None:
         overrides["feature_sets"] = list(parse_names(feature_set))
-    cfg = resolve_config(config, overrides)
-    lacking = (
-        [] if exclude_missing_in is None else missing_columns(clinical, exclude_missing_in, cfg.id_column)
+    cfg, lacking = fit_config(
+        config, overrides, clinical=clinical, exclude=exclude, exclude_missing_in=exclude_missing_in
     )
-    cfg = excluding(cfg, (*lacking, *parse_names(exclude)))
     run = prepare(features, clinical, target, out, cfg, storage=storage, strict=strict)
     if exclude_missing_in is not None:
         run.ds.report["missing_in_other_table"] = {"table": str(exclude_missing_in), "columns": lacking}
@@ -184,9 +182,27 @@ def fit(
 # ==============================================================================================================
 
 
-def excluding(cfg: FitConfig, names: tuple[str, ...]) -> FitConfig:
-    """`cfg` with `names` (column names or glob patterns) added to its exclusions."""
-    return replace(cfg, exclude=tuple(cfg.exclude) + names) if names else cfg
+def fit_config(
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    clinical: str | Path | None = None,
+    exclude: str | list[str] | None = None,
+    exclude_missing_in: str | Path | None = None,
+) -> tuple[FitConfig, list[str]]:
+    """The configuration of a fit (configs/fit.yaml < `config` < `overrides`) with the call's exclusions.
+
+    The columns of `clinical` that `exclude_missing_in` lacks come first, then `exclude`, after those of
+    the configuration. Returns the configuration and the columns `exclude_missing_in` lacks.
+    """
+    cfg = resolve_config(config, overrides)
+    lacking: list[str] = []
+    if exclude_missing_in is not None:
+        if clinical is None:
+            raise ValueError("--exclude-missing-in needs --clinical (their columns are compared)")
+        lacking = missing_columns(clinical, exclude_missing_in, cfg.id_column)
+    added = (*lacking, *parse_names(exclude))
+    return (replace(cfg, exclude=tuple(cfg.exclude) + added) if added else cfg), lacking
 
 
 def missing_columns(clinical: str | Path, other: str | Path, id_column: str) -> list[str]:
