@@ -38,8 +38,8 @@ def machine() -> dict[str, Any]:
 
 def part_timing(n: int, n_features: int, work: Path, jobs: int | None) -> dict[str, Any]:
     """Wall time of `fit` with the shipped defaults on a simulated wide table with a planted signal."""
-    from cdeg.modeling import api
     from cdeg.modeling.config import resolve_config
+    from cdeg.modeling.fit import fit
     from cdeg.modeling.simulate import write_tables
 
     tables = write_tables(work / "wide", n=n, n_features=n_features, signal=1.0, seed=0)
@@ -47,7 +47,7 @@ def part_timing(n: int, n_features: int, work: Path, jobs: int | None) -> dict[s
     load_before = os.getloadavg()[0]
     cpu0 = _cpu_s()
     t0 = time.perf_counter()
-    res = api.fit(
+    res = fit(
         tables.features_path,
         tables.clinical_path,
         "accelerated",
@@ -59,7 +59,7 @@ def part_timing(n: int, n_features: int, work: Path, jobs: int | None) -> dict[s
     cpu = _cpu_s() - cpu0
     load_after = os.getloadavg()[0]
     t1 = time.perf_counter()
-    again = api.fit(
+    again = fit(
         tables.features_path,
         tables.clinical_path,
         "accelerated",
@@ -127,7 +127,8 @@ def part_synthetic(n: int, pop_n: int, work: Path, jobs: int | None, seed: int) 
     """Neck cohort -> fit (shared variables only) -> validate on a population cohort; oracle AUCs beside."""
     import pandas as pd
     from cdeg.features.extract import extract
-    from cdeg.modeling import api
+    from cdeg.modeling.fit import fit
+    from cdeg.modeling.validate import validate
 
     from cdeg.synth import synthesize
 
@@ -146,7 +147,7 @@ def part_synthetic(n: int, pop_n: int, work: Path, jobs: int | None, seed: int) 
     shared = set(fpop.features.columns) | set(cpop.columns)
     exclude = sorted((set(fneck.features.columns) | set(cneck.columns)) - shared - {"patient_id"})
     t0 = time.perf_counter()
-    res = api.fit(
+    res = fit(
         fneck.out / "features.csv",
         Path(neck) / "clinical.csv",
         "accelerated",
@@ -156,7 +157,7 @@ def part_synthetic(n: int, pop_n: int, work: Path, jobs: int | None, seed: int) 
         progress=False,
     )
     t["fit_s"] = round(time.perf_counter() - t0, 1)
-    val = api.validate(
+    val = validate(
         res.out / "model",
         fpop.out / "features.csv",
         Path(pop) / "clinical.csv",

@@ -1,9 +1,10 @@
 """The classifier stage (``cdeg fit``, ``cdeg predict``, ``cdeg validate``).
 
-* :func:`cdeg.modeling.api.fit`       - nested-CV XGBoost vs elastic-net vs clinical-only logistic regression,
+* :func:`cdeg.modeling.fit.fit`           - nested-CV XGBoost vs elastic-net vs clinical-only logistic regression,
   final model (JSON), SHAP, report
-* :func:`cdeg.modeling.api.predict`   - probabilities and SHAP waterfalls for new patients
-* :func:`cdeg.modeling.api.validate`  - external validation beside the development figures
+* :func:`cdeg.modeling.predict.predict`   - probabilities and SHAP waterfalls for new patients
+* :func:`cdeg.modeling.validate.validate` - external validation beside the development figures
+* :class:`cdeg.modeling.bundle.ModelBundle`        - a saved model folder, shared by predict and validate
 * :class:`cdeg.modeling.models.TabularClassifier` - preprocessing + estimator (scikit-learn conventions)
 * :func:`cdeg.modeling.explain.shap_values`       - SHAP values of a fitted classifier (log-odds)
 * :mod:`cdeg.modeling.config`        - the options (``FitConfig``; defaults in ``configs/fit.yaml``)

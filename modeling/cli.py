@@ -1,4 +1,5 @@
-"""`cdeg fit`, `cdeg predict`, `cdeg validate`: thin click commands over :mod:`cdeg.modeling.api`."""
+"""`cdeg fit`, `cdeg predict`, `cdeg validate`: thin click commands over :mod:`cdeg.modeling.fit`,
+:mod:`cdeg.modeling.predict` and :mod:`cdeg.modeling.validate`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cdeg.cli import run_api
+from cdeg.cli import progress_enabled, run_api
 
 _path_in = click.Path(exists=True, dir_okay=False, path_type=Path)
 _dir_in = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -48,6 +49,15 @@ _strict = click.option(
     multiple=True,
     help="Columns never used as predictors: names or glob patterns, comma-separated; repeatable.",
 )
+@click.option(
+    "--exclude-missing-in",
+    "exclude_missing_in",
+    type=_path_in,
+    default=None,
+    metavar="TABLE",
+    help="Clinical table of another cohort (its clinical.csv): the clinical columns it lacks are never used "
+    "as predictors, so the model travels there.",
+)
 @click.option("--config", "config", type=_path_in, default=None, help="YAML overriding configs/fit.yaml.")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--out", type=_dir_out, help="Run folder (created; re-running resumes).")
@@ -65,15 +75,16 @@ def fit_command(
     storage,
     jobs,
     exclude,
+    exclude_missing_in,
     config,
     print_config,
     out,
     strict,
 ) -> None:
     """Nested-CV XGBoost vs elastic-net vs clinical-only logistic regression, final model, SHAP, report."""
-    from cdeg.modeling import api
-    from cdeg.modeling.config import config_yaml, resolve_config
+    from cdeg.modeling.config import config_yaml
     from cdeg.modeling.data import parse_names
+    from cdeg.modeling.fit import fit, fit_config
 
     if print_config:
         overrides = {
@@ -85,11 +96,14 @@ def fit_command(
             "jobs": jobs,
             "feature_sets": list(parse_names(feature_set)) if feature_set else None,
         }
-        cfg = run_api(resolve_config, path=config, overrides=overrides)
-        if exclude:
-            from dataclasses import replace
-
-            cfg = replace(cfg, exclude=tuple(cfg.exclude) + parse_names(list(exclude)))
+        cfg, _ = run_api(
+            fit_config,
+            config=config,
+            overrides=overrides,
+            clinical=clinical,
+            exclude=list(exclude) or None,
+            exclude_missing_in=exclude_missing_in,
+        )
         click.echo(config_yaml(cfg), nl=False)
         return
     missing = [
@@ -100,7 +114,7 @@ def fit_command(
     if missing:
         raise click.UsageError(f"missing option(s): {', '.join(missing)}")
     res = run_api(
-        api.fit,
+        fit,
         features=features,
         clinical=clinical,
         target=target,
@@ -114,7 +128,9 @@ def fit_command(
         storage=storage,
         jobs=jobs,
         exclude=list(exclude) or None,
+        exclude_missing_in=exclude_missing_in,
         config=config,
+        progress=progress_enabled(),
         strict=strict,
     )
     for m, s in res.metrics["cv"].items():
@@ -135,16 +151,17 @@ def fit_command(
 @_strict
 def predict_command(model, features, clinical, id_column, no_waterfalls, out, strict) -> None:
     """Probabilities per patient and a SHAP waterfall per patient, in clinical words."""
-    from cdeg.modeling import api
+    from cdeg.modeling.predict import predict
 
     res = run_api(
-        api.predict,
+        predict,
         model=model,
         features=features,
         clinical=clinical,
         out=out,
         id_column=id_column,
         waterfalls=not no_waterfalls,
+        progress=progress_enabled(),
         strict=strict,
     )
     for m, share in res.imputed_share.items():
@@ -167,16 +184,17 @@ def predict_command(model, features, clinical, id_column, no_waterfalls, out, st
 @_strict
 def validate_command(model, features, clinical, target, id_column, out, strict) -> None:
     """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures."""
-    from cdeg.modeling import api
+    from cdeg.modeling.validate import validate
 
     res = run_api(
-        api.validate,
+        validate,
         model=model,
         features=features,
         clinical=clinical,
         target=target,
         out=out,
         id_column=id_column,
+        progress=progress_enabled(),
         strict=strict,
     )
     for m, s in res.metrics["external"].items():

@@ -1,5 +1,7 @@
-"""Options of `cdeg fit`: one frozen dataclass, defaults in ``configs/fit.yaml``.
+"""Options of `cdeg fit`: one frozen dataclass, its default values read from ``configs/fit.yaml``.
 
+The shipped ``configs/fit.yaml`` is the one place that writes the default values (with the reasons for them);
+every field below takes its default from it (:func:`_default`), and declares only its type, help and range.
 Three layers, each checked against the dataclasses below by :func:`cdeg.config.from_dict`:
 the shipped ``configs/fit.yaml`` < a YAML given with ``--config`` < command-line flags.
 ``cdeg fit --print-config`` prints the resolved result.
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdeg.config import dump_yaml, load_config, load_yaml, shipped_config
+from cdeg.config import ConfigError, dump_yaml, load_config, load_yaml, shipped_config
 
 #: Feature sets a user can ask for. "clinical" = columns of the clinical table; "mri"/"xray" = columns of
 #: the features file named ``<modality>__<level>__<feature>``; "other" = any other features-file column.
@@ -22,13 +24,34 @@ MODELS: tuple[str, ...] = ("xgboost", "logistic", "clinical_only")
 TUNED_MODELS: tuple[str, ...] = ("xgboost", "logistic")
 OBJECTIVES: tuple[str, ...] = ("log_loss", "auc")
 CONFIG_NAME = "fit.yaml"
+
+
+def default_config_path() -> Path:
+    """The shipped configs/fit.yaml (the defaults layer)."""
+    return shipped_config(CONFIG_NAME)
+
+
+#: The shipped configs/fit.yaml, read once: the default of every field.
+_DEFAULTS: dict[str, Any] = load_yaml(default_config_path())
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples (the frozen dataclasses hold tuples), recursively."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def _default(*keys: str) -> Any:
+    """The value at `keys` (e.g. ``"preprocess", "max_missing"``) of the shipped configs/fit.yaml."""
+    node: Any = _DEFAULTS
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            raise ConfigError(f"no default for {'.'.join(keys)}", path=default_config_path())
+        node = node[k]
+    return _frozen(node)
+
+
 #: Leakage rule (see configs/fit.yaml): columns that are never baseline predictors, whatever the target.
-LEAKAGE_PATTERNS: tuple[str, ...] = (
-    "*_1y", "*_2y", "*_5y", "*_1yr", "*_2yr", "*_3m", "*_6m", "*_12m", "*_24m", "*_followup*", "*follow_up*",
-    "post_*", "postop*", "*_postop*", "*outcome*", "*_change", "*improvement*", "delta_*", "mcid*",
-    "reoperation*", "revision*", "complication*", "perceived_recovery*", "recovery*", "*_date", "date_*",
-    "accelerated*", "p_oracle*", "oracle*", "predisposition*", "latent*", "truth_*", "u",
-)  # fmt: skip
+LEAKAGE_PATTERNS: tuple[str, ...] = _default("leakage_columns")
 
 
 @dataclass(frozen=True)
@@ -36,14 +59,14 @@ class PreprocessOptions:
     """Preprocessing, fitted inside every training fold only (never on the patients it is tested on)."""
 
     max_missing: float = field(
-        default=0.5,
+        default=_default("preprocess", "max_missing"),
         metadata={
             "help": "drop a variable missing in more than this share of training patients",
             "range": (0.0, 1.0),
         },
     )
     corr_threshold: float = field(
-        default=0.95,
+        default=_default("preprocess", "corr_threshold"),
         metadata={
             "help": "drop a variable whose |Spearman r| with an earlier kept variable exceeds this (near-duplicates); "
             "1.0 keeps all",
@@ -51,14 +74,14 @@ class PreprocessOptions:
         },
     )
     select_k: int = field(
-        default=0,
+        default=_default("preprocess", "select_k"),
         metadata={
             "help": "keep the k variables with the largest univariate |AUC - 0.5| (0 = no pre-selection)",
             "range": (0, 100000),
         },
     )
     max_categories: int = field(
-        default=20,
+        default=_default("preprocess", "max_categories"),
         metadata={
             "help": "a text clinical column with more distinct values than this is left out (free text, "
             "dates) with a warning",
@@ -74,28 +97,34 @@ class XGBoostSpace:
     Each pair is (low, high); learning_rate, min_child_weight, reg_lambda and reg_alpha are sampled on a log scale.
     """
 
-    max_depth: tuple[int, int] = field(default=(1, 3), metadata={"help": "tree depth", "range": (1, 10)})
+    max_depth: tuple[int, int] = field(
+        default=_default("xgboost", "max_depth"), metadata={"help": "tree depth", "range": (1, 10)}
+    )
     n_estimators: tuple[int, int] = field(
-        default=(50, 300), metadata={"help": "number of trees", "range": (1, 5000)}
+        default=_default("xgboost", "n_estimators"), metadata={"help": "number of trees", "range": (1, 5000)}
     )
     learning_rate: tuple[float, float] = field(
-        default=(0.01, 0.3), metadata={"help": "shrinkage (log scale)", "range": (1e-4, 1.0)}
+        default=_default("xgboost", "learning_rate"),
+        metadata={"help": "shrinkage (log scale)", "range": (1e-4, 1.0)},
     )
     subsample: tuple[float, float] = field(
-        default=(0.5, 1.0), metadata={"help": "share of patients per tree", "range": (0.1, 1.0)}
+        default=_default("xgboost", "subsample"),
+        metadata={"help": "share of patients per tree", "range": (0.1, 1.0)},
     )
     colsample_bytree: tuple[float, float] = field(
-        default=(0.1, 1.0), metadata={"help": "share of variables per tree", "range": (0.01, 1.0)}
+        default=_default("xgboost", "colsample_bytree"),
+        metadata={"help": "share of variables per tree", "range": (0.01, 1.0)},
     )
     min_child_weight: tuple[float, float] = field(
-        default=(1.0, 10.0), metadata={"help": "minimum hessian per leaf (log scale)", "range": (0.0, 100.0)}
+        default=_default("xgboost", "min_child_weight"),
+        metadata={"help": "minimum hessian per leaf (log scale)", "range": (0.0, 100.0)},
     )
     reg_lambda: tuple[float, float] = field(
-        default=(1.0, 100.0),
+        default=_default("xgboost", "reg_lambda"),
         metadata={"help": "L2 penalty on leaf weights (log scale)", "range": (1e-6, 1e4)},
     )
     reg_alpha: tuple[float, float] = field(
-        default=(0.001, 10.0),
+        default=_default("xgboost", "reg_alpha"),
         metadata={"help": "L1 penalty on leaf weights (log scale)", "range": (1e-6, 1e4)},
     )
 
@@ -105,12 +134,17 @@ class LogisticSpace:
     """Optuna search space of the elastic-net logistic regression on standardised variables."""
 
     C: tuple[float, float] = field(
-        default=(0.001, 10.0), metadata={"help": "inverse penalty strength (log scale)", "range": (1e-6, 1e6)}
+        default=_default("logistic", "C"),
+        metadata={"help": "inverse penalty strength (log scale)", "range": (1e-6, 1e6)},
     )
     l1_ratio: tuple[float, float] = field(
-        default=(0.0, 1.0), metadata={"help": "elastic-net mixing: 0 = ridge, 1 = lasso", "range": (0.0, 1.0)}
+        default=_default("logistic", "l1_ratio"),
+        metadata={"help": "elastic-net mixing: 0 = ridge, 1 = lasso", "range": (0.0, 1.0)},
     )
-    max_iter: int = field(default=2000, metadata={"help": "saga solver iterations", "range": (10, 100000)})
+    max_iter: int = field(
+        default=_default("logistic", "max_iter"),
+        metadata={"help": "saga solver iterations", "range": (10, 100000)},
+    )
 
 
 @dataclass(frozen=True)
@@ -118,10 +152,11 @@ class ClinicalOnlyOptions:
     """The reference a clinician asks for: a lightly penalised logistic regression on baseline clinical variables."""
 
     C: float = field(
-        default=1.0, metadata={"help": "inverse L2 penalty on standardised variables", "range": (1e-6, 1e6)}
+        default=_default("clinical_only", "C"),
+        metadata={"help": "inverse L2 penalty on standardised variables", "range": (1e-6, 1e6)},
     )
     variables: tuple[str, ...] = field(
-        default=(),
+        default=_default("clinical_only", "variables"),
         metadata={
             "help": "clinical columns (names or glob patterns) to use; empty = every baseline clinical column"
         },
@@ -132,60 +167,74 @@ class ClinicalOnlyOptions:
 class FitConfig:
     """Everything that defines a `cdeg fit` run (the protocol); runtime-only options are function arguments."""
 
-    id_column: str = field(default="patient_id", metadata={"help": "patient id column, in both tables"})
+    id_column: str = field(
+        default=_default("id_column"), metadata={"help": "patient id column, in both tables"}
+    )
     feature_sets: tuple[str, ...] = field(
-        default=FEATURE_SETS,
+        default=_default("feature_sets"),
         metadata={"help": "feature sets of the xgboost and logistic models: " + ", ".join(FEATURE_SETS)},
     )
-    models: tuple[str, ...] = field(default=MODELS, metadata={"help": "models to fit: " + ", ".join(MODELS)})
+    models: tuple[str, ...] = field(
+        default=_default("models"), metadata={"help": "models to fit: " + ", ".join(MODELS)}
+    )
     primary_model: str = field(
-        default="xgboost",
+        default=_default("primary_model"),
         metadata={"help": "model explained with SHAP and used first by predict", "choices": MODELS},
     )
-    trials: int = field(default=25, metadata={"help": "Optuna trials per study", "range": (1, 100000)})
-    outer_folds: int = field(
-        default=5, metadata={"help": "outer stratified folds (the estimate)", "range": (2, 50)}
+    trials: int = field(
+        default=_default("trials"), metadata={"help": "Optuna trials per study", "range": (1, 100000)}
     )
-    repeats: int = field(default=2, metadata={"help": "repeats of the outer K-fold split", "range": (1, 100)})
+    outer_folds: int = field(
+        default=_default("outer_folds"),
+        metadata={"help": "outer stratified folds (the estimate)", "range": (2, 50)},
+    )
+    repeats: int = field(
+        default=_default("repeats"), metadata={"help": "repeats of the outer K-fold split", "range": (1, 100)}
+    )
     inner_folds: int = field(
-        default=3, metadata={"help": "inner stratified folds (the tuning)", "range": (2, 20)}
+        default=_default("inner_folds"),
+        metadata={"help": "inner stratified folds (the tuning)", "range": (2, 20)},
     )
     seed: int = field(
-        default=0, metadata={"help": "seed of splits, samplers and models", "range": (0, 2**31 - 1)}
+        default=_default("seed"),
+        metadata={"help": "seed of splits, samplers and models", "range": (0, 2**31 - 1)},
     )
     jobs: int = field(
-        default=2, metadata={"help": "worker processes over (model, repeat, fold) studies", "range": (1, 256)}
+        default=_default("jobs"),
+        metadata={"help": "worker processes over (model, repeat, fold) studies", "range": (1, 256)},
     )
     objective: str = field(
-        default="log_loss",
+        default=_default("objective"),
         metadata={
             "help": "inner-CV score Optuna optimises: log_loss (minimised) or auc (maximised)",
             "choices": OBJECTIVES,
         },
     )
     startup_trials: int = field(
-        default=8,
+        default=_default("startup_trials"),
         metadata={"help": "random trials before TPE starts modelling the search space", "range": (1, 1000)},
     )
     exclude: tuple[str, ...] = field(
-        default=(), metadata={"help": "columns (names or glob patterns) never used as predictors"}
+        default=_default("exclude"),
+        metadata={"help": "columns (names or glob patterns) never used as predictors"},
     )
     leakage_columns: tuple[str, ...] = field(
-        default=LEAKAGE_PATTERNS,
+        default=_default("leakage_columns"),
         metadata={
             "help": "columns (glob patterns, case-insensitive) that are never baseline predictors: outcomes "
             "after surgery, anything derived from them, synthetic ground truth"
         },
     )
     leak_auc_threshold: float = field(
-        default=0.98,
+        default=_default("leak_auc_threshold"),
         metadata={
             "help": "warn when one variable alone separates the target with |AUC - 0.5| + 0.5 above this",
             "range": (0.5, 1.0),
         },
     )
     shap_dependence: int = field(
-        default=4, metadata={"help": "SHAP dependence plots for this many top variables", "range": (0, 50)}
+        default=_default("shap_dependence"),
+        metadata={"help": "SHAP dependence plots for this many top variables", "range": (0, 50)},
     )
     preprocess: PreprocessOptions = field(
         default_factory=PreprocessOptions, metadata={"help": "preprocessing"}
@@ -232,16 +281,11 @@ def _ranges(cfg: FitConfig) -> list[tuple[str, tuple[float, float]]]:
     return out
 
 
-def default_config_path() -> Path:
-    """The shipped configs/fit.yaml (the defaults layer)."""
-    return shipped_config(CONFIG_NAME)
-
-
 def resolve_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FitConfig:
     """Resolve the configuration: configs/fit.yaml < `path` < `overrides` (None values are ignored)."""
-    defaults = load_yaml(default_config_path())
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return load_config(FitConfig, path, overrides, defaults=defaults)
+    # The shipped values pass through the same checks (types, ranges) as the user's layers.
+    return load_config(FitConfig, path, overrides, defaults=_DEFAULTS)
 
 
 def config_yaml(cfg: FitConfig) -> str:

@@ -319,7 +319,48 @@ def load_dataset(
     clin = read_clinical_table(clinical, id_column, skip, unused)
     y_all = parse_target(clin, target, clinical, skip_bad=skip_bad_target)
     report: dict[str, Any] = {}
+    feat = _without_overlap(feat, clin, report)
+    ids = _matched_ids(feat, clin, y_all, target, (features, clinical), report)
 
+    clin_cols = [c for c in clin.columns if c != target]
+    column_sets = {c: "clinical" for c in clin_cols}
+    column_sets.update({c: feature_set_of(c) for c in feat.columns})
+    candidates = clin_cols + list(feat.columns)
+    left_out = _left_out(candidates, leakage_columns, exclude, report)
+    keep = [c for c in candidates if c not in left_out]
+    X = pd.concat(
+        [
+            clin.loc[ids, [c for c in clin_cols if c in keep]],
+            feat.loc[ids, [c for c in feat.columns if c in keep]],
+        ],
+        axis=1,
+    ).copy()  # copy: one consolidated block per dtype, fast column selection in the folds
+    X, categorical = _without_free_text(X, max_categories, report)
+    if X.shape[1] == 0:
+        raise CdegError("no predictor left after the leakage rule and the exclusions", path=features)
+
+    y = y_all[ids].to_numpy().astype(int)
+    report["suspected_leaks"] = suspected_leaks(X.drop(columns=categorical), y, leak_auc_threshold)
+    for col, auc in report["suspected_leaks"].items():
+        log.warning(
+            "variable %r alone separates %s with AUC %.3f: check it is known before surgery (else --exclude it)",
+            col,
+            target,
+            auc,
+        )
+    X.index.name = id_column
+    return Dataset(
+        X=X,
+        y=y,
+        target=target,
+        column_sets={c: column_sets[c] for c in X.columns},
+        categorical=categorical,
+        report=report,
+    )
+
+
+def _without_overlap(feat: pd.DataFrame, clin: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+    """The features table less the columns the clinical table also has (taken from the clinical table)."""
     overlap = [c for c in feat.columns if c in clin.columns]
     if overlap:
         log.warning(
@@ -327,7 +368,19 @@ def load_dataset(
         )
         feat = feat.drop(columns=overlap)
         report["columns_in_both_tables"] = overlap
+    return feat
 
+
+def _matched_ids(
+    feat: pd.DataFrame,
+    clin: pd.DataFrame,
+    y_all: pd.Series,
+    target: str,
+    paths: tuple[str | Path, str | Path],
+    report: dict[str, Any],
+) -> list[str]:
+    """Ids with a row in both tables and a value of the target, in clinical order; the others are reported."""
+    features, clinical = paths
     only_feat = sorted(set(feat.index) - set(clin.index))
     only_clin = sorted(set(clin.index) - set(feat.index))
     if only_feat:
@@ -356,12 +409,13 @@ def load_dataset(
     ids = [i for i in ids if not pd.isna(y_all[i])]
     if not ids:
         raise CdegError(f"no patient has both a features row and a value of {target!r}", path=clinical)
+    return ids
 
-    clin_cols = [c for c in clin.columns if c != target]
-    column_sets = {c: "clinical" for c in clin_cols}
-    column_sets.update({c: feature_set_of(c) for c in feat.columns})
-    candidates = clin_cols + list(feat.columns)
 
+def _left_out(
+    candidates: list[str], leakage_columns: Sequence[str], exclude: Sequence[str], report: dict[str, Any]
+) -> set[str]:
+    """Candidate columns matched by the leakage rule or the exclusions (both reported)."""
     leaks = match_patterns(candidates, leakage_columns)
     if leaks:
         log.info(
@@ -378,15 +432,13 @@ def load_dataset(
         log.info("excluded on request: %d column(s): %s", len(excluded), _short(list(excluded)))
     report["user_excluded"] = sorted(excluded)
     report["exclude_patterns_unmatched"] = unused
+    return set(leaks) | set(excluded)
 
-    keep = [c for c in candidates if c not in leaks and c not in excluded]
-    X = pd.concat(
-        [
-            clin.loc[ids, [c for c in clin_cols if c in keep]],
-            feat.loc[ids, [c for c in feat.columns if c in keep]],
-        ],
-        axis=1,
-    ).copy()  # copy: one consolidated block per dtype, fast column selection in the folds
+
+def _without_free_text(
+    X: pd.DataFrame, max_categories: int, report: dict[str, Any]
+) -> tuple[pd.DataFrame, list[str]]:
+    """`X` less the text columns with too many distinct values, and its categorical (text) columns."""
     categorical = [c for c in X.columns if is_text(X[c])]
     too_many = [c for c in categorical if X[c].nunique(dropna=True) > max_categories]
     if too_many:
@@ -399,27 +451,7 @@ def load_dataset(
         X = X.drop(columns=too_many)
         categorical = [c for c in categorical if c not in too_many]
     report["text_columns_excluded"] = too_many
-    if X.shape[1] == 0:
-        raise CdegError("no predictor left after the leakage rule and the exclusions", path=features)
-
-    y = y_all[ids].to_numpy().astype(int)
-    report["suspected_leaks"] = suspected_leaks(X.drop(columns=categorical), y, leak_auc_threshold)
-    for col, auc in report["suspected_leaks"].items():
-        log.warning(
-            "variable %r alone separates %s with AUC %.3f: check it is known before surgery (else --exclude it)",
-            col,
-            target,
-            auc,
-        )
-    X.index.name = id_column
-    return Dataset(
-        X=X,
-        y=y,
-        target=target,
-        column_sets={c: column_sets[c] for c in X.columns},
-        categorical=categorical,
-        report=report,
-    )
+    return X, categorical
 
 
 def univariate_auc(X: pd.DataFrame | np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -93,6 +93,17 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
         self.preprocess = preprocess
         self.random_state = random_state
 
+    def __sklearn_tags__(self) -> Any:
+        """What scikit-learn's checks should expect: a binary classifier that imputes missing values itself,
+        with a ``transform`` (the preprocessed variables) that keeps the column names."""
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        return tags
+
     def _preprocessor(self) -> pp.Preprocessor:
         opt = self.preprocess or PreprocessOptions()
         return pp.Preprocessor(
@@ -126,10 +137,12 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Log-odds of class 1."""
-        return estimator_log_odds(self.estimator_, self.transform(X))
+        Z = self.transform(X)  # first: an unfitted model raises NotFittedError, not AttributeError
+        return estimator_log_odds(self.estimator_, Z)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = estimator_proba(self.estimator_, self.transform(X))
+        Z = self.transform(X)  # first: an unfitted model raises NotFittedError, not AttributeError
+        p = estimator_proba(self.estimator_, Z)
         return np.column_stack([1 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

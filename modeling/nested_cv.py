@@ -25,6 +25,8 @@ from cdeg.modeling.config import MODELS, TUNED_MODELS, FitConfig
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.tuning import fixed_params, study_name, tune
 
+from cdeg.progress import ProgressArg, track
+
 log = logging.getLogger(__name__)
 
 
@@ -218,7 +220,7 @@ def nested_cv(
     key: str,
     shared: bool = False,
     jobs: int = 1,
-    progress: bool = True,
+    progress: ProgressArg = None,
 ) -> CVResult:
     """Run every task and assemble out-of-fold predictions, tuning records and final hyperparameters.
 
@@ -230,9 +232,9 @@ def nested_cv(
         Optuna storage URL.
     key : str
         Run key used in study names (data + protocol hash).
+    progress : bool or callable, optional
+        Reported once per finished task as "nested CV" (:mod:`cdeg.progress`).
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     tasks = make_tasks(y, cfg, columns)
     models = [m for m in MODELS if m in columns]
@@ -242,39 +244,35 @@ def nested_cv(
     tuning: list[dict[str, Any]] = []
     final: dict[str, dict[str, Any]] = {}
     new_trials = 0
-    bar = tqdm(total=len(tasks), desc="nested CV", unit="fold", disable=not progress, leave=False)
-    try:
-        for res in run_tasks(tasks, X, y, cfg, storage, key, shared, jobs):
-            bar.update(1)
-            new_trials += res.new_trials
-            if res.repeat is None:
-                final[res.model] = res.params
-            else:
-                probs[(res.model, res.repeat)][res.test] = res.proba
-                folds[res.repeat][res.test] = res.fold
-            tuning.append(
-                {
-                    "model": res.model,
-                    "repeat": res.repeat,
-                    "fold": res.fold,
-                    "study": res.study,
-                    "best_inner_score": res.best_value,
-                    "params": res.params,
-                    "trials": res.n_trials,
-                    "new_trials": res.new_trials,
-                    "seconds": round(res.seconds, 3),
-                }
-            )
-            log.debug(
-                "%s repeat %s fold %s: %.1f s, %d new trials",
-                res.model,
-                res.repeat,
-                res.fold,
-                res.seconds,
-                res.new_trials,
-            )
-    finally:
-        bar.close()
+    results = run_tasks(tasks, X, y, cfg, storage, key, shared, jobs)
+    for res in track(results, progress, "nested CV", total=len(tasks)):
+        new_trials += res.new_trials
+        if res.repeat is None:
+            final[res.model] = res.params
+        else:
+            probs[(res.model, res.repeat)][res.test] = res.proba
+            folds[res.repeat][res.test] = res.fold
+        tuning.append(
+            {
+                "model": res.model,
+                "repeat": res.repeat,
+                "fold": res.fold,
+                "study": res.study,
+                "best_inner_score": res.best_value,
+                "params": res.params,
+                "trials": res.n_trials,
+                "new_trials": res.new_trials,
+                "seconds": round(res.seconds, 3),
+            }
+        )
+        log.debug(
+            "%s repeat %s fold %s: %.1f s, %d new trials",
+            res.model,
+            res.repeat,
+            res.fold,
+            res.seconds,
+            res.new_trials,
+        )
     for m in models:
         if m not in TUNED_MODELS:
             final[m] = fixed_params(m, cfg)

@@ -1,56 +1,19 @@
-"""Self-contained HTML reports (images inline as base64, no script, no network) for `cdeg fit` and `cdeg validate`."""
+"""Self-contained HTML reports (images inline as base64, no network) of `cdeg fit` and `cdeg validate`.
+
+The page, tables and figures are those of the study report (:mod:`cdeg.report.html`); this module
+only says what the classifier stage's reports hold.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cdeg.modeling.plots import MODEL_LABELS
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;border:1px solid #eee;margin:.4em 0}.note{color:#555;font-size:.92em}
-.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em}
-code{background:#f4f4f4;padding:0 .2em}
-"""
-
-
-def esc(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def img(path: str | Path, alt: str) -> str:
-    """An <img> with the PNG inlined as a data URI."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def page(title: str, body: Sequence[str]) -> str:
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(body)}</body></html>\n"
-    )
-
-
-def fmt(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
+from cdeg.report.html import esc, figure, fmt, page, section, table
 
 
 def metrics_rows(per_model: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -62,7 +25,7 @@ def metrics_rows(per_model: dict[str, dict[str, Any]]) -> list[list[str]]:
             [
                 MODEL_LABELS.get(m, m),
                 f"{s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]",
-                fmt(s["brier"]),
+                fmt(s["brier"], 3),
                 fmt(s["calibration_intercept"], 2),
                 fmt(s["calibration_slope"], 2),
             ]
@@ -107,9 +70,210 @@ def verdict(comp: dict[str, dict[str, Any]], first: str = "xgboost", second: str
 
 
 def figure_block(figs: dict[str, list[Path]], names: Sequence[tuple[str, str]]) -> str:
+    """The PNG of each figure of `names` (key, caption) that `figs` holds, full resolution."""
     parts = []
     for key, caption in names:
         if key in figs:
             png = next(p for p in figs[key] if p.suffix == ".png")
-            parts.append(f"<h3>{esc(caption)}</h3>{img(png, caption)}")
-    return "".join(parts)
+            parts.append(figure(png, caption, colours=None))
+    return f'<div class="figs">{"".join(parts)}</div>' if parts else ""
+
+
+# ==============================================================================================================
+# cdeg fit
+# ==============================================================================================================
+
+_FIT_NAV = [
+    ("cv", "Nested cross-validation"),
+    ("shap", "SHAP"),
+    ("data", "Data"),
+    ("params", "Hyperparameters"),
+    ("versions", "Versions"),
+]
+
+
+def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -> str:
+    """report.html of a `cdeg fit` run folder (`cfg`: its :class:`~cdeg.modeling.config.FitConfig`)."""
+    d = metrics["data"]
+    body = [
+        f"<p>Target <code>{esc(metrics['target'])}</code>: {metrics['n_patients']} patients, {metrics['events']} events "
+        f"(prevalence {metrics['prevalence']:.1%}), {metrics['n_features']} candidate variables "
+        f"({esc(', '.join(f'{k}: {v}' for k, v in d['column_sets'].items()))}).</p>",
+        *_cv_section(metrics, figs, cfg),
+        *_shap_section(metrics, figs, cfg),
+        section("data", "Data"),
+        table(["item", "value"], _data_rows(d)),
+    ]
+    if d.get("suspected_leaks"):
+        body.append(
+            "<p class='warn'>Variables that alone separate the target almost perfectly (check they are "
+            f"known before surgery): {esc(', '.join(d['suspected_leaks']))}</p>"
+        )
+    body += [
+        section("params", "Final hyperparameters"),
+        table(
+            ["model", "hyperparameters"],
+            [[m, json.dumps(s["final_params"], default=str)] for m, s in metrics["cv"].items()],
+        ),
+        section("versions", "Versions and timings"),
+        table(
+            ["", ""],
+            [[k, v] for k, v in metrics["versions"].items()]
+            + [[f"time: {k}", f"{v} s"] for k, v in metrics.get("timings_s", {}).items()],
+        ),
+    ]
+    return page(f"cdeg fit: {metrics['target']}", _fit_subtitle(metrics), _FIT_NAV, body)
+
+
+def _fit_subtitle(metrics: dict[str, Any]) -> str:
+    p = metrics["protocol"]
+    return f"nested cross-validation ({p['outer']}), final models and SHAP; run key {p['run_key']}"
+
+
+def _cv_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -> list[str]:
+    p = metrics["protocol"]
+    return [
+        section("cv", "Nested cross-validation"),
+        table(METRIC_HEADER, metrics_rows(metrics["cv"])),
+        f"<p><b>{esc(verdict(metrics['comparison']))}</b></p>",
+        table(
+            ["AUC difference", "estimate", "95% CI", "p (paired DeLong)"],
+            comparison_rows(metrics["comparison"]),
+        ),
+        f"<p class='muted'>Outer loop: {esc(p['outer'])}; inner loop: {esc(p['inner'])} with {cfg.trials} "
+        f"Optuna trials per study minimising {esc(p['objective'])}. Preprocessing (imputation, near-constant "
+        "and near-duplicate removal, encoding, scaling) is fitted inside each training fold only. AUC CI: "
+        f"{esc(p['auc_ci'])}. Calibration intercept: calibration-in-the-large (0 ideal); slope: 1 ideal, "
+        "below 1 means too extreme predictions.</p>",
+        figure_block(
+            figs,
+            [
+                ("roc", "ROC curves (mean out-of-fold prediction per patient)"),
+                ("calibration", "Calibration"),
+                ("decision_curve", "Decision curve"),
+            ],
+        ),
+    ]
+
+
+def _shap_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -> list[str]:
+    return [
+        section("shap", "What drives the XGBoost model (SHAP, final model, development patients)"),
+        "<p class='muted'>SHAP values are contributions to the log-odds; they add up from the average "
+        "patient's log-odds to each patient's. They explain the model, not causation.</p>",
+        figure_block(figs, [("shap_bar", "Mean |SHAP|"), ("shap_beeswarm", "SHAP per patient")]),
+        figure_block(
+            figs,
+            [
+                (f"shap_dependence_{k + 1}", "SHAP dependence: " + t["label"])
+                for k, t in enumerate(metrics["shap_top"][: cfg.shap_dependence])
+            ],
+        ),
+    ]
+
+
+def _data_rows(d: dict[str, Any]) -> list[list[str]]:
+    def lst(x: Any) -> str:
+        x = list(x or [])
+        return f"{len(x)}" + (f": {', '.join(map(str, x[:12]))}{' ...' if len(x) > 12 else ''}" if x else "")
+
+    rows = [
+        ["patients left out for bad input values", lst(d.get("skipped_patients"))],
+        ["patients without a target (left out)", lst(d.get("ids_without_target"))],
+        ["ids only in the features table", lst(d.get("ids_only_in_features"))],
+        ["ids only in the clinical table", lst(d.get("ids_only_in_clinical"))],
+        ["columns left out by the leakage rule", lst(d.get("leakage_excluded"))],
+        ["columns excluded on request", lst(d.get("user_excluded"))],
+        ["text columns left out (too many values)", lst(d.get("text_columns_excluded"))],
+        ["categorical (one-hot) columns", lst(d.get("categorical"))],
+    ]
+    other = d.get("missing_in_other_table")
+    if other:
+        rows.insert(6, [f"clinical columns absent from {other['table']} (excluded)", lst(other["columns"])])
+    return rows
+
+
+# ==============================================================================================================
+# cdeg validate
+# ==============================================================================================================
+
+_VALIDATE_NAV = [("external", "External validation"), ("figures", "Figures"), ("versions", "Versions")]
+
+
+def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str:
+    """report.html of a `cdeg validate` output folder."""
+    dev = metrics["development"]
+    body = [
+        section("external", "External validation"),
+        f"<p>Target <code>{esc(metrics['target'])}</code>: {metrics['n_patients']} external patients, "
+        f"{metrics['events']} events (prevalence {metrics['prevalence']:.1%}); development: {dev['n_patients']} "
+        f"patients (prevalence {dev['prevalence']:.1%}).</p>",
+        table(
+            [
+                "model",
+                "AUC development (nested CV)",
+                "AUC external [95% DeLong CI]",
+                "Brier dev.",
+                "Brier ext.",
+                "calibration intercept (ext.)",
+                "calibration slope (ext.)",
+                "imputed values",
+            ],
+            _validate_rows(metrics),
+        ),
+        f"<p><b>{esc(verdict(metrics['comparison']))}</b></p>",
+        table(
+            ["AUC difference (external)", "estimate", "95% CI", "p (paired DeLong)"],
+            comparison_rows(metrics["comparison"]),
+        ),
+        _imputation_warning(metrics),
+        section("figures", "Figures"),
+        figure_block(
+            figs,
+            [
+                ("roc", "ROC: development (left) and external (right)"),
+                ("calibration", "Calibration"),
+                ("decision_curve", "Decision curve"),
+            ],
+        ),
+        section("versions", "Versions"),
+        table(["", ""], [[k, v] for k, v in metrics["versions"].items()]),
+    ]
+    subtitle = f"model {metrics['model']}, {metrics['n_patients']} external patients"
+    return page(f"cdeg validate: {metrics['target']}", subtitle, _VALIDATE_NAV, body)
+
+
+def _validate_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    dev = metrics["development"]
+    rows = []
+    for m, s in metrics["external"].items():
+        d = dev["cv"].get(m)
+        rows.append(
+            [
+                MODEL_LABELS.get(m, m),
+                f"{d['auc']:.3f} [{d['auc_ci'][0]:.3f}, {d['auc_ci'][1]:.3f}]" if d else "-",
+                f"{s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]",
+                fmt(d["brier"], 3) if d else "-",
+                fmt(s["brier"], 3),
+                fmt(s["calibration_intercept"], 2),
+                fmt(s["calibration_slope"], 2),
+                f"{metrics['imputed_share'].get(m, 0):.1%}",
+            ]
+        )
+    return rows
+
+
+def _imputation_warning(metrics: dict[str, Any]) -> str:
+    """The box naming the variables absent from the external cohort (empty when none is)."""
+    miss = {m: v for m, v in metrics["missing_variables"].items() if v}
+    if not miss and not any(v > 0 for v in metrics["imputed_share"].values()):
+        return ""
+    items = "".join(
+        f"<li>{esc(MODEL_LABELS.get(m, m))}: {metrics['imputed_share'][m]:.1%} of input values imputed; "
+        f"missing variables ({len(v)}): {esc(', '.join(v[:20]))}{' ...' if len(v) > 20 else ''}</li>"
+        for m, v in metrics["missing_variables"].items()
+    )
+    return (
+        "<div class='warn'><p>Variables absent from the external cohort were set to the development "
+        f"median / most frequent value (the fitted imputer's values):</p><ul>{items}</ul></div>"
+    )

@@ -322,7 +322,6 @@ def tune(
         interrupted run is marked failed and redone.
     """
     import optuna
-    from optuna.trial import TrialState
 
     t0 = time.perf_counter()
     storage = make_storage(storage_url, shared)
@@ -330,51 +329,14 @@ def tune(
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is noise; we log per study
     try:
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction=direction, load_if_exists=True
-        )
-        if study.direction.name.lower() != direction:
-            raise ValueError(
-                f"study {name} exists with direction {study.direction.name.lower()}, not {direction}"
-            )
-        if attrs and "cdeg" not in study.user_attrs:
-            study.set_user_attr("cdeg", attrs)
-        if not shared:
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        cache = None
-        new = 0
-        while True:
-            if shared:
-                optuna.storages.fail_stale_trials(study)
-            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if done + running >= cfg.trials:
-                break
-            if cache is None:
-                cache = inner_cache(kind, X, y, cfg, seed)
-                objective = make_objective(kind, cache, cfg)
-            if shared:
-                study.sampler = trial_seeded_sampler(seed, cfg.startup_trials)
-            else:
-                study.sampler = optuna.samplers.TPESampler(
-                    seed=int(np.random.SeedSequence([seed, done]).generate_state(1)[0]),
-                    n_startup_trials=cfg.startup_trials,
-                    multivariate=True,
-                )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, n_trials=1)
-            new += 1
+        study = _open_study(storage, name, direction, attrs, shared)
+        new = _run_trials(study, kind, X, y, cfg, seed, shared)
         # Other workers may still be running trials of this study: wait for them (dead ones fail after GRACE_S).
-        while shared and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        while shared and _count(study, "RUNNING"):
             time.sleep(0.5)
             optuna.storages.fail_stale_trials(study)
         # The first `trials` completed trials: a study run longer before gives the same answer as a fresh one.
-        complete = sorted(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
-        )
-        complete = complete[: cfg.trials]
+        complete = sorted(_trials(study, "COMPLETE"), key=lambda t: t.number)[: cfg.trials]
         if not complete:
             raise RuntimeError(f"study {name} has no completed trial")
         best = min(complete, key=lambda t: (t.value if direction == "minimize" else -t.value, t.number))
@@ -386,3 +348,63 @@ def tune(
         optuna.logging.set_verbosity(previous)
         if hasattr(storage, "engine"):
             storage.engine.dispose()
+
+
+def _trials(study: Any, state: str) -> list[Any]:
+    """The trials of `study` in `state` ("COMPLETE", "RUNNING", ...), not copied."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState[state],))
+
+
+def _count(study: Any, state: str) -> int:
+    return len(_trials(study, state))
+
+
+def _open_study(storage: Any, name: str, direction: str, attrs: dict[str, Any] | None, shared: bool) -> Any:
+    """Create or load the study `name`; with the run's own storage, trials left running are marked failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise ValueError(
+            f"study {name} exists with direction {study.direction.name.lower()}, not {direction}"
+        )
+    if attrs and "cdeg" not in study.user_attrs:
+        study.set_user_attr("cdeg", attrs)
+    if not shared:
+        for t in _trials(study, "RUNNING"):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+    return study
+
+
+def _run_trials(
+    study: Any, kind: str, X: pd.DataFrame, y: np.ndarray, cfg: FitConfig, seed: int, shared: bool
+) -> int:
+    """Run trials one at a time until the study holds ``cfg.trials`` (completed or running); return how many."""
+    import optuna
+
+    cache = None
+    new = 0
+    while True:
+        if shared:
+            optuna.storages.fail_stale_trials(study)
+        done = _count(study, "COMPLETE")
+        if done + _count(study, "RUNNING") >= cfg.trials:
+            return new
+        if cache is None:
+            cache = inner_cache(kind, X, y, cfg, seed)
+            objective = make_objective(kind, cache, cfg)
+        if shared:
+            study.sampler = trial_seeded_sampler(seed, cfg.startup_trials)
+        else:
+            study.sampler = optuna.samplers.TPESampler(
+                seed=int(np.random.SeedSequence([seed, done]).generate_state(1)[0]),
+                n_startup_trials=cfg.startup_trials,
+                multivariate=True,
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=1)
+        new += 1

@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cdeg.modeling import api
 from cdeg.modeling import metrics as M
 from cdeg.modeling import preprocess as pp
+from cdeg.modeling.bundle import ModelBundle
 from cdeg.modeling.config import FitConfig, resolve_config
+from cdeg.modeling.fit import fit
 from cdeg.modeling.names import describe
+from cdeg.modeling.predict import predict
 from cdeg.modeling.simulate import SIGNAL_COLUMNS, simulate, write_tables
+from cdeg.modeling.validate import validate
 from click.testing import CliRunner
 
 from cdeg.cli import cli
@@ -40,7 +43,7 @@ def signal_run(tmp_path_factory):
     """One fit on a strong planted signal, shared by the persistence, predict, validate and report tests."""
     tmp = tmp_path_factory.mktemp("signal")
     tables = write_tables(tmp / "data", n=120, n_features=80, signal=4.0, prevalence=0.3, seed=3)
-    res = api.fit(
+    res = fit(
         tables.features_path, tables.clinical_path, "accelerated", tmp / "run", config=_inner2(tmp), **SIGNAL
     )
     return tables, res
@@ -150,7 +153,7 @@ def test_noise_target_gives_auc_near_half(tmp_path):
     write_table(tmp_path / "c.csv", clin.drop(columns=["ndi_2y", "poor_outcome_2y"]))
     cfg = tmp_path / "sel.yaml"
     cfg.write_text("inner_folds: 2\nstartup_trials: 2\npreprocess:\n  select_k: 30\n")
-    res = api.fit(
+    res = fit(
         tmp_path / "f.csv",
         tmp_path / "c.csv",
         "accelerated",
@@ -191,7 +194,7 @@ def test_saved_model_reloads_from_json_and_predicts_identically(signal_run):
     tables, res = signal_run
     model_dir = res.out / "model"
     assert {p.suffix for p in model_dir.rglob("*") if p.is_file()} <= {".json", ".csv", ".png"}  # no pickle
-    bundle = api.ModelBundle.load(model_dir)
+    bundle = ModelBundle.load(model_dir)
     X = tables.features.set_index("patient_id").join(tables.clinical.set_index("patient_id"))
     for m, clf in res.models.items():
         cols = bundle.manifest["models"][m]["input_columns"]
@@ -214,10 +217,10 @@ def test_optuna_studies_live_in_sqlite_and_a_rerun_resumes(signal_run, tmp_path)
     }
     assert set(studies) == expected and set(studies.values()) == {5}
     kwargs = dict(config=_inner2(tmp_path), **SIGNAL)
-    again = api.fit(tables.features_path, tables.clinical_path, "accelerated", run, **kwargs)
+    again = fit(tables.features_path, tables.clinical_path, "accelerated", run, **kwargs)
     assert again.metrics["new_trials"] == 0  # every study reused
     assert again.metrics["cv"]["xgboost"]["auc"] == res.metrics["cv"]["xgboost"]["auc"]
-    more = api.fit(tables.features_path, tables.clinical_path, "accelerated", run, **{**kwargs, "trials": 6})
+    more = fit(tables.features_path, tables.clinical_path, "accelerated", run, **{**kwargs, "trials": 6})
     assert more.metrics["new_trials"] == len(expected)  # one more trial per study, the first five kept
     assert {s.n_trials for s in optuna.get_all_study_summaries(url)} == {6}
 
@@ -230,7 +233,7 @@ def test_predict_imputes_missing_variables_with_a_warning(signal_run, tmp_path, 
     write_table(tmp_path / "f.csv", feat)
     write_table(tmp_path / "c.csv", clin.drop(columns=["ndi_baseline"]))
     with caplog.at_level(logging.WARNING, logger="cdeg.modeling"):
-        out = api.predict(
+        out = predict(
             res.out / "model",
             tmp_path / "f.csv",
             tmp_path / "pred",
@@ -258,9 +261,7 @@ def test_validate_reports_external_metrics_beside_development(signal_run, tmp_pa
     feat, clin = simulate(n=150, n_features=80, signal=4.0, prevalence=0.3, seed=9)
     write_table(tmp_path / "f.csv", feat)
     write_table(tmp_path / "c.csv", clin)
-    v = api.validate(
-        res.out / "model", tmp_path / "f.csv", tmp_path / "c.csv", "accelerated", tmp_path / "val"
-    )
+    v = validate(res.out / "model", tmp_path / "f.csv", tmp_path / "c.csv", "accelerated", tmp_path / "val")
     ext = v.metrics["external"]["xgboost"]
     assert ext["auc"] > 0.7 and ext["auc_ci"][0] < ext["auc"] < ext["auc_ci"][1]
     assert set(ext) >= {"brier", "calibration_intercept", "calibration_slope"}
@@ -294,7 +295,7 @@ def tiny(tmp_path):
 def _fit_tiny(tmp: Path, feat: pd.DataFrame, clin: pd.DataFrame, target: str = "accelerated", **kw):
     write_table(tmp / "f.csv", feat)
     write_table(tmp / "c.csv", clin)
-    return api.fit(tmp / "f.csv", tmp / "c.csv", target, tmp / "run", **{**FAST, **kw})
+    return fit(tmp / "f.csv", tmp / "c.csv", target, tmp / "run", **{**FAST, **kw})
 
 
 def test_duplicate_ids_are_reported_with_the_file(tiny):

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from cdeg.modeling import api
+from cdeg.modeling.fit import fit
 from cdeg.modeling.simulate import simulate
 
 from cdeg.io import write_table
@@ -178,8 +178,8 @@ def test_one_worker_on_a_shared_storage_equals_a_private_run(tables, tmp_path):
     """Per-trial seeds: alone on a shared storage, a worker proposes exactly the trials of a private run."""
     kw = {"trials": 3, "outer_folds": 2, "repeats": 1, "jobs": 1, "progress": False}
     kw["config"] = tables / "inner2.yaml"
-    private = api.fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "a", **kw)
-    shared = api.fit(
+    private = fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "a", **kw)
+    shared = fit(
         tables / "f.csv",
         tables / "c.csv",
         "accelerated",
@@ -198,8 +198,8 @@ def test_storage_url_is_checked_first_and_its_password_never_recorded(tables, tm
     from cdeg.modeling.tuning import check_storage
 
     with pytest.raises(ValueError, match="not a database URL"):
-        api.fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "o", storage="localhost:5432")
+        fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "o", storage="localhost:5432")
     with pytest.raises(ValueError, match="unknown database kind"):
-        api.fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "o", storage="postgress://h/db")
+        fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "o", storage="postgress://h/db")
     assert not (tmp_path / "o").exists()
     assert check_storage("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"

@@ -550,7 +550,7 @@ def _run_extract(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
 
 
 def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    from cdeg.modeling.api import fit
+    from cdeg.modeling.fit import fit
 
     key = params["cohort"]
     r = fit(
@@ -575,7 +575,7 @@ def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, An
 
 
 def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    from cdeg.modeling.api import validate
+    from cdeg.modeling.validate import validate
 
     key, target = params["cohort"], params["target"]
     r = validate(
@@ -591,7 +591,7 @@ def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
 
 
 def _run_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    from cdeg.modeling.api import predict
+    from cdeg.modeling.predict import predict
 
     key, target = params["cohort"], params["target"]
     r = predict(

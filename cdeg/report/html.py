@@ -145,3 +145,8 @@ def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: Sequen
         f'<nav class="toc">{links}</nav><main>{"".join(body)}</main>'
         f"<script>{SCRIPT}</script></body></html>\n"
     )
+
+
+def section(anchor: str, title: str) -> str:
+    """A section heading that the page's navigation links to (``#anchor``)."""
+    return f'<h2 id="{esc(anchor)}">{esc(title)}</h2>'

@@ -1,0 +1,533 @@
+"""`cdeg fit`: nested-CV estimate, final fit, SHAP and the run folder, in four steps.
+
+:func:`fit` prepares the data (:func:`prepare`), then calls :func:`estimate` (nested cross-validation),
+:func:`finalise` (the final models, tuned and fitted on all patients), :func:`explain` (SHAP of the primary
+model) and :func:`write` (tables, performance figures, the model manifest, metrics.json and report.html).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cdeg.modeling import metrics as M
+from cdeg.modeling import plots, report
+from cdeg.modeling.bundle import (
+    DEV_DIR,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL_DIR,
+    check_clinical,
+    check_out,
+    curves,
+    shown,
+    unused_columns,
+    versions,
+)
+from cdeg.modeling.config import FitConfig, resolve_config
+from cdeg.modeling.data import Dataset, check_events, load_dataset, match_patterns, parse_names
+from cdeg.modeling.explain import shap_values
+from cdeg.modeling.models import TabularClassifier
+from cdeg.modeling.names import describe
+from cdeg.modeling.nested_cv import CVResult, nested_cv
+
+from cdeg.errors import CdegError
+from cdeg.io import remove_stale_temporaries, write_bytes, write_json, write_table, write_text
+from cdeg.progress import ProgressArg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` wrote: the run folder, its metrics and the out-of-fold predictions."""
+
+    out: Path
+    metrics: dict[str, Any]
+    oof: pd.DataFrame
+    config: FitConfig
+    files: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, TabularClassifier] = field(default_factory=dict)
+
+
+@dataclass
+class FitRun:
+    """One fit, prepared: the resolved configuration, the data and where everything goes."""
+
+    cfg: FitConfig
+    ds: Dataset
+    target: str
+    out: Path
+    columns: dict[str, list[str]]
+    key: str
+    storage_url: str
+    shared: bool
+    storage_label: str
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / MODEL_DIR
+
+
+def fit(
+    features: str | Path,
+    clinical: str | Path,
+    target: str,
+    out: str | Path,
+    *,
+    id_column: str | None = None,
+    feature_set: str | list[str] | None = None,
+    trials: int | None = None,
+    outer_folds: int | None = None,
+    repeats: int | None = None,
+    seed: int | None = None,
+    storage: str | None = None,
+    jobs: int | None = None,
+    exclude: str | list[str] | None = None,
+    exclude_missing_in: str | Path | None = None,
+    config: str | Path | None = None,
+    progress: ProgressArg = None,
+    strict: bool = False,
+) -> FitResult:
+    """Nested-CV estimate and final fit of XGBoost, elastic-net and clinical-only logistic regression.
+
+    The clinical table is checked once before anything is fitted, with the checks of ``cdeg check``
+    (:func:`cdeg.check.check_stage_table`). The rule: a missing or unreadable table or a missing id column
+    stop the stage; an id on several rows, or a bad value (text in a numeric column, a value outside the
+    plausible range of configs/check.yaml) in a column the models may use (the target, and every column
+    not left out by the leakage rule or `exclude`) leaves that patient (all its rows) out of both tables,
+    with one log line naming the patient, the file and the line(s), and is listed in metrics.json
+    (``data.skipped_patients``); a row with an empty id is left out with a warning; bad values in columns
+    the models never use (follow-up scores, outcomes) are read as missing. With `strict`, the first such
+    problem stops the stage before anything is written.
+
+    Parameters
+    ----------
+    features, clinical : path
+        Features table (CSV/Parquet, one row per patient) and clinical table, joined on `id_column`.
+    target : str
+        0/1 column of the clinical table.
+    out : path
+        Run folder: metrics.json, oof_predictions.csv, model/, plots/, report.html, optuna.db.
+    feature_set : str or list, optional
+        "clinical,mri,xray,other" (any subset) for the xgboost and logistic models.
+    trials, outer_folds, repeats, seed, jobs, id_column : optional
+        Override the configuration (configs/fit.yaml < `config` < these).
+    storage : str, optional
+        SQLAlchemy URL of the Optuna storage shared by several workers; default: SQLite file in `out`.
+    exclude : str or list, optional
+        Columns (names or glob patterns, comma-separated) never used as predictors.
+    exclude_missing_in : path, optional
+        Another clinical table (an external cohort's): the columns of `clinical` it lacks are never used
+        as predictors, so the model needs only what that cohort has. They join the exclusions (before
+        `exclude`), recorded with them in metrics.json and model.json.
+    config : path, optional
+        YAML with configuration keys to override.
+    progress : bool or callable, optional
+        Progress of the nested cross-validation, one unit per fold (:mod:`cdeg.progress`).
+    strict : bool
+        Stop (CdegError) at the first bad value instead of leaving the patient out.
+
+    Returns
+    -------
+    FitResult
+    """
+    t_start = time.perf_counter()
+    overrides: dict[str, Any] = {
+        "id_column": id_column,
+        "trials": trials,
+        "outer_folds": outer_folds,
+        "repeats": repeats,
+        "seed": seed,
+        "jobs": jobs,
+    }
+    if feature_set is not None:
+        overrides["feature_sets"] = list(parse_names(feature_set))
+    cfg, lacking = fit_config(
+        config, overrides, clinical=clinical, exclude=exclude, exclude_missing_in=exclude_missing_in
+    )
+    run = prepare(features, clinical, target, out, cfg, storage=storage, strict=strict)
+    if exclude_missing_in is not None:
+        run.ds.report["missing_in_other_table"] = {"table": str(exclude_missing_in), "columns": lacking}
+    cv, metrics = estimate(run, progress)
+    t_cv = time.perf_counter()
+    finals, manifest_models = finalise(run, cv, metrics)
+    t_final = time.perf_counter()
+    primary = run.cfg.primary_model if run.cfg.primary_model in finals else cv.models[0]
+    shap_figs = explain(run, finals[primary], primary, metrics)
+    marks = {"start": t_start, "cv": t_cv, "final": t_final}
+    figs = write(run, cv, metrics, manifest_models, primary, shap_figs, marks)
+    oof_out = cv.oof.rename(columns={"target": target})
+    return FitResult(
+        out=run.out,
+        metrics=metrics,
+        oof=oof_out,
+        config=run.cfg,
+        files={"figures": figs, "model": run.model_dir, "report": run.out / "report.html"},
+        models=finals,
+    )
+
+
+# ==============================================================================================================
+# preparation
+# ==============================================================================================================
+
+
+def fit_config(
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    clinical: str | Path | None = None,
+    exclude: str | list[str] | None = None,
+    exclude_missing_in: str | Path | None = None,
+) -> tuple[FitConfig, list[str]]:
+    """The configuration of a fit (configs/fit.yaml < `config` < `overrides`) with the call's exclusions.
+
+    The columns of `clinical` that `exclude_missing_in` lacks come first, then `exclude`, after those of
+    the configuration. Returns the configuration and the columns `exclude_missing_in` lacks.
+    """
+    cfg = resolve_config(config, overrides)
+    lacking: list[str] = []
+    if exclude_missing_in is not None:
+        if clinical is None:
+            raise ValueError("--exclude-missing-in needs --clinical (their columns are compared)")
+        lacking = missing_columns(clinical, exclude_missing_in, cfg.id_column)
+    added = (*lacking, *parse_names(exclude))
+    return (replace(cfg, exclude=tuple(cfg.exclude) + added) if added else cfg), lacking
+
+
+def missing_columns(clinical: str | Path, other: str | Path, id_column: str) -> list[str]:
+    """Columns of the clinical table `clinical` that the clinical table `other` lacks, sorted.
+
+    Only the column names matter: a repeated id is the input check's to report (it leaves the patient out).
+    """
+    from cdeg.cohort import read_clinical
+
+    dev = read_clinical(clinical, id_column, bad_ids="first")
+    ext = read_clinical(other, id_column, bad_ids="first")
+    lacking = sorted(set(dev.columns) - set(ext.columns))
+    if lacking:
+        log.info(
+            "%d clinical column(s) absent from %s are left out of the predictors: %s",
+            len(lacking),
+            other,
+            ", ".join(lacking),
+        )
+    return lacking
+
+
+def prepare(
+    features: str | Path,
+    clinical: str | Path,
+    target: str,
+    out: str | Path,
+    cfg: FitConfig,
+    *,
+    storage: str | None = None,
+    strict: bool = False,
+) -> FitRun:
+    """Check the inputs, load the dataset and create the run folder and the Optuna storage."""
+    if not target or not isinstance(target, str):
+        raise ValueError("--target must name the 0/1 column of the clinical table")
+    out = check_out(out)
+    shared = storage is not None
+    storage_label = "sqlite (run folder)"
+    if shared:
+        from cdeg.modeling.tuning import check_storage
+
+        storage_label = check_storage(storage)
+    storage_url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    ds = _load(features, clinical, target, cfg, strict)
+    check_events(ds.y, cfg.outer_folds, cfg.inner_folds, target, clinical)
+    columns = _model_columns(ds, cfg)
+    key = hashlib.sha256(
+        (ds.fingerprint() + json.dumps(cfg.protocol(), sort_keys=True)).encode()
+    ).hexdigest()[:12]
+    log.info(
+        "%d patients (%d with %s = 1), %d candidate variables; models: %s; run key %s",
+        len(ds.y),
+        int(ds.y.sum()),
+        target,
+        ds.X.shape[1],
+        ", ".join(columns),
+        key,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by a killed run; out is this fit's own folder
+    from cdeg.modeling.tuning import make_storage
+
+    make_storage(storage_url, shared=shared).engine.dispose()  # create the tables before workers connect
+    return FitRun(cfg, ds, target, out, columns, key, storage_url, shared, storage_label)
+
+
+def _load(features: str | Path, clinical: str | Path, target: str, cfg: FitConfig, strict: bool) -> Dataset:
+    """The input check of the clinical table, then the dataset of the patients it keeps."""
+
+    def uses(column: str) -> bool:  # the target, and every column the leakage rule and exclusions leave
+        return column == target or not match_patterns([column], [*cfg.leakage_columns, *cfg.exclude])
+
+    check = check_clinical("fit", clinical, cfg.id_column, uses, strict)
+    ds = load_dataset(
+        features,
+        clinical,
+        target,
+        cfg.id_column,
+        exclude=cfg.exclude,
+        leakage_columns=cfg.leakage_columns,
+        max_categories=cfg.preprocess.max_categories,
+        leak_auc_threshold=cfg.leak_auc_threshold,
+        skip=set(check.skipped),
+        unused=unused_columns(check),
+        skip_bad_target=not strict,
+    )
+    ds.report["skipped_patients"] = check.skipped
+    return ds
+
+
+def _model_columns(ds: Dataset, cfg: FitConfig) -> dict[str, list[str]]:
+    """Input columns of each model; models without any column are skipped with a warning."""
+    main = ds.columns_of(cfg.feature_sets)
+    clin = ds.columns_of(["clinical"])
+    if cfg.clinical_only.variables:
+        wanted = match_patterns(clin, cfg.clinical_only.variables)
+        clin = [c for c in clin if c in wanted]
+    out: dict[str, list[str]] = {}
+    for m in cfg.models:
+        cols = clin if m == "clinical_only" else main
+        if not cols:
+            if m == "clinical_only":
+                log.warning(
+                    "no baseline clinical variable left: the clinical-only reference model is skipped"
+                )
+                continue
+            raise CdegError(
+                f"no variable in feature set(s) {', '.join(cfg.feature_sets)} after the exclusions; "
+                f"available sets: {', '.join(sorted(set(ds.column_sets.values())))}"
+            )
+        out[m] = cols
+    return out
+
+
+# ==============================================================================================================
+# the four steps
+# ==============================================================================================================
+
+
+def estimate(run: FitRun, progress: ProgressArg = None) -> tuple[CVResult, dict[str, Any]]:
+    """Nested cross-validation of every model, and its metrics (the start of metrics.json)."""
+    cfg, ds = run.cfg, run.ds
+    with shown(progress) as report_progress:
+        cv = nested_cv(
+            ds.X,
+            ds.y,
+            ds.ids,
+            cfg,
+            run.columns,
+            run.storage_url,
+            run.key,
+            shared=run.shared,
+            jobs=cfg.jobs,
+            progress=report_progress,
+        )
+    return cv, _cv_metrics(ds, cfg, cv, run.columns, run.key, run.storage_label)
+
+
+def finalise(
+    run: FitRun, cv: CVResult, metrics: dict[str, Any]
+) -> tuple[dict[str, TabularClassifier], dict[str, Any]]:
+    """The final models: tuned on all patients by the same inner procedure (the "final" studies), refitted
+    on all, and saved in the model folder; returns them and their entries of the manifest."""
+    finals: dict[str, TabularClassifier] = {}
+    manifest_models: dict[str, Any] = {}
+    for m in cv.models:
+        clf = TabularClassifier(
+            m, params=cv.final_params[m], preprocess=run.cfg.preprocess, random_state=run.cfg.seed
+        )
+        clf.fit(run.ds.X[run.columns[m]], run.ds.y)
+        finals[m] = clf
+        manifest_models[m] = {
+            "files": clf.save(run.model_dir, m),
+            "params": cv.final_params[m],
+            "input_columns": run.columns[m],
+            "used_columns": clf.used_inputs_,
+            "n_model_variables": len(clf.preprocessor_.columns_),
+        }
+        metrics["cv"][m]["n_variables_final"] = len(clf.preprocessor_.columns_)
+    return finals, manifest_models
+
+
+def explain(
+    run: FitRun, model: TabularClassifier, name: str, metrics: dict[str, Any]
+) -> dict[str, list[Path]]:
+    """SHAP of the final model `name` on the development patients: figures, and the top variables in
+    `metrics` (``shap_top``)."""
+    plot_dir, target = run.out / "plots", run.target
+    sr = shap_values(model, run.ds.X[run.columns[name]])
+    figs = {
+        "shap_bar": plots.shap_bar(sr, plot_dir / "shap_bar", target),
+        "shap_beeswarm": plots.shap_beeswarm(sr, plot_dir / "shap_beeswarm", target),
+    }
+    top = list(sr.importance().index[: run.cfg.shap_dependence])
+    for k, c in enumerate(top):
+        figs[f"shap_dependence_{k + 1}"] = plots.shap_dependence(
+            sr, c, plot_dir / f"shap_dependence_{k + 1}", target
+        )
+    metrics["shap_top"] = [
+        {"variable": c, "label": describe(c).label, "mean_abs_shap": float(v)}
+        for c, v in sr.importance().iloc[:15].items()
+    ]
+    return figs
+
+
+def write(
+    run: FitRun,
+    cv: CVResult,
+    metrics: dict[str, Any],
+    manifest_models: dict[str, Any],
+    primary: str,
+    shap_figs: dict[str, list[Path]],
+    marks: dict[str, float],
+) -> dict[str, list[Path]]:
+    """Out-of-fold tables, performance figures, model.json, metrics.json and report.html; returns the figures.
+
+    `marks` holds the perf_counter times at the start, after the nested CV and after the final fit.
+    """
+    dev_mean = _write_tables(run, cv, metrics)
+    figs = _performance_figures(run, dev_mean, metrics)
+    figs.update(shap_figs)
+    t_end = time.perf_counter()
+    metrics["timings_s"] = {
+        "nested_cv": round(marks["cv"] - marks["start"], 2),
+        "final_models": round(marks["final"] - marks["cv"], 2),
+        "plots_and_shap": round(t_end - marks["final"], 2),
+        "total": round(t_end - marks["start"], 2),
+    }
+    metrics["new_trials"] = cv.new_trials
+    write_json(run.model_dir / MANIFEST, _manifest(run, metrics, manifest_models, primary))
+    write_json(run.out / "metrics.json", metrics)
+    write_text(run.out / "report.html", report.fit_report(metrics, figs, run.cfg))
+    log.info(
+        "nested CV AUC: %s; wrote %s",
+        "; ".join(f"{m} {metrics['cv'][m]['auc']:.3f}" for m in cv.models),
+        run.out,
+    )
+    return figs
+
+
+def _write_tables(run: FitRun, cv: CVResult, metrics: dict[str, Any]) -> pd.DataFrame:
+    """oof_predictions.csv, and beside the model the per-patient mean and the development metrics."""
+    write_table(run.out / "oof_predictions.csv", cv.oof.rename(columns={"target": run.target}))
+    dev_mean = cv.oof.groupby(run.cfg.id_column, sort=False)[["target", *cv.models]].mean()
+    # No patient ids in the model folder: it may travel to another centre.
+    write_table(
+        run.model_dir / DEV_DIR / "oof_mean.csv",
+        dev_mean.reset_index(drop=True).rename(columns={"target": "y"}),
+    )
+    write_json(run.model_dir / DEV_DIR / "metrics.json", metrics["cv"])
+    return dev_mean
+
+
+def _performance_figures(
+    run: FitRun, dev_mean: pd.DataFrame, metrics: dict[str, Any]
+) -> dict[str, list[Path]]:
+    """ROC, calibration and decision curve of the out-of-fold predictions, with PNG copies beside the model."""
+    panel = (
+        "nested cross-validation (out-of-fold)",
+        curves(dev_mean["target"].to_numpy(), dev_mean, metrics["cv"]),
+    )
+    figs = plots.performance_figures([panel], run.out / "plots")
+    for _name, paths in figs.items():  # copies beside the model, for `cdeg validate`
+        for p in paths:
+            if p.suffix == ".png":
+                write_bytes(run.model_dir / DEV_DIR / p.name, p.read_bytes())
+    return figs
+
+
+def _manifest(
+    run: FitRun, metrics: dict[str, Any], manifest_models: dict[str, Any], primary: str
+) -> dict[str, Any]:
+    """model.json: what `cdeg predict` and `cdeg validate` need, and the development results."""
+    from cdeg.config import to_dict
+
+    ds = run.ds
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": run.target,
+        "id_column": run.cfg.id_column,
+        "primary_model": primary,
+        "models": manifest_models,
+        "categorical": [
+            c for c in ds.categorical if any(c in v["input_columns"] for v in manifest_models.values())
+        ],
+        "column_sets": {c: s for c, s in ds.column_sets.items()},
+        "development": {
+            "n_patients": len(ds.y),
+            "events": int(ds.y.sum()),
+            "prevalence": float(ds.y.mean()),
+            "metrics": metrics["cv"],
+            "comparison": metrics["comparison"],
+        },
+        "versions": metrics["versions"],
+        "config": json.loads(json.dumps(to_dict(run.cfg))),
+    }
+
+
+def _cv_metrics(
+    ds: Dataset, cfg: FitConfig, cv: CVResult, columns: dict[str, list[str]], key: str, storage: str
+) -> dict[str, Any]:
+    y = ds.y
+    per_model: dict[str, Any] = {}
+    P: dict[str, list[np.ndarray]] = {}
+    for m in cv.models:
+        P[m] = [cv.oof.loc[cv.oof["repeat"] == r, m].to_numpy() for r in range(cfg.repeats)]
+        s = M.summarize_repeats(y, P[m])
+        s["n_input_variables"] = len(columns[m])
+        s["final_params"] = cv.final_params[m]
+        per_model[m] = s
+    comparison = {}
+    for a, b in (("xgboost", "logistic"), ("xgboost", "clinical_only"), ("logistic", "clinical_only")):
+        if a in P and b in P:
+            comparison[f"{a}_vs_{b}"] = M.compare_repeats(y, P[a], P[b])
+    return {
+        "target": ds.target,
+        "n_patients": len(y),
+        "n_features": int(ds.X.shape[1]),
+        "prevalence": float(y.mean()),
+        "events": int(y.sum()),
+        "cv": per_model,
+        "comparison": comparison,
+        "protocol": {
+            "outer": f"{cfg.repeats} x repeated stratified {cfg.outer_folds}-fold",
+            "inner": f"stratified {cfg.inner_folds}-fold",
+            "trials": cfg.trials,
+            "objective": f"mean inner-fold {cfg.objective}",
+            "sampler": "TPE (multivariate, seeded)",
+            "seed": cfg.seed,
+            "feature_sets": list(cfg.feature_sets),
+            "run_key": key,
+            "storage": storage,
+            "oof": "one prediction per patient per repeat; metrics per repeat, then averaged",
+            "auc_ci": "DeLong per repeat; mean AUC +- 1.96 sqrt(mean DeLong variance) (conservative)",
+        },
+        "tuning": cv.tuning,
+        "data": {**ds.report, "column_sets": _count(ds.column_sets.values()), "categorical": ds.categorical},
+        "versions": versions(),
+    }
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out

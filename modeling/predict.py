@@ -1,0 +1,137 @@
+"""`cdeg predict`: probabilities and SHAP waterfalls for new patients from a saved model."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from cdeg.modeling import plots
+from cdeg.modeling.bundle import (
+    Inputs,
+    ModelBundle,
+    check_clinical,
+    check_out,
+    predict_table,
+    read_inputs,
+    shown,
+    versions,
+)
+from cdeg.modeling.explain import shap_values
+from cdeg.modeling.names import describe
+
+from cdeg.io import write_json, write_table
+from cdeg.progress import ProgressArg, track
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictResult:
+    """Predictions and the imputation report."""
+
+    out: Path
+    predictions: pd.DataFrame
+    missing: dict[str, list[str]]
+    imputed_share: dict[str, float]
+    waterfalls: list[Path] = field(default_factory=list)
+
+
+def predict(
+    model: str | Path,
+    features: str | Path,
+    out: str | Path,
+    *,
+    clinical: str | Path | None = None,
+    id_column: str | None = None,
+    waterfalls: bool = True,
+    progress: ProgressArg = None,
+    strict: bool = False,
+) -> PredictResult:
+    """Probabilities per patient from a saved model, and one SHAP waterfall PNG per patient.
+
+    Variables of the model missing from the input are imputed with the development values (the fitted
+    imputer's medians / most frequent levels), named in a warning, and their share is reported in
+    predict.json and the predictions table.
+
+    The clinical table (when given) is checked first with the checks of ``cdeg check``: a bad value in a
+    column the model uses (text in a numeric column, a value outside its plausible range) leaves that
+    patient out (one log line naming the patient and the file; ``skipped_patients`` in predict.json), and
+    so does an id on several rows (all its rows); a row with an empty id is left out with a warning; bad
+    values in other columns are read as missing; an unreadable table stops the stage. With `strict`, the
+    first such problem stops the stage before anything is written.
+
+    Parameters
+    ----------
+    model : path
+        ``RUN_DIR/model`` written by :func:`cdeg.modeling.fit.fit`.
+    features, clinical : path
+        Tables of the new patients (clinical optional).
+    out : path
+        Folder for predictions.csv, predict.json and waterfalls/<patient>.png.
+    progress : bool or callable, optional
+        Progress of the waterfalls (:mod:`cdeg.progress`).
+    strict : bool
+        Stop (CdegError) at the first bad value instead of leaving the patient out.
+    """
+    out = check_out(out)
+    bundle = ModelBundle.load(model)
+    idc = id_column or bundle.manifest["id_column"]
+    used = set(bundle.input_columns)
+    check = (
+        check_clinical("predict", clinical, idc, used.__contains__, strict) if clinical is not None else None
+    )
+    inp = read_inputs(bundle, features, clinical, id_column, check)
+    preds = predict_table(bundle, inp)
+    write_table(out / "predictions.csv", preds)
+    files = []
+    if waterfalls:
+        with shown(progress) as report:
+            files = write_waterfalls(bundle, inp, out / "waterfalls", report)
+    write_json(
+        out / "predict.json",
+        {
+            "model": str(bundle.path),
+            "target": bundle.manifest["target"],
+            "primary_model": bundle.primary,
+            "n_patients": len(preds),
+            "missing_variables": inp.missing,
+            "imputed_share": inp.imputed_share,
+            "imputed_share_by_variable": inp.imputed_by_variable,
+            "unseen_levels": inp.unseen_levels,
+            "imputation": "missing variables and values take the development median (numbers) or most frequent level "
+            "(categories) stored in the model's preprocess files",
+            "skipped_patients": check.skipped if check is not None else {},
+            "versions": versions(),
+        },
+    )
+    log.info("wrote %d predictions to %s", len(preds), out)
+    return PredictResult(out, preds, inp.missing, inp.imputed_share, files)
+
+
+def _safe_name(pid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", pid)[:80] or "patient"
+
+
+def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: ProgressArg) -> list[Path]:
+    """One SHAP waterfall of the primary model per patient in `folder`, naming the imputed variables."""
+    m = bundle.primary
+    clf = bundle.models[m]
+    cols = bundle.manifest["models"][m]["input_columns"]
+    sr = shap_values(clf, inp.X[cols])
+    target = bundle.manifest["target"]
+    used = bundle.manifest["models"][m]["used_columns"]
+    na = inp.X[used].isna().to_numpy()  # row access on a wide DataFrame per patient would dominate the cost
+    files = []
+    for i, pid in enumerate(track(list(inp.X.index), progress, "waterfalls")):
+        imputed = [c for c, missing in zip(used, na[i], strict=True) if missing]
+        note = (
+            f"{len(imputed)} of {len(used)} variables were missing and set to development values: "
+            f"{', '.join(describe(c).text for c in imputed[:6])}{' ...' if len(imputed) > 6 else ''}"
+            if imputed
+            else ""
+        )
+        files += plots.shap_waterfall(sr, i, folder / _safe_name(str(pid)), target, str(pid), note=note)
+    return files

@@ -1,0 +1,175 @@
+"""`cdeg validate`: external validation of a saved model beside its development figures."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cdeg.modeling import metrics as M
+from cdeg.modeling import plots, report
+from cdeg.modeling.bundle import (
+    DEV_DIR,
+    Inputs,
+    ModelBundle,
+    check_clinical,
+    check_out,
+    curves,
+    predict_table,
+    read_inputs,
+    shown,
+    versions,
+)
+from cdeg.modeling.data import parse_target
+from cdeg.modeling.predict import write_waterfalls
+
+from cdeg.errors import CdegError
+from cdeg.io import write_json, write_table, write_text
+from cdeg.progress import ProgressArg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidateResult:
+    """External-validation metrics (and the development figures beside them)."""
+
+    out: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+
+
+def validate(
+    model: str | Path,
+    features: str | Path,
+    clinical: str | Path,
+    target: str,
+    out: str | Path,
+    *,
+    id_column: str | None = None,
+    waterfalls: bool = False,
+    progress: ProgressArg = None,
+    strict: bool = False,
+) -> ValidateResult:
+    """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures.
+
+    The clinical table is checked first with the checks of ``cdeg check``: a bad value in the target or in
+    a column the model uses (text in a numeric column, a value outside its plausible range) leaves that
+    patient out (one log line naming the patient and the file; ``skipped_patients`` in metrics.json), and
+    so does an id on several rows (all its rows); a row with an empty id is left out with a warning; bad
+    values in other columns are read as missing; an unreadable table stops the stage. With `strict`, the
+    first such problem stops the stage before anything is written.
+
+    Parameters
+    ----------
+    model : path
+        ``RUN_DIR/model`` written by :func:`cdeg.modeling.fit.fit`.
+    features, clinical : path
+        Tables of the external cohort; `target` is a 0/1 column of `clinical`.
+    out : path
+        Folder for metrics.json, predictions.csv, plots/ and report.html.
+    progress : bool or callable, optional
+        Progress of the waterfalls (:mod:`cdeg.progress`).
+    strict : bool
+        Stop (CdegError) at the first bad value instead of leaving the patient out.
+    """
+    out = check_out(out)
+    if not target:
+        raise ValueError("--target must name the 0/1 column of the clinical table")
+    bundle = ModelBundle.load(model)
+    if target != bundle.manifest["target"]:
+        log.warning(
+            "validating against %r, but the model was fitted for %r", target, bundle.manifest["target"]
+        )
+    used = {*bundle.input_columns, target}
+    idc = id_column or bundle.manifest["id_column"]
+    check = check_clinical("validate", clinical, idc, used.__contains__, strict)
+    inp = read_inputs(bundle, features, clinical, id_column, check)
+    y, inp = _with_target(inp, target, clinical, strict)
+    preds = predict_table(bundle, inp)
+    preds.insert(1, target, y)
+    write_table(out / "predictions.csv", preds)
+    metrics = _metrics(bundle, inp, preds, y, target)
+    metrics["skipped_patients"] = check.skipped
+    metrics["auc_ci_method"] = "DeLong"
+    metrics["model"] = str(bundle.path)
+    metrics["versions"] = versions()
+    figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), out / "plots")
+    if waterfalls:
+        with shown(progress) as report_progress:
+            write_waterfalls(bundle, inp, out / "waterfalls", report_progress)
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "report.html", report.validate_report(metrics, figs))
+    log.info("external AUC: %s", "; ".join(f"{m} {s['auc']:.3f}" for m, s in metrics["external"].items()))
+    return ValidateResult(out, metrics, preds)
+
+
+def _with_target(inp: Inputs, target: str, clinical: str | Path, strict: bool) -> tuple[np.ndarray, Inputs]:
+    """The 0/1 target of the patients who have one, and their inputs; a constant target stops the stage."""
+    assert inp.clinical is not None
+    y_all = parse_target(inp.clinical, target, clinical, skip_bad=not strict).reindex(inp.X.index)
+    keep = y_all.notna().to_numpy()
+    if not keep.all():
+        log.warning("%d patient(s) without a value of %r are left out", int((~keep).sum()), target)
+    y = y_all[keep].to_numpy().astype(int)
+    if len(np.unique(y)) < 2:
+        raise CdegError(
+            f"target {target!r} is constant in the external cohort: AUC is undefined", path=clinical
+        )
+    return y, inp.subset(keep)
+
+
+def _metrics(
+    bundle: ModelBundle, inp: Inputs, preds: pd.DataFrame, y: np.ndarray, target: str
+) -> dict[str, Any]:
+    """External metrics and comparisons, the development ones beside them, and the imputation report."""
+    ext = {m: M.summarize(y, preds[f"probability_{m}"].to_numpy()) for m in bundle.models}
+    comparison = {}
+    for a, b in (("xgboost", "logistic"), ("xgboost", "clinical_only"), ("logistic", "clinical_only")):
+        if a in ext and b in ext:
+            comparison[f"{a}_vs_{b}"] = M.compare_repeats(
+                y, [preds[f"probability_{a}"].to_numpy()], [preds[f"probability_{b}"].to_numpy()]
+            )
+    dev = bundle.manifest["development"]
+    return {
+        "target": target,
+        "n_patients": len(y),
+        "events": int(y.sum()),
+        "prevalence": float(y.mean()),
+        "external": ext,
+        "comparison": comparison,
+        "development": {
+            "n_patients": dev["n_patients"],
+            "prevalence": dev["prevalence"],
+            "cv": dev["metrics"],
+            "comparison": dev.get("comparison", {}),
+        },
+        "missing_variables": inp.missing,
+        "imputed_share": inp.imputed_share,
+        "imputed_share_by_variable": inp.imputed_by_variable,
+        "unseen_levels": inp.unseen_levels,
+        "imputation": "development median / most frequent level (the fitted imputer's values)",
+    }
+
+
+def _panels(
+    bundle: ModelBundle, preds: pd.DataFrame, y: np.ndarray, ext: dict[str, Any]
+) -> list[tuple[str, list[plots.Curve]]]:
+    """The development panel (when the model folder keeps its out-of-fold means) and the external one."""
+    dev = bundle.manifest["development"]
+    panels = []
+    dev_file = bundle.path / DEV_DIR / "oof_mean.csv"
+    if dev_file.is_file():
+        dev_oof = pd.read_csv(dev_file)
+        panels.append(
+            (
+                f"development: nested CV (n={dev['n_patients']})",
+                curves(dev_oof["y"].to_numpy(), dev_oof, dev["metrics"]),
+            )
+        )
+    ext_probs = pd.DataFrame({m: preds[f"probability_{m}"] for m in bundle.models})
+    panels.append((f"external validation (n={len(y)})", curves(y, ext_probs, ext)))
+    return panels
