@@ -378,25 +378,14 @@ def _predict_params(ctx: Context) -> dict[str, Any]:
     }
 
 
-def shared_exclusions(ctx: Context, target: str) -> list[str]:
-    """Development clinical columns the external cohort lacks (left out so the model travels)."""
-    from cdeg.cohort import read_clinical
-
-    spec = ctx.cfg.targets[target]
-    if spec.external is None or not spec.shared_variables_only:
-        return []
-    # Only the column names are read here: a repeated id is fit's to report (it leaves the patient out).
-    dev = read_clinical(ctx.cohort_folder(spec.development) / CLINICAL_CSV, bad_ids="first")
-    ext = read_clinical(ctx.cohort_folder(spec.external) / CLINICAL_CSV, bad_ids="first")
-    return sorted(set(dev.columns) - set(ext.columns))
-
-
 def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
     f, spec = ctx.cfg.fit, ctx.cfg.targets[target]
     return {
         "target": target,
         "cohort": spec.development,
-        "exclude": shared_exclusions(ctx, target) + list(spec.exclude),
+        "exclude": list(spec.exclude),
+        # Whose clinical columns the model may use: fit leaves out those this cohort's table lacks.
+        "exclude_missing_in": spec.external if spec.external is not None and spec.shared_variables_only else None,
         "trials": f.trials,
         "outer_folds": f.outer_folds,
         "repeats": f.repeats,
@@ -552,13 +541,14 @@ def _run_extract(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
 def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     from cdeg.modeling.fit import fit
 
-    key = params["cohort"]
+    key, missing_in = params["cohort"], params.get("exclude_missing_in")
     r = fit(
         FeatureFolder(ctx.features_folder(key)).features,
         ctx.cohort_folder(key) / CLINICAL_CSV,
         params["target"],
         stage.folder,
         exclude=params["exclude"] or None,
+        exclude_missing_in=missing_in and ctx.cohort_folder(missing_in) / CLINICAL_CSV,
         trials=params["trials"],
         outer_folds=params["outer_folds"],
         repeats=params["repeats"],

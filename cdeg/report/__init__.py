@@ -135,8 +135,10 @@ class ReportData:
         return self._primary[target]
 
     def shared_exclusions(self, target: str) -> list[str]:
-        """Clinical columns left out of `target`'s model because the external cohort lacks them."""
-        return list((self.fit_params.get(target) or {}).get("exclude") or [])
+        """Clinical columns left out of `target`'s model because the external cohort lacks them (fit records
+        them: ``cdeg fit --exclude-missing-in``)."""
+        data = (self.fits.get(target) or {}).get("data", {})
+        return list((data.get("missing_in_other_table") or {}).get("columns") or [])
 
     def oof_risk(self, target: str, pid: str) -> float | None:
         return self.oof.get(target, {}).get(pid)
