@@ -160,14 +160,16 @@ class ReportData:
             for pid, v in (man.get("patients") or {}).items():
                 status[(pid, mod)] = v
         findings: dict[tuple[str, str], list[str]] = {}
-        qc = S._read_csv(folder / "qc.csv", dtype={"patient": str})
+        qc = S._read_csv(
+            folder / "qc.csv", dtype={"patient_id": str, "patient": str}
+        )  # "patient": older runs
         if qc is not None:
             for r in qc.itertuples(index=False):
                 if r.check in ("fragments_removed",):
                     continue
-                findings.setdefault((r.patient, r.modality), []).append(
-                    str(r.detail) + ("" if str(r.repaired) == "True" else " (not repaired)")
-                )
+                findings.setdefault(
+                    (getattr(r, "patient_id", None) or getattr(r, "patient", ""), r.modality), []
+                ).append(str(r.detail) + ("" if str(r.repaired) == "True" else " (not repaired)"))
         return {"status": status, "findings": findings}
 
     def _oracle(self, target: str) -> dict[str, float | None] | None:
