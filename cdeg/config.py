@@ -101,8 +101,7 @@ def _unknown_keys(unknown: list[str], valid: list[str], path: str) -> str:
         named.append(f"{path}.{key}" if path else key)
         if close:
             named[-1] += f" (did you mean {close[0]}?)"
-    where = f" of {path}" if path else ""
-    return f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; valid keys{where}: {', '.join(valid)}"
+    return f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; valid: {', '.join(valid)}"
 
 
 def _check_meta(f: dataclasses.Field, value: Any, where: str, source: Any) -> None:

@@ -78,7 +78,7 @@ def load_synth(source: Source = None, where: str = "", source_file: str | Path |
     unknown = sorted(set(source) - {"model", "render"})
     if unknown:
         named = ", ".join(f"{where}.{k}" if where else k for k in unknown)
-        raise ConfigError(f"unknown key {named}; valid keys: model, render", path=source_file)
+        raise ConfigError(f"unknown key {named}; valid: model, render", path=source_file)
     data = _shipped_over("synth.yaml", source)
     prefix = f"{where}." if where else ""
     return SynthConfig(
