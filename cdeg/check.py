@@ -76,7 +76,8 @@ from cdeg.io import nifti_truncation, read_table
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("error", "warning")
-FINDING_COLUMNS = ("patient", "file", "check", "severity", "message")
+#: Columns of the findings table (``cdeg check --format csv``); the id column is named as in every cdeg table.
+FINDING_COLUMNS = (ID_COLUMN, "file", "check", "severity", "message")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class Finding:
     severity: str
     message: str
     column: str = ""
+
+    @property
+    def patient_id(self) -> str:
+        """The patient, under the name of the id column of the findings table (:data:`FINDING_COLUMNS`)."""
+        return self.patient
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -859,7 +865,7 @@ def raise_on_errors(findings: list[Finding], strict: bool = False) -> None:
 
 
 def format_table(findings: list[Finding]) -> str:
-    """Findings as an aligned text table (patient, file, check, severity, message)."""
+    """Findings as an aligned text table (patient_id, file, check, severity, message)."""
     rows = [FINDING_COLUMNS] + [tuple(getattr(f, c) or "-" for c in FINDING_COLUMNS) for f in findings]
     widths = [max(len(r[i]) for r in rows) for i in range(len(FINDING_COLUMNS) - 1)]
     return "\n".join(

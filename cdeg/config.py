@@ -76,11 +76,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "", source: str
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} in {path or 'configuration'}; "
-            f"valid: {', '.join(fields)}",
-            path=source,
-        )
+        raise ConfigError(_unknown_keys(sorted(map(str, unknown)), list(fields), path), path=source)
     kwargs = {}
     for name, value in data.items():
         where = f"{path}.{name}" if path else name
@@ -93,6 +89,19 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "", source: str
         if isinstance(e, CdegError):
             raise
         raise ConfigError(f"{path or cls.__name__}: {e}", path=source) from None
+
+
+def _unknown_keys(unknown: list[str], valid: list[str], path: str) -> str:
+    """The message for misspelt keys: each by its full dotted name, a close valid key when there is one."""
+    import difflib
+
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        named.append(f"{path}.{key}" if path else key)
+        if close:
+            named[-1] += f" (did you mean {close[0]}?)"
+    return f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}; valid: {', '.join(valid)}"
 
 
 def _check_meta(f: dataclasses.Field, value: Any, where: str, source: Any) -> None:

@@ -267,7 +267,8 @@ def remote_unit(task: Any, expected: dict[str, str | None]) -> Any:
     if diff:
         why = f"{where} runs other package versions ({', '.join(diff)}); install the same versions everywhere"
         return UnitResult(task.patient_id, task.modality, "failed", errors=[("", why)])
-    unseen = [p for p in (task.image, task.mask, task.params) if not Path(p).is_file()]
+    files = (task.image, task.mask, task.params) if isinstance(task.params, str) else (task.image, task.mask)
+    unseen = [p for p in files if not Path(p).is_file()]
     if unseen:
         why = f"{where} cannot see {unseen[0]}: workers need the cohort and --out on a shared file system"
         return UnitResult(task.patient_id, task.modality, "failed", errors=[("", why)])
@@ -283,7 +284,7 @@ def _absolute(task: Any) -> Any:
         task,
         image=str(Path(task.image).resolve()),
         mask=str(Path(task.mask).resolve()),
-        params=str(Path(task.params).resolve()),
+        params=str(Path(task.params).resolve()) if isinstance(task.params, str) else task.params,
         cache_dir=str(Path(task.cache_dir).resolve()),
     )
 

@@ -23,7 +23,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,16 +93,32 @@ class UnitResult:
 # --- options and the cohort check ---------------------------------------------------------------------
 
 
-def _resolve_params(params: str | Path | None, modalities: tuple[str, ...]) -> dict[str, Path]:
+#: A PyRadiomics parameter set: a file, or its contents as a mapping.
+ParamSource = Path | dict[str, Any]
+
+
+def _resolve_params(
+    params: str | Path | Mapping[str, Any] | None, modalities: tuple[str, ...]
+) -> dict[str, ParamSource]:
+    """The parameter set of each modality, validated against PyRadiomics' schema."""
     from cdeg.features.radiomics_features import validate_params
 
+    if isinstance(params, Mapping):
+        validate_params(params)
+        return {m: dict(params) for m in modalities}
     if params is not None:
         files = {m: Path(params) for m in modalities}
     else:
         files = {m: shipped_config(DEFAULT_PARAMS[m]) for m in modalities}
     for path in sorted(set(files.values())):
         validate_params(path)
-    return files
+    return dict(files)
+
+
+def _params_sha256(params: ParamSource) -> str:
+    from cdeg.features.radiomics_features import params_sha256
+
+    return file_sha256(params) if isinstance(params, Path) else params_sha256(params)
 
 
 def _input_signature(path: Path, with_hash: bool = True) -> dict[str, Any]:
@@ -133,7 +149,7 @@ class _Task:
     modality: str
     image: str
     mask: str
-    params: str
+    params: str | dict[str, Any]  # a parameter file, or the parameters themselves
     params_sha256: str
     tolerance_mm: float
     cache_dir: str
@@ -149,13 +165,14 @@ def _structure_kind(level: str) -> str:
 _EXTRACTORS: dict[tuple[str, str], Any] = {}
 
 
-def _extractor(path: str, sha: str) -> Any:
-    """One PyRadiomics extractor per parameter file and process, reused for every image."""
+def _extractor(params: str | dict[str, Any], sha: str) -> Any:
+    """One PyRadiomics extractor per parameter set and process, reused for every image."""
     from cdeg.features.radiomics_features import StructureExtractor
 
-    if (path, sha) not in _EXTRACTORS:
-        _EXTRACTORS[(path, sha)] = StructureExtractor(path)
-    return _EXTRACTORS[(path, sha)]
+    key = (params if isinstance(params, str) else "", sha)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = StructureExtractor(params)
+    return _EXTRACTORS[key]
 
 
 def run_unit(task: _Task) -> UnitResult:
@@ -421,7 +438,7 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     out: str | Path,
     masks: str | Path | None = None,
     modality: str | list[str] | tuple[str, ...] | None = None,
-    params: str | Path | None = None,
+    params: str | Path | Mapping[str, Any] | None = None,
     jobs: int | None = None,
     geometry_tolerance_mm: float = 1.0,
     progress: bool = True,
@@ -452,9 +469,10 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
         default the cohort's reference ``masks/``.
     modality : "mri,xray" or list, optional
         Modalities to extract (default both).
-    params : path, optional
-        One PyRadiomics parameter file used for every modality, passed through unchanged. Default:
-        ``configs/radiomics_mri.yaml`` and ``configs/radiomics_xray.yaml``.
+    params : path or mapping, optional
+        One PyRadiomics parameter file used for every modality, passed through unchanged, or its contents as
+        a mapping (the dict PyRadiomics reads from such a file). Default: ``configs/radiomics_mri.yaml`` and
+        ``configs/radiomics_xray.yaml``.
     jobs : int, optional
         Local worker processes over patient x modality units (None or 0: all cores). Results do not depend
         on it. Not used with `scheduler` / `cluster`.
@@ -501,7 +519,7 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
         masks_root = _import_foreign(
             coh, masks_root, out / IMPORTED_MASKS, label_map, mods, geometry_tolerance_mm, strict
         )
-    param_sha = {m: file_sha256(p) for m, p in param_files.items()}
+    param_sha = {m: _params_sha256(p) for m, p in param_files.items()}
     t0 = time.perf_counter()
 
     # --- check the whole cohort before extracting
@@ -546,7 +564,7 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
                     m,
                     str(img),
                     str(msk),
-                    str(param_files[m]),
+                    _task_params(param_files[m]),
                     param_sha[m],
                     float(geometry_tolerance_mm),
                     str(out / "cache" / pid),
@@ -649,6 +667,21 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     return ExtractResult(out, wide, long, err, prov)
 
 
+def _task_params(params: ParamSource) -> str | dict[str, Any]:
+    return str(params) if isinstance(params, Path) else params
+
+
+def _params_provenance(params: ParamSource, sha: str, modality: str) -> dict[str, Any]:
+    """Where a modality's parameters came from: a file (shipped or not), or a mapping given inline."""
+    if not isinstance(params, Path):
+        return {"path": None, "sha256": sha, "shipped": False, "inline": params}
+    return {
+        "path": str(params),
+        "sha256": sha,
+        "shipped": params.parent == shipped_config(DEFAULT_PARAMS[modality]).parent,
+    }
+
+
 def _run_all(tasks: list[_Task], executor: ExecutorSpec, progress: bool) -> Iterator[UnitResult]:
     """Run units with a progress bar: on Dask workers, or in `jobs` local processes (here for one job)."""
     from tqdm.auto import tqdm
@@ -743,14 +776,7 @@ def _provenance(
             "kind": "reference masks of the cohort" if reference else "given folder",
         },
         "modalities": list(mods),
-        "parameters": {
-            m: {
-                "path": str(param_files[m]),
-                "sha256": param_sha[m],
-                "shipped": param_files[m].parent == shipped_config(DEFAULT_PARAMS[m]).parent,
-            }
-            for m in mods
-        },
+        "parameters": {m: _params_provenance(param_files[m], param_sha[m], m) for m in mods},
         "measure_options": dataclasses.asdict(MeasureOptions()),
         "geometry_tolerance_mm": tol,
         "jobs": executor.jobs if executor.kind == "pool" else None,

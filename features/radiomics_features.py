@@ -21,7 +21,9 @@ applies it. Only ``label`` is set per structure (each crop is a binary mask with
 from __future__ import annotations
 
 import collections
+import copy
 import logging
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -70,35 +72,74 @@ def pyradiomics_version() -> str:
     return str(radiomics.__version__)
 
 
-def validate_params(path: str | Path) -> dict[str, Any]:
-    """Validate a PyRadiomics parameter file against PyRadiomics' own schema and return its contents.
+def params_sha256(params: Mapping[str, Any]) -> str:
+    """Hash of a parameter set given as a mapping: the SHA-256 of its YAML text, keys in the given order.
+
+    It equals the hash of the file ``yaml.safe_dump(params, sort_keys=False)`` writes, so results cached
+    for a parameter file holding exactly that text stay valid.
+    """
+    import hashlib
+
+    import yaml
+
+    return hashlib.sha256(yaml.safe_dump(dict(params), sort_keys=False).encode("utf-8")).hexdigest()
+
+
+def validate_params(params: str | Path | Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Validate PyRadiomics parameters against PyRadiomics' own schema and return them.
+
+    Parameters
+    ----------
+    params : path or mapping
+        A parameter file (YAML or JSON), or its contents as a mapping (e.g. written inline in a study file).
+    where : str
+        Dotted key the mapping was read from (``extract.radiomics``); prefixes the keys named in errors.
 
     Raises
     ------
     ConfigError
-        Naming the file and PyRadiomics' complaint, when the file is missing, not YAML/JSON, or invalid.
+        Naming the file (or the dotted key) and PyRadiomics' complaint, when the file is missing, not
+        YAML/JSON, or invalid.
     """
     import pykwalify.core
     from radiomics import getParameterValidationFiles
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("PyRadiomics parameter file not found", path=path)
+    if isinstance(params, Mapping):
+        source: dict[str, Any] = {"source_data": dict(params)}
+        what, path = "set", None
+    else:
+        path = Path(params)
+        if not path.is_file():
+            raise ConfigError("PyRadiomics parameter file not found", path=path)
+        source, what = {"source_file": str(path)}, "file"
     schema_file, schema_funcs = getParameterValidationFiles()
     # pykwalify logs its findings at ERROR before raising; the raised message carries them already.
     pk_log = logging.getLogger("pykwalify")
     level = pk_log.level
     pk_log.setLevel(logging.CRITICAL)
+    core = None
     try:
-        core = pykwalify.core.Core(
-            source_file=str(path), schema_files=[schema_file], extensions=[schema_funcs]
-        )
+        core = pykwalify.core.Core(schema_files=[schema_file], extensions=[schema_funcs], **source)
         return dict(core.validate(raise_exception=True) or {})
     except Exception as e:  # pykwalify raises its own error types, yaml errors, ValueError from schema funcs
-        msg = " ".join(str(getattr(e, "msg", e)).split())
-        raise ConfigError(f"not a valid PyRadiomics parameter file: {msg[:400]}", path=path) from None
+        found = _schema_errors(core, where) if core is not None else []
+        msg = "; ".join(found) if found else " ".join(str(getattr(e, "msg", e)).split())
+        raise ConfigError(f"not a valid PyRadiomics parameter {what}: {msg[:400]}", path=path) from None
     finally:
         pk_log.setLevel(level)
+
+
+def _schema_errors(core: Any, where: str) -> list[str]:
+    """pykwalify's findings with their place as a dotted key (``extract.radiomics.setting.binWidht``)."""
+    out = []
+    for entry in getattr(core, "errors", None) or []:
+        place = ".".join(p for p in [where, *str(getattr(entry, "path", "")).split("/")] if p)
+        key = getattr(entry, "key", None)
+        if key is not None and "was not defined" in str(getattr(entry, "msg", "")):
+            out.append(f"unknown key {place + '.' if place else ''}{key}")
+        else:
+            out.append(f"{place or 'top level'}: {' '.join(repr(entry).split())}")
+    return out
 
 
 class StructureExtractor:
@@ -106,15 +147,22 @@ class StructureExtractor:
 
     Parameters
     ----------
-    params : path
-        A PyRadiomics parameter file (YAML or JSON), applied as PyRadiomics applies it.
+    params : path or mapping
+        A PyRadiomics parameter file (YAML or JSON), or its contents as a mapping, applied as PyRadiomics
+        applies it.
     """
 
-    def __init__(self, params: str | Path):
+    def __init__(self, params: str | Path | Mapping[str, Any]):
         featureextractor = _featureextractor()
-        self.params = Path(params)
-        self.sha256 = file_sha256(self.params)
-        self.extractor = featureextractor.RadiomicsFeatureExtractor(str(self.params))
+        if isinstance(params, Mapping):
+            self.params: Path | dict[str, Any] = dict(params)
+            self.sha256 = params_sha256(params)
+            # PyRadiomics takes a parameter dict as it takes a file, and validates it the same way.
+            self.extractor = featureextractor.RadiomicsFeatureExtractor(copy.deepcopy(self.params))
+        else:
+            self.params = Path(params)
+            self.sha256 = file_sha256(self.params)
+            self.extractor = featureextractor.RadiomicsFeatureExtractor(str(self.params))
         self.settings = dict(self.extractor.settings)
         # Normalisation uses all image voxels, so it is done once per image here, not per (cropped) structure.
         self.normalize = bool(self.settings.get("normalize", False))

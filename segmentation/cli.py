@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from cdeg.segmentation.presets import FOLDS, PRESETS
 
+from cdeg.choices import DEVICES, FOLDS, SEGMENT_PRESETS
 from cdeg.cli import progress_enabled, run_api
 from cdeg.cohort import MODALITIES
 
@@ -26,7 +26,7 @@ _device = click.option(
     "--device",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "cuda", "cpu"]),
+    type=click.Choice(list(DEVICES)),
     help="Where the network runs; auto takes CUDA when available.",
 )
 _strict = click.option(
@@ -84,7 +84,7 @@ def prepare_command(cohort: Path, modality: str, out: Path, strict: bool) -> Non
     "--preset",
     default="fast",
     show_default=True,
-    type=click.Choice(list(PRESETS)),
+    type=click.Choice(list(SEGMENT_PRESETS)),
     help="full: nnU-Net defaults (hours on a GPU); fast: ~10 minutes on this device; smoke: seconds.",
 )
 @_device
@@ -333,4 +333,4 @@ def presets_command(config: Path | None) -> None:
 
     from cdeg.config import dump_yaml
 
-    click.echo(dump_yaml(run_api(load_segment_config, path=config)), nl=False)
+    click.echo(dump_yaml(run_api(load_segment_config, config=config)), nl=False)

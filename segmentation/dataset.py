@@ -29,7 +29,7 @@ import numpy as np
 from cdeg.segmentation import geometry, labelmap
 
 from cdeg import labels
-from cdeg.cohort import Cohort, check_modality
+from cdeg.cohort import ID_COLUMN, Cohort, check_modality
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_image, write_image, write_json
 
@@ -51,7 +51,7 @@ class Problem:
     def row(self, repaired: bool = False) -> dict[str, Any]:
         """As a qc.csv row."""
         return {
-            "patient": self.patient,
+            ID_COLUMN: self.patient,
             "modality": self.modality,
             "check": self.check,
             "detail": self.detail,

@@ -4,7 +4,7 @@ Output (``MASK_DIR``, the layout of :func:`cdeg.cohort.mask_path`)::
 
     <patient_id>/<modality>.nii.gz      mask in the label convention, same grid as the input image
     <patient_id>/<modality>_qc.png      overlay of the mid-sagittal slice with level names
-    qc.csv                              patient, modality, check, detail, repaired (rows of this
+    qc.csv                              patient_id, modality, check, detail, repaired (rows of this
                                         modality are replaced, other modalities' rows kept)
     segment_predict_<modality>.json     manifest: model, device, options, per-patient status and timings
 
@@ -49,6 +49,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,7 +70,7 @@ from cdeg.segmentation.qc import write_qc_overlay
 from cdeg.segmentation.train import MANIFEST, PLANS_IDENTIFIER, RESULTS_DIR, read_manifest
 
 from cdeg import label_maps, labels
-from cdeg.cohort import MODALITIES, Cohort, check_modality, mask_path
+from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort, check_modality, mask_path
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import (
     read_image,
@@ -85,7 +86,7 @@ from cdeg.outputs import MaskFolder, versions, write_manifest
 log = logging.getLogger(__name__)
 
 QC_CSV = MaskFolder.QC_CSV
-QC_COLUMNS = ["patient", "modality", "check", "detail", "repaired"]
+QC_COLUMNS = list(MaskFolder.QC_COLUMNS)
 #: Obliquity (degrees) above which a reoriented image is flagged for review.
 OBLIQUE_WARN_DEG = 10.0
 
@@ -500,7 +501,7 @@ def predict(
     model: str | Path,
     out: str | Path,
     device: str = "auto",
-    config: str | Path | None = None,
+    config: str | Path | Mapping[str, Any] | SegmentConfig | None = None,
     devices: str | None = None,
     strict: bool = False,
     label_map: str | Path | None = None,
@@ -522,8 +523,9 @@ def predict(
         Mask folder (created); see the module docstring for its contents.
     device : {"auto", "cpu", "cuda"}
         Where to run the network.
-    config : Path, optional
-        YAML overriding keys of configs/segment.yaml (predict and postprocess sections).
+    config : Path, mapping or SegmentConfig, optional
+        YAML overriding keys of configs/segment.yaml (predict and postprocess sections), those keys as a
+        mapping, or a resolved :class:`~cdeg.segmentation.presets.SegmentConfig`.
     devices : str, optional
         Split the patients over several worker processes, one per device: CUDA indices ``"0,1"`` (or
         ``"cuda:0,cuda:1"``), or ``"cpu:N"`` for N CPU processes sharing the cores. Instead of `device`.
@@ -751,7 +753,7 @@ def _segment_patients(predictor: Any, job: _Job, todo: list[str]) -> _Done:
             done[pid] = ([row], {"status": "failed", "reason": reason})
             continue
         seconds = round(time.time() - t_case, 2)
-        rows = [{"patient": pid, "modality": job.modality, **f.__dict__} for f in findings]
+        rows = [{ID_COLUMN: pid, "modality": job.modality, **f.__dict__} for f in findings]
         flagged = [f for f in findings if not f.repaired]
         st = {
             "status": "ok" if written and not flagged else ("flagged" if written else "empty"),
@@ -962,7 +964,8 @@ def _write_qc(out: Path, modality: str, rows: list[dict[str, Any]]) -> None:
     path = out / QC_CSV
     new = pd.DataFrame(rows, columns=QC_COLUMNS)
     if path.is_file():
-        old = read_table(path, dtype={"patient": str})
+        # qc.csv of earlier versions named the id column "patient".
+        old = read_table(path, dtype={ID_COLUMN: str, "patient": str}).rename(columns={"patient": ID_COLUMN})
         old = old[old["modality"] != modality] if "modality" in old.columns else old.iloc[0:0]
         new = pd.concat([old[[c for c in QC_COLUMNS if c in old.columns]], new], ignore_index=True)
     write_table(path, new)

@@ -8,16 +8,18 @@ CPU and a GPU, and a 2D radiograph is not planned like a 3D MRI.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from cdeg.choices import DEVICE_KINDS, FOLDS, SEGMENT_PRESETS
 from cdeg.cohort import MODALITIES
-from cdeg.config import ConfigError, load_config, shipped_config
+from cdeg.config import ConfigError, deep_merge, from_dict, load_yaml, shipped_config
 
-PRESETS = ("full", "fast", "smoke")
-DEVICE_KINDS = ("cpu", "cuda")
+PRESETS = SEGMENT_PRESETS
 CONFIGURATIONS = ("2d", "3d_fullres")
-FOLDS = ("all", "0", "1", "2", "3", "4")
+__all__ = ["CONFIGURATIONS", "DEVICE_KINDS", "FOLDS", "PRESETS", "SegmentConfig", "TrainSettings"]
 #: Trainer class name -> whether it reads epochs/iterations/time budget from the settings. The classes
 #: are in trainers.py (which imports torch); this table lets configuration checks run without torch,
 #: and a test keeps the two in step.
@@ -229,8 +231,22 @@ class SegmentConfig:
         return by_modality[modality]
 
 
-def load_segment_config(path: str | Path | None = None) -> SegmentConfig:
-    """Shipped configs/segment.yaml, then the user's YAML `path` on top; checked against the schema.
+def load_segment_config(
+    config: str | Path | Mapping[str, Any] | SegmentConfig | None = None,
+    where: str = "",
+    source: str | Path | None = None,
+) -> SegmentConfig:
+    """Shipped configs/segment.yaml with the user's keys on top, checked against the schema.
+
+    Parameters
+    ----------
+    config : path, mapping or SegmentConfig, optional
+        A YAML file of (some of) the keys of configs/segment.yaml, or those keys as a mapping; a resolved
+        SegmentConfig is returned as it is. None: the shipped values.
+    where : str
+        Dotted key the mapping was read from (``segmentation.overrides``); prefixes the keys named in errors.
+    source : path, optional
+        The file the mapping was read from, named in errors.
 
     Raises
     ------
@@ -238,41 +254,47 @@ def load_segment_config(path: str | Path | None = None) -> SegmentConfig:
         Unknown keys, wrong types, values out of range, unknown trainers, or presets lacking a
         device kind or modality.
     """
-    from cdeg.config import deep_merge, load_yaml
-
+    if isinstance(config, SegmentConfig):
+        return config
     data = load_yaml(shipped_config("segment.yaml"))
-    if path is not None:
-        data = deep_merge(data, load_yaml(path))
-    cfg = load_config(SegmentConfig, overrides=None, defaults=data)
-    check_segment_config(cfg, source=path)
+    if isinstance(config, Mapping):
+        data = deep_merge(data, config)
+    elif config is not None:
+        data, source = deep_merge(data, load_yaml(config)), config
+    cfg = from_dict(SegmentConfig, data, where, source)
+    check_segment_config(cfg, source=source, where=where)
     return cfg
 
 
-def check_segment_config(cfg: SegmentConfig, source: str | Path | None = None) -> None:
-    """Invariants the schema cannot express: every preset covers both device kinds and modalities."""
+def check_segment_config(cfg: SegmentConfig, source: str | Path | None = None, where: str = "") -> None:
+    """Invariants the schema cannot express: every preset covers both device kinds and modalities.
+
+    `where` (a dotted key, e.g. ``segmentation.overrides``) prefixes the keys named in errors.
+    """
+    top = f"{where}.presets" if where else "presets"
     for preset in PRESETS:
         if preset not in cfg.presets:
-            raise ConfigError(f"presets.{preset} is missing", path=source)
+            raise ConfigError(f"{top}.{preset} is missing", path=source)
     for preset, by_device in cfg.presets.items():
         for kind in DEVICE_KINDS:
             if kind not in by_device:
-                raise ConfigError(f"presets.{preset}.{kind} is missing", path=source)
+                raise ConfigError(f"{top}.{preset}.{kind} is missing", path=source)
         for kind, by_mod in by_device.items():
             if kind not in DEVICE_KINDS:
                 raise ConfigError(
-                    f"presets.{preset}.{kind}: valid device kinds: {', '.join(DEVICE_KINDS)}", path=source
+                    f"{top}.{preset}.{kind}: valid device kinds: {', '.join(DEVICE_KINDS)}", path=source
                 )
             for modality in MODALITIES:
                 if modality not in by_mod:
-                    raise ConfigError(f"presets.{preset}.{kind}.{modality} is missing", path=source)
+                    raise ConfigError(f"{top}.{preset}.{kind}.{modality} is missing", path=source)
             for modality, s in by_mod.items():
-                where = f"presets.{preset}.{kind}.{modality}"
+                at = f"{top}.{preset}.{kind}.{modality}"
                 if modality not in MODALITIES:
-                    raise ConfigError(f"{where}: valid modalities: {', '.join(MODALITIES)}", path=source)
+                    raise ConfigError(f"{at}: valid modalities: {', '.join(MODALITIES)}", path=source)
                 if MODALITIES[modality] == 2 and s.configuration != "2d":
-                    raise ConfigError(f"{where}.configuration must be 2d for a 2D modality", path=source)
+                    raise ConfigError(f"{at}.configuration must be 2d for a 2D modality", path=source)
                 if s.max_patch_size is not None and len(s.max_patch_size) != 2:
-                    raise ConfigError(f"{where}.max_patch_size must have 2 items (in-plane)", path=source)
+                    raise ConfigError(f"{at}.max_patch_size must have 2 items (in-plane)", path=source)
                 if not TRAINER_NAMES[s.trainer] and any(
                     v is not None
                     for v in (
@@ -284,7 +306,7 @@ def check_segment_config(cfg: SegmentConfig, source: str | Path | None = None) -
                     )
                 ):
                     raise ConfigError(
-                        f"{where}: epochs/iterations/time budget need a trainer that reads them "
+                        f"{at}: epochs/iterations/time budget need a trainer that reads them "
                         f"(e.g. nnUNetTrainer_cdegBudget), not {s.trainer}",
                         path=source,
                     )

@@ -32,6 +32,7 @@ import os
 import shlex
 import shutil
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from cdeg.segmentation.nnunet_env import (
     resolve_device,
     torch_threads,
 )
-from cdeg.segmentation.presets import FOLDS, PRESETS, TrainSettings, load_segment_config
+from cdeg.segmentation.presets import FOLDS, PRESETS, SegmentConfig, TrainSettings, load_segment_config
 
 from cdeg import labels
 from cdeg.cohort import CANONICAL_DIRECTION, Cohort, check_modality
@@ -75,7 +76,7 @@ def train(
     preset: str = "fast",
     device: str = "auto",
     fold: str | int = "all",
-    config: str | Path | None = None,
+    config: str | Path | Mapping[str, Any] | SegmentConfig | None = None,
     keep_work: bool = False,
     progress: bool = True,
     strict: bool = False,
@@ -101,8 +102,10 @@ def train(
         Where to train; "auto" takes CUDA when available.
     fold : {"all", 0, 1, 2, 3, 4}
         nnU-Net fold: "all" trains on every case; 0-4 hold out a fifth (needs >= 5 cases).
-    config : Path, optional
-        YAML overriding keys of configs/segment.yaml.
+    config : Path, mapping or SegmentConfig, optional
+        YAML overriding keys of configs/segment.yaml, those keys as a mapping, or a resolved
+        :class:`~cdeg.segmentation.presets.SegmentConfig` (see
+        :func:`~cdeg.segmentation.presets.load_segment_config`).
     keep_work : bool
         Keep the raw and preprocessed nnU-Net data in ``out/work`` after training completes.
     progress : bool

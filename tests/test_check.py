@@ -156,7 +156,9 @@ def test_cli_reports_errors_without_traceback_and_strict_warnings(cohort):
     _edit_clinical(cohort, 1, "ndi_0", "130")
     result = CliRunner().invoke(cli, ["check", "--cohort", str(cohort)])
     assert result.exit_code == 1 and "out_of_range" in result.output and "Traceback" not in result.output
-    assert "1 errors" in result.output and any(ln.startswith("patient ") for ln in result.output.splitlines())
+    assert "1 errors" in result.output and any(
+        ln.startswith("patient_id ") for ln in result.output.splitlines()
+    )
     _edit_clinical(cohort, 1, "ndi_0", "30")
     pid = _with_image(cohort, "xray")
     (cohort / "images" / pid / "xray.nii.gz").unlink()

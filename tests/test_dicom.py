@@ -310,7 +310,7 @@ def test_ambiguous_series_then_override(export, tmp_path):
     summary = import_dicom(dicom, tmp_path / "c1", id_map=tmp_path / "map.csv", progress=False)
     pseudo = _id_map(tmp_path / "map.csv")[hospital_id]
     report = pd.read_csv(summary.cohort / REPORT_CSV, dtype=str).fillna("")
-    amb = report[(report["reason"] == "ambiguous_series") & (report["patient"] == pseudo)]
+    amb = report[(report["reason"] == "ambiguous_series") & (report["patient_id"] == pseudo)]
     assert len(amb) == 1 and amb["modality"].iloc[0] == "mri"
     key = deid.series_key(new_uid, deid.read_salt(tmp_path / "map.csv"))  # the import's random salt
     assert key in amb["detail"].iloc[0]
@@ -320,7 +320,7 @@ def test_ambiguous_series_then_override(export, tmp_path):
     override.write_text(f"patient,series_instance_uid,modality\n{pseudo},{key},mri\n")
     s2 = import_dicom(dicom, tmp_path / "c2", id_map=tmp_path / "map.csv", series=override, progress=False)
     used = pd.read_csv(s2.cohort / IMAGES_CSV)
-    row = used[(used["patient"] == pseudo) & (used["modality"] == "mri")]
+    row = used[(used["patient_id"] == pseudo) & (used["modality"] == "mri")]
     assert row["series_key"].tolist() == [key] and row["rule"].iloc[0].startswith("override")
     # ... or by hospital id and full UID.
     override.write_text(f"patient,series_instance_uid,modality\n{hospital_id},{new_uid},mri\n")

@@ -219,7 +219,7 @@ def test_text_in_corner_and_bands_is_reported_and_masked_by_the_cli(burned_expor
     mapping = deid.read_id_map(id_map)
     files = pd.read_csv(deid.files_table_path(id_map), dtype=str).set_index("file_key")["relative_path"]
     masked_dir = tmp_path / "masked"
-    rows = _burned_rows(masked_dir).set_index("patient")
+    rows = _burned_rows(masked_dir).set_index("patient_id")
     assert sorted(rows.index) == sorted(mapping[h] for h in cases)
     for hospital_id, (path, region, _, text) in cases.items():
         pseudo = mapping[hospital_id]
@@ -239,7 +239,7 @@ def test_text_in_corner_and_bands_is_reported_and_masked_by_the_cli(burned_expor
         assert not text[untouched].any()  # every text pixel was in a blanked region
     for pseudo in set(mapping.values()) - set(rows.index):  # clean patients: identical images
         np.testing.assert_array_equal(_xray(plain.cohort, pseudo), _xray(masked_dir, pseudo))
-    used = pd.read_csv(masked_dir / IMAGES_CSV, dtype=str).fillna("").set_index("patient")
+    used = pd.read_csv(masked_dir / IMAGES_CSV, dtype=str).fillna("").set_index("patient_id")
     assert (used.loc[rows.index, "masked"] != "").all() and (used.drop(rows.index)["masked"] == "").all()
     assert (used.loc[rows.index, "burned_in"] == "heuristic").all()
     assert json.loads((masked_dir / "cohort.json").read_text())["extra"]["mask_burned_in"] is True
@@ -266,10 +266,12 @@ def test_attribute_yes_is_flagged_for_radiograph_and_mri(tiny_cohort, tmp_path, 
     mapping = deid.read_id_map(id_map)
     px, pm = (mapping[f.name.rsplit("_", 1)[1]] for f in folders[:2])
     rows = _burned_rows(plain.cohort)
-    assert sorted(zip(rows["patient"], rows["modality"], strict=True)) == sorted([(px, "xray"), (pm, "mri")])
+    assert sorted(zip(rows["patient_id"], rows["modality"], strict=True)) == sorted(
+        [(px, "xray"), (pm, "mri")]
+    )
     assert rows["detail"].str.contains("BurnedInAnnotation YES").all()
     assert len(warned) == 2  # one log warning per image, naming the patient and the file's key
-    for patient, key in zip(rows["patient"], rows["file_key"], strict=True):
+    for patient, key in zip(rows["patient_id"], rows["file_key"], strict=True):
         assert any(patient in w and key in w for w in warned)
     # No text in the pixels: the attribute alone blanks every region where burn-ins sit.
     burned = pydicom.dcmread(lateral).pixel_array

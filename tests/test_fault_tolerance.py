@@ -670,7 +670,7 @@ def test_damaged_dicom_file_is_skipped_with_a_reason_and_nothing_identifying_lea
     report = pd.read_csv(tmp_path / "cohort" / REPORT_CSV, dtype=str).fillna("")
     files = pd.read_csv(deid.files_table_path(private), dtype=str).set_index("file_key")["relative_path"]
     row = report[report["file_key"].map(files.get) == damaged.relative_to(dicom).as_posix()]
-    assert len(row) == 1 and row["reason"].iloc[0] and row["patient"].iloc[0] == pseudonym
+    assert len(row) == 1 and row["reason"].iloc[0] and row["patient_id"].iloc[0] == pseudonym
     cohort = tmp_path / "cohort"
     assert not (cohort / "images" / pseudonym / "xray.nii.gz").exists()
     assert (cohort / "images" / pseudonym / "mri.nii.gz").exists()

@@ -119,6 +119,26 @@ def test_jobs_do_not_change_outputs(first_run, cohort, fast_params, tmp_path):
         assert (first_run.out / name).read_bytes() == (res2.out / name).read_bytes(), name
 
 
+def test_a_parameter_mapping_equals_its_file_and_reuses_its_cache(first_run, cohort, tmp_path):
+    import yaml
+
+    mapping = yaml.safe_load(FAST_RADIOMICS)
+    # A file holding the mapping as cdeg run used to write it: the same hash, so finished units are reused.
+    written = tmp_path / "written.yaml"
+    written.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    from_file = extract(cohort, tmp_path / "file", params=written, jobs=1, progress=False)
+    out = tmp_path / "mapping"
+    shutil.copytree(from_file.out, out)
+    res = extract(cohort, out, params=mapping, jobs=1, progress=False)
+    assert res.provenance["units"]["reused_from_cache"] == 6
+    assert res.provenance["parameters"]["mri"]["sha256"] == file_sha256(written)
+    assert res.provenance["parameters"]["mri"]["inline"] == mapping
+    fresh = extract(cohort, tmp_path / "fresh", params=mapping, jobs=1, progress=False)
+    assert fresh.provenance["units"]["extracted"] == 6
+    for name in TABLES:
+        assert (first_run.out / name).read_bytes() == (fresh.out / name).read_bytes(), name
+
+
 def test_resume_recomputes_only_missing_units(first_run, cohort, fast_params, tmp_path):
     out = tmp_path / "resume"
     shutil.copytree(first_run.out, out)

@@ -5,9 +5,9 @@ Outputs in the cohort folder::
     cohort.json          profile "external", synthetic false, seed null
     clinical.csv         one row per imported patient, ids are pseudonyms
     images/<pseudonym>/mri.nii.gz, xray.nii.gz
-    import_report.csv    every file or clinical row not imported: file_key, patient, modality, reason, detail;
+    import_report.csv    every file or clinical row not imported: file_key, patient_id, modality, reason, detail;
                          and every imported image with burned-in text (reason burned_in_text)
-    import_images.csv    what each image came from: patient, modality, series_key, n_files, rule, spacing,
+    import_images.csv    what each image came from: patient_id, modality, series_key, n_files, rule, spacing,
                          burned_in (attribute, heuristic), text_regions, masked (regions blanked)
 
 Nothing in these files (nor in the log) holds a name, a birth date, an accession number, an institution, an
@@ -52,11 +52,11 @@ log = logging.getLogger(__name__)
 
 REPORT_CSV = "import_report.csv"
 IMAGES_CSV = "import_images.csv"
-REPORT_COLUMNS = ("file_key", "patient", "modality", "reason", "detail")
+REPORT_COLUMNS = ("file_key", ID_COLUMN, "modality", "reason", "detail")
 SALT_ENV = "CDEG_ID_SALT"
 SERIES_COLUMNS = ("patient", "series_instance_uid", "modality")
 IMAGES_COLUMNS = (
-    "patient",
+    ID_COLUMN,
     "modality",
     "series_key",
     "n_files",
@@ -157,7 +157,7 @@ class _Run:
         key = deid.path_key(rel, self.salt)
         self.keys[key] = rel
         self.rows.append(
-            {"file_key": key, "patient": patient, "modality": modality, "reason": reason, "detail": detail}
+            {"file_key": key, ID_COLUMN: patient, "modality": modality, "reason": reason, "detail": detail}
         )
         return key
 
@@ -230,7 +230,7 @@ def import_dicom(
             run.rows.append(
                 {
                     "file_key": "",
-                    "patient": pseudo,
+                    ID_COLUMN: pseudo,
                     "modality": "",
                     "reason": "no_image",
                     "detail": "no image of this patient could be imported",
@@ -393,7 +393,7 @@ def _unmatched_overrides(
     return [
         {
             "file_key": "",
-            "patient": "",
+            ID_COLUMN: "",
             "modality": m,
             "reason": "override_not_found",
             "detail": "a --series row names a patient not found in the DICOM folder",
@@ -418,7 +418,7 @@ def _import_patient(scanned: ScanResult, original: str, pseudo: str, overrides: 
             run.rows.append(
                 {
                     "file_key": "",
-                    "patient": pseudo,
+                    ID_COLUMN: pseudo,
                     "modality": modality,
                     "reason": choice.problem or "not_found",
                     "detail": choice.detail,
@@ -442,7 +442,7 @@ def _import_patient(scanned: ScanResult, original: str, pseudo: str, overrides: 
         written.append(modality)
         run.provenance.append(
             {
-                "patient": pseudo,
+                ID_COLUMN: pseudo,
                 "modality": modality,
                 "series_key": deid.series_key(choice.instances[0].series_uid, run.salt),
                 "n_files": len(choice.instances),
@@ -517,7 +517,7 @@ def _clinical_table(
         rows.append(
             {
                 "file_key": "",
-                "patient": "",
+                ID_COLUMN: "",
                 "modality": "",
                 "reason": "clinical_column_dropped",
                 "detail": f"column {c!r} identifies a person",
@@ -529,7 +529,7 @@ def _clinical_table(
         rows.append(
             {
                 "file_key": "",
-                "patient": str(mapped[i]) if isinstance(mapped[i], str) else "",
+                ID_COLUMN: str(mapped[i]) if isinstance(mapped[i], str) else "",
                 "modality": "",
                 "reason": "clinical_row_without_images",
                 "detail": f"clinical table line {int(i) + 2}: no image imported for this id",
@@ -541,7 +541,7 @@ def _clinical_table(
         rows.append(
             {
                 "file_key": "",
-                "patient": p,
+                ID_COLUMN: p,
                 "modality": "",
                 "reason": "images_without_clinical_row",
                 "detail": "imported images but no clinical row (values left empty)",

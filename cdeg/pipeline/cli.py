@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cdeg.choices import DEVICES
 from cdeg.cli import progress_enabled, run_api
 
 
@@ -36,7 +37,7 @@ def format_stages(rows: list[dict]) -> str:
 @click.option("--jobs", type=click.IntRange(min=0), default=None, help="Worker processes (0 = all cores).")
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(list(DEVICES)),
     default=None,
     help="Where segmentation runs (default: segmentation.device of the configuration).",
 )

@@ -338,17 +338,16 @@ def segment_overrides(ctx: Context, part: str) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in _SEGMENT_SECTIONS[part]}
 
 
-def _write_segment_config(folder: Path, data: dict[str, Any]) -> Path | None:
-    """Write the overrides a segmentation stage reads as a YAML beside its outputs (None when empty)."""
-    import yaml
+def segment_config(params: dict[str, Any]) -> Any:
+    """The resolved segmentation configuration a stage runs with: shipped values < its overrides.
 
-    from cdeg.io import write_text
+    `params` is the stage's parameters (``_train_params`` / ``_predict_params``): their ``overrides`` hold the
+    sections of the study's segmentation overrides this stage reads, already validated by
+    :func:`cdeg.pipeline.config.check_stage_configs`.
+    """
+    from cdeg.registry import load_segment
 
-    if not data:
-        return None
-    path = folder / "segment_config.yaml"
-    write_text(path, "# configs/segment.yaml keys set by the study configuration\n" + yaml.safe_dump(data))
-    return path
+    return load_segment(params["overrides"], where="segmentation.overrides")
 
 
 def resolved_device(ctx: Context) -> str:
@@ -385,7 +384,9 @@ def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
         "cohort": spec.development,
         "exclude": list(spec.exclude),
         # Whose clinical columns the model may use: fit leaves out those this cohort's table lacks.
-        "exclude_missing_in": spec.external if spec.external is not None and spec.shared_variables_only else None,
+        "exclude_missing_in": spec.external
+        if spec.external is not None and spec.shared_variables_only
+        else None,
         "trials": f.trials,
         "outer_folds": f.outer_folds,
         "repeats": f.repeats,
@@ -437,7 +438,6 @@ def _run_train(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, 
     from cdeg.segmentation.train import train
 
     seg = ctx.cfg.segmentation
-    config = _write_segment_config(stage.folder, params["overrides"])
     m = train(
         ctx.cohort_folder(seg.train_cohort or ""),
         params["modality"],
@@ -445,7 +445,7 @@ def _run_train(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, 
         preset=params["preset"],
         device=params["device"],
         fold=params["fold"],
-        config=config,
+        config=segment_config(params),
         progress=ctx.progress,
         strict=ctx.strict,
     )
@@ -459,7 +459,7 @@ def _run_segment_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> 
     from cdeg.segmentation.predict import predict
 
     key = stage.name.split(":", 1)[1]
-    config = _write_segment_config(stage.folder, params["overrides"])
+    config = segment_config(params)
     counts = {}
     for m in params["modalities"]:
         with _LogProgress("cdeg.segmentation.predict", f"segment {m} {key}", ctx.progress):
@@ -511,20 +511,15 @@ def _run_extract(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
     key = stage.name.split(":", 1)[1]
     e = ctx.cfg.extract
     masks = ctx.masks_folder(key) if ctx.cfg.segmentation.enabled else None
-    params_file: str | Path | None = e.params
-    if e.radiomics:
-        import yaml
-
-        from cdeg.io import write_text
-
-        params_file = stage.folder / "radiomics_params.yaml"
-        write_text(params_file, yaml.safe_dump(e.radiomics, sort_keys=False))
+    # The inline parameter set is passed as it is (its hash is that of the file earlier versions wrote, so
+    # cached units stay valid).
+    radiomics: str | dict[str, Any] | None = e.radiomics or e.params
     res = extract(
         ctx.cohort_folder(key),
         stage.folder,
         masks=masks,
         modality=list(e.modalities),
-        params=params_file,
+        params=radiomics,
         jobs=ctx.jobs or None,
         geometry_tolerance_mm=e.geometry_tolerance_mm,
         progress=ctx.progress,

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
+from cdeg.choices import SYNTH_PROFILES
 from cdeg.cli import progress_enabled, run_api
 
 
 @click.command("synth")
 @click.option(
     "--profile",
-    type=click.Choice(["neck", "population"]),
+    type=click.Choice(list(SYNTH_PROFILES)),
     default="neck",
     show_default=True,
     help="neck: surgical radiculopathy cohort (age 18-65, index level, 1- and 2-year outcomes); "
