@@ -37,6 +37,8 @@ MODALITY_DESCRIPTIONS: dict[str, str] = {
     "mri": "sagittal T2-weighted MRI (3D)",
     "xray": "lateral cervical radiograph (2D, pixel spacing in mm)",
 }
+#: The one word for each modality in user-facing text (reports, plot labels, variable names).
+MODALITY_WORDS: dict[str, str] = {"mri": "MRI", "xray": "radiograph"}
 ID_COLUMN = "patient_id"
 IMAGE_SUFFIX = ".nii.gz"
 COHORT_JSON = "cohort.json"

@@ -8,7 +8,6 @@ performance figures.
 from __future__ import annotations
 
 import logging
-import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,37 +21,25 @@ from cdeg.modeling.config import MODELS
 from cdeg.modeling.data import is_text, read_clinical_table, read_features_table
 from cdeg.modeling.models import TabularClassifier
 
-from cdeg import __version__
 from cdeg.errors import CdegError
 from cdeg.io import read_json
+from cdeg.outputs import FitRun as FitRunFolder
+from cdeg.outputs import ModelFolder
+from cdeg.outputs import versions as all_versions
 from cdeg.progress import Bars, ProgressArg
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
-MANIFEST = "model.json"
-DEV_DIR = "development"
+MODEL_DIR = FitRunFolder.MODEL_DIR
+MANIFEST = ModelFolder.MANIFEST
+DEV_DIR = ModelFolder.DEV_DIR
 FORMAT = "cdeg-model"
 FORMAT_VERSION = 1
 
 
-def versions() -> dict[str, str]:
-    """Versions of cdeg and of the libraries whose behaviour the results depend on."""
-    import optuna
-    import shap
-    import sklearn
-    import xgboost
-
-    return {
-        "cdeg": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-        "xgboost": xgboost.__version__,
-        "optuna": optuna.__version__,
-        "shap": shap.__version__,
-    }
+def versions() -> dict[str, str | None]:
+    """Versions of cdeg and of the libraries the models depend on (:func:`cdeg.outputs.versions`)."""
+    return all_versions("model")
 
 
 #: Words after the counts of the progress bars of this stage's tasks.

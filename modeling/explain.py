@@ -44,7 +44,7 @@ class ShapResult:
 
     @property
     def labels(self) -> list[str]:
-        """Display names with units ("disc height C5-C6 (X-ray), mm")."""
+        """Display names with units ("disc height C5-C6 (radiograph), mm")."""
         return [describe(c).label for c in self.data.columns]
 
     def importance(self) -> pd.Series:

@@ -21,11 +21,8 @@ import pandas as pd
 from cdeg.modeling import metrics as M
 from cdeg.modeling import plots, report
 from cdeg.modeling.bundle import (
-    DEV_DIR,
     FORMAT,
     FORMAT_VERSION,
-    MANIFEST,
-    MODEL_DIR,
     check_clinical,
     check_out,
     curves,
@@ -40,6 +37,7 @@ from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
 from cdeg.modeling.nested_cv import CVResult, nested_cv
 
+from cdeg import outputs
 from cdeg.errors import CdegError
 from cdeg.io import remove_stale_temporaries, write_bytes, write_json, write_table, write_text
 from cdeg.progress import ProgressArg
@@ -74,8 +72,13 @@ class FitRun:
     storage_label: str
 
     @property
+    def folder(self) -> outputs.FitRun:
+        """The run folder's contract (file names)."""
+        return outputs.FitRun(self.out)
+
+    @property
     def model_dir(self) -> Path:
-        return self.out / MODEL_DIR
+        return self.folder.model.root
 
 
 def fit(
@@ -172,7 +175,7 @@ def fit(
         metrics=metrics,
         oof=oof_out,
         config=run.cfg,
-        files={"figures": figs, "model": run.model_dir, "report": run.out / "report.html"},
+        files={"figures": figs, "model": run.model_dir, "report": run.folder.report},
         models=finals,
     )
 
@@ -245,7 +248,7 @@ def prepare(
         from cdeg.modeling.tuning import check_storage
 
         storage_label = check_storage(storage)
-    storage_url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    storage_url = storage or f"sqlite:///{outputs.FitRun(out).optuna_db.resolve()}"
     ds = _load(features, clinical, target, cfg, strict)
     check_events(ds.y, cfg.outer_folds, cfg.inner_folds, target, clinical)
     columns = _model_columns(ds, cfg)
@@ -370,7 +373,7 @@ def explain(
 ) -> dict[str, list[Path]]:
     """SHAP of the final model `name` on the development patients: figures, and the top variables in
     `metrics` (``shap_top``)."""
-    plot_dir, target = run.out / "plots", run.target
+    plot_dir, target = run.folder.plots, run.target
     sr = shap_values(model, run.ds.X[run.columns[name]])
     figs = {
         "shap_bar": plots.shap_bar(sr, plot_dir / "shap_bar", target),
@@ -412,9 +415,9 @@ def write(
         "total": round(t_end - marks["start"], 2),
     }
     metrics["new_trials"] = cv.new_trials
-    write_json(run.model_dir / MANIFEST, _manifest(run, metrics, manifest_models, primary))
-    write_json(run.out / "metrics.json", metrics)
-    write_text(run.out / "report.html", report.fit_report(metrics, figs, run.cfg))
+    write_json(run.folder.model.manifest, _manifest(run, metrics, manifest_models, primary))
+    write_json(run.folder.metrics, metrics)
+    write_text(run.folder.report, report.fit_report(metrics, figs, run.cfg))
     log.info(
         "nested CV AUC: %s; wrote %s",
         "; ".join(f"{m} {metrics['cv'][m]['auc']:.3f}" for m in cv.models),
@@ -425,14 +428,14 @@ def write(
 
 def _write_tables(run: FitRun, cv: CVResult, metrics: dict[str, Any]) -> pd.DataFrame:
     """oof_predictions.csv, and beside the model the per-patient mean and the development metrics."""
-    write_table(run.out / "oof_predictions.csv", cv.oof.rename(columns={"target": run.target}))
+    write_table(run.folder.oof, cv.oof.rename(columns={"target": run.target}))
     dev_mean = cv.oof.groupby(run.cfg.id_column, sort=False)[["target", *cv.models]].mean()
     # No patient ids in the model folder: it may travel to another centre.
     write_table(
-        run.model_dir / DEV_DIR / "oof_mean.csv",
+        run.folder.model.oof_mean,
         dev_mean.reset_index(drop=True).rename(columns={"target": "y"}),
     )
-    write_json(run.model_dir / DEV_DIR / "metrics.json", metrics["cv"])
+    write_json(run.folder.model.dev_metrics, metrics["cv"])
     return dev_mean
 
 
@@ -444,11 +447,11 @@ def _performance_figures(
         "nested cross-validation (out-of-fold)",
         curves(dev_mean["target"].to_numpy(), dev_mean, metrics["cv"]),
     )
-    figs = plots.performance_figures([panel], run.out / "plots")
+    figs = plots.performance_figures([panel], run.folder.plots)
     for _name, paths in figs.items():  # copies beside the model, for `cdeg validate`
         for p in paths:
             if p.suffix == ".png":
-                write_bytes(run.model_dir / DEV_DIR / p.name, p.read_bytes())
+                write_bytes(run.folder.model.development / p.name, p.read_bytes())
     return figs
 
 

@@ -23,6 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from cdeg.io import atomic_path, write_json
+from cdeg.outputs import ModelFolder
 
 FORMAT_VERSION = 1
 
@@ -159,7 +160,7 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         name = name or self.kind
         directory = Path(directory)
-        files = {"preprocess": f"{name}.preprocess.json", "model": f"{name}.model.json"}
+        files = ModelFolder.model_files(name)
         write_json(directory / files["preprocess"], self.preprocessor_.to_dict())
         if self.kind == "xgboost":
             with atomic_path(directory / files["model"]) as tmp:

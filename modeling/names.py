@@ -1,5 +1,5 @@
 """Variable names in words a clinician reads, with units: ``xray__C5-C6__disc_height_middle_mm`` ->
-"disc height C5-C6 (X-ray), mm"; ``mri__C5-C6__original_shape_MeshVolume`` -> "volume of disc C5-C6 (MRI), mm³".
+"disc height C5-C6 (radiograph), mm"; ``mri__C5-C6__original_shape_MeshVolume`` -> "volume of disc C5-C6 (MRI), mm³".
 
 Clinical measurements take their words and units from :mod:`cdeg.measures` (the one definition); PyRadiomics
 names from the small tables below; clinical-table columns from :data:`CLINICAL`; anything else is shown with
@@ -15,8 +15,9 @@ from cdeg.modeling.data import SEP, feature_set_of
 from cdeg.modeling.preprocess import ONE_HOT_SEP
 
 from cdeg import labels, measures
+from cdeg.cohort import MODALITY_WORDS
 
-MODALITY_LABELS: dict[str, str] = {"mri": "MRI", "xray": "X-ray"}
+MODALITY_LABELS: dict[str, str] = MODALITY_WORDS
 
 #: PyRadiomics shape features: words and unit (3D shapes in mm, 2D shapes of radiographs in mm / mm²).
 RADIOMICS_SHAPE: dict[str, tuple[str, str]] = {

@@ -23,6 +23,7 @@ from cdeg.modeling.explain import shap_values
 from cdeg.modeling.names import describe
 
 from cdeg.io import write_json, write_table
+from cdeg.outputs import PredictionRun
 from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,13 @@ def predict(
     )
     inp = read_inputs(bundle, features, clinical, id_column, check)
     preds = predict_table(bundle, inp)
-    write_table(out / "predictions.csv", preds)
+    write_table(PredictionRun(out).predictions, preds)
     files = []
     if waterfalls:
         with shown(progress) as report:
-            files = write_waterfalls(bundle, inp, out / "waterfalls", report)
+            files = write_waterfalls(bundle, inp, PredictionRun(out).waterfalls, report)
     write_json(
-        out / "predict.json",
+        PredictionRun(out).manifest,
         {
             "model": str(bundle.path),
             "target": bundle.manifest["target"],

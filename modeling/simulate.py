@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cdeg.cohort import CLINICAL_CSV
 from cdeg.io import write_table
+from cdeg.outputs import FeatureFolder
 
 LEVELS = ("C3-C4", "C4-C5", "C5-C6", "C6-C7")
 _RADIOMICS = (
@@ -123,6 +125,7 @@ def write_tables(folder: str | Path, **kwargs: object) -> WideTables:
     """Simulate (see :func:`simulate`) and write ``features.csv`` and ``clinical.csv`` into `folder`."""
     folder = Path(folder)
     feat, clin = simulate(**kwargs)  # type: ignore[arg-type]
-    write_table(folder / "features.csv", feat)
-    write_table(folder / "clinical.csv", clin)
-    return WideTables(feat, clin, folder / "features.csv", folder / "clinical.csv")
+    features, clinical = FeatureFolder(folder).features_csv, folder / CLINICAL_CSV
+    write_table(features, feat)
+    write_table(clinical, clin)
+    return WideTables(feat, clin, features, clinical)

@@ -12,7 +12,6 @@ import pandas as pd
 from cdeg.modeling import metrics as M
 from cdeg.modeling import plots, report
 from cdeg.modeling.bundle import (
-    DEV_DIR,
     Inputs,
     ModelBundle,
     check_clinical,
@@ -28,6 +27,7 @@ from cdeg.modeling.predict import write_waterfalls
 
 from cdeg.errors import CdegError
 from cdeg.io import write_json, write_table, write_text
+from cdeg.outputs import ModelFolder, ValidationRun
 from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
@@ -91,18 +91,18 @@ def validate(
     y, inp = _with_target(inp, target, clinical, strict)
     preds = predict_table(bundle, inp)
     preds.insert(1, target, y)
-    write_table(out / "predictions.csv", preds)
+    write_table(ValidationRun(out).predictions, preds)
     metrics = _metrics(bundle, inp, preds, y, target)
     metrics["skipped_patients"] = check.skipped
     metrics["auc_ci_method"] = "DeLong"
     metrics["model"] = str(bundle.path)
     metrics["versions"] = versions()
-    figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), out / "plots")
+    figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), ValidationRun(out).plots)
     if waterfalls:
         with shown(progress) as report_progress:
-            write_waterfalls(bundle, inp, out / "waterfalls", report_progress)
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "report.html", report.validate_report(metrics, figs))
+            write_waterfalls(bundle, inp, ValidationRun(out).waterfalls, report_progress)
+    write_json(ValidationRun(out).metrics, metrics)
+    write_text(ValidationRun(out).report, report.validate_report(metrics, figs))
     log.info("external AUC: %s", "; ".join(f"{m} {s['auc']:.3f}" for m, s in metrics["external"].items()))
     return ValidateResult(out, metrics, preds)
 
@@ -161,7 +161,7 @@ def _panels(
     """The development panel (when the model folder keeps its out-of-fold means) and the external one."""
     dev = bundle.manifest["development"]
     panels = []
-    dev_file = bundle.path / DEV_DIR / "oof_mean.csv"
+    dev_file = ModelFolder(bundle.path).oof_mean
     if dev_file.is_file():
         dev_oof = pd.read_csv(dev_file)
         panels.append(

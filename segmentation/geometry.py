@@ -193,5 +193,5 @@ def nnunet_array(image: Any) -> np.ndarray:
 
 
 def si_axis(modality: str) -> int:
-    """Numpy axis of a canonical array that runs superior to inferior (MRI ``[LR, SI, AP]``, X-ray ``[SI, AP]``)."""
+    """Numpy axis of a canonical array that runs superior to inferior (MRI ``[LR, SI, AP]``, radiograph ``[SI, AP]``)."""
     return 1 if MODALITIES[modality] == 3 else 0

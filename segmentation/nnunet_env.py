@@ -44,8 +44,10 @@ def dataset_name(modality: str) -> str:
 
 def resolve_device(device: str) -> str:
     """ "auto" -> "cuda" when a CUDA device is visible, else "cpu"; "cuda" without one raises ValueError."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    from cdeg.choices import DEVICES
+
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
     if device == "cpu":
         return "cpu"
     import torch

@@ -132,10 +132,10 @@ def test_delong_and_calibration_against_known_answers():
 
 
 def test_clinical_words_for_variable_names():
-    assert describe("xray__C5-C6__disc_height_middle_mm").label == "disc height C5-C6 (X-ray), mm"
+    assert describe("xray__C5-C6__disc_height_middle_mm").label == "disc height C5-C6 (radiograph), mm"
     assert describe("mri__C5-C6__original_shape_MeshVolume").label == "volume of disc C5-C6 (MRI), mm³"
     assert describe("mri__C5__original_firstorder_Mean").label == "mean signal of vertebra C5 (MRI), a.u."
-    assert describe("xray__C2-C7__cobb_c2c7_deg").label == "C2-C7 Cobb angle (X-ray), deg"
+    assert describe("xray__C2-C7__cobb_c2c7_deg").label == "C2-C7 Cobb angle (radiograph), deg"
     assert describe("smoking=current").label == "smoking: current"
     assert describe("age").label == "age, years"
     assert describe("some_column_mm").label == "some column, mm"

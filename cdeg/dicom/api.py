@@ -46,12 +46,13 @@ from cdeg.dicom.convert import SeriesProblem, mr_volume, radiograph, reorient
 from cdeg.dicom.scan import Choice, Instance, ScanResult, pick_mri, pick_xray, quiet_pydicom, scan
 from cdeg.errors import CdegError
 from cdeg.io import read_table, write_image, write_table
+from cdeg.outputs import DicomImport
 from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
 
-REPORT_CSV = "import_report.csv"
-IMAGES_CSV = "import_images.csv"
+REPORT_CSV = DicomImport.REPORT_CSV
+IMAGES_CSV = DicomImport.IMAGES_CSV
 REPORT_COLUMNS = ("file_key", ID_COLUMN, "modality", "reason", "detail")
 SALT_ENV = "CDEG_ID_SALT"
 SERIES_COLUMNS = ("patient", "series_instance_uid", "modality")

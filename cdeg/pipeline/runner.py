@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdeg.choices import DEVICES
 from cdeg.errors import CdegError
 from cdeg.io import write_json
 from cdeg.pipeline import cache
@@ -82,8 +83,8 @@ def run(
     if not isinstance(jobs, int) or jobs < 0:
         raise ValueError(f"jobs must be >= 0 (0 = all cores), got {jobs!r}")
     device = device or cfg.segmentation.device
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
     out_dir = Path(out if out is not None else cfg.out)
     ctx = Context(
         cfg=cfg,

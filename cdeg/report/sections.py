@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cdeg.cohort import MODALITY_WORDS
 from cdeg.report.html import esc, figure, fmt, howto, table
 
 log = logging.getLogger(__name__)
 
-MODALITY_WORDS = {"mri": "MRI", "xray": "radiograph"}
 MODEL_WORDS = {
     "xgboost": "XGBoost (images + clinical)",
     "logistic": "logistic regression (images + clinical)",
