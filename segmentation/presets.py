@@ -16,6 +16,11 @@ from typing import Any
 from cdeg.choices import DEVICE_KINDS, FOLDS, SEGMENT_PRESETS
 from cdeg.cohort import MODALITIES
 from cdeg.config import ConfigError, deep_merge, from_dict, load_yaml, shipped_config
+from cdeg.defaults import doc_field as _f
+from cdeg.defaults import shipped_defaults
+
+#: The shipped options of `cdeg segment` (configs/): the defaults layer every user file is merged onto.
+SHIPPED_FILE = "segment.yaml"
 
 PRESETS = SEGMENT_PRESETS
 CONFIGURATIONS = ("2d", "3d_fullres")
@@ -140,70 +145,49 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("predict", file=SHIPPED_FILE)
 class PredictOptions:
-    """How a trained model is applied."""
+    """How a trained model is applied (defaults: ``predict`` of configs/segment.yaml)."""
 
-    tile_step_size: float = field(
-        default=0.5, metadata={"help": "sliding-window step as a fraction of the patch", "range": (0.1, 1.0)}
-    )
-    use_mirroring: bool = field(
-        default=True,
-        metadata={"help": "test-time mirroring along the axes the trainer allowed (left-right only)"},
-    )
-    qc_png: bool = field(default=True, metadata={"help": "write a QC overlay PNG per patient and modality"})
+    tile_step_size: float = _f("sliding-window step as a fraction of the patch", range=(0.1, 1.0))
+    use_mirroring: bool = _f("test-time mirroring along the axes the trainer allowed (left-right only)")
+    qc_png: bool = _f("write a QC overlay PNG per patient and modality")
 
 
 @dataclass(frozen=True)
+@shipped_defaults("postprocess", file=SHIPPED_FILE)
 class PostprocessOptions:
-    """Largest-component cleaning and level-consistency repair (see postprocess.py)."""
+    """Largest-component cleaning and level-consistency repair (see postprocess.py; defaults: ``postprocess`` of
+    configs/segment.yaml)."""
 
-    duplicate_min_fraction: float = field(
-        default=0.3,
-        metadata={
-            "help": "a further component of a label is another level (renamed by the sequence) when it has at "
-            "least this fraction of the largest component's voxels and is displaced cranio-caudally "
-            "(see duplicate_min_distance_mm)",
-            "range": (0.0, 1.0),
-        },
+    duplicate_min_fraction: float = _f(
+        "a further component of a label is another level (renamed by the sequence) when it has at least this "
+        "fraction of the largest component's voxels and is displaced cranio-caudally "
+        "(see duplicate_min_distance_mm)",
+        range=(0.0, 1.0),
     )
-    duplicate_min_distance_mm: float = field(
-        default=6.0,
-        metadata={
-            "help": "...and its centre lies at least this far above or below the largest component's centre, "
-            "and further cranio-caudally than antero-posteriorly",
-            "range": (0.0, 1000.0),
-        },
+    duplicate_min_distance_mm: float = _f(
+        "...and its centre lies at least this far above or below the largest component's centre, and further "
+        "cranio-caudally than antero-posteriorly",
+        range=(0.0, 1000.0),
     )
-    part_min_fraction: float = field(
-        default=0.1,
-        metadata={
-            "help": "other components with at least this fraction of the largest one's voxels are kept as "
-            "parts of the structure (e.g. posterior elements cut off from the body); smaller ones are removed",
-            "range": (0.0, 1.0),
-        },
+    part_min_fraction: float = _f(
+        "other components with at least this fraction of the largest one's voxels are kept as parts of the "
+        "structure (e.g. posterior elements cut off from the body); smaller ones are removed",
+        range=(0.0, 1.0),
     )
-    min_voxels: int = field(
-        default=5, metadata={"help": "structures with fewer voxels are removed as noise", "range": (0, 10**9)}
+    min_voxels: int = _f("structures with fewer voxels are removed as noise", range=(0, 10**9))
+    gap_penalty: float = _f(
+        "cost of leaving a level out of the cranio-caudal sequence, in units of one confident renaming; lower "
+        "renames less and reports more gaps",
+        range=(0.0, 10.0),
     )
-    gap_penalty: float = field(
-        default=0.6,
-        metadata={
-            "help": "cost of leaving a level out of the cranio-caudal sequence, in units of one confident "
-            "renaming; lower renames less and reports more gaps",
-            "range": (0.0, 10.0),
-        },
+    room_mm: float = _f(
+        "background between two consecutive structures (mm) that can hold a level the network missed; closer "
+        "structures may not skip a level between their names",
+        range=(0.0, 100.0),
     )
-    room_mm: float = field(
-        default=2.0,
-        metadata={
-            "help": "background between two consecutive structures (mm) that can hold a level the network "
-            "missed; closer structures may not skip a level between their names",
-            "range": (0.0, 100.0),
-        },
-    )
-    repair: bool = field(
-        default=True, metadata={"help": "rename levels by the sequence (False: only report)"}
-    )
+    repair: bool = _f("rename levels by the sequence (False: only report)")
 
 
 @dataclass(frozen=True)
@@ -256,7 +240,7 @@ def load_segment_config(
     """
     if isinstance(config, SegmentConfig):
         return config
-    data = load_yaml(shipped_config("segment.yaml"))
+    data = load_yaml(shipped_config(SHIPPED_FILE))
     if isinstance(config, Mapping):
         data = deep_merge(data, config)
     elif config is not None:

@@ -3,7 +3,7 @@
 The defaults are written once, in ``configs/synth.yaml`` (section ``model:``), which says for every number
 whether it comes from the literature (see the project's domain notes) or is a modelling choice. Each
 class below declares its fields' types, documentation and ranges, and takes their defaults from its
-section of that file (:func:`cdeg.synth.defaults.shipped_defaults`; the profile classes from the neck
+section of that file (:func:`cdeg.defaults.shipped_defaults`; the profile classes from the neck
 profile). :class:`VertebraAnatomy` has no defaults: every vertebra's row is in the file.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdeg import labels
-from cdeg.synth.defaults import doc_field as _f
-from cdeg.synth.defaults import shipped_defaults
+from cdeg.defaults import doc_field as _f
+from cdeg.defaults import shipped_defaults
 
 PROFILE_NAMES: tuple[str, ...] = ("neck", "population")
 SMOKING_STATUSES: tuple[str, ...] = ("never", "former", "current")

@@ -27,8 +27,8 @@ import pandas as pd
 import SimpleITK as sitk
 
 from cdeg import labels
-from cdeg.synth.defaults import doc_field as _f
-from cdeg.synth.defaults import shipped_defaults
+from cdeg.defaults import doc_field as _f
+from cdeg.defaults import shipped_defaults
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,10 @@
-"""Defaults of the generator's options, read from ``configs/synth.yaml``: the one place they are written.
+"""Defaults of a stage's options, read from its shipped YAML in ``configs/``: the one place they are written.
 
-The option dataclasses (:mod:`cdeg.synth.model_config`, :mod:`cdeg.synth.render`) declare each field's
-type, documentation and range with :func:`doc_field`, and no value. :func:`shipped_defaults` makes every
-field default to the value the shipped file holds in the class's section, so ``ModelConfig()`` and
-``RenderConfig()`` are the shipped configuration and the file documents every default (the literature or
-modelling choice behind each number). The configuration loader starts from the same file, so a user's
-YAML needs only the keys it changes.
+An option dataclass declares each field's type, documentation and range with :func:`doc_field`, and no value.
+:func:`shipped_defaults` makes every field default to the value the shipped file holds in the class's section,
+so e.g. ``ModelConfig()`` (configs/synth.yaml) or ``PostprocessOptions()`` (configs/segment.yaml) is the
+shipped configuration and the file documents every default (the literature or modelling choice behind each
+number). The configuration loaders start from the same files, so a user's YAML needs only the keys it changes.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from cdeg.config import ConfigError, from_dict, load_yaml, shipped_config
 
 T = TypeVar("T")
 
-#: The shipped configuration file that holds every default (in configs/).
+#: The shipped configuration file of the synthetic generator, the default of ``file`` below (in configs/).
 SHIPPED_FILE = "synth.yaml"
 
 
@@ -34,14 +33,16 @@ def doc_field(help: str, range: tuple[float | None, float | None] | None = None,
     return dataclasses.field(metadata=md)
 
 
-def shipped_defaults(section: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator, below ``@dataclass``: each field defaults to its value in configs/synth.yaml.
+def shipped_defaults(section: str, file: str = SHIPPED_FILE) -> Callable[[type[T]], type[T]]:
+    """Class decorator, below ``@dataclass``: each field defaults to its value in configs/`file`.
 
     Parameters
     ----------
     section : str
         Dotted path of the class's mapping in the shipped file (``"model.disc"``). Every field of the
         class must be declared with :func:`doc_field` and given in that mapping.
+    file : str
+        The shipped YAML (``synth.yaml``, ``segment.yaml``).
     """
 
     def decorate(cls: type[T]) -> type[T]:
@@ -49,15 +50,15 @@ def shipped_defaults(section: str) -> Callable[[type[T]], type[T]]:
             f = cls.__dict__.get(name)
             if not isinstance(f, dataclasses.Field):
                 raise TypeError(f"{cls.__name__}.{name} must be declared with doc_field()")
-            f.default_factory = functools.partial(_default, cls, section, name)
+            f.default_factory = functools.partial(_default, cls, section, name, file)
         return cls
 
     return decorate
 
 
-def shipped_section(section: str) -> dict[str, Any]:
+def shipped_section(section: str, file: str = SHIPPED_FILE) -> dict[str, Any]:
     """The mapping at dotted `section` of the shipped file (``"model"``, ``"render.mri"``)."""
-    path = shipped_config(SHIPPED_FILE)
+    path = shipped_config(file)
     node: Any = load_yaml(path)
     for key in section.split("."):
         if not isinstance(node, dict) or not isinstance(node.get(key), dict):
@@ -66,20 +67,20 @@ def shipped_section(section: str) -> dict[str, Any]:
     return node
 
 
-def _default(cls: type, section: str, name: str) -> Any:
+def _default(cls: type, section: str, name: str, file: str) -> Any:
     """The default of field `name`: its value in the shipped `section` (a fresh copy of a mapping)."""
-    value = getattr(_shipped(cls, section), name)
+    value = getattr(_shipped(cls, section, file), name)
     return dict(value) if isinstance(value, dict) else value
 
 
 @functools.cache
-def _shipped(cls: type, section: str) -> Any:
+def _shipped(cls: type, section: str, file: str) -> Any:
     """`cls` built from the shipped `section`, which must give every field (read once per class)."""
-    node = shipped_section(section)
+    node = shipped_section(section, file)
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in node]
     if missing:
         raise ConfigError(
             f"{section} lacks {', '.join(missing)}; the shipped file must give every default",
-            path=shipped_config(SHIPPED_FILE),
+            path=shipped_config(file),
         )
-    return from_dict(cls, node, section, shipped_config(SHIPPED_FILE))
+    return from_dict(cls, node, section, shipped_config(file))
