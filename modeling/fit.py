@@ -40,6 +40,7 @@ from cdeg.modeling.nested_cv import CVResult, nested_cv
 from cdeg import outputs
 from cdeg.errors import CdegError
 from cdeg.io import remove_stale_temporaries, write_bytes, write_json, write_table, write_text
+from cdeg.outputs import write_manifest
 from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
@@ -415,7 +416,9 @@ def write(
         "total": round(t_end - marks["start"], 2),
     }
     metrics["new_trials"] = cv.new_trials
-    write_json(run.folder.model.manifest, _manifest(run, metrics, manifest_models, primary))
+    write_manifest(
+        run.folder.model.manifest, _manifest(run, metrics, manifest_models, primary), stage="model"
+    )
     write_json(run.folder.metrics, metrics)
     write_text(run.folder.report, report.fit_report(metrics, figs, run.cfg))
     log.info(

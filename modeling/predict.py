@@ -22,8 +22,8 @@ from cdeg.modeling.bundle import (
 from cdeg.modeling.explain import shap_values
 from cdeg.modeling.names import describe
 
-from cdeg.io import write_json, write_table
-from cdeg.outputs import PredictionRun
+from cdeg.io import write_table
+from cdeg.outputs import PredictionRun, write_manifest
 from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def predict(
     if waterfalls:
         with shown(progress) as report:
             files = write_waterfalls(bundle, inp, PredictionRun(out).waterfalls, report)
-    write_json(
+    write_manifest(
         PredictionRun(out).manifest,
         {
             "model": str(bundle.path),

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from cdeg import __version__
-from cdeg.io import file_sha256, read_json, write_json
-from cdeg.outputs import RunFolder
+from cdeg.io import file_sha256, read_json
+from cdeg.outputs import RunFolder, write_manifest
 
 MANIFEST = RunFolder.STAGE_MANIFEST
 FORMAT = "cdeg-stage"
@@ -143,7 +143,7 @@ def write_running(
         "cdeg_version": __version__,
         "started": now(),
     }
-    write_json(folder / MANIFEST, m)
+    write_manifest(folder / MANIFEST, m)
     return m
 
 
@@ -163,5 +163,5 @@ def write_complete(
         seconds=round(seconds, 2),
         result=result,
     )
-    write_json(folder / MANIFEST, manifest)
+    write_manifest(folder / MANIFEST, manifest)
     return manifest

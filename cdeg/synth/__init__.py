@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cdeg import __version__
+from cdeg.choices import SYNTH_PROFILES
 from cdeg.cohort import (
     CLINICAL_CSV,
     COHORT_JSON,
@@ -38,7 +39,7 @@ from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
 
-PROFILES = ("neck", "population")
+PROFILES = SYNTH_PROFILES
 # Seed streams: stream 0 is the model's (per patient), stream 1 the renderer's. Patient i's images depend
 # only on (seed, i), never on the number of workers or patients.
 _RENDER_STREAM = 1

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdeg import labels
+from cdeg.choices import SYNTH_PROFILES
 from cdeg.defaults import doc_field as _f
 from cdeg.defaults import shipped_defaults
 
-PROFILE_NAMES: tuple[str, ...] = ("neck", "population")
+PROFILE_NAMES: tuple[str, ...] = SYNTH_PROFILES  # the order gives each profile its code in the generator
 SMOKING_STATUSES: tuple[str, ...] = ("never", "former", "current")
 ARMS: tuple[str, ...] = ("ACD", "ACDF", "ACDA")
 
