@@ -762,6 +762,7 @@ def _write_provenance(
 
 
 def _log_done(run: _Run, plan: _Plan, wide: Any, seconds: float) -> None:
+    """One line summing up the run: features, patients, units reused and units without features."""
     n_failed = sum(r.status in ("failed", "missing", "skipped") for r in plan.status.values())
     log.info(
         "extracted %d features for %d patients (%d units, %d reused, %d failed/missing/skipped) in %.1f s -> %s",
