@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from cdeg.features.distributed import ExecutorSpec, executor_spec, run_on_dask
@@ -37,6 +37,11 @@ from cdeg.config import shipped_config
 from cdeg.errors import CdegError, CohortError
 from cdeg.grid import conform_mask, within_tolerance
 from cdeg.io import file_sha256, read_image, read_json, remove_stale_temporaries, write_json, write_table
+from cdeg.outputs import FeatureFolder, write_manifest
+from cdeg.progress import Bars, ProgressArg, as_progress, track
+
+if TYPE_CHECKING:
+    from cdeg.check import StageCheck
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +438,35 @@ def _import_foreign(
     return dest
 
 
-def extract(  # noqa: C901 - one validation step after another, each short; split they would hide the order
+@dataclass(frozen=True)
+class _Run:
+    """The validated options of one :func:`extract` call and the inputs they name."""
+
+    cohort: Cohort
+    folder: FeatureFolder
+    masks_root: Path
+    reference_masks: bool  # the cohort's own masks/ (no `masks` given)
+    modalities: tuple[str, ...]
+    param_files: dict[str, ParamSource]
+    param_sha: dict[str, str]
+    executor: ExecutorSpec
+    tolerance_mm: float
+    strict: bool
+
+
+@dataclass
+class _Plan:
+    """The units of a run: those to extract, and the outcome of every unit (filled in as they finish)."""
+
+    patients: list[str]
+    check: StageCheck
+    status: dict[tuple[str, str], UnitResult] = field(default_factory=dict)
+    todo: list[_Task] = field(default_factory=list)
+    n_run: int = 0
+    n_cached: int = 0
+
+
+def extract(
     cohort: str | Path,
     out: str | Path,
     masks: str | Path | None = None,
@@ -441,7 +474,7 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     params: str | Path | Mapping[str, Any] | None = None,
     jobs: int | None = None,
     geometry_tolerance_mm: float = 1.0,
-    progress: bool = True,
+    progress: ProgressArg = None,
     scheduler: str | None = None,
     cluster: str | None = None,
     strict: bool = False,
@@ -479,8 +512,9 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     geometry_tolerance_mm : float
         A mask whose grid differs from its image's by at most this (field-of-view corners, mm) is
         resampled nearest-neighbour with a warning; beyond it that patient/modality fails.
-    progress : bool
-        Show a progress bar.
+    progress : bool, callable or None
+        Progress of the units (:mod:`cdeg.progress`): None or False shows nothing, True draws a bar, a
+        callable is called ``progress("extract", done, total)`` after each unit.
     scheduler : str, optional
         Run the units on an existing Dask cluster instead of the local pool: its scheduler's address
         (``tcp://host:8786``) or scheduler file (.json). The workers must see the cohort and `out` at the
@@ -500,11 +534,48 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     -------
     ExtractResult
     """
-    # --- options first, before anything expensive
+    run = _resolve_run(
+        cohort,
+        out,
+        masks,
+        modality,
+        params,
+        jobs,
+        geometry_tolerance_mm,
+        scheduler,
+        cluster,
+        strict,
+        label_map,
+    )
+    t0 = time.perf_counter()
+    plan = _plan_units(run, _check_inputs(run))
+    tasks = _reuse_cached(run, plan)
+    _run_units(run, plan, tasks, progress)
+    long, wide, err = _tables(plan.patients, run.modalities, plan.status)
+    _write_tables(run.folder, long, wide, err)
+    prov = _write_provenance(run, plan, long, wide, len(err), time.perf_counter() - t0)
+    _log_done(run, plan, wide, time.perf_counter() - t0)
+    return ExtractResult(run.folder.root, wide, long, err, prov)
+
+
+def _resolve_run(
+    cohort: str | Path,
+    out: str | Path,
+    masks: str | Path | None,
+    modality: str | list[str] | tuple[str, ...] | None,
+    params: str | Path | Mapping[str, Any] | None,
+    jobs: int | None,
+    tolerance_mm: float,
+    scheduler: str | None,
+    cluster: str | None,
+    strict: bool,
+    label_map: str | Path | None,
+) -> _Run:
+    """Validate the options of :func:`extract` before anything expensive, then convert foreign masks."""
     mods = parse_modalities(modality)
     executor = executor_spec(jobs, scheduler, cluster)
-    if not (isinstance(geometry_tolerance_mm, (int, float)) and geometry_tolerance_mm >= 0):
-        raise ValueError(f"geometry_tolerance_mm must be >= 0, got {geometry_tolerance_mm!r}")
+    if not (isinstance(tolerance_mm, (int, float)) and tolerance_mm >= 0):
+        raise ValueError(f"geometry_tolerance_mm must be >= 0, got {tolerance_mm!r}")
     coh = Cohort.open(cohort)
     masks_root = Path(masks) if masks is not None else coh.masks_root
     if not masks_root.is_dir():
@@ -517,12 +588,25 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
     param_files = _resolve_params(params, mods)
     if label_map is not None:
         masks_root = _import_foreign(
-            coh, masks_root, out / IMPORTED_MASKS, label_map, mods, geometry_tolerance_mm, strict
+            coh, masks_root, out / IMPORTED_MASKS, label_map, mods, tolerance_mm, strict
         )
     param_sha = {m: _params_sha256(p) for m, p in param_files.items()}
-    t0 = time.perf_counter()
+    return _Run(
+        coh,
+        FeatureFolder(out),
+        masks_root,
+        masks is None,
+        mods,
+        param_files,
+        param_sha,
+        executor,
+        tolerance_mm,
+        strict,
+    )
 
-    # --- check the whole cohort before extracting
+
+def _check_inputs(run: _Run) -> StageCheck:
+    """The checks of ``cdeg check`` on the cohort and the images and masks to extract, run once up front."""
     from cdeg.check import check_stage_cohort, finding_modality
 
     def tolerated(f: Any) -> bool:
@@ -532,139 +616,164 @@ def extract(  # noqa: C901 - one validation step after another, each short; spli
             f.check == "geometry"
             and m is not None
             and within_tolerance(
-                coh.image_path(f.patient, m), mask_path(masks_root, f.patient, m), geometry_tolerance_mm
+                run.cohort.image_path(f.patient, m), mask_path(run.masks_root, f.patient, m), run.tolerance_mm
             )
         )
 
-    check = check_stage_cohort(
-        "extract", coh, masks=masks_root, modalities=mods, strict=strict, tolerated=tolerated
+    return check_stage_cohort(
+        "extract",
+        run.cohort,
+        masks=run.masks_root,
+        modalities=run.modalities,
+        strict=run.strict,
+        tolerated=tolerated,
     )
-    patients = coh.patient_ids()
-    status: dict[tuple[str, str], UnitResult] = {}
-    todo: list[_Task] = []
+
+
+def _plan_units(run: _Run, check: StageCheck) -> _Plan:
+    """One task per patient x modality with usable files; the others get their status (skipped, missing).
+
+    Raises
+    ------
+    CohortError
+        No unit is left to extract.
+    """
+    plan = _Plan(run.cohort.patient_ids(), check)
     no_mask: list[str] = []
-    for pid in patients:
-        for m in mods:
-            img, msk = coh.image_path(pid, m), mask_path(masks_root, pid, m)
-            found = check.problems(pid, m)
-            if found:
-                beyond = f", beyond the {geometry_tolerance_mm:g} mm tolerance"
-                why = [check.line(f) + (beyond if f.check == "geometry" else "") for f in found]
-                status[(pid, m)] = UnitResult(pid, m, "skipped", errors=[("", w) for w in why])
+    for pid in plan.patients:
+        for m in run.modalities:
+            unit = _plan_unit(run, check, pid, m)
+            if isinstance(unit, _Task):
+                plan.todo.append(unit)
                 continue
-            problem = _check_unit(img, msk)
-            if problem is not None:
-                status[(pid, m)] = UnitResult(pid, m, "missing", errors=[("", problem)])
-                if img.is_file():  # a missing image was logged by the input check; a missing mask was not
-                    no_mask.append(f"patient {pid} {m}: {problem}")
-                continue
-            todo.append(
-                _Task(
-                    pid,
-                    m,
-                    str(img),
-                    str(msk),
-                    _task_params(param_files[m]),
-                    param_sha[m],
-                    float(geometry_tolerance_mm),
-                    str(out / "cache" / pid),
-                    {},
-                )
-            )
-    bad = sorted({pid for (pid, _), r in status.items()}, key=patients.index)
-    log.info("%d of %d patients with a missing or unusable file", len(bad), len(patients))
+            plan.status[(pid, m)] = unit
+            # A missing image was logged by the input check; a missing mask was not.
+            if unit.status == "missing" and run.cohort.image_path(pid, m).is_file():
+                no_mask.append(f"patient {pid} {m}: {unit.errors[0][1]}")
+    _log_unusable(plan, no_mask)
+    if not plan.todo:
+        raise CohortError(
+            f"no patient has a usable image and mask for {', '.join(run.modalities)} (masks from {run.masks_root})",
+            path=run.cohort.root,
+        )
+    return plan
+
+
+def _plan_unit(run: _Run, check: StageCheck, pid: str, m: str) -> _Task | UnitResult:
+    """The task extracting one patient x modality, or the result of a unit its inputs rule out."""
+    img, msk = run.cohort.image_path(pid, m), mask_path(run.masks_root, pid, m)
+    found = check.problems(pid, m)
+    if found:
+        beyond = f", beyond the {run.tolerance_mm:g} mm tolerance"
+        why = [check.line(f) + (beyond if f.check == "geometry" else "") for f in found]
+        return UnitResult(pid, m, "skipped", errors=[("", w) for w in why])
+    problem = _check_unit(img, msk)
+    if problem is not None:
+        return UnitResult(pid, m, "missing", errors=[("", problem)])
+    return _Task(
+        pid,
+        m,
+        str(img),
+        str(msk),
+        _task_params(run.param_files[m]),
+        run.param_sha[m],
+        float(run.tolerance_mm),
+        str(run.folder.cache / pid),
+        {},
+    )
+
+
+def _log_unusable(plan: _Plan, no_mask: list[str]) -> None:
+    """Name the units ruled out before extraction (the first 20 missing masks; errors.csv lists all)."""
+    bad = sorted({pid for (pid, _) in plan.status}, key=plan.patients.index)
+    log.info("%d of %d patients with a missing or unusable file", len(bad), len(plan.patients))
     for line in no_mask[:20]:
         log.warning("%s", line)
     if len(no_mask) > 20:
         log.warning("%d more patients without a mask (errors.csv lists them)", len(no_mask) - 20)
-    if not todo:
-        raise CohortError(
-            f"no patient has a usable image and mask for {', '.join(mods)} (masks from {masks_root})",
-            path=coh.root,
-        )
 
-    # --- reuse finished units, extract the rest
+
+def _reuse_cached(run: _Run, plan: _Plan) -> list[_Task]:
+    """Take the finished units from the cache into `plan`; return the tasks left to extract."""
     # Left by a killed run (only this stage writes in out/ and its cache).
-    remove_stale_temporaries(out, ".*.tmp*")
-    remove_stale_temporaries(out / "cache", "*/.*.tmp*")
+    remove_stale_temporaries(run.folder.root, ".*.tmp*")
+    remove_stale_temporaries(run.folder.cache, "*/.*.tmp*")
     tasks: list[_Task] = []
-    for t in todo:
+    for t in plan.todo:
         keyed = dataclasses.replace(
             t, key=_unit_key(Path(t.image), Path(t.mask), t.params_sha256, t.tolerance_mm)
         )
         cached = _load_cache(keyed)
         if cached is not None:
-            status[(t.patient_id, t.modality)] = cached
+            plan.status[(t.patient_id, t.modality)] = cached
         else:
             tasks.append(keyed)
-    n_cached = len(todo) - len(tasks)
+    plan.n_run, plan.n_cached = len(tasks), len(plan.todo) - len(tasks)
     log.info(
         "%d of %d patient x modality units to extract (%d reused from %s)",
         len(tasks),
-        len(todo),
-        n_cached,
-        out / "cache",
+        len(plan.todo),
+        plan.n_cached,
+        run.folder.cache,
     )
-    for r in _run_all(tasks, executor, progress):
-        status[(r.patient_id, r.modality)] = r
-        # Problems found while extracting (after the input check passed) are named on the console too, not
-        # only in errors.csv.
-        if r.status == "failed":
-            log.warning(
-                "patient %s %s: %s", r.patient_id, r.modality, r.errors[0][1] if r.errors else "failed"
-            )
-        elif r.status == "partial":
-            log.info(
-                "patient %s %s: %d problem(s), e.g. %s%s (errors.csv)",
-                r.patient_id,
-                r.modality,
-                len(r.errors),
-                f"{r.errors[0][0]}: " if r.errors[0][0] else "",
-                r.errors[0][1],
-            )
+    return tasks
 
-    # --- outputs
-    long, wide, err = _tables(patients, mods, status)
-    write_table(out / "features_long.parquet", long)
-    write_table(out / "features.parquet", wide)
-    write_table(out / "features.csv", wide)
-    errors_path = out / "errors.csv"
+
+def _run_units(run: _Run, plan: _Plan, tasks: list[_Task], progress: ProgressArg) -> None:
+    """Extract `tasks` on the run's executor, recording each result in `plan` as it finishes."""
+    for r in _run_all(tasks, run.executor, progress):
+        plan.status[(r.patient_id, r.modality)] = r
+        _log_unit_problems(r)
+
+
+def _log_unit_problems(r: UnitResult) -> None:
+    """Name the problems found while extracting (the input check passed) on the console, not only in errors.csv."""
+    if r.status == "failed":
+        log.warning("patient %s %s: %s", r.patient_id, r.modality, r.errors[0][1] if r.errors else "failed")
+    elif r.status == "partial":
+        log.info(
+            "patient %s %s: %d problem(s), e.g. %s%s (errors.csv)",
+            r.patient_id,
+            r.modality,
+            len(r.errors),
+            f"{r.errors[0][0]}: " if r.errors[0][0] else "",
+            r.errors[0][1],
+        )
+
+
+def _write_tables(folder: FeatureFolder, long: Any, wide: Any, err: Any) -> None:
+    """Write the long, wide and error tables (no errors: no errors.csv)."""
+    write_table(folder.long, long)
+    write_table(folder.features, wide)
+    write_table(folder.features_csv, wide)
     if len(err):
-        write_table(errors_path, err)
+        write_table(folder.errors, err)
     else:
-        errors_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
-    prov = _provenance(
-        coh,
-        masks_root,
-        masks is None,
-        mods,
-        param_files,
-        param_sha,
-        executor,
-        geometry_tolerance_mm,
-        patients,
-        status,
-        len(tasks),
-        n_cached,
-        time.perf_counter() - t0,
-        long,
-        wide,
-        len(err),
-    )
-    prov["input_check"] = check.summary()
-    write_json(out / "provenance.json", prov)
-    n_failed = sum(r.status in ("failed", "missing", "skipped") for r in status.values())
+        folder.errors.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
+
+
+def _write_provenance(
+    run: _Run, plan: _Plan, long: Any, wide: Any, n_errors: int, seconds: float
+) -> dict[str, Any]:
+    """Write provenance.json; return what was written."""
+    prov = _provenance(run, plan, long, wide, n_errors, seconds)
+    prov["input_check"] = plan.check.summary()
+    return write_manifest(run.folder.manifest, prov, stage="extract")
+
+
+def _log_done(run: _Run, plan: _Plan, wide: Any, seconds: float) -> None:
+    """One line summing up the run: features, patients, units reused and units without features."""
+    n_failed = sum(r.status in ("failed", "missing", "skipped") for r in plan.status.values())
     log.info(
         "extracted %d features for %d patients (%d units, %d reused, %d failed/missing/skipped) in %.1f s -> %s",
         wide.shape[1] - 1,
-        len(patients),
-        len(status),
-        n_cached,
+        len(plan.patients),
+        len(plan.status),
+        plan.n_cached,
         n_failed,
-        time.perf_counter() - t0,
-        out,
+        seconds,
+        run.folder.root,
     )
-    return ExtractResult(out, wide, long, err, prov)
 
 
 def _task_params(params: ParamSource) -> str | dict[str, Any]:
@@ -682,38 +791,39 @@ def _params_provenance(params: ParamSource, sha: str, modality: str) -> dict[str
     }
 
 
-def _run_all(tasks: list[_Task], executor: ExecutorSpec, progress: bool) -> Iterator[UnitResult]:
-    """Run units with a progress bar: on Dask workers, or in `jobs` local processes (here for one job)."""
-    from tqdm.auto import tqdm
-
+def _run_all(tasks: list[_Task], executor: ExecutorSpec, progress: ProgressArg) -> Iterator[UnitResult]:
+    """Run units, reporting each one done to `progress` (task "extract"), in any order."""
     if not tasks:
         return
-    jobs = executor.jobs
-    bar = tqdm(total=len(tasks), desc="extract", unit="unit", disable=not progress, leave=False)
+    results = _unit_results(tasks, executor)
+    report = as_progress(progress)
     try:
-        if executor.kind == "dask":
-            for r in run_on_dask(tasks, executor):
-                yield r
-                bar.update()
-            return
-        if jobs <= 1 or len(tasks) == 1:
-            with _single_thread():
-                for t in tasks:
-                    yield run_unit(t)
-                    bar.update()
-            return
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_init_worker) as pool:
-            futures = [pool.submit(run_unit, t) for t in tasks]
-            try:
-                for fut in cf.as_completed(futures):
-                    yield fut.result()
-                    bar.update()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        yield from track(results, report, "extract", total=len(tasks))
     finally:
-        bar.close()
+        results.close()  # stops the pool or the Dask tasks when the caller stops early
+        if isinstance(report, Bars) and progress is True:  # our own bars: none may stay on screen
+            report.close()
+
+
+def _unit_results(tasks: list[_Task], executor: ExecutorSpec) -> Iterator[UnitResult]:
+    """Run units on Dask workers, or in `jobs` local processes (here for one job)."""
+    if executor.kind == "dask":
+        yield from run_on_dask(tasks, executor)
+        return
+    if executor.jobs <= 1 or len(tasks) == 1:
+        with _single_thread():
+            for t in tasks:
+                yield run_unit(t)
+        return
+    with cf.ProcessPoolExecutor(max_workers=min(executor.jobs, len(tasks)), initializer=_init_worker) as pool:
+        futures = [pool.submit(run_unit, t) for t in tasks]
+        try:
+            for fut in cf.as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 @contextlib.contextmanager
@@ -729,69 +839,63 @@ def _single_thread() -> Iterator[None]:
 
 
 def _provenance(
-    coh,
-    masks_root,
-    reference,
-    mods,
-    param_files,
-    param_sha,
-    executor,
-    tol,
-    patients,
-    status,
-    n_run,
-    n_cached,
-    seconds,
-    long,
-    wide,
-    n_errors,
+    run: _Run, plan: _Plan, long: Any, wide: Any, n_errors: int, seconds: float
 ) -> dict[str, Any]:
+    """The contents of provenance.json (the input check's summary is added by the caller)."""
     import SimpleITK as sitk
     from cdeg.features.measurements import MeasureOptions
     from cdeg.features.radiomics_features import pyradiomics_version
 
+    counts: dict[str, int] = {}
+    for r in plan.status.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    mods, executor = run.modalities, run.executor
+    return {
+        "cdeg_version": __version__,
+        # radiomics.__version__ as the unit cache keys record it (the package metadata's version is in
+        # "versions", added by write_manifest).
+        "pyradiomics_version": pyradiomics_version(),
+        "simpleitk_version": sitk.Version.VersionString(),
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "cohort": str(run.cohort.root),
+        "mask_source": {
+            "path": str(run.masks_root),
+            "kind": "reference masks of the cohort" if run.reference_masks else "given folder",
+        },
+        "modalities": list(mods),
+        "parameters": {m: _params_provenance(run.param_files[m], run.param_sha[m], m) for m in mods},
+        "measure_options": dataclasses.asdict(MeasureOptions()),
+        "geometry_tolerance_mm": run.tolerance_mm,
+        "jobs": executor.jobs if executor.kind == "pool" else None,
+        "executor": executor.describe(),
+        "units": {
+            "extracted": plan.n_run,
+            "reused_from_cache": plan.n_cached,
+            **{f"status_{k}": v for k, v in sorted(counts.items())},
+        },
+        "patients": _patients_provenance(plan, mods),
+        "outputs": {
+            FeatureFolder.LONG: {"rows": len(long)},
+            FeatureFolder.FEATURES: {"rows": len(wide), "columns": wide.shape[1]},
+            FeatureFolder.FEATURES_CSV: {"rows": len(wide), "columns": wide.shape[1]},
+            FeatureFolder.ERRORS: {"rows": n_errors},
+        },
+        "seconds": round(seconds, 2),
+    }
+
+
+def _patients_provenance(plan: _Plan, mods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per patient and modality: status, whether it came from the cache, its errors and warnings."""
     per_patient: dict[str, dict[str, Any]] = {}
-    for pid in patients:
+    for pid in plan.patients:
         per_patient[pid] = {}
         for m in mods:
-            r = status.get((pid, m))
+            r = plan.status[(pid, m)]
             entry: dict[str, Any] = {"status": r.status, "cached": r.cached}
             if r.errors:
                 entry["errors"] = [f"{s}: {msg}" if s else msg for s, msg in r.errors]
             if r.warnings:
                 entry["warnings"] = r.warnings
             per_patient[pid][m] = entry
-    counts: dict[str, int] = {}
-    for r in status.values():
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return {
-        "cdeg_version": __version__,
-        "pyradiomics_version": pyradiomics_version(),
-        "simpleitk_version": sitk.Version.VersionString(),
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "cohort": str(coh.root),
-        "mask_source": {
-            "path": str(masks_root),
-            "kind": "reference masks of the cohort" if reference else "given folder",
-        },
-        "modalities": list(mods),
-        "parameters": {m: _params_provenance(param_files[m], param_sha[m], m) for m in mods},
-        "measure_options": dataclasses.asdict(MeasureOptions()),
-        "geometry_tolerance_mm": tol,
-        "jobs": executor.jobs if executor.kind == "pool" else None,
-        "executor": executor.describe(),
-        "units": {
-            "extracted": n_run,
-            "reused_from_cache": n_cached,
-            **{f"status_{k}": v for k, v in sorted(counts.items())},
-        },
-        "patients": per_patient,
-        "outputs": {
-            "features_long.parquet": {"rows": len(long)},
-            "features.parquet": {"rows": len(wide), "columns": wide.shape[1]},
-            "features.csv": {"rows": len(wide), "columns": wide.shape[1]},
-            "errors.csv": {"rows": n_errors},
-        },
-        "seconds": round(seconds, 2),
-    }
+    return per_patient

@@ -191,6 +191,8 @@ def predict_command(
     """Segment and name the levels of every image of one modality; masks, QC PNGs and qc.csv in --out."""
     from cdeg.segmentation.predict import predict
 
+    from cdeg.outputs import MaskFolder
+
     s = run_api(
         predict,
         cohort=cohort,
@@ -204,11 +206,12 @@ def predict_command(
         label_map=label_map,
         folds=folds,
         checkpoint=checkpoint,
+        progress=progress_enabled(),
     )
     c = s["counts"]
     click.echo(
         f"{c['ok']} ok, {c['flagged']} flagged, {c['empty']} empty, {c['failed']} failed, "
-        f"{c['skipped']} skipped; see {out / 'qc.csv'}"
+        f"{c['skipped']} skipped; see {MaskFolder(out).qc_csv}"
     )
 
 

@@ -82,6 +82,7 @@ from cdeg.io import (
 )
 from cdeg.label_maps import LabelEntry, LabelMap, LabelMapError
 from cdeg.outputs import MaskFolder, versions, write_manifest
+from cdeg.progress import Progress, ProgressArg, as_progress
 
 log = logging.getLogger(__name__)
 
@@ -507,6 +508,7 @@ def predict(
     label_map: str | Path | None = None,
     folds: str | tuple[str, ...] | None = None,
     checkpoint: str = "final",
+    progress: ProgressArg = None,
 ) -> dict[str, Any]:
     """Segment every `modality` image of `cohort` with a trained model and name its levels.
 
@@ -541,6 +543,10 @@ def predict(
         holds the checkpoint (nnU-Net's default), else fold_all.
     checkpoint : {"final", "best"}
         nnU-Net's ``checkpoint_final.pth`` or ``checkpoint_best.pth``.
+    progress : bool, callable or None
+        Progress over the patients (:mod:`cdeg.progress`), task ``"segment <modality>"``: None or False
+        shows nothing, True draws a bar, a callable is called after each patient (with `devices`, after
+        each worker's share).
 
     Returns
     -------
@@ -591,10 +597,11 @@ def predict(
         )
 
     job = _Job(coh, modality, str(out), spec, cfg)
+    report = as_progress(progress)
     if workers is None or workers == ["cpu"]:
-        done, loaded = _run_shard(job, todo, device_kind)
+        done, loaded = _run_shard(job, todo, device_kind, report=report)
     else:
-        done, loaded = _run_sharded(job, todo, workers)
+        done, loaded = _run_sharded(job, todo, workers, report)
     for pid in todo:  # cohort order, whichever worker segmented the patient
         rows, status[pid] = done[pid]
         qc_rows.extend(rows)
@@ -697,9 +704,11 @@ _Done = dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
 
 
 def _run_shard(
-    job: _Job, todo: list[str], device_kind: str, threads: int | None = None
+    job: _Job, todo: list[str], device_kind: str, threads: int | None = None, report: Progress | None = None
 ) -> tuple[_Done, _Loaded]:
-    """Load the model once and segment `todo`; per patient its qc rows and status, and what loading took."""
+    """Load the model once and segment `todo`; per patient its qc rows and status, and what loading took.
+
+    `report` (in the calling process only) is told each patient done."""
     t0 = time.time()
     spec = job.spec
     # A plain folder gets no nnUNet_results: the predictor is given its folder, and the user's stays as it is.
@@ -728,49 +737,63 @@ def _run_shard(
             len(todo),
             job.modality,
         )
-        return _segment_patients(predictor, job, todo), loaded
+        return _segment_patients(predictor, job, todo, report), loaded
 
 
-def _segment_patients(predictor: Any, job: _Job, todo: list[str]) -> _Done:
+def _segment_patients(predictor: Any, job: _Job, todo: list[str], report: Progress | None = None) -> _Done:
     """Segment `todo` one by one; a patient's failure is its qc row and status, the others go on."""
     done: _Done = {}
-    out = Path(job.out)
+    task = _progress_task(job.modality)
+    if report is not None:
+        report(task, 0, len(todo))
     for i, pid in enumerate(todo, 1):
-        t_case = time.time()
-        try:
-            findings, written = _predict_case(
-                predictor, job.cohort, pid, job.modality, out, job.spec, job.cfg
-            )
-        except CdegError as e:
-            log.error("%s", e.one_line())
-            row = Problem(pid, job.modality, "failed", e.message).row()
-            done[pid] = ([row], {"status": "failed", "reason": e.message})
-            continue
-        except Exception as e:  # one bad image must not stop the cohort; the traceback is logged
-            log.exception("patient %s / %s: segmentation failed", pid, job.modality)
-            reason = f"{type(e).__name__}: {e}"[:300]
-            row = Problem(pid, job.modality, "failed", reason).row()
-            done[pid] = ([row], {"status": "failed", "reason": reason})
-            continue
-        seconds = round(time.time() - t_case, 2)
-        rows = [{ID_COLUMN: pid, "modality": job.modality, **f.__dict__} for f in findings]
-        flagged = [f for f in findings if not f.repaired]
-        st = {
-            "status": "ok" if written and not flagged else ("flagged" if written else "empty"),
-            "seconds": seconds,
-            "findings": len(findings),
-        }
-        done[pid] = (rows, st)
-        log.info(
-            "[%d/%d] patient %s: %s (%.1f s)%s",
-            i,
-            len(todo),
-            pid,
-            st["status"],
-            seconds,
-            "".join(f"; {f.check}: {f.detail}" for f in findings if f.check != "fragments_removed"),
-        )
+        done[pid] = _segment_patient(predictor, job, pid, i, len(todo))
+        if report is not None:
+            report(task, i, len(todo))
     return done
+
+
+def _progress_task(modality: str) -> str:
+    """The task name under which :func:`predict` reports its patients."""
+    return f"segment {modality}"
+
+
+def _segment_patient(
+    predictor: Any, job: _Job, pid: str, i: int, n: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Segment patient `i` of `n`: its qc rows and status (a failure is a row and a status, never raised)."""
+    t_case = time.time()
+    try:
+        findings, written = _predict_case(
+            predictor, job.cohort, pid, job.modality, Path(job.out), job.spec, job.cfg
+        )
+    except CdegError as e:
+        log.error("%s", e.one_line())
+        row = Problem(pid, job.modality, "failed", e.message).row()
+        return [row], {"status": "failed", "reason": e.message}
+    except Exception as e:  # one bad image must not stop the cohort; the traceback is logged
+        log.exception("patient %s / %s: segmentation failed", pid, job.modality)
+        reason = f"{type(e).__name__}: {e}"[:300]
+        row = Problem(pid, job.modality, "failed", reason).row()
+        return [row], {"status": "failed", "reason": reason}
+    seconds = round(time.time() - t_case, 2)
+    rows = [{ID_COLUMN: pid, "modality": job.modality, **f.__dict__} for f in findings]
+    flagged = [f for f in findings if not f.repaired]
+    st = {
+        "status": "ok" if written and not flagged else ("flagged" if written else "empty"),
+        "seconds": seconds,
+        "findings": len(findings),
+    }
+    log.info(
+        "[%d/%d] patient %s: %s (%.1f s)%s",
+        i,
+        n,
+        pid,
+        st["status"],
+        seconds,
+        "".join(f"; {f.check}: {f.detail}" for f in findings if f.check != "fragments_removed"),
+    )
+    return rows, st
 
 
 def _shard_worker(job: _Job, todo: list[str], device: str, threads: int | None) -> Any:
@@ -780,8 +803,12 @@ def _shard_worker(job: _Job, todo: list[str], device: str, threads: int | None) 
     return _run_shard(job, todo, "cuda" if device.startswith("cuda") else "cpu", threads)
 
 
-def _run_sharded(job: _Job, todo: list[str], workers: list[str]) -> tuple[_Done, _Loaded]:
-    """Deal `todo` round-robin over `workers`, one fresh process each (spawned: CUDA cannot be forked)."""
+def _run_sharded(
+    job: _Job, todo: list[str], workers: list[str], report: Progress | None = None
+) -> tuple[_Done, _Loaded]:
+    """Deal `todo` round-robin over `workers`, one fresh process each (spawned: CUDA cannot be forked).
+
+    `report` is told the patients done as each worker's share comes back (workers cannot call it)."""
     n = len(workers)
     shards = [todo[i::n] for i in range(n)]
     threads = max(1, (os.cpu_count() or 1) // n) if workers[0] == "cpu" else None
@@ -789,6 +816,9 @@ def _run_sharded(job: _Job, todo: list[str], workers: list[str]) -> tuple[_Done,
     ctx = multiprocessing.get_context("spawn")
     done: _Done = {}
     loaded = _Loaded(0.0, 0)
+    task = _progress_task(job.modality)
+    if report is not None:
+        report(task, 0, len(todo))
     with contextlib.ExitStack() as stack:
         # One single-process pool per device, so a worker never picks up another device's shard.
         futures = {}
@@ -804,6 +834,8 @@ def _run_sharded(job: _Job, todo: list[str], workers: list[str]) -> tuple[_Done,
             done.update(part)
             loaded = _Loaded(max(loaded.seconds, worker_loaded.seconds), worker_loaded.parameter_sets)
             log.info("%s: %d patients segmented", device, len(shard))
+            if report is not None:
+                report(task, len(done), len(todo))
     return done, loaded
 
 

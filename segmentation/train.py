@@ -55,6 +55,7 @@ from cdeg.config import to_dict
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_json, remove_stale_temporaries, write_json, write_text
 from cdeg.outputs import SegmentationModel, versions
+from cdeg.progress import ProgressArg, is_shown
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def train(
     fold: str | int = "all",
     config: str | Path | Mapping[str, Any] | SegmentConfig | None = None,
     keep_work: bool = False,
-    progress: bool = True,
+    progress: ProgressArg = None,
     strict: bool = False,
 ) -> dict[str, Any]:
     """Train an nnU-Net model for one modality on the cohort's images that have reference masks.
@@ -108,8 +109,9 @@ def train(
         :func:`~cdeg.segmentation.presets.load_segment_config`).
     keep_work : bool
         Keep the raw and preprocessed nnU-Net data in ``out/work`` after training completes.
-    progress : bool
-        Show nnU-Net's progress bars during planning and preprocessing.
+    progress : bool, callable or None
+        Whether nnU-Net shows its progress bars during planning and preprocessing (:mod:`cdeg.progress`:
+        any value but None or False shows them; nnU-Net draws its own).
     strict : bool
         Stop (CdegError) at the first problem with an input file instead of leaving the patient out;
         nothing is written.
@@ -174,7 +176,7 @@ def train(
     with nnunet_environment(work=work, results=results, ext_trainer=ext, extra=env), quiet_stdout():
         t0 = time.time()
         configuration = _plan_and_preprocess(
-            coh, modality, work, settings, progress, (usable, problems, unlabelled)
+            coh, modality, work, settings, is_shown(progress), (usable, problems, unlabelled)
         )
         timings["prepare_plan_preprocess"] = round(
             timings.get("prepare_plan_preprocess", 0) + time.time() - t0, 1
@@ -328,7 +330,7 @@ def _plan_and_preprocess(
     modality: str,
     work: Path,
     s: TrainSettings,
-    progress: bool,
+    show_progress: bool,
     cases: tuple[list[str], list[Any], list[str]],
 ) -> str:
     """Prepare the raw dataset from the checked `cases`, plan and preprocess (skipped when a previous run
@@ -356,7 +358,7 @@ def _plan_and_preprocess(
         check_dataset_integrity=True,
         clean=True,
         verbose=False,
-        show_progress_bar=progress,
+        show_progress_bar=show_progress,
     )
     plan_experiments([ds_id])
     if s.reduced:
@@ -373,7 +375,7 @@ def _plan_and_preprocess(
         configurations=(configuration,),
         num_processes=(n_proc,),
         verbose=False,
-        show_progress_bar=progress,
+        show_progress_bar=show_progress,
     )
     done_marker.write_text(_now() + "\n")
     return configuration

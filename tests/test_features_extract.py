@@ -162,6 +162,20 @@ def test_resume_recomputes_only_missing_units(first_run, cohort, fast_params, tm
     assert res.provenance["units"]["extracted"] == 6
 
 
+def test_progress_reports_each_extracted_unit(first_run, cohort, fast_params, tmp_path):
+    out = tmp_path / "progress"
+    shutil.copytree(first_run.out, out)
+    for unit in ("P000/xray", "P002/mri"):
+        (out / "cache" / f"{unit}.json").unlink()
+    calls: list[tuple[str, int, int]] = []
+    res = extract(cohort, out, params=fast_params, jobs=1, progress=lambda *a: calls.append(a))
+    # Units reused from the cache are not reported: only the two extracted.
+    assert calls == [("extract", 0, 2), ("extract", 1, 2), ("extract", 2, 2)]
+    # What extract returns is what provenance.json holds, with the library versions of the stage.
+    assert json.loads(FeatureFolder(out).manifest.read_text()) == res.provenance
+    assert res.provenance["versions"]["pyradiomics"] is not None
+
+
 def test_changed_input_invalidates_its_unit(first_run, cohort, fast_params, tmp_path):
     c2 = _copy(cohort, tmp_path)
     out = tmp_path / "out"

@@ -46,7 +46,15 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_two_cpu_workers_write_the_files_of_one_process(cohort: Path, model: Path, tmp_path: Path):
-    one = predict(cohort=cohort, modality=MODALITY, model=model, out=tmp_path / "one", device="cpu")
+    calls: list[tuple[str, int, int]] = []
+    one = predict(
+        cohort=cohort,
+        modality=MODALITY,
+        model=model,
+        out=tmp_path / "one",
+        device="cpu",
+        progress=lambda *a: calls.append(a),
+    )
     r = CliRunner().invoke(
         cli,
         ["--no-progress", "segment", "predict", "--cohort", str(cohort), "--modality", MODALITY,
@@ -63,6 +71,10 @@ def test_two_cpu_workers_write_the_files_of_one_process(cohort: Path, model: Pat
     # Every patient was segmented once, by one of the two workers, in cohort order.
     assert list(two["patients"]) == list(one["patients"]) == Cohort.open(cohort).patient_ids()
     assert {p["device"] for p in two["patients"].values() if "device" in p} == {"cpu"}
+    # Progress: each patient segmented is reported once, from 0 of n to n of n.
+    n = len(calls) - 1
+    assert calls == [(f"segment {MODALITY}", i, n) for i in range(n + 1)]
+    assert n == sum(v["status"] != "skipped" for v in one["patients"].values())
 
 
 def test_devices_are_checked_before_the_model_loads(cohort: Path, tmp_path: Path):

@@ -462,16 +462,16 @@ def _run_segment_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> 
     config = segment_config(params)
     counts = {}
     for m in params["modalities"]:
-        with _LogProgress("cdeg.segmentation.predict", f"segment {m} {key}", ctx.progress):
-            s = predict(
-                ctx.cohort_folder(key),
-                m,
-                ctx.model_folder(m),
-                stage.folder,
-                device=ctx.device,
-                config=config,
-                strict=ctx.strict,
-            )
+        s = predict(
+            ctx.cohort_folder(key),
+            m,
+            ctx.model_folder(m),
+            stage.folder,
+            device=ctx.device,
+            config=config,
+            strict=ctx.strict,
+            progress=ctx.progress,
+        )
         counts[m] = {
             "counts": s["counts"],
             "seconds_per_case_mean": s.get("seconds_per_case_mean"),
@@ -596,43 +596,3 @@ def _run_report(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str,
 
     path = build_report(ctx.out, ctx.run.report)
     return {"report": str(path), "bytes": path.stat().st_size}
-
-
-class _LogProgress:
-    """A progress bar (with ETA) fed by a stage function's ``[i/n] ...`` log lines.
-
-    `cdeg segment predict` reports each case as a log line ``[i/n] patient ...`` rather than through a
-    progress bar; this turns those lines into a tqdm bar without touching the stage function.
-    """
-
-    def __init__(self, logger: str, desc: str, enabled: bool) -> None:
-        self.logger, self.desc, self.enabled = logging.getLogger(logger), desc, enabled
-        self.bar: Any = None
-        self.handler: logging.Handler | None = None
-
-    def __enter__(self) -> _LogProgress:
-        if not self.enabled:
-            return self
-        outer = self
-
-        class Handler(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                args = record.args
-                if not (isinstance(args, tuple) and len(args) >= 2 and str(record.msg).startswith("[%d/%d]")):
-                    return
-                from tqdm.auto import tqdm
-
-                i, n = int(args[0]), int(args[1])
-                if outer.bar is None:
-                    outer.bar = tqdm(total=n, desc=outer.desc, unit="image", leave=False)
-                outer.bar.update(i - outer.bar.n)
-
-        self.handler = Handler(level=logging.INFO)
-        self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handler is not None:
-            self.logger.removeHandler(self.handler)
-        if self.bar is not None:
-            self.bar.close()
