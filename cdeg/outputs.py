@@ -356,7 +356,7 @@ class FitRun:
     OPTUNA_DB: ClassVar[str] = "optuna.db"
     #: Files of the Optuna study a re-run resumes (SQLite and its write-ahead log).
     OPTUNA_FILES: ClassVar[tuple[str, ...]] = ("optuna.db", "optuna.db-wal", "optuna.db-shm")
-    MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("cv", "data", "primary_model")
+    MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("target", "cv", "comparison", "data")
 
     @property
     def metrics(self) -> Path:
@@ -404,7 +404,7 @@ class ValidationRun:
     REPORT: ClassVar[str] = "report.html"
     PLOTS_DIR: ClassVar[str] = "plots"
     WATERFALLS_DIR: ClassVar[str] = "waterfalls"
-    MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("external", "data")
+    MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("target", "model", "external", "comparison")
 
     @property
     def metrics(self) -> Path:

@@ -52,7 +52,8 @@ from cdeg.segmentation.geometry import same_grid
 from cdeg import labels
 from cdeg.cohort import COHORT_JSON, MASKS_DIR, MODALITIES, mask_path, parse_modalities
 from cdeg.errors import CdegError
-from cdeg.io import read_image, write_json, write_table
+from cdeg.io import read_image, write_table
+from cdeg.outputs import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +562,7 @@ def evaluate(
         "problems": problems,
     }
     write_csv(csv_path, rows)
-    write_json(out, report)
+    write_manifest(out, report, stage="segment")
     for mod, s in summary.items():
         log.info(
             "%s: %d evaluated, level identification %s, Dice vertebrae %s discs %s, HD95 vertebrae %s mm "

@@ -54,7 +54,7 @@ from cdeg.cohort import CANONICAL_DIRECTION, Cohort, check_modality
 from cdeg.config import to_dict
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_json, remove_stale_temporaries, write_json, write_text
-from cdeg.outputs import SegmentationModel, versions
+from cdeg.outputs import SegmentationModel, versions, write_manifest
 from cdeg.progress import ProgressArg, is_shown
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def train(
     manifest = previous or _new_manifest(coh, modality, preset, device_kind, fold, settings, usable)
     manifest.update(status="training", device=device_kind, settings=to_dict(settings))
     manifest["cohort"]["skipped"] = {p.patient: p.detail for p in problems}
-    write_json(out / MANIFEST, manifest)
+    write_manifest(out / MANIFEST, manifest)
     work, results, ext = out / WORK_DIR, out / RESULTS_DIR, out / EXT_DIR
     from cdeg.segmentation.trainers import write_trainer_shim
 
@@ -187,7 +187,7 @@ def train(
             / dataset_name(modality)
             / f"{settings.trainer}__{PLANS_IDENTIFIER}__{configuration}"
         )
-        write_json(out / MANIFEST, manifest)
+        write_manifest(out / MANIFEST, manifest)
         t0 = time.time()
         epochs = _run_training(
             modality, configuration, fold, settings, device_kind, t_start, out / manifest["results_folder"]
@@ -201,7 +201,7 @@ def train(
         finished=_now(),
         versions=versions("segment"),
     )
-    write_json(out / MANIFEST, manifest)
+    write_manifest(out / MANIFEST, manifest)
     write_nnunet_instructions(out, manifest)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
