@@ -249,7 +249,15 @@ def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None, lab
     """
     from cdeg.segmentation.evaluate import evaluate
 
-    report = run_api(evaluate, pred=pred, ref=ref, out=out, modality=modality, label_map=label_map)
+    report = run_api(
+        evaluate,
+        pred=pred,
+        ref=ref,
+        out=out,
+        modality=modality,
+        label_map=label_map,
+        progress=progress_enabled(),
+    )
     for mod, s in report["summary"].items():
         click.echo(
             f"{mod}: {s['n_evaluated']} evaluated, level identification {s['level_identification']}, "
@@ -320,6 +328,7 @@ def import_masks_command(
         modality=modality,
         geometry_tolerance_mm=geometry_tolerance_mm,
         strict=strict,
+        progress=progress_enabled(),
     )
     c = m["counts"]
     click.echo(

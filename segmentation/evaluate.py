@@ -54,6 +54,7 @@ from cdeg.cohort import COHORT_JSON, MASKS_DIR, MODALITIES, mask_path, parse_mod
 from cdeg.errors import CdegError
 from cdeg.io import read_image, write_table
 from cdeg.outputs import write_manifest
+from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
 
@@ -441,14 +442,14 @@ def _one_case(rpath: Path, ppath: Path, pid: str, mod: str) -> tuple[dict | None
 
 
 def _evaluate_modality(
-    pred_root: Path, ref_root: Path, ref_ids: list[str], mod: str
+    pred_root: Path, ref_root: Path, ref_ids: list[str], mod: str, progress: ProgressArg = None
 ) -> tuple[dict[str, Any], dict[str, Any], int, list[str]]:
     """Cases, reference structures without a usable prediction, their count, and problem lines of one modality."""
     cases: dict[str, Any] = {}
     unpredicted: dict[str, Any] = {}
     n_missing = 0
     problems: list[str] = []
-    for pid in ref_ids:
+    for pid in track(ref_ids, progress, f"evaluate {mod}"):
         rpath = mask_path(ref_root, pid, mod)
         if not rpath.is_file():
             continue
@@ -492,6 +493,7 @@ def evaluate(
     out: str | Path,
     modality: str | None = None,
     label_map: str | Path | None = None,
+    progress: ProgressArg = None,
 ) -> dict[str, Any]:
     """Compare predicted masks with reference masks; write and return the metrics.
 
@@ -511,6 +513,8 @@ def evaluate(
         against its images): they are converted with :func:`cdeg.segmentation.import_masks.import_masks`
         into ``<out stem>_masks/`` next to `out` (kept for review, with import_masks.csv and QC overlays) and
         evaluated from there.
+    progress : bool or callable
+        Progress per patient (:mod:`cdeg.progress`).
 
     Returns
     -------
@@ -539,7 +543,9 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     ref_ids = sorted(p.name for p in ref_root.iterdir() if p.is_dir())
     for mod in modalities:
-        cases, unpredicted, n_missing, mod_problems = _evaluate_modality(pred_root, ref_root, ref_ids, mod)
+        cases, unpredicted, n_missing, mod_problems = _evaluate_modality(
+            pred_root, ref_root, ref_ids, mod, progress
+        )
         problems += mod_problems
         for pid, case in cases.items():
             patients.setdefault(pid, {})[mod] = case

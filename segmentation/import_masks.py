@@ -42,6 +42,7 @@ from cdeg.errors import CdegError, CohortError
 from cdeg.grid import conform_mask
 from cdeg.io import read_image, remove_stale_temporaries, write_image, write_table
 from cdeg.outputs import MaskFolder, write_manifest
+from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,7 @@ def import_masks(
     geometry_tolerance_mm: float = 1.0,
     qc_png: bool = True,
     strict: bool = False,
+    progress: ProgressArg = None,
 ) -> dict[str, Any]:
     """Convert another tool's masks of a cohort into cdeg's convention and layout.
 
@@ -289,6 +291,8 @@ def import_masks(
         Write an overlay PNG per patient.
     strict : bool
         Stop at the first problem (before writing anything) instead of skipping the patient.
+    progress : bool or callable
+        Progress per patient (:mod:`cdeg.progress`).
 
     Returns
     -------
@@ -338,7 +342,7 @@ def import_masks(
     status: dict[str, dict[str, Any]] = {
         p: {"status": "skipped", "reason": why} for p, why in missing.items()
     }
-    for pid, source in found.items():
+    for pid, source in track(list(found.items()), progress, f"import {modality} masks"):
         status[pid] = _import_patient(
             coh, pid, modality, source, masks, out, lmap, geometry_tolerance_mm, qc_png, rows
         )

@@ -489,6 +489,7 @@ def _run_evaluate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
         ctx.cohort_folder(key),
         Evaluation(stage.folder).json,
         modality=",".join(params["modalities"]),
+        progress=ctx.progress,
     )
     return {
         m: {
