@@ -182,10 +182,11 @@ class SegmentationModel:
     WORK_DIR: ClassVar[str] = "work"
     EXT_DIR: ClassVar[str] = "nnunet_ext"
     MANIFEST_KEYS: ClassVar[tuple[str, ...]] = (
+        "status",
         "modality",
         "preset",
         "configuration",
-        "label_map",
+        "labels",
         "versions",
     )
 
