@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from cdeg.cli import progress_enabled, run_api
+from cdeg.progress import ProgressArg
 
 
-def demo(out: str | Path | None = None, jobs: int | None = None, progress: bool = True):
+def demo(out: str | Path | None = None, jobs: int | None = None, progress: ProgressArg = True):
     """Run ``configs/demo.yaml`` (into `out` when given) and return the pipeline's result."""
     from cdeg.config import shipped_config
     from cdeg.pipeline import run

@@ -95,6 +95,13 @@ def read_manifest(path: str | Path, required: tuple[str, ...] = ()) -> dict[str,
     return data
 
 
+def waterfall_stem(patient_id: str) -> str:
+    """File stem of a patient's waterfall plot: the id with characters unsafe in file names replaced."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", str(patient_id))[:80] or "patient"
+
+
 def _read_optional_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -255,6 +262,8 @@ class FeatureFolder:
     ERRORS: ClassVar[str] = "errors.csv"
     MANIFEST: ClassVar[str] = "provenance.json"
     CACHE_DIR: ClassVar[str] = "cache"
+    #: With ``--label-map``: another tool's masks converted into cdeg's convention, kept for review.
+    IMPORTED_MASKS_DIR: ClassVar[str] = "masks"
     MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("cdeg_version", "pyradiomics_version", "patients", "outputs")
 
     @property
@@ -459,6 +468,10 @@ class PredictionRun:
     @property
     def waterfalls(self) -> Path:
         return Path(self.root) / self.WATERFALLS_DIR
+
+    def waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+        """A patient's SHAP waterfall (the id made safe as a file name)."""
+        return self.waterfalls / f"{waterfall_stem(patient_id)}{suffix}"
 
     def read(self) -> Any:
         """predictions.csv as a DataFrame, or None when the stage did not run."""

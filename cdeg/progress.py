@@ -25,17 +25,30 @@ def _silent(task: str, done: int, total: int) -> None:
     """A :class:`Progress` that shows nothing."""
 
 
+#: The unit of each stage's tasks (by task name prefix), as the stages name their tasks.
+UNITS: dict[str, str] = {
+    "synth": "patient",
+    "scan DICOM": "file",
+    "segment": "image",
+    "evaluate": "patient",
+    "import": "patient",
+    "extract": "unit",
+    "nested CV": "fold",
+    "waterfalls": "patient",
+}
+
+
 class Bars:
     """A :class:`Progress` drawing one tqdm bar (with rate and ETA) per task, closed when the task is done.
 
     Parameters
     ----------
-    unit : str
-        Word after the counts ("patient", "image", ...), per task name prefix; default "item".
+    units : dict, optional
+        Task name prefix -> word after the counts ("patient", "image", ...); added to :data:`UNITS`.
     """
 
     def __init__(self, units: dict[str, str] | None = None) -> None:
-        self.units = dict(units or {})
+        self.units = {**UNITS, **(units or {})}
         self._bars: dict[str, Any] = {}
 
     def __call__(self, task: str, done: int, total: int) -> None:

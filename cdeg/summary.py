@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from cdeg import labels
-from cdeg.cohort import ID_COLUMN, MODALITIES, Cohort
+from cdeg.cohort import ID_COLUMN, MODALITIES, TRUTH_ORACLE, Cohort
 from cdeg.io import read_table, write_json
 
 
@@ -81,10 +81,11 @@ def _truth_summary(levels: Any, patients: Any) -> dict[str, Any]:
             k: round(float(by_level["disc_height_middle_mm"].mean()[k]), 2) for k in order
         },
     }
-    if {"p_oracle", "accelerated"} <= set(patients.columns) and patients["accelerated"].nunique() == 2:
+    target, column = "accelerated", TRUTH_ORACLE["accelerated"]  # the headline question's ceiling
+    if {column, target} <= set(patients.columns) and patients[target].nunique() == 2:
         from sklearn.metrics import roc_auc_score
 
-        out["oracle_auc"] = round(float(roc_auc_score(patients["accelerated"], patients["p_oracle"])), 3)
+        out["oracle_auc"] = round(float(roc_auc_score(patients[target], patients[column])), 3)
     if "cobb_c2c7_deg" in patients:
         out["cobb_c2c7_deg_mean"] = round(float(np.mean(patients["cobb_c2c7_deg"])), 1)
     return out

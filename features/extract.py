@@ -51,7 +51,7 @@ LONG_COLUMNS = (ID_COLUMN, "modality", "structure", "level", "feature", "value")
 ERROR_COLUMNS = (ID_COLUMN, "modality", "structure", "message")
 SEPARATOR = "__"
 #: Where masks of another tool converted by ``--label-map`` go inside the output folder.
-IMPORTED_MASKS = "masks"
+IMPORTED_MASKS = FeatureFolder.IMPORTED_MASKS_DIR
 #: Bumped when cached unit results would no longer match what this code computes.
 CACHE_FORMAT = 1
 

@@ -59,7 +59,7 @@ class FitResult:
 
 
 @dataclass
-class FitRun:
+class PreparedFit:
     """One fit, prepared: the resolved configuration, the data and where everything goes."""
 
     cfg: FitConfig
@@ -238,7 +238,7 @@ def prepare(
     *,
     storage: str | None = None,
     strict: bool = False,
-) -> FitRun:
+) -> PreparedFit:
     """Check the inputs, load the dataset and create the run folder and the Optuna storage."""
     if not target or not isinstance(target, str):
         raise ValueError("--target must name the 0/1 column of the clinical table")
@@ -270,7 +270,7 @@ def prepare(
     from cdeg.modeling.tuning import make_storage
 
     make_storage(storage_url, shared=shared).engine.dispose()  # create the tables before workers connect
-    return FitRun(cfg, ds, target, out, columns, key, storage_url, shared, storage_label)
+    return PreparedFit(cfg, ds, target, out, columns, key, storage_url, shared, storage_label)
 
 
 def _load(features: str | Path, clinical: str | Path, target: str, cfg: FitConfig, strict: bool) -> Dataset:
@@ -326,7 +326,7 @@ def _model_columns(ds: Dataset, cfg: FitConfig) -> dict[str, list[str]]:
 # ==============================================================================================================
 
 
-def estimate(run: FitRun, progress: ProgressArg = None) -> tuple[CVResult, dict[str, Any]]:
+def estimate(run: PreparedFit, progress: ProgressArg = None) -> tuple[CVResult, dict[str, Any]]:
     """Nested cross-validation of every model, and its metrics (the start of metrics.json)."""
     cfg, ds = run.cfg, run.ds
     with shown(progress) as report_progress:
@@ -346,7 +346,7 @@ def estimate(run: FitRun, progress: ProgressArg = None) -> tuple[CVResult, dict[
 
 
 def finalise(
-    run: FitRun, cv: CVResult, metrics: dict[str, Any]
+    run: PreparedFit, cv: CVResult, metrics: dict[str, Any]
 ) -> tuple[dict[str, TabularClassifier], dict[str, Any]]:
     """The final models: tuned on all patients by the same inner procedure (the "final" studies), refitted
     on all, and saved in the model folder; returns them and their entries of the manifest."""
@@ -370,7 +370,7 @@ def finalise(
 
 
 def explain(
-    run: FitRun, model: TabularClassifier, name: str, metrics: dict[str, Any]
+    run: PreparedFit, model: TabularClassifier, name: str, metrics: dict[str, Any]
 ) -> dict[str, list[Path]]:
     """SHAP of the final model `name` on the development patients: figures, and the top variables in
     `metrics` (``shap_top``)."""
@@ -393,7 +393,7 @@ def explain(
 
 
 def write(
-    run: FitRun,
+    run: PreparedFit,
     cv: CVResult,
     metrics: dict[str, Any],
     manifest_models: dict[str, Any],
@@ -429,7 +429,7 @@ def write(
     return figs
 
 
-def _write_tables(run: FitRun, cv: CVResult, metrics: dict[str, Any]) -> pd.DataFrame:
+def _write_tables(run: PreparedFit, cv: CVResult, metrics: dict[str, Any]) -> pd.DataFrame:
     """oof_predictions.csv, and beside the model the per-patient mean and the development metrics."""
     write_table(run.folder.oof, cv.oof.rename(columns={"target": run.target}))
     dev_mean = cv.oof.groupby(run.cfg.id_column, sort=False)[["target", *cv.models]].mean()
@@ -443,7 +443,7 @@ def _write_tables(run: FitRun, cv: CVResult, metrics: dict[str, Any]) -> pd.Data
 
 
 def _performance_figures(
-    run: FitRun, dev_mean: pd.DataFrame, metrics: dict[str, Any]
+    run: PreparedFit, dev_mean: pd.DataFrame, metrics: dict[str, Any]
 ) -> dict[str, list[Path]]:
     """ROC, calibration and decision curve of the out-of-fold predictions, with PNG copies beside the model."""
     panel = (
@@ -459,7 +459,7 @@ def _performance_figures(
 
 
 def _manifest(
-    run: FitRun, metrics: dict[str, Any], manifest_models: dict[str, Any], primary: str
+    run: PreparedFit, metrics: dict[str, Any], manifest_models: dict[str, Any], primary: str
 ) -> dict[str, Any]:
     """model.json: what `cdeg predict` and `cdeg validate` need, and the development results."""
     from cdeg.config import to_dict

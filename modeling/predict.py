@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cdeg.modeling.explain import shap_values
 from cdeg.modeling.names import describe
 
 from cdeg.io import write_table
-from cdeg.outputs import PredictionRun, write_manifest
+from cdeg.outputs import PredictionRun, waterfall_stem, write_manifest
 from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
@@ -112,10 +111,6 @@ def predict(
     return PredictResult(out, preds, inp.missing, inp.imputed_share, files)
 
 
-def _safe_name(pid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", pid)[:80] or "patient"
-
-
 def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: ProgressArg) -> list[Path]:
     """One SHAP waterfall of the primary model per patient in `folder`, naming the imputed variables."""
     m = bundle.primary
@@ -134,5 +129,5 @@ def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: P
             if imputed
             else ""
         )
-        files += plots.shap_waterfall(sr, i, folder / _safe_name(str(pid)), target, str(pid), note=note)
+        files += plots.shap_waterfall(sr, i, folder / waterfall_stem(str(pid)), target, str(pid), note=note)
     return files

@@ -158,7 +158,11 @@ def _cv_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) 
 
 def _shap_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -> list[str]:
     return [
-        section("shap", "What drives the XGBoost model (SHAP, final model, development patients)"),
+        section(
+            "shap",
+            f"What drives the {MODEL_LABELS.get(cfg.primary_model, cfg.primary_model)} model "
+            "(SHAP, final model, development patients)",
+        ),
         "<p class='muted'>SHAP values are contributions to the log-odds; they add up from the average "
         "patient's log-odds to each patient's. They explain the model, not causation.</p>",
         figure_block(figs, [("shap_bar", "Mean |SHAP|"), ("shap_beeswarm", "SHAP per patient")]),

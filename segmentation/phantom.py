@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from cdeg import labels
-from cdeg.cohort import CANONICAL_DIRECTION, CohortMeta, image_path, mask_path, write_cohort_json
+from cdeg.cohort import (
+    CANONICAL_DIRECTION,
+    CLINICAL_CSV,
+    CohortMeta,
+    image_path,
+    mask_path,
+    write_cohort_json,
+)
 from cdeg.io import image_from_array, write_image, write_text
 
 #: Phantom grid per modality: numpy shape and SimpleITK spacing (x, y[, z]) in mm.
@@ -119,7 +126,7 @@ def write_phantom_cohort(
             write_image(
                 mask_path(root / "masks", pid, modality), image_from_array(mask, spacing, direction=direction)
             )
-    write_text(root / "clinical.csv", "patient_id\n" + "".join(f"{p}\n" for p in ids))
+    write_text(root / CLINICAL_CSV, "patient_id\n" + "".join(f"{p}\n" for p in ids))
     write_cohort_json(
         root,
         CohortMeta(

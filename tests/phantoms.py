@@ -5,8 +5,9 @@ canal, optionally an anterior osteophyte) and wedge-shaped discs with concave en
 measurements are computed from the polygons themselves under the definitions of :mod:`cdeg.measures`,
 so the tests compare the extractor with exact geometry, not with another pixel method.
 
-The one phantom generator of the test suite: tests import it from here (pytest puts tests/ on sys.path) or
-use the ``phantom_cohort`` fixture of conftest.py.
+The analytic phantoms of the feature tests: tests import them from here (pytest puts tests/ on sys.path),
+never from another test module. (The segmentation tests use the package's own nnU-Net phantom,
+:mod:`cdeg.segmentation.phantom`.)
 """
 
 from __future__ import annotations

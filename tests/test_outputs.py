@@ -14,7 +14,6 @@ from cdeg import outputs as O
 from cdeg.cli import cli
 from cdeg.cohort import MODALITIES
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("cdeg", "segmentation", "features", "modeling")
 
@@ -23,6 +22,7 @@ def _run(tiny_run: dict) -> O.RunFolder:
     return O.RunFolder(tiny_run["out"])
 
 
+@pytest.mark.slow
 def test_run_folder_records_the_resolved_study(tiny_run):
     record = _run(tiny_run).read()
     assert record["status"] == "complete"
@@ -30,6 +30,7 @@ def test_run_folder_records_the_resolved_study(tiny_run):
     assert [s["stage"] for s in record["stages"]][-1] == "report"
 
 
+@pytest.mark.slow
 def test_mask_folder_contract(tiny_run):
     masks = _run(tiny_run).masks("development")
     contents = masks.read()
@@ -41,6 +42,7 @@ def test_mask_folder_contract(tiny_run):
     assert ok and all(masks.mask(p, "xray").is_file() and masks.qc_png(p, "xray").is_file() for p in ok)
 
 
+@pytest.mark.slow
 def test_segmentation_model_contract(tiny_run):
     model = _run(tiny_run).segment_model("xray")
     manifest = model.read()
@@ -49,6 +51,7 @@ def test_segmentation_model_contract(tiny_run):
     assert set(manifest["versions"]) >= {"cdeg", "python", "nnunetv2", "torch"}
 
 
+@pytest.mark.slow
 def test_evaluation_contract(tiny_run):
     ev = _run(tiny_run).evaluation("development")
     data = ev.read()
@@ -56,6 +59,7 @@ def test_evaluation_contract(tiny_run):
     assert ev.csv.is_file()
 
 
+@pytest.mark.slow
 def test_feature_folder_contract(tiny_run):
     folder = _run(tiny_run).features("development")
     table = folder.read()
@@ -65,6 +69,7 @@ def test_feature_folder_contract(tiny_run):
     assert set(O.FeatureFolder.MANIFEST_KEYS) <= set(O.read_manifest(folder.manifest))
 
 
+@pytest.mark.slow
 def test_fit_run_and_model_contract(tiny_run):
     fit = _run(tiny_run).fit("accelerated")
     metrics = fit.read()
@@ -79,6 +84,7 @@ def test_fit_run_and_model_contract(tiny_run):
     assert fit.optuna_db.is_file() and fit.report.is_file()
 
 
+@pytest.mark.slow
 def test_validation_and_prediction_contracts(tiny_run):
     run = _run(tiny_run)
     val = run.validation("accelerated")
@@ -135,6 +141,7 @@ def test_each_output_file_name_is_spelled_in_one_module():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_report_is_rebuilt_from_a_run_folder(tiny_run, tmp_path):
     out = tmp_path / "again.html"
     res = CliRunner().invoke(cli, ["report", "--run", str(tiny_run["out"]), "--out", str(out)])

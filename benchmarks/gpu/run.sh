@@ -26,7 +26,8 @@ echo "installed in $(( $(date +%s) - t0 )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 if [ "$device" = cuda ]; then
     # The GPU smoke test first (tests/test_gpu_smoke.py, ~1 min): a broken CUDA set-up shows before the budget runs.
-    "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_smoke.py
+    # -P: the repository root must not shadow the installed cdeg (cdeg.segmentation exists only installed).
+    "$py" -P -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_smoke.py
 fi
 common=(--device "$device" --preset "$preset" --n-train "${N_TRAIN:-80}" --n-test "${N_TEST:-20}" --work "$work")
 "$py" benchmarks/bench_segment.py "${common[@]}" --synth-only

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cdeg.cohort import ID_COLUMN, Cohort
+from cdeg.cohort import CLINICAL_CSV, ID_COLUMN, Cohort
 from cdeg.errors import CdegError
 from cdeg.io import atomic_path, read_image, write_table, write_text
 
@@ -185,7 +185,7 @@ def write_cohort_dicom(
             n_files += writer.xray_study(read_image(cohort.image_path(pid, "xray"), patient=pid))
     hospital = clinical.copy()
     hospital[ID_COLUMN] = [identities[i].patient_id for i in range(len(pids))]
-    write_table(out / "clinical.csv", hospital)
+    write_table(out / CLINICAL_CSV, hospital)
     write_text(out / "README.TXT", "Export from the radiology archive. Open with a DICOM viewer.\n")
     log.info("wrote %d patients as DICOM (%d files)", len(pids), n_files + 2)
     return DicomExport(out, {pid: identities[i] for i, pid in enumerate(pids)}, n_files + 2)

@@ -29,13 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cdeg import __version__
 from cdeg.io import file_sha256, read_json
 from cdeg.outputs import RunFolder, write_manifest
+from cdeg.outputs import now as outputs_now
 
 MANIFEST = RunFolder.STAGE_MANIFEST
 FORMAT = "cdeg-stage"
@@ -44,9 +44,7 @@ _CONTENT_HASH_SUFFIXES = (".csv", ".tsv", ".json", ".yaml", ".yml")
 _CONTENT_HASH_MAX_BYTES = 1 << 20
 
 
-def now() -> str:
-    """UTC time stamp for manifests."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+now = outputs_now  # one time stamp format for every manifest
 
 
 def sha256_json(obj: Any) -> str:

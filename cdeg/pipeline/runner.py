@@ -11,10 +11,11 @@ from typing import Any
 
 from cdeg.choices import DEVICES
 from cdeg.errors import CdegError
-from cdeg.io import write_json
+from cdeg.outputs import write_manifest
 from cdeg.pipeline import cache
-from cdeg.pipeline.config import RunConfig, load_run_config
+from cdeg.pipeline.config import RunConfig, check_run_config, load_run_config
 from cdeg.pipeline.stages import Context, Stage, build_stages
+from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def run(
     device: str | None = None,
     force: str | list[str] | tuple[str, ...] | None = None,
     dry_run: bool = False,
-    progress: bool = True,
+    progress: ProgressArg = True,
     strict: bool | None = None,
 ) -> RunResult:
     """Run a study: every stage whose inputs or options changed since its last run, in order.
@@ -65,7 +66,7 @@ def run(
         stage); their downstream stages follow.
     dry_run : bool
         Only report which stages would run and why.
-    progress : bool
+    progress : bool or callable
         Progress bars.
     strict : bool, optional
         Stop at the first problem with an input instead of skipping that patient; overrides the
@@ -79,6 +80,8 @@ def run(
     t_start = time.perf_counter()
     config_path = None if isinstance(config, RunConfig) else Path(config)
     cfg = config if isinstance(config, RunConfig) else load_run_config(config)
+    if isinstance(config, RunConfig):
+        check_run_config(cfg)  # a configuration built in Python is checked as thoroughly as a file
     jobs = cfg.jobs if jobs is None else jobs
     if not isinstance(jobs, int) or jobs < 0:
         raise ValueError(f"jobs must be >= 0 (0 = all cores), got {jobs!r}")
@@ -98,17 +101,20 @@ def run(
     stages = build_stages(ctx)
     forced = _parse_force(force, stages)
     _check_user_inputs(stages)
-    record = {"config": str(config_path.resolve()) if config_path else None, "study": study_record(cfg)}
+    study = {**study_record(cfg), "out": str(out_dir.resolve())}  # the folder it really ran in (--out)
+    record = {"config": str(config_path.resolve()) if config_path else None, "study": study}
     if not dry_run:
         # Written before the first stage: the report (a stage) and `cdeg report --run` read the study from it.
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(ctx.run.run_json, {**record, "status": "running", "started": cache.now(), "stages": []})
+        write_manifest(
+            ctx.run.run_json, {**record, "status": "running", "started": cache.now(), "stages": []}
+        )
 
     rows = _run_stages(stages, ctx, forced, dry_run)
     report = ctx.run.report
     res = RunResult(out=out_dir, report=report, stages=rows, seconds=round(time.perf_counter() - t_start, 1))
     if not dry_run:
-        write_json(
+        write_manifest(
             ctx.run.run_json,
             {
                 **record,

@@ -441,7 +441,7 @@ def _run_train(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, 
     m = train(
         ctx.cohort_folder(seg.train_cohort or ""),
         params["modality"],
-        stage.folder / "model",
+        stage.folder / RunFolder.SEGMENT_MODEL_DIR,
         preset=params["preset"],
         device=params["device"],
         fold=params["fold"],

@@ -105,11 +105,10 @@ class ReportData:
             table = FeatureFolder(ctx.features_folder(k)).read()
             if table is not None:
                 self.features[k] = table
-        self.fits, self.validations, self.fit_params, self.oof, self.final = {}, {}, {}, {}, {}
+        self.fits, self.validations, self.oof, self.final = {}, {}, {}, {}
         for t in self.cfg.targets:
             self.fits[t] = run.fit(t).read()
             self.validations[t] = run.validation(t).read()
-            self.fit_params[t] = (self.manifests.get(f"fit:{t}") or {}).get("params", {})
             oof, primary = run.fit(t).read_oof(), self.primary_model(t)
             if oof is not None and primary in oof:
                 self.oof[t] = oof.groupby(ID_COLUMN)[primary].mean().to_dict()
@@ -134,7 +133,7 @@ class ReportData:
             self._primary[target] = manifest.get("primary_model") or "xgboost"
         return self._primary[target]
 
-    def shared_exclusions(self, target: str) -> list[str]:
+    def missing_in_external(self, target: str) -> list[str]:
         """Clinical columns left out of `target`'s model because the external cohort lacks them (fit records
         them: ``cdeg fit --exclude-missing-in``)."""
         data = (self.fits.get(target) or {}).get("data", {})
@@ -199,7 +198,7 @@ class ReportData:
             )
             clin = self.cohorts.get(key, {}).get("clinical")
             if truth is None or column not in truth or clin is None or target not in clin:
-                return None
+                continue  # e.g. a real external cohort: no truth there, the development ceiling still holds
             if role == "development":
                 ids = set(self.oof.get(target, {}))
             else:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cdeg.cohort import MODALITY_WORDS
+from cdeg.cohort import ID_COLUMN, MODALITY_WORDS
 from cdeg.report.html import esc, figure, fmt, howto, table
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ def _left_out_note(data: Any, target: str, fit: dict[str, Any], val: dict[str, A
     from cdeg.modeling.names import describe
 
     parts = []
-    excluded = data.shared_exclusions(target)
+    excluded = data.missing_in_external(target)
     if excluded:
         words = ", ".join(describe(c).text for c in excluded)
         parts.append(
@@ -443,7 +443,7 @@ def patients_section(data: Any) -> str:
     """A table of development patients with links to one card each (CSS :target; no script needed)."""
     if not data.cfg.report.patient_cards or data.dev_key is None:
         return ""
-    clin = data.cohorts[data.dev_key]["clinical"].set_index("patient_id")
+    clin = data.cohorts[data.dev_key]["clinical"].set_index(ID_COLUMN)
     targets = [t for t in data.cfg.targets if data.cfg.targets[t].development == data.dev_key]
     head = ["patient", "age", "sex", "index level"]
     for t in targets:
@@ -517,8 +517,9 @@ def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
         )
         figs.append(
             figure(
-                data.out / "predictions" / t / "waterfalls" / f"{pid}.png",
-                f"Why this risk of {data.target_words(t)} (SHAP waterfall, final XGBoost model)",
+                data.run.predictions(t).waterfall(pid),
+                f"Why this risk of {data.target_words(t)} (SHAP waterfall, final "
+                f"{MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))} model)",
                 width=1000,
                 colours=64,
                 css_width=520,

@@ -28,6 +28,9 @@ from cdeg.cohort import (
     COHORT_JSON,
     ID_COLUMN,
     MODALITIES,
+    TRUTH_DIR,
+    TRUTH_LEVELS,
+    TRUTH_PATIENTS,
     CohortMeta,
     image_path,
     mask_path,
@@ -172,8 +175,8 @@ def synthesize(
 
     levels = _add_presence(levels, presence, mods)
     write_table(out / CLINICAL_CSV, _rounded(tables.clinical))
-    write_table(out / "truth" / "patients.csv", _rounded(patients))
-    write_table(out / "truth" / "levels.csv", _rounded(levels))
+    write_table(out / TRUTH_DIR / TRUTH_PATIENTS, _rounded(patients))
+    write_table(out / TRUTH_DIR / TRUTH_LEVELS, _rounded(levels))
     meta = CohortMeta(
         name=name or out.name,
         profile=profile,
