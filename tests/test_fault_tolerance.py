@@ -371,6 +371,7 @@ def _provenance_without_run_details(path: Path) -> dict:
     """provenance.json minus what legitimately differs between an uninterrupted and a resumed run."""
     prov = json.loads(path.read_text())
     del prov["seconds"], prov["units"]  # wall time; how many units were computed vs reused
+    del prov["created"]  # when the manifest was written
     for per_modality in prov["patients"].values():
         for entry in per_modality.values():
             del entry["cached"]
