@@ -41,7 +41,8 @@ from cdeg.io import read_json, write_json
 #: The libraries whose versions shape each stage's results (and the report's provenance lists them all).
 STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "segment": ("nnunetv2", "torch", "SimpleITK", "numpy"),
-    "extract": ("pyradiomics", "SimpleITK", "numpy", "pandas"),
+    # The distributions whose versions decide the feature values (a Dask worker must match the client).
+    "extract": ("pyradiomics", "SimpleITK", "numpy", "scipy", "PyWavelets"),
     "model": ("numpy", "pandas", "scikit-learn", "xgboost", "optuna", "shap"),
 }
 ALL_LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(p for libs in STAGE_LIBRARIES.values() for p in libs))

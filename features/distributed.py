@@ -31,7 +31,6 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,6 @@ RETRIES = 2
 CONNECT_TIMEOUT_S = 30
 #: URL schemes of dask.distributed's communication layers.
 PROTOCOLS = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
-#: Distributions whose versions decide the feature values; a worker must match the client on all of them.
-COMPUTING_PACKAGES = ("cdeg", "pyradiomics", "SimpleITK", "numpy", "scipy", "PyWavelets")
 INSTALL_HINT = "pip install 'cdeg[distributed]' (or: pip install 'dask[distributed]')"
 
 _CLUSTER = re.compile(r"^local(?::(\d+))?$")
@@ -168,13 +165,9 @@ def _require_distributed() -> None:
 
 def environment() -> dict[str, str | None]:
     """Versions of the packages that compute features, in this process (None: not installed)."""
-    out: dict[str, str | None] = {}
-    for dist in COMPUTING_PACKAGES:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    from cdeg.outputs import versions
+
+    return {k: v for k, v in versions("extract").items() if k != "python"}
 
 
 def _differences(theirs: dict[str, str | None], ours: dict[str, str | None]) -> list[str]:

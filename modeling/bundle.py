@@ -25,7 +25,6 @@ from cdeg.errors import CdegError
 from cdeg.io import read_json
 from cdeg.outputs import FitRun as FitRunFolder
 from cdeg.outputs import ModelFolder
-from cdeg.outputs import versions as all_versions
 from cdeg.progress import Bars, ProgressArg
 
 log = logging.getLogger(__name__)
@@ -35,11 +34,6 @@ MANIFEST = ModelFolder.MANIFEST
 DEV_DIR = ModelFolder.DEV_DIR
 FORMAT = "cdeg-model"
 FORMAT_VERSION = 1
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of cdeg and of the libraries the models depend on (:func:`cdeg.outputs.versions`)."""
-    return all_versions("model")
 
 
 #: Words after the counts of the progress bars of this stage's tasks.

@@ -28,7 +28,6 @@ from cdeg.modeling.bundle import (
     curves,
     shown,
     unused_columns,
-    versions,
 )
 from cdeg.modeling.config import FitConfig, resolve_config
 from cdeg.modeling.data import Dataset, check_events, load_dataset, match_patterns, parse_names
@@ -40,7 +39,7 @@ from cdeg.modeling.nested_cv import CVResult, nested_cv
 from cdeg import outputs
 from cdeg.errors import CdegError
 from cdeg.io import remove_stale_temporaries, write_bytes, write_json, write_table, write_text
-from cdeg.outputs import write_manifest
+from cdeg.outputs import versions, write_manifest
 from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
@@ -528,7 +527,7 @@ def _cv_metrics(
         },
         "tuning": cv.tuning,
         "data": {**ds.report, "column_sets": _count(ds.column_sets.values()), "categorical": ds.categorical},
-        "versions": versions(),
+        "versions": versions("model"),
     }
 
 

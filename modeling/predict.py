@@ -16,13 +16,12 @@ from cdeg.modeling.bundle import (
     predict_table,
     read_inputs,
     shown,
-    versions,
 )
 from cdeg.modeling.explain import shap_values
 from cdeg.modeling.names import describe
 
 from cdeg.io import write_table
-from cdeg.outputs import PredictionRun, waterfall_stem, write_manifest
+from cdeg.outputs import PredictionRun, versions, waterfall_stem, write_manifest
 from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def predict(
             "imputation": "missing variables and values take the development median (numbers) or most frequent level "
             "(categories) stored in the model's preprocess files",
             "skipped_patients": check.skipped if check is not None else {},
-            "versions": versions(),
+            "versions": versions("model"),
         },
     )
     log.info("wrote %d predictions to %s", len(preds), out)

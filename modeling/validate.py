@@ -20,14 +20,13 @@ from cdeg.modeling.bundle import (
     predict_table,
     read_inputs,
     shown,
-    versions,
 )
 from cdeg.modeling.data import parse_target
 from cdeg.modeling.predict import write_waterfalls
 
 from cdeg.errors import CdegError
 from cdeg.io import write_json, write_table, write_text
-from cdeg.outputs import ModelFolder, ValidationRun
+from cdeg.outputs import ModelFolder, ValidationRun, versions
 from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def validate(
     metrics["skipped_patients"] = check.skipped
     metrics["auc_ci_method"] = "DeLong"
     metrics["model"] = str(bundle.path)
-    metrics["versions"] = versions()
+    metrics["versions"] = versions("model")
     figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), ValidationRun(out).plots)
     if waterfalls:
         with shown(progress) as report_progress:
