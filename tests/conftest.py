@@ -72,6 +72,36 @@ def tiny_population_cohort(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def xray_cohort5(tmp_path_factory) -> Path:
+    """Five patients with radiographs only, seed 5 (nnU-Net folds 0-4 need >= 5 cases). Read-only."""
+    from cdeg.synth import synthesize
+
+    root = tmp_path_factory.mktemp("xray5") / "cohort"
+    synthesize(root, n=5, seed=5, modalities="xray", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_xray_models(xray_cohort5, tmp_path_factory) -> dict[str, Path]:
+    """cdeg model folders of the `smoke` preset (radiographs, CPU), folds 0 and 1, trained once per session on
+    `xray_cohort5` (same data, so the same plans). Read-only: copy before changing."""
+    from cdeg.segmentation.train import train
+
+    root = tmp_path_factory.mktemp("smoke_xray_models")
+    for fold in ("0", "1"):
+        train(
+            xray_cohort5,
+            "xray",
+            root / f"fold{fold}",
+            preset="smoke",
+            device="cpu",
+            fold=fold,
+            progress=False,
+        )
+    return {fold: root / f"fold{fold}" for fold in ("0", "1")}
+
+
 #: The study in miniature that tests `cdeg run` end to end (a test fixture, not a shipped configuration).
 TINY_RUN_CONFIG = Path(__file__).with_name("run_tiny.yaml")
 

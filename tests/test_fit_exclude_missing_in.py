@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cdeg.cli import cli
 from cdeg.io import write_table
 
-FAST = {"trials": 3, "outer_folds": 3, "repeats": 1, "jobs": 1, "progress": False}
+FAST = {"trials": 2, "outer_folds": 2, "repeats": 1, "jobs": 1, "progress": False}
 #: Clinical columns the external cohort of these tests does not record.
 LACKING = ["bmi", "smoking"]
 

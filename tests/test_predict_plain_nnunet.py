@@ -101,22 +101,16 @@ def test_dataset_json_names_become_a_label_map_only_when_all_are_level_names(tmp
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cdeg.synth import synthesize
-
-    root = tmp_path_factory.mktemp("plainnn") / "cohort"
-    synthesize(root, n=5, seed=5, modalities=MODALITY, progress=False)  # folds 0-4 need >= 5 cases
-    return root
+def cohort(xray_cohort5: Path) -> Path:
+    """Five patients with radiographs (conftest.py; folds 0-4 need >= 5 cases). Read-only."""
+    return xray_cohort5
 
 
 @pytest.fixture(scope="module")
-def models(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """cdeg model folders of fold 0 and fold 1 (same data, so the same plans)."""
-    root = tmp_path_factory.mktemp("plainnn_models")
-    for f in FOLDS:
-        train(cohort=cohort, modality=MODALITY, out=root / f"fold{f}", preset="smoke", device="cpu", fold=f,
-              progress=False)  # fmt: skip
-    return {f: root / f"fold{f}" for f in FOLDS}
+def models(smoke_xray_models: dict[str, Path]) -> dict[str, Path]:
+    """cdeg model folders of fold 0 and fold 1 (conftest.py: same data, so the same plans). Read-only."""
+    assert tuple(smoke_xray_models) == FOLDS
+    return smoke_xray_models
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from cdeg.segmentation.predict import parse_devices, predict
-from cdeg.segmentation.train import train
 from click.testing import CliRunner
 
 from cdeg.cli import cli
@@ -20,19 +19,14 @@ MODALITY = "xray"  # 2D: the cheapest smoke model to train
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cdeg.synth import synthesize
-
-    root = tmp_path_factory.mktemp("segdev") / "cohort"
-    synthesize(root, n=5, seed=5, modalities=MODALITY, progress=False)
-    return root
+def cohort(xray_cohort5: Path) -> Path:
+    return xray_cohort5
 
 
 @pytest.fixture(scope="module")
-def model(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("segdev_model") / "model"
-    train(cohort=cohort, modality=MODALITY, out=out, preset="smoke", device="cpu", progress=False)
-    return out
+def model(smoke_xray_models: dict[str, Path]) -> Path:
+    """A smoke model trained once per session (conftest.py); which fold does not matter here."""
+    return smoke_xray_models["0"]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
