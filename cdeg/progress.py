@@ -10,6 +10,7 @@ never turns log lines back into bars.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -82,6 +83,20 @@ def as_progress(progress: ProgressArg) -> Progress:
     if callable(progress):
         return progress
     raise TypeError(f"progress must be a bool, None or a callable (task, done, total), not {progress!r}")
+
+
+@contextmanager
+def shown(progress: ProgressArg) -> Iterator[ProgressArg]:
+    """`progress` for the length of a stage, with ``True`` turned into :class:`Bars` that are closed on the way
+    out, also when the stage stops with an error (a bar left open would garble the next line of the console)."""
+    if progress is not True:
+        yield progress
+        return
+    bars = Bars()
+    try:
+        yield bars
+    finally:
+        bars.close()
 
 
 def is_shown(progress: ProgressArg) -> bool:

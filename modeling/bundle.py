@@ -8,8 +8,6 @@ performance figures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from cdeg.errors import CdegError
 from cdeg.io import read_json
 from cdeg.outputs import FitRun as FitRunFolder
 from cdeg.outputs import ModelFolder
-from cdeg.progress import Bars, ProgressArg
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +34,6 @@ FORMAT_VERSION = 1
 
 
 #: Words after the counts of the progress bars of this stage's tasks.
-UNITS = {"nested CV": "fold", "waterfalls": "patient"}
-
-
-@contextmanager
-def shown(progress: ProgressArg) -> Iterator[ProgressArg]:
-    """`progress`, with ``True`` turned into bars counting folds and patients, closed on the way out.
-
-    A bar of a task stopped by an error is closed too (:meth:`cdeg.progress.Bars.close`).
-    """
-    if progress is not True:
-        yield progress
-        return
-    bars = Bars(UNITS)
-    try:
-        yield bars
-    finally:
-        bars.close()
-
-
 def check_out(out: str | Path) -> Path:
     """The output folder `out`, refused when a file of that name is in the way."""
     out = Path(out)

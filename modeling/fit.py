@@ -26,7 +26,6 @@ from cdeg.modeling.bundle import (
     check_clinical,
     check_out,
     curves,
-    shown,
     unused_columns,
 )
 from cdeg.modeling.config import FitConfig, resolve_config
@@ -40,7 +39,7 @@ from cdeg import outputs
 from cdeg.errors import CdegError
 from cdeg.io import remove_stale_temporaries, write_bytes, write_json, write_table, write_text
 from cdeg.outputs import versions, write_manifest
-from cdeg.progress import ProgressArg
+from cdeg.progress import ProgressArg, shown
 
 log = logging.getLogger(__name__)
 

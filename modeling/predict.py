@@ -15,14 +15,13 @@ from cdeg.modeling.bundle import (
     check_out,
     predict_table,
     read_inputs,
-    shown,
 )
 from cdeg.modeling.explain import shap_values
 from cdeg.modeling.names import describe
 
 from cdeg.io import write_table
 from cdeg.outputs import PredictionRun, versions, waterfall_stem, write_manifest
-from cdeg.progress import ProgressArg, track
+from cdeg.progress import ProgressArg, shown, track
 
 log = logging.getLogger(__name__)
 

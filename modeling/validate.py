@@ -19,7 +19,6 @@ from cdeg.modeling.bundle import (
     curves,
     predict_table,
     read_inputs,
-    shown,
 )
 from cdeg.modeling.data import parse_target
 from cdeg.modeling.predict import write_waterfalls
@@ -27,7 +26,7 @@ from cdeg.modeling.predict import write_waterfalls
 from cdeg.errors import CdegError
 from cdeg.io import write_json, write_table, write_text
 from cdeg.outputs import ModelFolder, ValidationRun, versions
-from cdeg.progress import ProgressArg
+from cdeg.progress import ProgressArg, shown
 
 log = logging.getLogger(__name__)
 

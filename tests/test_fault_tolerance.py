@@ -26,26 +26,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from conftest import FAST_RADIOMICS
 from dicom_leaks import identifying_values, output_bytes
 
 from cdeg.io import atomic_path, write_json, write_table, write_text
+from cdeg.outputs import FeatureFolder
 
 #: The console entry point, through the interpreter under test (no reliance on PATH or the bin/ script).
 CDEG = (sys.executable, "-c", "from cdeg.cli import main; main()")
-#: Shape and first order only: PyRadiomics really runs, a unit costs about a second.
-LIGHT_PARAMS = """\
-imageType:
-  Original: {}
-featureClass:
-  shape:
-  firstorder:
-setting:
-  normalize: true
-  force2D: true
-  force2Ddimension: 0
-  binWidth: 5
-"""
-EXTRACT_TABLES = ("features_long.parquet", "features.parquet", "features.csv")
+#: Shape and first order only (conftest.py): PyRadiomics really runs, a unit costs about a second.
+LIGHT_PARAMS = FAST_RADIOMICS
+EXTRACT_TABLES = (FeatureFolder.LONG, FeatureFolder.FEATURES, FeatureFolder.FEATURES_CSV)
 #: Nested CV small enough for seconds: 2 tuned models x (3 outer folds + final) studies x TRIALS trials.
 TRIALS = 8
 FIT_ARGS = ("--target", "accelerated", "--trials", str(TRIALS), "--outer-folds", "3", "--repeats", "1")

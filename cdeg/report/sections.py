@@ -24,12 +24,6 @@ MODEL_WORDS = {
 MODEL_NAMES = {"xgboost": "XGBoost", "logistic": "logistic regression", "clinical_only": "clinical-only"}
 
 
-def _read_json(path: Path) -> Any:
-    from cdeg.io import read_json
-
-    return read_json(path) if path.is_file() else None
-
-
 def _read_csv(path: Path, **kw: Any) -> Any:
     import pandas as pd
 
