@@ -28,6 +28,12 @@ _strict = click.option(
 @click.option(
     "--feature-set", default=None, help="Feature sets, comma-separated: clinical,mri,xray,other [all]."
 )
+@click.option(
+    "--tiers",
+    default=None,
+    help="Feature tiers compared with all variables, comma-separated: clinical,measurements,radiomics; "
+    "'none' for no tiers [config: all three].",
+)
 @click.option("--trials", type=click.IntRange(1), default=None, help="Optuna trials per study [config].")
 @click.option(
     "--outer-folds", type=click.IntRange(2, 50), default=None, help="Outer stratified folds [config]."
@@ -68,6 +74,7 @@ def fit_command(
     target,
     id_column,
     feature_set,
+    tiers,
     trials,
     outer_folds,
     repeats,
@@ -84,7 +91,7 @@ def fit_command(
     """Nested-CV XGBoost vs elastic-net vs clinical-only logistic regression, final model, SHAP, report."""
     from cdeg.modeling.config import config_yaml
     from cdeg.modeling.data import parse_names
-    from cdeg.modeling.fit import fit, fit_config
+    from cdeg.modeling.fit import fit, fit_config, parse_tiers
 
     if print_config:
         overrides = {
@@ -95,6 +102,7 @@ def fit_command(
             "seed": seed,
             "jobs": jobs,
             "feature_sets": list(parse_names(feature_set)) if feature_set else None,
+            "tiers": parse_tiers(tiers),
         }
         cfg, _ = run_api(
             fit_config,
@@ -121,6 +129,7 @@ def fit_command(
         out=out,
         id_column=id_column,
         feature_set=feature_set,
+        tiers=tiers,
         trials=trials,
         outer_folds=outer_folds,
         repeats=repeats,
@@ -138,6 +147,8 @@ def fit_command(
             f"{m}\tAUC {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]\tBrier {s['brier']:.3f}\t"
             f"calibration slope {s['calibration_slope']:.2f}"
         )
+    for tier, s in (res.metrics.get("tiers") or {}).get("cv", {}).items():
+        click.echo(f"tier {tier}\tAUC {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]")
     click.echo(f"wrote {res.out}")
 
 

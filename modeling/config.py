@@ -22,6 +22,27 @@ FEATURE_SETS: tuple[str, ...] = ("clinical", "mri", "xray", "other")
 #: Optuna; "clinical_only" uses baseline clinical variables only, with a fixed light L2 penalty.
 MODELS: tuple[str, ...] = ("xgboost", "logistic", "clinical_only")
 TUNED_MODELS: tuple[str, ...] = ("xgboost", "logistic")
+#: Feature tiers: the primary model's protocol repeated on a subset of the variables, on the same outer folds,
+#: to answer "what does radiomics add beyond a radiologist's measurements?". "clinical" = clinical-table
+#: columns; "measurements" = clinical + the clinical measurements per level (cdeg.measures); "radiomics" =
+#: clinical + PyRadiomics features. The primary model on all its feature sets is the fourth tier, "all".
+TIERS: tuple[str, ...] = ("clinical", "measurements", "radiomics")
+ALL_TIER = "all"
+#: Separator of a tier arm's name: ``xgboost@measurements`` = XGBoost on the measurements tier.
+TIER_SEP = "@"
+
+
+def tier_arm(kind: str, tier: str) -> str:
+    """Name of the arm that fits model `kind` on feature tier `tier` (``xgboost@radiomics``)."""
+    return f"{kind}{TIER_SEP}{tier}"
+
+
+def split_arm(arm: str) -> tuple[str, str | None]:
+    """(model kind, tier) of an arm name; tier is None for the models of :data:`MODELS`."""
+    kind, _, tier = arm.partition(TIER_SEP)
+    return kind, (tier or None)
+
+
 OBJECTIVES: tuple[str, ...] = ("log_loss", "auc")
 CONFIG_NAME = "fit.yaml"
 
@@ -210,6 +231,13 @@ class FitConfig:
             "choices": OBJECTIVES,
         },
     )
+    tiers: tuple[str, ...] = field(
+        default=_default("tiers"),
+        metadata={
+            "help": "feature tiers fitted with the primary model's protocol on the same outer folds (cross-"
+            "validation only), compared with all features: " + ", ".join(TIERS) + "; empty = none"
+        },
+    )
     startup_trials: int = field(
         default=_default("startup_trials"),
         metadata={"help": "random trials before TPE starts modelling the search space", "range": (1, 1000)},
@@ -255,6 +283,9 @@ class FitConfig:
         bad = [m for m in self.models if m not in MODELS]
         if bad or not self.models:
             raise ValueError(f"models {list(self.models)}: valid are {', '.join(MODELS)}")
+        bad = [t for t in self.tiers if t not in TIERS]
+        if bad:
+            raise ValueError(f"tiers {list(self.tiers)}: valid are {', '.join(TIERS)}")
         if self.primary_model not in self.models:
             raise ValueError(f"primary_model {self.primary_model!r} is not among models {list(self.models)}")
         for name, (lo, hi) in _ranges(self):

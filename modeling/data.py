@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from cdeg import measures
 from cdeg.cohort import MODALITIES
 from cdeg.errors import CdegError
 
@@ -51,6 +53,33 @@ def feature_set_of(column: str) -> str:
     """Feature set of a features-file column: its modality prefix ("mri", "xray") or "other"."""
     prefix = column.split(SEP, 1)[0] if SEP in column else ""
     return prefix if prefix in MODALITIES else "other"
+
+
+#: A PyRadiomics feature name: image type, feature class, feature (``original_glcm_Correlation``,
+#: ``wavelet-LLH_firstorder_Mean``), as PyRadiomics' featureextractor names its results.
+RADIOMICS_NAME = re.compile(
+    r"^(?P<image>[A-Za-z0-9\-.]+?)_(?P<cls>shape2D|shape|firstorder|glcm|glrlm|glszm|gldm|ngtdm)_(?P<name>\w+)$"
+)
+#: What a column holds, for the feature tiers: see :func:`feature_kind`.
+FEATURE_KINDS: tuple[str, ...] = ("clinical", "measurement", "radiomics", "other")
+
+
+def feature_kind(column: str, column_set: str) -> str:
+    """ "clinical", "measurement" (a clinical measurement of :mod:`cdeg.measures`, per level or aggregated,
+    raw or age-adjusted), "radiomics" (a PyRadiomics feature) or "other", of a column of feature set
+    `column_set` (see :func:`feature_set_of`)."""
+    if column_set == "clinical":
+        return "clinical"
+    parts = column.split(SEP)
+    if column_set == "other" or len(parts) < 2:
+        return "other"
+    # <modality>__<level>__<feature>[__<suffix>]; <modality>__<feature> for whole-image values
+    for feature in parts[1:]:
+        if feature in measures.UNITS:
+            return "measurement"
+        if RADIOMICS_NAME.match(feature):
+            return "radiomics"
+    return "other"
 
 
 def match_patterns(columns: Iterable[str], patterns: Sequence[str]) -> dict[str, str]:

@@ -28,8 +28,23 @@ from cdeg.modeling.bundle import (
     curves,
     unused_columns,
 )
-from cdeg.modeling.config import FitConfig, resolve_config
-from cdeg.modeling.data import Dataset, check_events, load_dataset, match_patterns, parse_names
+from cdeg.modeling.config import (
+    ALL_TIER,
+    MODELS,
+    TUNED_MODELS,
+    FitConfig,
+    resolve_config,
+    split_arm,
+    tier_arm,
+)
+from cdeg.modeling.data import (
+    Dataset,
+    check_events,
+    feature_kind,
+    load_dataset,
+    match_patterns,
+    parse_names,
+)
 from cdeg.modeling.explain import shap_values
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
@@ -88,6 +103,7 @@ def fit(
     *,
     id_column: str | None = None,
     feature_set: str | list[str] | None = None,
+    tiers: str | list[str] | None = None,
     trials: int | None = None,
     outer_folds: int | None = None,
     repeats: int | None = None,
@@ -122,6 +138,9 @@ def fit(
         Run folder: metrics.json, oof_predictions.csv, model/, plots/, report.html, optuna.db.
     feature_set : str or list, optional
         "clinical,mri,xray,other" (any subset) for the xgboost and logistic models.
+    tiers : str or list, optional
+        Feature tiers ("clinical,measurements,radiomics", any subset, or "none") cross-validated with the
+        primary model's protocol on the same outer folds and compared with all variables.
     trials, outer_folds, repeats, seed, jobs, id_column : optional
         Override the configuration (configs/fit.yaml < `config` < these).
     storage : str, optional
@@ -154,6 +173,7 @@ def fit(
     }
     if feature_set is not None:
         overrides["feature_sets"] = list(parse_names(feature_set))
+    overrides["tiers"] = parse_tiers(tiers)
     cfg, lacking = fit_config(
         config, overrides, clinical=clinical, exclude=exclude, exclude_missing_in=exclude_missing_in
     )
@@ -164,7 +184,7 @@ def fit(
     t_cv = time.perf_counter()
     finals, manifest_models = finalise(run, cv, metrics)
     t_final = time.perf_counter()
-    primary = run.cfg.primary_model if run.cfg.primary_model in finals else cv.models[0]
+    primary = run.cfg.primary_model if run.cfg.primary_model in finals else cv.main_models[0]
     shap_figs = explain(run, finals[primary], primary, metrics)
     marks = {"start": t_start, "cv": t_cv, "final": t_final}
     figs = write(run, cv, metrics, manifest_models, primary, shap_figs, marks)
@@ -205,6 +225,14 @@ def fit_config(
         lacking = missing_columns(clinical, exclude_missing_in, cfg.id_column)
     added = (*lacking, *parse_names(exclude))
     return (replace(cfg, exclude=tuple(cfg.exclude) + added) if added else cfg), lacking
+
+
+def parse_tiers(value: str | list[str] | None) -> list[str] | None:
+    """`--tiers` as a list ("none" = no tiers); None keeps the configuration's."""
+    if value is None:
+        return None
+    names = list(parse_names(value))
+    return [] if [n.lower() for n in names] == ["none"] else names
 
 
 def missing_columns(clinical: str | Path, other: str | Path, id_column: str) -> list[str]:
@@ -296,14 +324,17 @@ def _load(features: str | Path, clinical: str | Path, target: str, cfg: FitConfi
 
 
 def _model_columns(ds: Dataset, cfg: FitConfig) -> dict[str, list[str]]:
-    """Input columns of each model; models without any column are skipped with a warning."""
+    """Input columns of each arm: the models (in MODELS order), then the tier arms of the primary model.
+
+    Models without any column are skipped with a warning.
+    """
     main = ds.columns_of(cfg.feature_sets)
     clin = ds.columns_of(["clinical"])
     if cfg.clinical_only.variables:
         wanted = match_patterns(clin, cfg.clinical_only.variables)
         clin = [c for c in clin if c in wanted]
     out: dict[str, list[str]] = {}
-    for m in cfg.models:
+    for m in [m for m in MODELS if m in cfg.models]:
         cols = clin if m == "clinical_only" else main
         if not cols:
             if m == "clinical_only":
@@ -316,6 +347,29 @@ def _model_columns(ds: Dataset, cfg: FitConfig) -> dict[str, list[str]]:
                 f"available sets: {', '.join(sorted(set(ds.column_sets.values())))}"
             )
         out[m] = cols
+    out.update(_tier_columns(ds, cfg, main))
+    return out
+
+
+def _tier_columns(ds: Dataset, cfg: FitConfig, main: list[str]) -> dict[str, list[str]]:
+    """The tier arms of the primary model (a tuned kind only): columns of `main` of each tier's kinds.
+
+    A tier is skipped (logged) when it adds nothing to the clinical columns it always has (e.g. no radiomics
+    features in the table) or when it would equal all the variables (then it is the primary model itself).
+    """
+    if cfg.primary_model not in TUNED_MODELS:
+        return {}
+    kinds = {c: feature_kind(c, ds.column_sets[c]) for c in main}
+    wanted = {"clinical": {"clinical"}, "measurements": {"clinical", "measurement"}}
+    wanted["radiomics"] = {"clinical", "radiomics"}
+    out: dict[str, list[str]] = {}
+    for tier in cfg.tiers:
+        cols = [c for c in main if kinds[c] in wanted[tier]]
+        own = [c for c in cols if kinds[c] != "clinical"] if tier != "clinical" else cols
+        if not own or len(cols) == len(main):
+            log.info("feature tier %s skipped: %s", tier, "no variable of its own" if not own else "= all")
+            continue
+        out[tier_arm(cfg.primary_model, tier)] = cols
     return out
 
 
@@ -350,7 +404,7 @@ def finalise(
     on all, and saved in the model folder; returns them and their entries of the manifest."""
     finals: dict[str, TabularClassifier] = {}
     manifest_models: dict[str, Any] = {}
-    for m in cv.models:
+    for m in cv.main_models:
         clf = TabularClassifier(
             m, params=cv.final_params[m], preprocess=run.cfg.preprocess, random_state=run.cfg.seed
         )
@@ -421,7 +475,7 @@ def write(
     write_text(run.folder.report, report.fit_report(metrics, figs, run.cfg))
     log.info(
         "nested CV AUC: %s; wrote %s",
-        "; ".join(f"{m} {metrics['cv'][m]['auc']:.3f}" for m in cv.models),
+        "; ".join(f"{m} {metrics['cv'][m]['auc']:.3f}" for m in cv.main_models),
         run.out,
     )
     return figs
@@ -430,7 +484,7 @@ def write(
 def _write_tables(run: PreparedFit, cv: CVResult, metrics: dict[str, Any]) -> pd.DataFrame:
     """oof_predictions.csv, and beside the model the per-patient mean and the development metrics."""
     write_table(run.folder.oof, cv.oof.rename(columns={"target": run.target}))
-    dev_mean = cv.oof.groupby(run.cfg.id_column, sort=False)[["target", *cv.models]].mean()
+    dev_mean = cv.oof.groupby(run.cfg.id_column, sort=False)[["target", *cv.main_models]].mean()
     # No patient ids in the model folder: it may travel to another centre.
     write_table(
         run.folder.model.oof_mean,
@@ -497,7 +551,8 @@ def _cv_metrics(
         P[m] = [cv.oof.loc[cv.oof["repeat"] == r, m].to_numpy() for r in range(cfg.repeats)]
         s = M.summarize_repeats(y, P[m])
         s["n_input_variables"] = len(columns[m])
-        s["final_params"] = cv.final_params[m]
+        if m in cv.final_params:
+            s["final_params"] = cv.final_params[m]
         per_model[m] = s
     comparison = {}
     for a, b in (("xgboost", "logistic"), ("xgboost", "clinical_only"), ("logistic", "clinical_only")):
@@ -509,8 +564,9 @@ def _cv_metrics(
         "n_features": int(ds.X.shape[1]),
         "prevalence": float(y.mean()),
         "events": int(y.sum()),
-        "cv": per_model,
+        "cv": {m: per_model[m] for m in cv.main_models},
         "comparison": comparison,
+        "tiers": _tier_metrics(cfg, cv, per_model),
         "protocol": {
             "outer": f"{cfg.repeats} x repeated stratified {cfg.outer_folds}-fold",
             "inner": f"stratified {cfg.inner_folds}-fold",
@@ -528,6 +584,50 @@ def _cv_metrics(
         "data": {**ds.report, "column_sets": _count(ds.column_sets.values()), "categorical": ds.categorical},
         "versions": versions("model"),
     }
+
+
+def _tier_metrics(cfg: FitConfig, cv: CVResult, per_model: dict[str, Any]) -> dict[str, Any]:
+    """The feature tiers side by side (``all`` = the primary model), with paired differences to ``all``."""
+    primary = cfg.primary_model
+    if not cv.tier_arms or primary not in per_model:
+        return {}
+    arms = {split_arm(a)[1]: a for a in cv.tier_arms}
+    arms[ALL_TIER] = primary
+    return {
+        "model": primary,
+        "arms": arms,
+        "cv": {t: per_model[a] for t, a in arms.items()},
+        "comparison": compare_arms(cv.oof, arms, reference=primary, repeats=cfg.repeats),
+    }
+
+
+def compare_arms(
+    oof: pd.DataFrame, arms: dict[str, str], reference: str, repeats: int
+) -> list[dict[str, Any]]:
+    """Paired comparison of each tier's arm with `reference` (AUC and Brier) on the same patients and folds.
+
+    Each entry: tier, arm, reference, metric, method, difference (arm minus reference), ci, p_value.
+    """
+    y = oof.loc[oof["repeat"] == 0, "target"].to_numpy()
+    P = {a: [oof.loc[oof["repeat"] == r, a].to_numpy() for r in range(repeats)] for a in arms.values()}
+    out = []
+    for tier, a in arms.items():
+        if a == reference:
+            continue
+        c = M.compare_repeats(y, P[a], P[reference])
+        out.append(
+            {
+                "tier": tier,
+                "arm": a,
+                "reference": reference,
+                "metric": "auc",
+                "method": "DeLong (pooled out-of-fold)",
+                "difference": c["auc_difference"],
+                "ci": c["ci"],
+                "p_value": c["p_value"],
+            }
+        )
+    return out
 
 
 def _count(values: Any) -> dict[str, int]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from cdeg.modeling.config import MODELS, TUNED_MODELS, FitConfig
+from cdeg.modeling.config import MODELS, TIERS, TUNED_MODELS, FitConfig, split_arm
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.tuning import fixed_params, study_name, tune
 
@@ -84,25 +84,43 @@ class CVResult:
     new_trials: int = 0
     models: list[str] = field(default_factory=list)
 
+    @property
+    def main_models(self) -> list[str]:
+        """The models (final fits, predictions): every arm that is not a feature tier."""
+        return [m for m in self.models if split_arm(m)[1] is None]
+
+    @property
+    def tier_arms(self) -> list[str]:
+        """The feature-tier arms (cross-validated only)."""
+        return [m for m in self.models if split_arm(m)[1] is not None]
+
 
 def task_seed(cfg: FitConfig, model: str, repeat: int | None, fold: int | None) -> int:
-    """Seed of a task's study and inner folds, stable across runs and independent of task order."""
+    """Seed of a task's study and inner folds, stable across runs and independent of task order.
+
+    `model` is an arm: a model of MODELS, or a tier arm (``xgboost@radiomics``) whose seed differs from its
+    model's by one more entropy word (so the plain models keep the seeds, and studies, they always had).
+    """
+    kind, tier = split_arm(model)
     r = 0 if repeat is None else repeat + 1
     f = 0 if fold is None else fold + 1
-    return int(np.random.SeedSequence([cfg.seed, MODELS.index(model), r, f]).generate_state(1)[0])
+    words = [cfg.seed, MODELS.index(kind), r, f] + ([] if tier is None else [TIERS.index(tier) + 1])
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def make_tasks(y: np.ndarray, cfg: FitConfig, columns: dict[str, list[str]]) -> list[Task]:
-    """All tasks: every model x repeat x outer fold, plus the final tuning of each tuned model (longest first)."""
+    """All tasks: every arm x repeat x outer fold, plus the final tuning of each tuned model (not of the tier
+    arms, which are cross-validated only). Every arm gets the same outer splits."""
     from sklearn.model_selection import RepeatedStratifiedKFold
 
     rskf = RepeatedStratifiedKFold(n_splits=cfg.outer_folds, n_repeats=cfg.repeats, random_state=cfg.seed)
     splits = list(rskf.split(np.zeros(len(y)), y))
     everyone = np.arange(len(y))
     tasks = []
-    for model in [m for m in MODELS if m in columns]:
+    for model in columns:
         cols = tuple(columns[model])
-        if model in TUNED_MODELS:
+        kind, tier = split_arm(model)
+        if kind in TUNED_MODELS and tier is None:
             tasks.append(Task(model, None, None, everyone, None, cols))
         for i, (tr, te) in enumerate(splits):
             tasks.append(Task(model, i // cfg.outer_folds, i % cfg.outer_folds, tr, te, cols))
@@ -114,15 +132,16 @@ def run_task(
 ) -> TaskResult:
     """Tune (tuned models), refit on the task's training rows and predict its test rows."""
     t0 = time.perf_counter()
+    kind = split_arm(task.model)[0]
     Xtr = X.iloc[task.train][list(task.columns)]
     ytr = y[task.train]
     name = None
     best_value = None
     n_trials = new = 0
-    if task.model in TUNED_MODELS:
+    if kind in TUNED_MODELS:
         name = study_name(key, task.model, task.repeat, task.fold)
         res = tune(
-            task.model,
+            kind,
             Xtr,
             ytr,
             cfg,
@@ -134,10 +153,10 @@ def run_task(
         )
         params, best_value, n_trials, new = res.best_params, res.best_value, res.n_trials, res.new_trials
     else:
-        params = fixed_params(task.model, cfg)
+        params = fixed_params(kind, cfg)
     proba = None
     if not task.is_final:
-        clf = TabularClassifier(task.model, params=params, preprocess=cfg.preprocess, random_state=cfg.seed)
+        clf = TabularClassifier(kind, params=params, preprocess=cfg.preprocess, random_state=cfg.seed)
         clf.fit(Xtr, ytr)
         proba = clf.predict_proba(X.iloc[task.test][list(task.columns)])[:, 1]
     return TaskResult(
@@ -227,7 +246,8 @@ def nested_cv(
     Parameters
     ----------
     columns : dict
-        Model -> input columns (models absent from it are not fitted).
+        Arm -> input columns, in report order: the models of MODELS to fit, then any tier arms
+        (:func:`cdeg.modeling.config.tier_arm`; cross-validated only, no final tuning).
     storage : str
         Optuna storage URL.
     key : str
@@ -237,7 +257,7 @@ def nested_cv(
     """
     t0 = time.perf_counter()
     tasks = make_tasks(y, cfg, columns)
-    models = [m for m in MODELS if m in columns]
+    models = list(columns)
     n = len(y)
     probs = {(m, r): np.full(n, np.nan) for m in models for r in range(cfg.repeats)}
     folds = {r: np.full(n, -1) for r in range(cfg.repeats)}
@@ -274,8 +294,9 @@ def nested_cv(
             res.new_trials,
         )
     for m in models:
-        if m not in TUNED_MODELS:
-            final[m] = fixed_params(m, cfg)
+        kind, tier = split_arm(m)
+        if kind not in TUNED_MODELS and tier is None:
+            final[m] = fixed_params(kind, cfg)
     rows = []
     for r in range(cfg.repeats):
         df = pd.DataFrame({cfg.id_column: ids, "target": y, "repeat": r, "fold": folds[r]})
@@ -286,6 +307,6 @@ def nested_cv(
     if oof[models].isna().any().any():
         raise RuntimeError("internal error: a patient has no out-of-fold prediction")
     tuning.sort(
-        key=lambda d: (MODELS.index(d["model"]), -1 if d["repeat"] is None else d["repeat"], d["fold"] or 0)
+        key=lambda d: (models.index(d["model"]), -1 if d["repeat"] is None else d["repeat"], d["fold"] or 0)
     )
     return CVResult(oof, tuning, final, time.perf_counter() - t0, new_trials, models)

@@ -69,6 +69,99 @@ def verdict(comp: dict[str, dict[str, Any]], first: str = "xgboost", second: str
     )
 
 
+#: Tier names in words, in report order.
+TIER_WORDS: dict[str, str] = {
+    "clinical": "clinical scores only",
+    "measurements": "clinical + measurements",
+    "radiomics": "clinical + radiomics",
+    "all": "all variables",
+}
+
+
+def tier_rows(tiers: dict[str, Any]) -> list[list[str]]:
+    """One row per feature tier: AUC and Brier with their differences to all variables (paired)."""
+    comp = {(c["tier"], c["metric"], c["method"]): c for c in tiers.get("comparison", [])}
+    rows = []
+    for tier in TIER_WORDS:
+        s = tiers.get("cv", {}).get(tier)
+        if not s:
+            continue
+        row = [
+            TIER_WORDS[tier],
+            f"{s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]",
+            fmt(s["brier"], 3),
+        ]
+        for metric in ("auc", "brier"):
+            c = comp.get((tier, metric, CORRECTED_T))
+            row.append(_difference(c) if c else "reference" if tier == "all" else "-")
+        rows.append(row)
+    return rows
+
+
+TIER_HEADER = [
+    "feature tier",
+    "AUC [95% CI]",
+    "Brier",
+    "AUC minus all variables [95% CI], p",
+    "Brier minus all variables [95% CI], p",
+]
+#: The test the tier comparisons rely on (the method key of their entries).
+CORRECTED_T = "corrected resampled t-test"
+
+
+def _difference(c: dict[str, Any]) -> str:
+    return f"{c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}], p = {c['p_value']:.2f}"
+
+
+def tier_verdict(tiers: dict[str, Any]) -> str:
+    """One plain sentence: does radiomics add anything beyond the measurements (and images beyond clinical)?"""
+    comp = {(c["tier"], c["metric"], c["method"]): c for c in tiers.get("comparison", [])}
+    cv = tiers.get("cv", {})
+    m = comp.get(("measurements", "auc", CORRECTED_T))
+    out = []
+    if m and "measurements" in cv:
+        # The entry is measurements minus all; the question is what adding radiomics changes.
+        d, lo, hi = -m["difference"], -m["ci"][1], -m["ci"][0]
+        tail = f"(AUC {cv['all']['auc']:.3f} with all variables vs {cv['measurements']['auc']:.3f}; difference {d:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, p = {m['p_value']:.2f})"
+        if lo > 0:
+            out.append(f"Radiomics adds to the measurements {tail}.")
+        elif hi < 0:
+            out.append(
+                f"Radiomics makes the model WORSE than the measurements alone {tail}: use the measurements model."
+            )
+        else:
+            out.append(
+                f"Radiomics adds nothing detectable beyond the radiologist's measurements {tail}: the simpler "
+                "measurements model is as good."
+            )
+    c = comp.get(("clinical", "auc", CORRECTED_T))
+    if c and "clinical" in cv:
+        d, lo, hi = -c["difference"], -c["ci"][1], -c["ci"][0]
+        tail = f"(AUC difference {d:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})"
+        out.append(
+            f"The images add to the clinical scores {tail}."
+            if lo > 0
+            else f"No evidence that the images add to the clinical scores {tail}."
+        )
+    return " ".join(out)
+
+
+def tiers_block(tiers: dict[str, Any]) -> str:
+    """The feature-tier table, its verdict and how it was tested (empty without tiers)."""
+    if not tiers or not tiers.get("cv"):
+        return ""
+    model = MODEL_LABELS.get(tiers.get("model", ""), tiers.get("model", ""))
+    return (
+        f"<h3>What each kind of variable adds ({esc(model)}, same protocol and outer folds)</h3>"
+        + table(TIER_HEADER, tier_rows(tiers))
+        + (f"<p><b>{esc(tier_verdict(tiers))}</b></p>" if tier_verdict(tiers) else "")
+        + "<p class='muted'>Differences are paired (same patients, same folds); their intervals and p values come "
+        "from the corrected resampled t-test over the outer folds and repeats (Nadeau &amp; Bengio), which "
+        "accounts for the overlap of the training sets. DeLong on the pooled out-of-fold predictions is in "
+        "metrics.json beside it.</p>"
+    )
+
+
 def figure_block(figs: dict[str, list[Path]], names: Sequence[tuple[str, str]]) -> str:
     """The PNG of each figure of `names` (key, caption) that `figs` holds, full resolution."""
     parts = []
@@ -140,6 +233,7 @@ def _cv_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) 
             ["AUC difference", "estimate", "95% CI", "p (paired DeLong)"],
             comparison_rows(metrics["comparison"]),
         ),
+        tiers_block(metrics.get("tiers") or {}),
         f"<p class='muted'>Outer loop: {esc(p['outer'])}; inner loop: {esc(p['inner'])} with {cfg.trials} "
         f"Optuna trials per study minimising {esc(p['objective'])}. Preprocessing (imputation, near-constant "
         "and near-duplicate removal, encoding, scaling) is fitted inside each training fold only. AUC CI: "
@@ -230,6 +324,7 @@ def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str
             ["AUC difference (external)", "estimate", "95% CI", "p (paired DeLong)"],
             comparison_rows(metrics["comparison"]),
         ),
+        tiers_block(metrics.get("tiers") or {}),
         _imputation_warning(metrics),
         section("figures", "Figures"),
         figure_block(
