@@ -142,7 +142,8 @@ def corrected_ttest(
     dict
         ``difference`` (mean), ``se`` (corrected), ``se_naive`` (sqrt(s^2 / J), for comparison), ``t``,
         ``df`` (J - 1), ``p_value`` (two-sided), ``ci`` [lo, hi] (t quantile on J - 1 df), ``n_folds`` (J).
-        With J < 2 the statistics are None. Identical models (all differences 0) give t = 0, p = 1.
+        With J < 2 the statistics are None. Identical models (all differences 0) give t = 0, p = 1; the same
+        nonzero difference in every fold gives t = None (infinite) and p = 0.
     """
     d = np.asarray(differences, float)
     J = len(d)
@@ -158,14 +159,14 @@ def corrected_ttest(
         t = mean / se
         p = float(2 * stats.t.sf(abs(t), df))
     else:  # every fold gave the same difference: no spread to test against
-        t = 0.0 if mean == 0 else float(np.copysign(np.inf, mean))
+        t = 0.0 if mean == 0 else None  # infinite t: None keeps the result valid JSON
         p = 1.0 if mean == 0 else 0.0
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
     return {
         **out,
         "se": se,
         "se_naive": se_naive,
-        "t": float(t),
+        "t": t,
         "df": df,
         "p_value": p,
         "ci": [mean - half, mean + half],
@@ -265,7 +266,7 @@ def compare_models(
                 dl = M.compare_repeats(y, P, P_ref, level)
                 row.update(
                     delong_difference=dl["auc_difference"],
-                    delong_ci=list(dl["ci"]),
+                    delong_ci=[float(v) for v in dl["ci"]],
                     delong_p_value=dl["p_value"],
                     delong_method=DELONG_METHOD,
                 )
@@ -298,7 +299,8 @@ def bootstrap_calibration(
     -------
     dict
         ``brier``, ``calibration_intercept``, ``calibration_slope``: each ``{"estimate": float, "ci": [lo,
-        hi]}`` (estimate on all patients, averaged over repeats, as in ``summarize_repeats``); ``n_boot``,
+        hi] or None if every replicate failed}`` (estimate on all patients, averaged over repeats, as in
+        ``summarize_repeats``); ``n_boot``,
         ``n_failed`` (single-class replicates left out), ``seed``, ``level``, ``method``.
     """
     y = np.asarray(y).astype(int)
@@ -320,8 +322,8 @@ def bootstrap_calibration(
     alpha = (1 - level) / 2
     out: dict[str, Any] = {}
     for k, name in enumerate(names):
-        lo, hi = np.quantile(R[:, k], [alpha, 1 - alpha]) if len(R) else (np.nan, np.nan)
-        out[name] = {"estimate": float(estimate[k]), "ci": [float(lo), float(hi)]}
+        ci = [float(v) for v in np.quantile(R[:, k], [alpha, 1 - alpha])] if len(R) else None
+        out[name] = {"estimate": float(estimate[k]), "ci": ci}
     return {
         **out,
         "n_boot": n_boot,

@@ -175,3 +175,9 @@ def test_cheap_cv_auc_takes_a_dataframe():
     X, y = _table(signal=2.0)
     a = C.cheap_cv_auc(pd.DataFrame(X), y, lambda: LogisticRegression(solver="liblinear"))
     assert a == pytest.approx(C.cheap_cv_auc(X, y, lambda: LogisticRegression(solver="liblinear")))
+
+
+def test_constant_nonzero_difference_is_significant_and_json_safe():
+    res = C.corrected_ttest([0.1, 0.1, 0.1, 0.1], n_train=80, n_test=20)
+    assert res["p_value"] == 0.0 and res["t"] is None and res["ci"] == pytest.approx([0.1, 0.1])
+    json.dumps(res, allow_nan=False)
