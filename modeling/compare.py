@@ -392,14 +392,18 @@ def permutation_test(
         float(score_fn(rng.permutation(y)))
         for _ in track(range(n_permutations), progress, "permutation test")
     ]
-    p = (1 + sum(v >= observed for v in null)) / (1 + n_permutations)
     return {
         "observed": observed,
         "null": null,
-        "p_value": float(p),
+        "p_value": permutation_p(observed, null),
         "n_permutations": n_permutations,
         "seed": seed,
     }
+
+
+def permutation_p(observed: float, null: Sequence[float]) -> float:
+    """(1 + #{null >= observed}) / (1 + len(null)): never zero (Phipson & Smyth 2010, module docstring)."""
+    return float((1 + sum(v >= observed for v in null)) / (1 + len(null)))
 
 
 def cheap_cv_auc(

@@ -112,6 +112,23 @@ class PreprocessOptions:
 
 
 @dataclass(frozen=True)
+class PermutationOptions:
+    """Label-permutation test of the primary model's cross-validated AUC (a cheap version of the protocol)."""
+
+    n: int = field(
+        default=_default("permutation", "n"),
+        metadata={
+            "help": "outcome shuffles (0 = no test); the smallest p is 1 / (n + 1)",
+            "range": (0, 10000),
+        },
+    )
+    trials: int = field(
+        default=_default("permutation", "trials"),
+        metadata={"help": "Optuna trials per study in each shuffle (the cheap part)", "range": (1, 1000)},
+    )
+
+
+@dataclass(frozen=True)
 class XGBoostSpace:
     """Optuna search space of XGBoost, sized for ~100 patients: shallow, few, strongly regularised trees.
 
@@ -266,6 +283,9 @@ class FitConfig:
     )
     preprocess: PreprocessOptions = field(
         default_factory=PreprocessOptions, metadata={"help": "preprocessing"}
+    )
+    permutation: PermutationOptions = field(
+        default_factory=PermutationOptions, metadata={"help": "label-permutation test of the primary model"}
     )
     xgboost: XGBoostSpace = field(default_factory=XGBoostSpace, metadata={"help": "XGBoost search space"})
     logistic: LogisticSpace = field(

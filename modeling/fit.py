@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cdeg.modeling import compare as C
 from cdeg.modeling import metrics as M
 from cdeg.modeling import plots, report
 from cdeg.modeling.bundle import (
@@ -48,7 +49,7 @@ from cdeg.modeling.data import (
 from cdeg.modeling.explain import shap_values
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
-from cdeg.modeling.nested_cv import CVResult, nested_cv
+from cdeg.modeling.nested_cv import CVResult, nested_cv, permutation_test
 
 from cdeg import outputs
 from cdeg.errors import CdegError
@@ -181,6 +182,7 @@ def fit(
     if exclude_missing_in is not None:
         run.ds.report["missing_in_other_table"] = {"table": str(exclude_missing_in), "columns": lacking}
     cv, metrics = estimate(run, progress)
+    metrics["permutation_test"] = permutation(run, progress)
     t_cv = time.perf_counter()
     finals, manifest_models = finalise(run, cv, metrics)
     t_final = time.perf_counter()
@@ -397,6 +399,26 @@ def estimate(run: PreparedFit, progress: ProgressArg = None) -> tuple[CVResult, 
     return cv, _cv_metrics(ds, cfg, cv, run.columns, run.key, run.storage_label)
 
 
+def permutation(run: PreparedFit, progress: ProgressArg = None) -> dict[str, Any]:
+    """The label-permutation test of the primary model's cross-validated AUC ({} when off)."""
+    cfg, primary = run.cfg, run.cfg.primary_model
+    if cfg.permutation.n < 1 or primary not in run.columns:
+        return {}
+    with shown(progress) as report_progress:
+        return permutation_test(
+            run.ds.X,
+            run.ds.y,
+            cfg,
+            primary,
+            run.columns[primary],
+            run.storage_url,
+            run.key,
+            shared=run.shared,
+            jobs=cfg.jobs,
+            progress=report_progress,
+        )
+
+
 def finalise(
     run: PreparedFit, cv: CVResult, metrics: dict[str, Any]
 ) -> tuple[dict[str, TabularClassifier], dict[str, Any]]:
@@ -554,10 +576,15 @@ def _cv_metrics(
         if m in cv.final_params:
             s["final_params"] = cv.final_params[m]
         per_model[m] = s
+    for m in cv.main_models:
+        per_model[m]["bootstrap"] = C.bootstrap_oof(cv.oof, m, id_col=cfg.id_column, seed=cfg.seed)
     comparison = {}
     for a, b in (("xgboost", "logistic"), ("xgboost", "clinical_only"), ("logistic", "clinical_only")):
         if a in P and b in P:
-            comparison[f"{a}_vs_{b}"] = M.compare_repeats(y, P[a], P[b])
+            comparison[f"{a}_vs_{b}"] = {
+                **M.compare_repeats(y, P[a], P[b]),
+                "corrected_t": C.cv_ttest(cv.oof, a, b, "auc"),
+            }
     return {
         "target": ds.target,
         "n_patients": len(y),
@@ -597,37 +624,18 @@ def _tier_metrics(cfg: FitConfig, cv: CVResult, per_model: dict[str, Any]) -> di
         "model": primary,
         "arms": arms,
         "cv": {t: per_model[a] for t, a in arms.items()},
-        "comparison": compare_arms(cv.oof, arms, reference=primary, repeats=cfg.repeats),
+        "comparison": compare_arms(cv.oof, arms, reference=primary, id_column=cfg.id_column),
     }
 
 
 def compare_arms(
-    oof: pd.DataFrame, arms: dict[str, str], reference: str, repeats: int
+    oof: pd.DataFrame, arms: dict[str, str], reference: str, id_column: str
 ) -> list[dict[str, Any]]:
-    """Paired comparison of each tier's arm with `reference` (AUC and Brier) on the same patients and folds.
-
-    Each entry: tier, arm, reference, metric, method, difference (arm minus reference), ci, p_value.
-    """
-    y = oof.loc[oof["repeat"] == 0, "target"].to_numpy()
-    P = {a: [oof.loc[oof["repeat"] == r, a].to_numpy() for r in range(repeats)] for a in arms.values()}
-    out = []
-    for tier, a in arms.items():
-        if a == reference:
-            continue
-        c = M.compare_repeats(y, P[a], P[reference])
-        out.append(
-            {
-                "tier": tier,
-                "arm": a,
-                "reference": reference,
-                "metric": "auc",
-                "method": "DeLong (pooled out-of-fold)",
-                "difference": c["auc_difference"],
-                "ci": c["ci"],
-                "p_value": c["p_value"],
-            }
-        )
-    return out
+    """Each tier's arm against `reference` (all variables) on AUC and Brier, same patients and folds:
+    :func:`cdeg.modeling.compare.compare_models` rows with the tier added."""
+    tier_of = {a: t for t, a in arms.items()}
+    rows = C.compare_models(oof, "target", list(arms.values()), reference, id_col=id_column)
+    return [{"tier": tier_of[r["model"]], **r} for r in rows]
 
 
 def _count(values: Any) -> dict[str, int]:

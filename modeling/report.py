@@ -21,31 +21,48 @@ def metrics_rows(per_model: dict[str, dict[str, Any]]) -> list[list[str]]:
     for m, s in per_model.items():
         if not s:
             continue
+        boot = s.get("bootstrap") or {}
         rows.append(
             [
                 MODEL_LABELS.get(m, m),
                 f"{s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]",
-                fmt(s["brier"], 3),
-                fmt(s["calibration_intercept"], 2),
-                fmt(s["calibration_slope"], 2),
+                _with_ci(s["brier"], boot.get("brier"), 3),
+                _with_ci(s["calibration_intercept"], boot.get("calibration_intercept"), 2),
+                _with_ci(s["calibration_slope"], boot.get("calibration_slope"), 2),
             ]
         )
     return rows
 
 
-METRIC_HEADER = ["model", "AUC [95% CI]", "Brier", "calibration intercept", "calibration slope"]
+def _with_ci(value: float | None, boot: dict[str, Any] | None, digits: int) -> str:
+    """A value with its bootstrap interval when there is one."""
+    ci = (boot or {}).get("ci") or [None, None]
+    if ci[0] is None or ci[1] is None:
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+METRIC_HEADER = [
+    "model",
+    "AUC [95% CI]",
+    "Brier [95% CI]",
+    "calibration intercept [95% CI]",
+    "calibration slope [95% CI]",
+]
 
 
 def comparison_rows(comp: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
     for name, c in comp.items():
         a, b = name.split("_vs_")
+        t = c.get("corrected_t") or {}
         rows.append(
             [
                 f"{MODEL_LABELS.get(a, a)} - {MODEL_LABELS.get(b, b)}",
                 f"{c['auc_difference']:+.3f}",
                 f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]",
                 f"{c['p_value']:.3f}",
+                f"{t['p_value']:.3f}" if t.get("p_value") is not None else "-",
             ]
         )
     return rows
@@ -80,7 +97,7 @@ TIER_WORDS: dict[str, str] = {
 
 def tier_rows(tiers: dict[str, Any]) -> list[list[str]]:
     """One row per feature tier: AUC and Brier with their differences to all variables (paired)."""
-    comp = {(c["tier"], c["metric"], c["method"]): c for c in tiers.get("comparison", [])}
+    comp = {(c["tier"], c["metric"]): c for c in tiers.get("comparison", [])}
     rows = []
     for tier in TIER_WORDS:
         s = tiers.get("cv", {}).get(tier)
@@ -92,7 +109,7 @@ def tier_rows(tiers: dict[str, Any]) -> list[list[str]]:
             fmt(s["brier"], 3),
         ]
         for metric in ("auc", "brier"):
-            c = comp.get((tier, metric, CORRECTED_T))
+            c = comp.get((tier, metric))
             row.append(_difference(c) if c else "reference" if tier == "all" else "-")
         rows.append(row)
     return rows
@@ -105,8 +122,6 @@ TIER_HEADER = [
     "AUC minus all variables [95% CI], p",
     "Brier minus all variables [95% CI], p",
 ]
-#: The test the tier comparisons rely on (the method key of their entries).
-CORRECTED_T = "corrected resampled t-test"
 
 
 def _difference(c: dict[str, Any]) -> str:
@@ -115,9 +130,9 @@ def _difference(c: dict[str, Any]) -> str:
 
 def tier_verdict(tiers: dict[str, Any]) -> str:
     """One plain sentence: does radiomics add anything beyond the measurements (and images beyond clinical)?"""
-    comp = {(c["tier"], c["metric"], c["method"]): c for c in tiers.get("comparison", [])}
+    comp = {(c["tier"], c["metric"]): c for c in tiers.get("comparison", [])}
     cv = tiers.get("cv", {})
-    m = comp.get(("measurements", "auc", CORRECTED_T))
+    m = comp.get(("measurements", "auc"))
     out = []
     if m and "measurements" in cv:
         # The entry is measurements minus all; the question is what adding radiomics changes.
@@ -134,7 +149,7 @@ def tier_verdict(tiers: dict[str, Any]) -> str:
                 f"Radiomics adds nothing detectable beyond the radiologist's measurements {tail}: the simpler "
                 "measurements model is as good."
             )
-    c = comp.get(("clinical", "auc", CORRECTED_T))
+    c = comp.get(("clinical", "auc"))
     if c and "clinical" in cv:
         d, lo, hi = -c["difference"], -c["ci"][1], -c["ci"][0]
         tail = f"(AUC difference {d:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})"
@@ -162,6 +177,37 @@ def tiers_block(tiers: dict[str, Any]) -> str:
     )
 
 
+def permutation_text(perm: dict[str, Any]) -> str:
+    """The label-permutation test in one paragraph (empty when it did not run)."""
+    if not perm:
+        return ""
+    model = MODEL_LABELS.get(perm["model"], perm["model"])
+    return (
+        f"<p><b>Permutation test</b> ({esc(model)}): cross-validated AUC {perm['observed']:.3f} with the real "
+        f"outcome against {fmt(perm['null_mean'], 3)} on average over {perm['n_permutations']} shuffled outcomes, "
+        f"p = {perm['p_value']:.3f}. <span class='muted'>{esc(perm['method'])}; the smallest possible p is "
+        f"{1 / (1 + perm['n_permutations']):.3f}.</span></p>"
+    )
+
+
+def checklist_block() -> str:
+    """The TRIPOD+AI and PROBAST+AI items: which cdeg answers, which the study's authors must."""
+    from cdeg.modeling.checklist import CHECKLIST_HEAD, checklist_rows, owner_counts
+
+    counts = owner_counts()
+    return (
+        "<p>Reporting (TRIPOD+AI) and risk-of-bias (PROBAST+AI) items: where cdeg's outputs answer an item, and "
+        f"what the study's authors must add. {esc(_counts_text(counts))}</p>"
+        + table(CHECKLIST_HEAD, checklist_rows())
+    )
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    from cdeg.modeling.checklist import OWNER_WORDS
+
+    return "; ".join(f"{OWNER_WORDS.get(k, k)}: {v}" for k, v in counts.items()) + "."
+
+
 def figure_block(figs: dict[str, list[Path]], names: Sequence[tuple[str, str]]) -> str:
     """The PNG of each figure of `names` (key, caption) that `figs` holds, full resolution."""
     parts = []
@@ -180,6 +226,7 @@ _FIT_NAV = [
     ("cv", "Nested cross-validation"),
     ("shap", "SHAP"),
     ("data", "Data"),
+    ("checklist", "TRIPOD+AI / PROBAST+AI"),
     ("params", "Hyperparameters"),
     ("versions", "Versions"),
 ]
@@ -203,6 +250,8 @@ def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -
             f"known before surgery): {esc(', '.join(d['suspected_leaks']))}</p>"
         )
     body += [
+        section("checklist", "TRIPOD+AI and PROBAST+AI checklist"),
+        checklist_block(),
         section("params", "Final hyperparameters"),
         table(
             ["model", "hyperparameters"],
@@ -230,9 +279,10 @@ def _cv_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) 
         table(METRIC_HEADER, metrics_rows(metrics["cv"])),
         f"<p><b>{esc(verdict(metrics['comparison']))}</b></p>",
         table(
-            ["AUC difference", "estimate", "95% CI", "p (paired DeLong)"],
+            ["AUC difference", "estimate", "95% CI", "p (paired DeLong)", "p (corrected resampled t-test)"],
             comparison_rows(metrics["comparison"]),
         ),
+        permutation_text(metrics.get("permutation_test") or {}),
         tiers_block(metrics.get("tiers") or {}),
         f"<p class='muted'>Outer loop: {esc(p['outer'])}; inner loop: {esc(p['inner'])} with {cfg.trials} "
         f"Optuna trials per study minimising {esc(p['objective'])}. Preprocessing (imputation, near-constant "
@@ -324,6 +374,7 @@ def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str
             ["AUC difference (external)", "estimate", "95% CI", "p (paired DeLong)"],
             comparison_rows(metrics["comparison"]),
         ),
+        permutation_text(metrics.get("permutation_test") or {}),
         tiers_block(metrics.get("tiers") or {}),
         _imputation_warning(metrics),
         section("figures", "Figures"),
