@@ -59,6 +59,21 @@ UNITS: dict[str, str] = {
     "cobb_c2c7_deg": "deg",
 }
 
+#: Direction of degeneration per measurement: -1 where degeneration lowers the value, +1 where it raises it.
+#: Degeneration narrows the disc (Kellgren-Lawrence grade 3: 25-75% narrowing, grade 4: > 75%), which lowers
+#: every disc height and the disc height index, and dehydrates the nucleus (Miyazaki grades III-V: intermediate
+#: to hypointense T2 signal), which lowers the disc/CSF signal ratio. No measurement here rises with
+#: degeneration (osteophytes, which do, are left out of the body depth by its definition). Angles and body
+#: heights have no known direction (lordosis may rise or fall; body height is not a disc measurement): a
+#: measurement absent from this table (or 0) has no "worst" level.
+DEGENERATION_SIGN: dict[str, int] = {
+    "disc_height_anterior_mm": -1,
+    "disc_height_middle_mm": -1,
+    "disc_height_posterior_mm": -1,
+    "disc_height_index": -1,
+    "disc_csf_signal_ratio": -1,
+}
+
 #: Words a clinician reads, per measurement (feature names in plots are translated with these).
 DESCRIPTIONS: dict[str, str] = {
     "disc_height_anterior_mm": "anterior disc height",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdeg.modeling.preprocess import AGE_NORM_MODES, AGGREGATES, read_icc_table
+
 from cdeg.config import ConfigError, dump_yaml, load_config, load_yaml, shipped_config
 
 #: Feature sets a user can ask for. "clinical" = columns of the clinical table; "mri"/"xray" = columns of
@@ -109,6 +111,83 @@ class PreprocessOptions:
             "range": (2, 1000),
         },
     )
+    near_constant: float = field(
+        default=_default("preprocess", "near_constant"),
+        metadata={
+            "help": "drop a variable whose most frequent value covers more than this share of training patients "
+            "(1.0 = only single-valued variables)",
+            "range": (0.5, 1.0),
+        },
+    )
+    age_norm: str = field(
+        default=_default("preprocess", "age_norm"),
+        metadata={
+            "help": "age-adjusted measurements (<column>__age_z, SD from the norm for age and sex): norms fitted "
+            "on the training patients of each fold, on the reference cohort of age_reference, or off",
+            "choices": AGE_NORM_MODES,
+        },
+    )
+    age_reference: tuple[str, ...] = field(
+        default=_default("preprocess", "age_reference"),
+        metadata={
+            "help": "[features table, clinical table] of the reference cohort for age_norm: reference, joined on "
+            "the one column they share (the patient id)"
+        },
+    )
+    age_column: str = field(
+        default=_default("preprocess", "age_column"), metadata={"help": "clinical column of age (years)"}
+    )
+    sex_column: str = field(
+        default=_default("preprocess", "sex_column"),
+        metadata={"help": "clinical column of sex (M/F, male/female or 1/0)"},
+    )
+    index_column: str = field(
+        default=_default("preprocess", "index_column"),
+        metadata={"help": "clinical column of the index level (e.g. C5-C6), for the index-level summaries"},
+    )
+    level_summary: tuple[str, ...] = field(
+        default=_default("preprocess", "level_summary"),
+        metadata={
+            "help": "summaries of each measurement over levels, added as <modality>__<summary>__<feature>: "
+            + ", ".join(AGGREGATES)
+            + " ([] = none)"
+        },
+    )
+    stable_features: str | None = field(
+        default=_default("preprocess", "stable_features"),
+        metadata={
+            "help": "CSV with columns feature, icc (feature = <modality>__<feature> or the full column name): "
+            "radiomics features with icc below min_icc are dropped first (null = no stability filter)"
+        },
+    )
+    min_icc: float = field(
+        default=_default("preprocess", "min_icc"),
+        metadata={
+            "help": "smallest ICC of a kept radiomics feature (with stable_features)",
+            "range": (0.0, 1.0),
+        },
+    )
+
+    def __post_init__(self) -> None:
+        # Checks of several fields and of the named files, at configuration time (one-line errors, no traceback).
+        bad = [a for a in self.level_summary if a not in AGGREGATES]
+        if bad:
+            raise ValueError(f"preprocess.level_summary {bad}: valid are {', '.join(AGGREGATES)}")
+        if self.age_norm == "reference" and len(self.age_reference) != 2:
+            raise ValueError(
+                "preprocess.age_norm is 'reference': preprocess.age_reference must name two tables "
+                f"[features, clinical], got {list(self.age_reference)}"
+            )
+        if self.age_reference and self.age_norm != "reference":
+            raise ValueError(
+                f"preprocess.age_reference is set but preprocess.age_norm is {self.age_norm!r}: "
+                "set age_norm: reference to use it"
+            )
+        for path in self.age_reference:
+            if not Path(path).is_file():
+                raise ConfigError("preprocess.age_reference: table not found", path=path)
+        if self.stable_features is not None:
+            read_icc_table(self.stable_features)  # CdegError naming the file when missing or malformed
 
 
 @dataclass(frozen=True)

@@ -107,11 +107,25 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
 
     def _preprocessor(self) -> pp.Preprocessor:
         opt = self.preprocess or PreprocessOptions()
+        # The reference norms and the stability table are read once per process (cached by file version) and
+        # travel as JSON data inside the preprocessor, so a saved model needs neither file again.
+        reference = None
+        if opt.age_norm == "reference":
+            reference = pp.reference_age_norms(opt.age_reference, opt.age_column, opt.sex_column)
         return pp.Preprocessor(
             max_missing=opt.max_missing,
             corr_threshold=opt.corr_threshold,
             select_k=opt.select_k,
             standardize=self.kind != "xgboost",
+            near_constant=opt.near_constant,
+            age_norm=opt.age_norm,
+            age_reference=reference,
+            age_column=opt.age_column,
+            sex_column=opt.sex_column,
+            index_column=opt.index_column,
+            level_summary=list(opt.level_summary),
+            icc=pp.read_icc_table(opt.stable_features) if opt.stable_features else None,
+            min_icc=opt.min_icc,
         )
 
     def fit(self, X: pd.DataFrame, y: Any) -> TabularClassifier:

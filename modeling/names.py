@@ -1,5 +1,7 @@
 """Variable names in words a clinician reads, with units: ``xray__C5-C6__disc_height_middle_mm`` ->
-"disc height C5-C6 (radiograph), mm"; ``mri__C5-C6__original_shape_MeshVolume`` -> "volume of disc C5-C6 (MRI), mm³".
+"disc height C5-C6 (radiograph), mm"; ``mri__C5-C6__original_shape_MeshVolume`` -> "volume of disc C5-C6 (MRI), mm³";
+``xray__C5-C6__disc_height_middle_mm__age_z`` -> "disc height C5-C6 (radiograph), SD from the age norm";
+``xray__worst__disc_height_middle_mm`` -> "disc height, worst level (radiograph), mm".
 
 Clinical measurements take their words and units from :mod:`cdeg.measures` (the one definition); PyRadiomics
 names from the small tables below; clinical-table columns from :data:`CLINICAL`; anything else is shown with
@@ -12,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from cdeg.modeling.data import SEP, feature_set_of
-from cdeg.modeling.preprocess import ONE_HOT_SEP
+from cdeg.modeling.preprocess import AGE_Z_SUFFIX, ONE_HOT_SEP
 
 from cdeg import labels, measures
 from cdeg.cohort import MODALITY_WORDS
@@ -94,6 +96,16 @@ CLINICAL: dict[str, tuple[str, str]] = {
     "vas_neck_0": ("neck pain VAS before surgery", "mm"),
     "modic": ("Modic change", ""),
 }
+#: Words of the level summaries (:data:`cdeg.modeling.preprocess.AGGREGATES`), which stand where the level is.
+AGGREGATE_WORDS: dict[str, str] = {
+    "mean": "mean over levels",
+    "worst": "worst level",
+    "index": "at the index level",
+    "above_index": "level above the index",
+    "below_index": "level below the index",
+}
+#: Unit of an age-adjusted measurement (``__age_z``).
+AGE_Z_UNIT = "SD from the age norm"
 _SUFFIX_UNITS = {"_mm": "mm", "_deg": "deg", "_months": "months", "_years": "years", "_kg": "kg", "_pct": "%"}
 
 
@@ -147,6 +159,13 @@ def _where(level: str) -> str:
 
 
 def _describe_image(modality: str, level: str, feature: str) -> Described:
+    if feature.endswith(AGE_Z_SUFFIX) and feature.removesuffix(AGE_Z_SUFFIX) in measures.DESCRIPTIONS:
+        plain = _describe_image(modality, level, feature.removesuffix(AGE_Z_SUFFIX))
+        return Described(plain.text, AGE_Z_UNIT)
+    if level in AGGREGATE_WORDS and feature in measures.DESCRIPTIONS:
+        unit = measures.UNITS.get(feature, "")
+        text = f"{measures.DESCRIPTIONS[feature]}, {AGGREGATE_WORDS[level]} ({modality})"
+        return Described(text, "" if unit == "ratio" else unit)
     if feature in measures.DESCRIPTIONS:
         unit = measures.UNITS.get(feature, "")
         words = measures.DESCRIPTIONS[feature]
