@@ -16,7 +16,7 @@ them, so no stage output's file name is spelled anywhere else. ::
     ModelFolder           the model inside a fit run: model.json, <model>.model.json, <model>.preprocess.json,
                           development/ (oof_mean.csv, metrics.json, plots)
     ValidationRun         `cdeg validate`: metrics.json, predictions.csv, plots/, report.html, waterfalls/
-    PredictionRun         `cdeg predict`: predictions.csv, predict.json, waterfalls/
+    PredictionRun         `cdeg predict`: predictions.csv, predict.json, waterfalls/ (by_level/ inside)
     DicomImport           `cdeg import-dicom`: import_report.csv, import_images.csv (beside the cohort)
     RunFolder             `cdeg run`: one folder per stage (below), run.json, a cdeg_stage.json per stage
 
@@ -101,6 +101,16 @@ def waterfall_stem(patient_id: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", str(patient_id))[:80] or "patient"
+
+
+#: Sub-folder of a waterfalls folder with the waterfalls grouped per level (same file stem as the per-variable one).
+GROUPED_WATERFALLS_DIR = "by_level"
+
+
+def grouped_waterfall_stem(patient_id: str) -> str:
+    """Stem, relative to a waterfalls folder, of a patient's waterfall grouped per level (a sub-folder, so no
+    patient id can collide with it)."""
+    return f"{GROUPED_WATERFALLS_DIR}/{waterfall_stem(patient_id)}"
 
 
 def _read_optional_json(path: Path) -> dict[str, Any] | None:
@@ -350,6 +360,8 @@ PLOTS: dict[str, str] = {
     "calibration": "calibration",
     "decision_curve": "decision_curve",
     "shap_bar": "shap_bar",
+    "shap_bar_level": "shap_bar_level",
+    "shap_bar_concept": "shap_bar_concept",
     "shap_beeswarm": "shap_beeswarm",
 }
 
@@ -473,6 +485,10 @@ class PredictionRun:
     def waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
         """A patient's SHAP waterfall (the id made safe as a file name)."""
         return self.waterfalls / f"{waterfall_stem(patient_id)}{suffix}"
+
+    def grouped_waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+        """A patient's SHAP waterfall with the variables summed per level."""
+        return self.waterfalls / f"{grouped_waterfall_stem(patient_id)}{suffix}"
 
     def read(self) -> Any:
         """predictions.csv as a DataFrame, or None when the stage did not run."""

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from cdeg.modeling.groups import group_of
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
+
+#: Ways of grouping variables (:meth:`cdeg.modeling.groups.Group.key`).
+GROUPINGS: tuple[str, ...] = ("level", "concept", "level_concept")
 
 
 @dataclass
@@ -78,3 +82,28 @@ def shap_values(model: TabularClassifier, X: pd.DataFrame) -> ShapResult:
             Z.to_numpy() * np.asarray(std.scale_) + np.asarray(std.mean_), index=Z.index, columns=Z.columns
         )
     return ShapResult(values=values, base_value=base, data=data)
+
+
+def group_keys(columns: list[str], by: str) -> list[str]:
+    """The group name of each column when grouping `by` one of :data:`GROUPINGS`."""
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r}; valid: {', '.join(GROUPINGS)}")
+    return [group_of(c).key(by) for c in columns]
+
+
+def grouped_shap(sr: ShapResult, by: str = "level") -> pd.DataFrame:
+    """SHAP values summed per group (patients x groups), groups ordered by mean |grouped SHAP|.
+
+    SHAP values are additive, so a group's sum is its contribution to the patient's log-odds and the row sums
+    equal those of the per-variable values: base value + row sum = the patient's log-odds.
+    """
+    keys = group_keys(sr.feature_names, by)
+    per_var = pd.DataFrame(sr.values, index=sr.data.index, columns=range(len(keys)))
+    grouped = per_var.T.groupby(pd.Index(keys), sort=False).sum().T
+    order = grouped.abs().mean(axis=0).sort_values(ascending=False, kind="stable").index
+    return grouped[order]
+
+
+def grouped_importance(sr: ShapResult, by: str = "level") -> pd.Series:
+    """Mean |grouped SHAP| per group, largest first (the absolute value of the sum, not the sum of absolutes)."""
+    return grouped_shap(sr, by).abs().mean(axis=0)

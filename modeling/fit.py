@@ -46,7 +46,7 @@ from cdeg.modeling.data import (
     match_patterns,
     parse_names,
 )
-from cdeg.modeling.explain import shap_values
+from cdeg.modeling.explain import grouped_importance, shap_values
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
 from cdeg.modeling.nested_cv import CVResult, nested_cv, permutation_test
@@ -446,23 +446,31 @@ def finalise(
 def explain(
     run: PreparedFit, model: TabularClassifier, name: str, metrics: dict[str, Any]
 ) -> dict[str, list[Path]]:
-    """SHAP of the final model `name` on the development patients: figures, and the top variables in
-    `metrics` (``shap_top``)."""
-    plot_dir, target = run.folder.plots, run.target
+    """SHAP of the final model `name` on the development patients: figures, and in `metrics` the top variables
+    (``shap_top``) and the top groups of variables summed per level and per kind of finding (``shap_groups``)."""
+    folder, target = run.folder, run.target
     sr = shap_values(model, run.ds.X[run.columns[name]])
     figs = {
-        "shap_bar": plots.shap_bar(sr, plot_dir / "shap_bar", target),
-        "shap_beeswarm": plots.shap_beeswarm(sr, plot_dir / "shap_beeswarm", target),
+        "shap_bar": plots.shap_bar(sr, folder.plot("shap_bar", ""), target),
+        "shap_bar_level": plots.shap_bar_grouped(sr, folder.plot("shap_bar_level", ""), target, by="level"),
+        "shap_bar_concept": plots.shap_bar_grouped(
+            sr, folder.plot("shap_bar_concept", ""), target, by="concept"
+        ),
+        "shap_beeswarm": plots.shap_beeswarm(sr, folder.plot("shap_beeswarm", ""), target),
     }
     top = list(sr.importance().index[: run.cfg.shap_dependence])
     for k, c in enumerate(top):
         figs[f"shap_dependence_{k + 1}"] = plots.shap_dependence(
-            sr, c, plot_dir / f"shap_dependence_{k + 1}", target
+            sr, c, folder.plot(f"shap_dependence_{k + 1}", ""), target
         )
     metrics["shap_top"] = [
         {"variable": c, "label": describe(c).label, "mean_abs_shap": float(v)}
         for c, v in sr.importance().iloc[:15].items()
     ]
+    metrics["shap_groups"] = {
+        by: [{"group": g, "mean_abs_shap": float(v)} for g, v in grouped_importance(sr, by).iloc[:10].items()]
+        for by in ("level", "concept")
+    }
     return figs
 
 

@@ -20,7 +20,7 @@ from cdeg.modeling.explain import shap_values
 from cdeg.modeling.names import describe
 
 from cdeg.io import write_table
-from cdeg.outputs import PredictionRun, versions, waterfall_stem, write_manifest
+from cdeg.outputs import PredictionRun, grouped_waterfall_stem, versions, waterfall_stem, write_manifest
 from cdeg.progress import ProgressArg, shown, track
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def predict(
     features, clinical : path
         Tables of the new patients (clinical optional).
     out : path
-        Folder for predictions.csv, predict.json and waterfalls/<patient>.png.
+        Folder for predictions.csv, predict.json, waterfalls/<patient>.png and
+        waterfalls/by_level/<patient>.png.
     progress : bool or callable, optional
         Progress of the waterfalls (:mod:`cdeg.progress`).
     strict : bool
@@ -110,7 +111,8 @@ def predict(
 
 
 def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: ProgressArg) -> list[Path]:
-    """One SHAP waterfall of the primary model per patient in `folder`, naming the imputed variables."""
+    """Two SHAP waterfalls of the primary model per patient in `folder`, naming the imputed variables: one per
+    variable, and one with the variables summed per level (:func:`cdeg.outputs.grouped_waterfall_stem`)."""
     m = bundle.primary
     clf = bundle.models[m]
     cols = bundle.manifest["models"][m]["input_columns"]
@@ -128,4 +130,7 @@ def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: P
             else ""
         )
         files += plots.shap_waterfall(sr, i, folder / waterfall_stem(str(pid)), target, str(pid), note=note)
+        files += plots.shap_waterfall_grouped(
+            sr, i, folder / grouped_waterfall_stem(str(pid)), target, str(pid), note=note
+        )
     return files

@@ -44,6 +44,9 @@ window.addEventListener('load', function () {
     cards_shown: shown.length,
     card_images: cardImgs.length,
     card_images_decoded: cardImgs.filter(function (i) { return i.naturalWidth > 0; }).length,
+    upscaled: imgs.filter(function (i) {
+      return i.getBoundingClientRect().width > 0 && i.naturalWidth < i.getBoundingClientRect().width;
+    }).map(function (i) { return i.alt + ': ' + i.naturalWidth + ' < ' + i.getBoundingClientRect().width; }),
     external_refs: document.querySelectorAll('link[href], script[src], img[src^="http"]').length
   };
   var pre = document.createElement('pre');
@@ -100,6 +103,12 @@ def test_every_image_renders(probed: tuple[dict, str]) -> None:
     assert r["images"] >= 10
     assert r["decoded"] == r["images"], r["broken"]
     assert r["external_refs"] == 0
+
+
+def test_figures_are_not_enlarged_beyond_their_pixels(probed: tuple[dict, str]) -> None:
+    # An image shown wider than its natural width is blown up, and its text blurred.
+    r, _ = probed
+    assert r["upscaled"] == []
 
 
 def test_patient_card_opens_from_its_link(probed: tuple[dict, str]) -> None:

@@ -406,18 +406,44 @@ def _curves(data: Any, target: str, val: dict[str, Any] | None) -> str:
 
 
 def _explanations(data: Any, target: str, fit: dict[str, Any]) -> str:
-    """SHAP bar chart and beeswarm of the explained model, and its top variables."""
+    """SHAP of the explained model summed per level and per kind of finding, then per variable (bar chart and
+    beeswarm), and the top groups and variables."""
     run = data.run.fit(target)
     primary = data.primary_model(target)
     name = MODEL_NAMES.get(primary, primary)
+    groups = fit.get("shap_groups") or {}
+    tops = "; ".join(
+        f"by {words}: " + ", ".join(f"{g['group']} ({fmt(g['mean_abs_shap'], 2)})" for g in groups[by][:3])
+        for by, words in (("level", "level"), ("concept", "kind of finding"))
+        if groups.get(by)
+    )
     parts = [
         "<h3>What drives the predictions</h3>",
         howto(
             "SHAP values split each prediction into contributions of the variables, in log-odds (+1 multiplies the "
-            "odds by 2.7). <b>Bar chart</b>: the variables with the largest average contribution. <b>Beeswarm</b>: "
+            "odds by 2.7). <b>Per level and per kind of finding</b>: the contributions of all variables of one level "
+            "(or of one kind: height, signal, shape, texture, age-adjusted, clinical) added up, since SHAP values add "
+            "up. <b>Bar chart</b>: the variables with the largest average contribution. <b>Beeswarm</b>: "
             "one dot per patient; red = high value of the variable, blue = low; dots right of the centre push the "
             "risk up. These show associations the model uses, not causes."
         ),
+    ]
+    if tops:
+        parts.append(
+            f"<p>Contributions summed per level and per kind of finding (mean |SHAP|, log-odds): {esc(tops)}.</p>"
+        )
+    parts += [
+        '<div class="figs">'
+        + figure(
+            run.plot("shap_bar_level"), f"Average contribution per level ({name})", width=1100, css_width=545
+        )
+        + figure(
+            run.plot("shap_bar_concept"),
+            f"Average contribution per kind of finding ({name})",
+            width=1100,
+            css_width=545,
+        )
+        + "</div>",
         '<div class="figs">'
         + figure(
             run.plot("shap_bar"), f"Average contribution per variable ({name})", width=1100, css_width=545
@@ -508,6 +534,16 @@ def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
                 fmt(p_final, 2, pct=True) if p_final is not None else "-",
                 esc(_yes_no(c.get(t))),
             ]
+        )
+        figs.append(
+            figure(
+                data.run.predictions(t).grouped_waterfall(pid),
+                f"Why this risk of {data.target_words(t)}, per level (SHAP values summed per level, final "
+                f"{MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))} model)",
+                width=1000,
+                colours=64,
+                css_width=520,
+            )
         )
         figs.append(
             figure(
