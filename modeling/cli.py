@@ -34,6 +34,21 @@ _strict = click.option(
     help="Feature tiers compared with all variables, comma-separated: clinical,measurements,radiomics; "
     "'none' for no tiers [config: all three].",
 )
+@click.option(
+    "--permutations",
+    type=click.IntRange(0),
+    default=None,
+    help="Label permutations of the primary model's cross-validated AUC; 0 = no test [config].",
+)
+@click.option(
+    "--age-reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    nargs=2,
+    default=None,
+    metavar="FEATURES CLINICAL",
+    help="Features and clinical table of a reference cohort (e.g. a population study) for the age norms of "
+    "the measurements [the training patients of each fold].",
+)
 @click.option("--trials", type=click.IntRange(1), default=None, help="Optuna trials per study [config].")
 @click.option(
     "--outer-folds", type=click.IntRange(2, 50), default=None, help="Outer stratified folds [config]."
@@ -75,6 +90,8 @@ def fit_command(
     id_column,
     feature_set,
     tiers,
+    permutations,
+    age_reference,
     trials,
     outer_folds,
     repeats,
@@ -103,6 +120,10 @@ def fit_command(
             "jobs": jobs,
             "feature_sets": list(parse_names(feature_set)) if feature_set else None,
             "tiers": parse_tiers(tiers),
+            "permutation": {"n": permutations} if permutations is not None else None,
+            "preprocess": {"age_norm": "reference", "age_reference": [str(p) for p in age_reference]}
+            if age_reference
+            else None,
         }
         cfg, _ = run_api(
             fit_config,
@@ -130,6 +151,8 @@ def fit_command(
         id_column=id_column,
         feature_set=feature_set,
         tiers=tiers,
+        permutations=permutations,
+        age_reference=tuple(age_reference) if age_reference else None,
         trials=trials,
         outer_folds=outer_folds,
         repeats=repeats,

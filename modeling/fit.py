@@ -105,6 +105,8 @@ def fit(
     id_column: str | None = None,
     feature_set: str | list[str] | None = None,
     tiers: str | list[str] | None = None,
+    permutations: int | None = None,
+    age_reference: tuple[str | Path, str | Path] | None = None,
     trials: int | None = None,
     outer_folds: int | None = None,
     repeats: int | None = None,
@@ -142,6 +144,11 @@ def fit(
     tiers : str or list, optional
         Feature tiers ("clinical,measurements,radiomics", any subset, or "none") cross-validated with the
         primary model's protocol on the same outer folds and compared with all variables.
+    permutations : int, optional
+        Label permutations of the primary model's cross-validated AUC (0 = no test) [config].
+    age_reference : (features, clinical), optional
+        Tables of a reference cohort (e.g. the population study) on which the age norms of the measurements
+        are fitted once, instead of on each training fold's patients.
     trials, outer_folds, repeats, seed, jobs, id_column : optional
         Override the configuration (configs/fit.yaml < `config` < these).
     storage : str, optional
@@ -175,6 +182,11 @@ def fit(
     if feature_set is not None:
         overrides["feature_sets"] = list(parse_names(feature_set))
     overrides["tiers"] = parse_tiers(tiers)
+    if permutations is not None:
+        overrides["permutation"] = {"n": permutations}
+    if age_reference is not None:
+        # Norms from another cohort (e.g. a population study) instead of each fold's training patients.
+        overrides["preprocess"] = {"age_norm": "reference", "age_reference": [str(p) for p in age_reference]}
     cfg, lacking = fit_config(
         config, overrides, clinical=clinical, exclude=exclude, exclude_missing_in=exclude_missing_in
     )

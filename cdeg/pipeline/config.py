@@ -114,6 +114,26 @@ class FitSpec:
     repeats: int | None = field(default=None, metadata={"help": "outer CV repeats", "range": (1, 100)})
     seed: int | None = field(default=None, metadata={"help": "fit seed (default: the run's seed)"})
     feature_set: str | None = field(default=None, metadata={"help": "e.g. clinical,mri,xray"})
+    tiers: str | None = field(
+        default=None,
+        metadata={
+            "help": "feature tiers compared with all variables: clinical,measurements,radiomics or none"
+        },
+    )
+    permutations: int | None = field(
+        default=None,
+        metadata={
+            "help": "label permutations of the primary model's CV AUC (0 = no test)",
+            "range": (0, 10000),
+        },
+    )
+    age_reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "cohort key whose features and clinical table give the age norms of the measurements "
+            "(e.g. the population cohort); default: the development training patients of each fold"
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -258,6 +278,18 @@ def check_run_config(cfg: RunConfig, source: str | Path | None = None) -> None: 
                 "than the ones the network learnt from",
                 path=source,
             )
+    ref = cfg.fit.age_reference
+    if ref is not None and ref not in cfg.cohorts:
+        raise ConfigError(
+            f"fit.age_reference = {ref!r} is not a cohort; cohorts: {', '.join(cfg.cohorts)}", path=source
+        )
+    if cfg.fit.tiers is not None:
+        from cdeg.modeling.config import TIERS
+        from cdeg.modeling.fit import parse_tiers
+
+        bad = [t for t in parse_tiers(cfg.fit.tiers) or [] if t not in TIERS]
+        if bad:
+            raise ConfigError(f"fit.tiers: {', '.join(bad)}; valid: {', '.join(TIERS)} or none", path=source)
     check_stage_configs(cfg, source)
 
 
@@ -297,7 +329,7 @@ def cohort_roles(cfg: RunConfig) -> dict[str, list[str]]:
     """Which cohorts are segmented/extracted (used by a target) and which trains the segmentation."""
     used: list[str] = []
     for spec in cfg.targets.values():
-        for key in (spec.development, spec.external):
+        for key in (spec.development, spec.external, cfg.fit.age_reference):
             if key is not None and key not in used:
                 used.append(key)
     train = (

@@ -260,10 +260,13 @@ def _model_stages(ctx: Context) -> list[Stage]:
     for target, spec in cfg.targets.items():
         deps, paths = _cohort_input(ctx, spec.development)
         deps["features"] = f"extract:{spec.development}"
-        if spec.external is not None:
-            d2, p2 = _cohort_input(ctx, spec.external)
-            deps.update(d2)
-            paths.update(p2)
+        for key in (spec.external, cfg.fit.age_reference):
+            if key is not None:
+                d2, p2 = _cohort_input(ctx, key)
+                deps.update(d2)
+                paths.update(p2)
+        if cfg.fit.age_reference is not None:
+            deps["age reference features"] = f"extract:{cfg.fit.age_reference}"
         stages.append(
             Stage(
                 f"fit:{target}",
@@ -392,6 +395,9 @@ def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
         "repeats": f.repeats,
         "seed": f.seed if f.seed is not None else ctx.cfg.seed,
         "feature_set": f.feature_set,
+        "tiers": f.tiers,
+        "permutations": f.permutations,
+        "age_reference": f.age_reference,
     }
 
 
@@ -550,6 +556,9 @@ def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, An
         repeats=params["repeats"],
         seed=params["seed"],
         feature_set=params["feature_set"],
+        tiers=params.get("tiers"),
+        permutations=params.get("permutations"),
+        age_reference=_age_reference(ctx, params.get("age_reference")),
         jobs=ctx.jobs or None,
         config=ctx.cfg.fit.config,
         progress=ctx.progress,
@@ -558,6 +567,13 @@ def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, An
     out: dict[str, Any] = {m: {"auc": v["auc"], "auc_ci": v["auc_ci"]} for m, v in r.metrics["cv"].items()}
     out["skipped_for_bad_input"] = sorted(r.metrics["data"].get("skipped_patients", {}))
     return out
+
+
+def _age_reference(ctx: Context, key: str | None) -> tuple[Path, Path] | None:
+    """The features and clinical table of the cohort that gives the age norms, if the study names one."""
+    if key is None:
+        return None
+    return FeatureFolder(ctx.features_folder(key)).features, ctx.cohort_folder(key) / CLINICAL_CSV
 
 
 def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
