@@ -4,48 +4,19 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 from cdeg.modeling.fit import fit
 from click.testing import CliRunner
+from tables import measurement_signal_tables
 
 from cdeg.cli import cli
-
-LEVELS = ("C3-C4", "C4-C5", "C5-C6", "C6-C7")
-
-
-def _tables(tmp_path, n: int = 90, seed: int = 3):
-    """Signal in the disc heights (measurements) only; radiomics columns are noise."""
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.35).astype(int)
-    ids = [f"P{i:03d}" for i in range(n)]
-    feat = {"patient_id": ids}
-    for lv in LEVELS:
-        feat[f"xray__{lv}__disc_height_middle_mm"] = 5.5 - 1.2 * y + rng.normal(0, 0.8, n)
-        for k, name in enumerate(
-            ("original_glcm_Correlation", "original_firstorder_Mean", "original_shape2D_Elongation")
-        ):
-            feat[f"xray__{lv}__{name}"] = rng.normal(k, 1, n)
-    clin = pd.DataFrame(
-        {
-            "patient_id": ids,
-            "age": rng.integers(30, 65, n),
-            "sex": rng.choice(["M", "F"], n),
-            "accelerated": y,
-        }
-    )
-    f, c = tmp_path / "features.csv", tmp_path / "clinical.csv"
-    pd.DataFrame(feat).to_csv(f, index=False)
-    clin.to_csv(c, index=False)
-    return f, c
-
 
 FAST = {"trials": 3, "outer_folds": 3, "repeats": 2, "jobs": 1}
 
 
 def test_each_tier_is_cross_validated_on_the_same_folds_and_compared_with_all(tmp_path):
-    f, c = _tables(tmp_path)
+    f, c = measurement_signal_tables(tmp_path)
     res = fit(f, c, "accelerated", tmp_path / "run", progress=False, **FAST)
     tiers = res.metrics["tiers"]
     assert tiers["model"] == "xgboost"
@@ -72,7 +43,7 @@ def test_each_tier_is_cross_validated_on_the_same_folds_and_compared_with_all(tm
 
 
 def test_tiers_none_from_the_command_line_fits_no_tier(tmp_path):
-    f, c = _tables(tmp_path, n=60)
+    f, c = measurement_signal_tables(tmp_path, n=60)
     out = tmp_path / "run"
     r = CliRunner().invoke(
         cli,
@@ -104,7 +75,7 @@ def test_tiers_none_from_the_command_line_fits_no_tier(tmp_path):
 
 
 def test_an_unknown_tier_is_one_line(tmp_path):
-    f, c = _tables(tmp_path, n=60)
+    f, c = measurement_signal_tables(tmp_path, n=60)
     r = CliRunner().invoke(
         cli,
         [
