@@ -98,13 +98,15 @@ def _ceiling_aucs(patients: Any, clin: Any) -> dict[str, dict[str, float]]:
 
     out: dict[str, dict[str, float]] = {}
     for target, columns in TRUTH_CEILINGS.items():
-        if target not in clin:
+        present = [c for c in columns.values() if c in patients]
+        if target not in clin or not present:
             continue
-        t = patients.astype({ID_COLUMN: str}).merge(clin[[ID_COLUMN, target]].dropna(), on=ID_COLUMN)
+        truth = patients[[ID_COLUMN, *present]].astype({ID_COLUMN: str})
+        t = truth.merge(clin[[ID_COLUMN, target]].dropna(), on=ID_COLUMN)
         if t[target].nunique() != 2:
             continue
         for kind, column in columns.items():
-            if column in t:
+            if column in present:
                 auc = roc_auc_score(t[target].astype(int), t[column])
                 out.setdefault(target, {})[kind] = round(float(auc), 3)
     return out

@@ -192,3 +192,23 @@ def test_no_ceiling_flag_leaves_the_truth_as_before(tmp_path, cache_dir):
     result = CliRunner().invoke(cli, [*args, "--no-ceiling"])
     assert result.exit_code == 0, result.output
     assert list(read_table(Cohort.open(out).truth_patients_path).columns) == list(PATIENT_COLUMNS)
+
+
+def test_cohort_summary_shows_both_ceilings(tmp_path, neck_test):
+    from cdeg.cohort import CohortMeta, write_cohort_json
+    from cdeg.io import write_table
+    from cdeg.summary import format_summary, summarize
+
+    tables, probs = neck_test
+    write_table(tmp_path / "clinical.csv", tables.clinical)
+    write_table(tmp_path / "truth" / "levels.csv", tables.levels)
+    write_table(tmp_path / "truth" / "patients.csv", tables.patients.merge(probs, on="patient_id"))
+    write_cohort_json(tmp_path, CohortMeta(name="c", profile="neck", n_patients=2000, synthetic=True))
+    s = summarize(tmp_path)
+    aucs = s["truth"]["ceiling_auc"]
+    y = tables.clinical["accelerated"]
+    assert aucs["accelerated"]["observable"] == round(roc_auc_score(y, probs["p_observable_accelerated"]), 3)
+    assert aucs["accelerated"]["latent"] == s["truth"]["oracle_auc"] > aucs["accelerated"]["observable"]
+    assert set(aucs["poor_outcome_2y"]) == {"latent", "observable"}
+    text = format_summary(s)
+    assert "ceiling AUC of accelerated (synthetic truth): latent" in text and "observable" in text
