@@ -220,7 +220,10 @@ class ReportData:
 
 def _ceiling_lines(ceilings: dict[str, dict[str, float | None]], auc: float | None) -> list[str]:
     """The development ceilings of a question and how far the headline model's AUC stays below each."""
-    words = {"latent": "latent oracle (true degeneration)", "observable": "observable ceiling"}
+    words = {
+        "latent": "latent oracle (true degeneration)",
+        "observable": "observable ceiling (images + clinical)",
+    }
     lines = []
     for kind in CEILING_KINDS:
         value = (ceilings.get(kind) or {}).get("development")
@@ -229,7 +232,7 @@ def _ceiling_lines(ceilings: dict[str, dict[str, float | None]], auc: float | No
         gap = ""
         if auc is not None:  # above the observable ceiling happens by chance in a small cohort: say so
             gap = f", the model {abs(value - auc):.2f} {'below' if value >= auc else 'above'} it"
-        lines.append(f"{words[kind]} (synthetic truth): {value:.2f}{gap}")
+        lines.append(f"{words[kind]}: {value:.2f}{gap}")
     return lines
 
 
