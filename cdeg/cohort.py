@@ -10,7 +10,7 @@
       masks/<patient_id>/mri.nii.gz    reference segmentation, same geometry as the image
       masks/<patient_id>/xray.nii.gz
       truth/levels.csv                 synthetic cohorts only: true per-structure markers
-      truth/patients.csv               synthetic cohorts only: predisposition, oracle probability, ...
+      truth/patients.csv               synthetic cohorts only: predisposition, oracle and ceiling probabilities
       sources.csv                      cohorts from `cdeg cohort init`: original file of each image, action
 
 A mask folder written by `cdeg segment predict` uses the same ``<patient_id>/<modality>.nii.gz``
@@ -48,9 +48,35 @@ MASKS_DIR = "masks"
 TRUTH_DIR = "truth"
 TRUTH_LEVELS = "levels.csv"
 TRUTH_PATIENTS = "patients.csv"
-#: truth/patients.csv column with each outcome's exact probability under the generative model (the ceiling no
-#: classifier can pass); an outcome missing here has no known ceiling.
-TRUTH_ORACLE: dict[str, str] = {"accelerated": "p_oracle"}
+#: The kinds of ceiling, highest first, and how the report names each.
+CEILING_KINDS: dict[str, str] = {
+    "latent": "latent oracle (true degeneration, synthetic truth)",
+    "observable": "observable ceiling (what images and clinical scores show)",
+}
+#: Outcomes with a ceiling; the order of their columns in truth/patients.csv.
+CEILING_TARGETS: tuple[str, ...] = ("accelerated", "poor_outcome_2y")
+
+
+def ceiling_column(kind: str, target: str) -> str:
+    """The truth/patients.csv column that holds `target`'s `kind` ceiling (``p_observable_accelerated``)."""
+    if kind not in CEILING_KINDS:
+        raise ValueError(f"unknown ceiling kind {kind!r}; valid: {', '.join(CEILING_KINDS)}")
+    return f"p_{kind}_{target}"
+
+
+#: The two ceilings of an outcome in truth/patients.csv (synthetic cohorts; :mod:`cdeg.synth.ceiling`):
+#: "latent", the probability given the true latent degeneration (for accelerated the exact posterior
+#: p_oracle; for the others a model fitted on a large cohort), which no image can reach; "observable", a
+#: model fitted on a large cohort from what the images and the clinical table show, the AUC a study can
+#: hope for. An outcome missing here has no known ceiling.
+TRUTH_CEILINGS: dict[str, dict[str, str]] = {
+    t: {k: ceiling_column(k, t) for k in CEILING_KINDS} for t in CEILING_TARGETS
+}
+# The exact posterior: the same values as p_latent_accelerated, and also in cohorts written before the
+# ceilings existed.
+TRUTH_CEILINGS["accelerated"]["latent"] = "p_oracle"
+#: Each outcome's latent ceiling column (kept for readers of the single oracle).
+TRUTH_ORACLE: dict[str, str] = {t: kinds["latent"] for t, kinds in TRUTH_CEILINGS.items()}
 #: Written by `cdeg cohort init`: each image's original file and what was done to it (copied, reoriented, ...).
 SOURCES_CSV = "sources.csv"
 PROFILES = ("neck", "population", "external")

@@ -67,24 +67,16 @@ def _shipped_over(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_synth(source: Source = None, where: str = "", source_file: str | Path | None = None) -> Any:
     """The synthetic-cohort generator's configuration (:class:`cdeg.synth.SynthConfig`), configs/synth.yaml."""
-    from cdeg.synth import SynthConfig, load_synth_config
+    from cdeg.synth import SECTIONS, load_synth_config, synth_config_from_data
 
     if not isinstance(source, Mapping):
         with _named(where):
             return load_synth_config(source)
-    from cdeg.synth.model import ModelConfig
-    from cdeg.synth.render import RenderConfig
-
-    unknown = sorted(set(source) - {"model", "render"})
+    unknown = sorted(set(source) - set(SECTIONS))
     if unknown:
         named = ", ".join(f"{where}.{k}" if where else k for k in unknown)
-        raise ConfigError(f"unknown key {named}; valid: model, render", path=source_file)
-    data = _shipped_over("synth.yaml", source)
-    prefix = f"{where}." if where else ""
-    return SynthConfig(
-        model=from_dict(ModelConfig, data.get("model") or {}, f"{prefix}model", source_file),
-        render=from_dict(RenderConfig, data.get("render") or {}, f"{prefix}render", source_file),
-    )
+        raise ConfigError(f"unknown key {named}; valid: {', '.join(SECTIONS)}", path=source_file)
+    return synth_config_from_data(_shipped_over("synth.yaml", source), where, source_file)
 
 
 def load_segment(source: Source = None, where: str = "", source_file: str | Path | None = None) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from cdeg import labels
-from cdeg.cohort import ID_COLUMN, MODALITIES, TRUTH_ORACLE, Cohort
+from cdeg.cohort import ID_COLUMN, MODALITIES, TRUTH_CEILINGS, Cohort
 from cdeg.io import read_table, write_json
 
 
@@ -41,7 +41,7 @@ def summarize(cohort: str | Path, out: str | Path | None = None) -> dict[str, An
         "clinical": _clinical_summary(clin),
     }
     if c.is_synthetic and c.truth_levels_path.is_file():
-        s["truth"] = _truth_summary(read_table(c.truth_levels_path), read_table(c.truth_patients_path))
+        s["truth"] = _truth_summary(read_table(c.truth_levels_path), read_table(c.truth_patients_path), clin)
     if out is not None:
         write_json(out, s)
     return s
@@ -67,7 +67,7 @@ def _clinical_summary(clin: Any) -> dict[str, Any]:
     return out
 
 
-def _truth_summary(levels: Any, patients: Any) -> dict[str, Any]:
+def _truth_summary(levels: Any, patients: Any, clin: Any) -> dict[str, Any]:
     discs = levels[levels["structure"] == "disc"]
     order = [n for n in labels.DISC_NAMES if n in set(discs["level"])]
     by_level = discs.groupby("level")
@@ -81,13 +81,34 @@ def _truth_summary(levels: Any, patients: Any) -> dict[str, Any]:
             k: round(float(by_level["disc_height_middle_mm"].mean()[k]), 2) for k in order
         },
     }
-    target, column = "accelerated", TRUTH_ORACLE["accelerated"]  # the headline question's ceiling
-    if {column, target} <= set(patients.columns) and patients[target].nunique() == 2:
-        from sklearn.metrics import roc_auc_score
-
-        out["oracle_auc"] = round(float(roc_auc_score(patients[target], patients[column])), 3)
+    ceilings = _ceiling_aucs(patients, clin)
+    if "latent" in ceilings.get("accelerated", {}):  # the headline question's ceiling, under its old name
+        out["oracle_auc"] = ceilings["accelerated"]["latent"]
+    if ceilings:
+        out["ceiling_auc"] = ceilings
     if "cobb_c2c7_deg" in patients:
         out["cobb_c2c7_deg_mean"] = round(float(np.mean(patients["cobb_c2c7_deg"])), 1)
+    return out
+
+
+def _ceiling_aucs(patients: Any, clin: Any) -> dict[str, dict[str, float]]:
+    """Outcome -> ceiling kind -> AUC of that truth column (:data:`cdeg.cohort.TRUTH_CEILINGS`) against
+    the outcome in clinical.csv, for the outcomes and columns the cohort has."""
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, dict[str, float]] = {}
+    for target, columns in TRUTH_CEILINGS.items():
+        present = [c for c in columns.values() if c in patients]
+        if target not in clin or not present:
+            continue
+        truth = patients[[ID_COLUMN, *present]].astype({ID_COLUMN: str})
+        t = truth.merge(clin[[ID_COLUMN, target]].dropna(), on=ID_COLUMN)
+        if t[target].nunique() != 2:
+            continue
+        for kind, column in columns.items():
+            if column in present:
+                auc = roc_auc_score(t[target].astype(int), t[column])
+                out.setdefault(target, {})[kind] = round(float(auc), 3)
     return out
 
 
@@ -121,8 +142,9 @@ def format_summary(s: dict[str, Any]) -> str:
                 f"  {lvl:6s} {g:4.2f}  {t['miyazaki_4_5_share_by_level'][lvl]:5.0%}  "
                 f"{t['mean_disc_height_middle_mm_by_level'][lvl]:4.1f}"
             )
-        if "oracle_auc" in t:
-            lines.append(f"oracle AUC (p_oracle vs accelerated): {t['oracle_auc']:.3f}")
+        for target, aucs in t.get("ceiling_auc", {}).items():
+            parts = [f"{kind} {aucs[kind]:.3f}" for kind in ("latent", "observable") if kind in aucs]
+            lines.append(f"ceiling AUC of {target} (synthetic truth): {', '.join(parts)}")
         if "cobb_c2c7_deg_mean" in t:
             lines.append(f"mean C2-C7 Cobb angle: {t['cobb_c2c7_deg_mean']} deg")
     return "\n".join(lines)

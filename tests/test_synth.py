@@ -111,6 +111,7 @@ def test_cli_help_explains_every_option():
         "--modality",
         "--jobs",
         "--overwrite",
+        "--ceiling",
         "--print-config",
     ):
         assert opt in r.output
@@ -121,7 +122,7 @@ def test_cli_help_explains_every_option():
 def test_cli_print_config_and_run(tmp_path):
     r = CliRunner().invoke(cli, ["synth", "--print-config"])
     assert r.exit_code == 0, r.output
-    assert set(yaml.safe_load(r.output)) == {"model", "render"}
+    assert set(yaml.safe_load(r.output)) == {"model", "render", "ceiling"}
     r = CliRunner().invoke(
         cli,
         [

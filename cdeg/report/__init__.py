@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from cdeg.cohort import (
+    CEILING_KINDS,
     CLINICAL_CSV,
     ID_COLUMN,
     MODALITIES,
+    TRUTH_CEILINGS,
     TRUTH_DIR,
-    TRUTH_ORACLE,
     TRUTH_PATIENTS,
     image_path,
     read_clinical,
@@ -45,7 +46,7 @@ class ReportData:
         self.ctx, self.cfg, self.out, self.run = ctx, ctx.cfg, Path(ctx.out), ctx.run
         self._read_cohorts()
         self._read_stage_outputs()
-        self.oracle = {t: self._oracle(t) for t in self.cfg.targets}
+        self.ceilings = {t: self._ceilings(t) for t in self.cfg.targets}
         cfgd = to_dict(self.cfg)
         cfgd.pop("jobs", None)
         self.config_dict = cfgd
@@ -182,32 +183,57 @@ class ReportData:
                 )
         return {"status": status, "findings": findings}
 
-    def _oracle(self, target: str) -> dict[str, float | None] | None:
-        """AUC of the synthetic truth's exact probability of `target` (:data:`cdeg.cohort.TRUTH_ORACLE`), on
-        the patients the models saw; None when no cohort of the target has that truth."""
+    def _ceilings(self, target: str) -> dict[str, dict[str, float | None]]:
+        """AUC of each synthetic-truth ceiling of `target` (:data:`cdeg.cohort.TRUTH_CEILINGS`: "latent",
+        "observable") per role ("development", "external"), on the patients the models saw; a kind or role
+        is left out where its cohort has no such truth column (a real cohort, one written without ceilings).
+        """
         from sklearn.metrics import roc_auc_score
 
-        column = TRUTH_ORACLE.get(target)
+        columns = TRUTH_CEILINGS.get(target, {})
         spec = self.cfg.targets[target]
-        out: dict[str, float | None] = {}
+        out: dict[str, dict[str, float | None]] = {}
         for role, key in (("development", spec.development), ("external", spec.external)):
-            if key is None or column is None:
+            if key is None or not columns:
                 continue
             truth = S._read_csv(
                 self.ctx.cohort_folder(key) / TRUTH_DIR / TRUTH_PATIENTS, dtype={ID_COLUMN: str}
             )
             clin = self.cohorts.get(key, {}).get("clinical")
-            if truth is None or column not in truth or clin is None or target not in clin:
+            if truth is None or clin is None or target not in clin:
                 continue  # e.g. a real external cohort: no truth there, the development ceiling still holds
             if role == "development":
                 ids = set(self.oof.get(target, {}))
             else:
                 pr = self.run.validation(target).read_predictions()
                 ids = set(pr[ID_COLUMN]) if pr is not None else set()
-            t = truth[[ID_COLUMN, column]].merge(clin[[ID_COLUMN, target]].dropna(), on=ID_COLUMN)
-            t = t[t[ID_COLUMN].isin(ids)] if ids else t
-            out[role] = float(roc_auc_score(t[target], t[column])) if t[target].nunique() == 2 else None
-        return out or None
+            for kind in CEILING_KINDS:
+                column = columns.get(kind)
+                if column not in truth:
+                    continue
+                t = truth[[ID_COLUMN, column]].merge(clin[[ID_COLUMN, target]].dropna(), on=ID_COLUMN)
+                t = t[t[ID_COLUMN].isin(ids)] if ids else t
+                auc = float(roc_auc_score(t[target], t[column])) if t[target].nunique() == 2 else None
+                out.setdefault(kind, {})[role] = auc
+        return out
+
+
+def _ceiling_lines(ceilings: dict[str, dict[str, float | None]], auc: float | None) -> list[str]:
+    """The development ceilings of a question and how far the headline model's AUC stays below each."""
+    words = {
+        "latent": "latent oracle (true degeneration)",
+        "observable": "observable ceiling (images + clinical)",
+    }
+    lines = []
+    for kind in CEILING_KINDS:
+        value = (ceilings.get(kind) or {}).get("development")
+        if value is None:
+            continue
+        gap = ""
+        if auc is not None:  # above the observable ceiling happens by chance in a small cohort: say so
+            gap = f", the model {abs(value - auc):.2f} {'below' if value >= auc else 'above'} it"
+        lines.append(f"{words[kind]}: {value:.2f}{gap}")
+    return lines
 
 
 def summary_section(data: ReportData) -> str:
@@ -218,7 +244,6 @@ def summary_section(data: ReportData) -> str:
         primary = data.primary_model(t)
         cv = fit.get("cv", {}).get(primary)
         val = (data.validations.get(t) or {}).get("external", {}).get(primary)
-        oracle = data.oracle.get(t) or {}
         lines = [f"development (cross-validated): AUC {S.auc_text(cv)}"]
         ci = (cv or {}).get("auc_ci") or [None, None]
         if ci[0] is not None and ci[0] <= 0.5:
@@ -226,8 +251,7 @@ def summary_section(data: ReportData) -> str:
             lines.insert(0, "not better than chance: the 95% interval includes 0.5")
         if val:
             lines.append(f"external: AUC {S.auc_text(val)}")
-        if oracle.get("development") is not None:
-            lines.append(f"ceiling (synthetic truth): {oracle['development']:.2f}")
+        lines += _ceiling_lines(data.ceilings.get(t) or {}, (cv or {}).get("auc"))
         boxes.append(
             f'<div class="kpi"><div>{H.esc(spec.title or data.target_words(t))}</div>'
             f'<div class="muted">{H.esc(S.MODEL_WORDS.get(primary, primary))}</div>'

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cdeg.cohort import ID_COLUMN, MODALITY_WORDS
+from cdeg.cohort import CEILING_KINDS, ID_COLUMN, MODALITY_WORDS
 from cdeg.report.html import esc, figure, fmt, howto, table
 
 log = logging.getLogger(__name__)
@@ -299,9 +299,12 @@ def target_section(data: Any, target: str) -> str:
             "ideal, below 1 means the predicted risks are too extreme. The clinical-only model is the reference "
             "a clinician would build without images; the image models must beat it to be worth their cost."
             + (
-                " The <i>ceiling</i> is the AUC of the true probability known only in synthetic data: no model "
-                "built on these images can do better."
-                if data.oracle.get(target)
+                " The <i>latent oracle</i> is the AUC of the true probability given the true degeneration, known "
+                "only in synthetic data: no model built on images can reach it, because images show the "
+                "degeneration only through noisy grades and measurements. The <i>observable ceiling</i> is the "
+                "AUC of a model fitted on a large synthetic cohort to everything these images and the clinical "
+                "table show, read perfectly: the best a model on this study's data can hope for."
+                if data.ceilings.get(target)
                 else ""
             )
         )
@@ -317,7 +320,7 @@ def target_section(data: Any, target: str) -> str:
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
-    """Development and external metrics of every model side by side, the ceiling, and the verdict."""
+    """Development and external metrics of every model side by side, the ceilings, and the verdict."""
     from cdeg.modeling.report import verdict
 
     cv, ext = fit.get("cv", {}), (val or {}).get("external", {})
@@ -332,18 +335,20 @@ def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, A
         ]
         for m in cv
     ]
-    oracle = data.oracle.get(target) or {}
-    if oracle:
-        rows.append(
-            [
-                "ceiling: true probability (synthetic truth)",
-                fmt(oracle.get("development")),
-                fmt(oracle.get("external")) if val else "-",
-                "-",
-                "-",
-                "-",
-            ]
-        )
+    ceilings = data.ceilings.get(target) or {}
+    for kind, words in CEILING_KINDS.items():
+        if kind in ceilings:
+            by_role = ceilings[kind]
+            rows.append(
+                [
+                    words,
+                    fmt(by_role.get("development")),
+                    fmt(by_role.get("external")) if val else "-",
+                    "-",
+                    "-",
+                    "-",
+                ]
+            )
     n_ext = f", {val['n_patients']} external patients ({val['events']} with the outcome)" if val else ""
     head = [
         "model",

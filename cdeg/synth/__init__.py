@@ -6,6 +6,10 @@ sagittal T2 MRI and a lateral radiograph with reference masks for each (:mod:`cd
 writes everything in the cohort layout (:mod:`cdeg.cohort`), truth tables included.
 
 Parameters live in ``configs/synth.yaml`` (``cdeg synth --print-config`` shows the resolved file).
+
+truth/patients.csv holds :data:`cdeg.synth.model.PATIENT_COLUMNS`, then (unless ``ceiling.enabled`` is
+false) the ceiling columns of :func:`cdeg.synth.ceiling.ceiling_columns`: per outcome with synthetic truth
+(accelerated; poor_outcome_2y in the surgical profile), ``p_observable_<outcome>`` then ``p_latent_<outcome>``.
 """
 
 from __future__ import annotations
@@ -48,12 +52,38 @@ PROFILES = SYNTH_PROFILES
 _RENDER_STREAM = 1
 
 
+#: The top-level sections of configs/synth.yaml.
+SECTIONS: tuple[str, ...] = ("model", "render", "ceiling")
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-    """Resolved generator configuration: the model (who the patients are) and the renderer (their images)."""
+    """Resolved generator configuration: the model (who the patients are), the renderer (their images) and
+    the ceiling columns of the truth (:mod:`cdeg.synth.ceiling`)."""
 
     model: Any
     render: Any
+    ceiling: Any
+
+
+def synth_config_from_data(
+    data: dict[str, Any], where: str = "", source: str | Path | None = None
+) -> SynthConfig:
+    """Build the configuration from a complete mapping (the shipped file merged with the user's keys).
+
+    `where` prefixes each key in error messages (a study's ``cohorts.x.synth.config``); `source` is the file
+    the keys came from.
+    """
+    from cdeg.synth.ceiling import CeilingConfig
+    from cdeg.synth.model import ModelConfig
+    from cdeg.synth.render import RenderConfig
+
+    prefix = f"{where}." if where else ""
+    return SynthConfig(
+        model=from_dict(ModelConfig, data.get("model") or {}, f"{prefix}model", source),
+        render=from_dict(RenderConfig, data.get("render") or {}, f"{prefix}render", source),
+        ceiling=from_dict(CeilingConfig, data.get("ceiling") or {}, f"{prefix}ceiling", source),
+    )
 
 
 def load_synth_config(path: str | Path | None = None) -> SynthConfig:
@@ -61,24 +91,19 @@ def load_synth_config(path: str | Path | None = None) -> SynthConfig:
 
     The user's file needs only the keys it changes; unknown keys are errors.
     """
-    from cdeg.synth.model import ModelConfig
-    from cdeg.synth.render import RenderConfig
-
     data = load_yaml(shipped_config("synth.yaml"))
     source: str | Path = shipped_config("synth.yaml")
     if path is not None:
         user = load_yaml(path)
-        unknown = set(user) - {"model", "render"}
+        unknown = set(user) - set(SECTIONS)
         if unknown:
             raise ConfigError(
-                f"unknown top-level key(s) {', '.join(sorted(unknown))}; valid: model, render", path=path
+                f"unknown top-level key(s) {', '.join(sorted(unknown))}; valid: {', '.join(SECTIONS)}",
+                path=path,
             )
         data = deep_merge(data, user)
         source = path
-    return SynthConfig(
-        model=from_dict(ModelConfig, data.get("model") or {}, "model", source),
-        render=from_dict(RenderConfig, data.get("render") or {}, "render", source),
-    )
+    return synth_config_from_data(data, source=source)
 
 
 def config_hash(cfg: SynthConfig) -> str:
@@ -97,6 +122,7 @@ def synthesize(
     name: str | None = None,
     overwrite: bool = False,
     format: str = "nifti",
+    ceiling: bool | None = None,
     progress: ProgressArg = None,
 ) -> Path:
     """Generate a synthetic cohort in the cohort layout and return its folder.
@@ -127,6 +153,10 @@ def synthesize(
         "nifti": the cohort layout. "dicom": a hospital-style DICOM export in `out` (nested
         patient/study/series folders, realistic identifying tags, decoy series; no masks or truth), the
         input that ``cdeg import-dicom`` is tested with.
+    ceiling : bool, optional
+        Write the ceiling columns into truth/patients.csv (:mod:`cdeg.synth.ceiling`; the first cohort of a
+        configuration fits the ceiling models, later ones load them from the cache). None: as
+        ``ceiling.enabled`` of the configuration says. A DICOM export has no truth, hence no ceiling.
     progress : bool or callable
         Progress per patient (:mod:`cdeg.progress`).
     """
@@ -157,6 +187,11 @@ def synthesize(
     patients = tables.patients.reset_index(drop=True)
     levels = tables.levels
     log.info("sampled %d %s patients in %.2f s", n, profile, time.perf_counter() - t0)
+    if cfg.ceiling.enabled if ceiling is None else ceiling:
+        from cdeg.synth.ceiling import ceiling_probabilities
+
+        probs = ceiling_probabilities(cfg.model, profile, tables, n=cfg.ceiling.n)
+        patients = patients.merge(probs, on=ID_COLUMN, how="left", validate="one_to_one")
 
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
@@ -221,6 +256,7 @@ def _synthesize_dicom(
             config=config,
             modalities=mods,
             jobs=jobs,
+            ceiling=False,  # the export leaves the truth behind
             progress=progress,
         )
         write_cohort_dicom(cohort, out, seed=seed, overwrite=overwrite)

@@ -67,13 +67,21 @@ from cdeg.cli import progress_enabled, run_api
     "(identifying tags, decoy series; no masks or truth) to test `cdeg import-dicom` with.",
 )
 @click.option(
+    "--ceiling/--no-ceiling",
+    default=None,
+    help="Write (or not) the observable and latent ceiling columns into truth/patients.csv. "
+    "Default: as ceiling.enabled of the configuration says. The first cohort of a configuration fits the "
+    "ceiling models on a large synthetic cohort (cached in $CDEG_CACHE_DIR, default ~/.cache/cdeg).",
+)
+@click.option(
     "--print-config", is_flag=True, help="Print the resolved generator configuration (YAML) and exit."
 )
-def synth(profile, n, seed, out, config, modalities, jobs, name, overwrite, format_, print_config):
+def synth(profile, n, seed, out, config, modalities, jobs, name, overwrite, format_, ceiling, print_config):
     """Generate a synthetic cohort (MRI, radiograph, masks, clinical table, ground truth).
 
     The cohort follows the layout every cdeg stage reads (see README, "Cohort format"), plus truth/levels.csv
-    (true per-level anatomy and degeneration) and truth/patients.csv (predisposition, oracle probability).
+    (true per-level anatomy and degeneration) and truth/patients.csv (predisposition, oracle probability, and
+    the observable and latent ceilings of each outcome).
     """
     if print_config:
         from cdeg.config import dump_yaml
@@ -98,6 +106,7 @@ def synth(profile, n, seed, out, config, modalities, jobs, name, overwrite, form
         name=name,
         overwrite=overwrite,
         format=format_,
+        ceiling=ceiling,
         progress=progress_enabled(),
     )
     click.echo(f"wrote {n} {profile} patients to {path}{' as DICOM' if format_ == 'dicom' else ''}")

@@ -13,8 +13,9 @@ truth); the renderer turns the truth into images. The model follows the project'
   body angles from the quadratic height profile, segmental angles summing to the Cobb angle.
 
 Everything a classifier can observe depends on ``u`` only through ``d`` (given age, sex, smoking and
-the index level), so :func:`oracle_probability`, the exact posterior ``P(u > threshold | ...)``, is the
-ceiling any image-based classifier can reach.
+the index level), so :func:`oracle_probability`, the exact posterior ``P(u > threshold | ...)``, is a
+ceiling no classifier can pass. Images show ``d`` only through noisy grades and measurements, so they
+reach less: :mod:`cdeg.synth.ceiling` estimates that observable ceiling.
 
 Randomness: patient ``i`` of a profile gets its own generator seeded with
 ``SeedSequence([seed, i, profile_code])`` and draws fixed-size blocks of normals and uniforms, so the
