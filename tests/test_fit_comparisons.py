@@ -4,8 +4,10 @@ norms from a reference cohort, and the checklist, through the function and the c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from cdeg.modeling.fit import fit
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.preprocess import AgeNorm
@@ -66,10 +68,9 @@ def test_an_age_reference_that_is_not_a_cohort_stops_the_study_before_any_work(t
     from cdeg.config import ConfigError
     from cdeg.pipeline.config import load_run_config
 
+    data = yaml.safe_load((Path(__file__).parent / "run_tiny.yaml").read_text())
+    data["fit"]["age_reference"] = "population"
     cfg = tmp_path / "study.yaml"
-    cfg.write_text(
-        "out: o\ncohorts:\n  development: {synth: {profile: neck, n: 10}}\n"
-        "targets:\n  accelerated: {development: development}\nfit: {age_reference: population}\n"
-    )
+    cfg.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="age_reference = 'population' is not a cohort"):
         load_run_config(cfg)

@@ -297,7 +297,7 @@ def build_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     nav += [(f"target-{t}", data.target_words(t).capitalize()) for t in data.cfg.targets]
     if data.cfg.report.patient_cards and data.dev_key:
         nav.append(("patients", "Patients"))
-    nav.append(("provenance", "Provenance"))
+    nav += [("checklist", "Checklist"), ("provenance", "Provenance")]
     body = [
         summary_section(data),
         S.cohorts_section(data),
@@ -305,7 +305,7 @@ def build_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         S.features_section(data),
     ]
     body += [S.target_section(data, t) for t in data.cfg.targets]
-    body += [S.patients_section(data), S.provenance_section(data)]
+    body += [S.patients_section(data), S.checklist_section(data), S.provenance_section(data)]
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"{data.cfg.name} — generated {created} by cdeg"
     write_text(path, H.page(data.cfg.report.title, subtitle, nav, body))

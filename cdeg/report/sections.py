@@ -314,6 +314,7 @@ def target_section(data: Any, target: str) -> str:
         return "".join(parts)
     parts.append(_metrics_table(data, target, fit, val))
     parts.append(_left_out_note(data, target, fit, val))
+    parts.append(_comparisons(fit))
     parts.append(_curves(data, target, val))
     parts.append(_explanations(data, target, fit))
     return "".join(parts)
@@ -364,6 +365,20 @@ def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, A
     )
     v = verdict(fit.get("comparison", {}))
     return out + (f"<p><b>{esc(v)}</b></p>" if v else "")
+
+
+def _comparisons(fit: dict[str, Any]) -> str:
+    """The label-permutation test and what each kind of variable adds (the feature tiers)."""
+    from cdeg.modeling.report import permutation_text, tiers_block
+
+    return permutation_text(fit.get("permutation_test") or {}) + tiers_block(fit.get("tiers") or {})
+
+
+def checklist_section(data: Any) -> str:
+    """The TRIPOD+AI and PROBAST+AI items: which the run's files answer, which the authors must."""
+    from cdeg.modeling.report import checklist_block
+
+    return '<h2 id="checklist">Reporting checklist (TRIPOD+AI, PROBAST+AI)</h2>' + checklist_block()
 
 
 def _left_out_note(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
