@@ -35,6 +35,7 @@ UNITS: dict[str, str] = {
     "import": "patient",
     "extract": "unit",
     "nested CV": "fold",
+    "permutation test": "fold",
     "waterfalls": "patient",
 }
 
