@@ -12,7 +12,7 @@ from tables import measurement_signal_tables
 
 from cdeg.cli import cli
 
-FAST = {"trials": 3, "outer_folds": 3, "repeats": 2, "jobs": 1}
+FAST = {"trials": 2, "outer_folds": 2, "repeats": 2, "jobs": 1, "permutations": 0}
 
 
 def test_each_tier_is_cross_validated_on_the_same_folds_and_compared_with_all(tmp_path):
