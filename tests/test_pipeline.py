@@ -137,6 +137,22 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_run: dict) -> None:
 
 
 @pytest.mark.slow
+def test_report_answers_the_reviewers_questions(tiny_run: dict) -> None:
+    """Ceilings beside the models for both questions, the tiers, the permutation test, grouped explanations
+    and the checklist: the report of the study pipeline shows them all."""
+    html = (tiny_run["out"] / "report" / "report.html").read_text()
+    assert html.count("latent oracle (true degeneration") == 2  # accelerated and poor_outcome_2y
+    assert html.count("observable ceiling (what images and clinical scores show)") == 2
+    assert "What each kind of variable adds" in html and "clinical + measurements" in html
+    assert "Permutation test" in html
+    assert "summed per level" in html
+    assert "TRIPOD+AI" in html and "PROBAST+AI" in html
+    fit = json.loads((tiny_run["out"] / "models" / "accelerated" / "metrics.json").read_text())
+    assert fit["permutation_test"]["n_permutations"] == 2
+    assert set(fit["tiers"]["cv"]) >= {"clinical", "measurements", "all"}
+
+
+@pytest.mark.slow
 def test_patient_ids_agree_across_stages(tiny_run: dict) -> None:
     import pandas as pd
 

@@ -246,7 +246,13 @@ def summary_section(data: ReportData) -> str:
         val = (data.validations.get(t) or {}).get("external", {}).get(primary)
         lines = [f"development (cross-validated): AUC {S.auc_text(cv)}"]
         ci = (cv or {}).get("auc_ci") or [None, None]
-        if ci[0] is not None and ci[0] <= 0.5:
+        if ci[1] is not None and ci[1] < 0.5:
+            # Below chance is not a reversed signal: without any signal, cross-validation is pessimistic (a
+            # test fold's outcome rate mirrors its training folds'), so the estimate falls below 0.5.
+            lines.insert(
+                0, "below chance: read as no signal (cross-validation is pessimistic when there is none)"
+            )
+        elif ci[0] is not None and ci[0] <= 0.5:
             # A reader takes the big number at face value: say plainly when it may be chance.
             lines.insert(0, "not better than chance: the 95% interval includes 0.5")
         if val:
