@@ -404,9 +404,11 @@ def _validate_rows(metrics: dict[str, Any]) -> list[list[str]]:
                 f"{d['auc']:.3f} [{d['auc_ci'][0]:.3f}, {d['auc_ci'][1]:.3f}]" if d else "-",
                 f"{s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]",
                 fmt(d["brier"], 3) if d else "-",
-                fmt(s["brier"], 3),
-                fmt(s["calibration_intercept"], 2),
-                fmt(s["calibration_slope"], 2),
+                _with_ci(s["brier"], (s.get("bootstrap") or {}).get("brier"), 3),
+                _with_ci(
+                    s["calibration_intercept"], (s.get("bootstrap") or {}).get("calibration_intercept"), 2
+                ),
+                _with_ci(s["calibration_slope"], (s.get("bootstrap") or {}).get("calibration_slope"), 2),
                 f"{metrics['imputed_share'].get(m, 0):.1%}",
             ]
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cdeg.modeling import compare as C
 from cdeg.modeling import metrics as M
 from cdeg.modeling import plots, report
 from cdeg.modeling.bundle import (
@@ -125,6 +126,9 @@ def _metrics(
 ) -> dict[str, Any]:
     """External metrics and comparisons, the development ones beside them, and the imputation report."""
     ext = {m: M.summarize(y, preds[f"probability_{m}"].to_numpy()) for m in bundle.models}
+    for m, s in ext.items():
+        # Patient-bootstrap intervals of Brier and calibration, as for the development estimates.
+        s["bootstrap"] = C.bootstrap_calibration(y, [preds[f"probability_{m}"].to_numpy()])
     comparison = {}
     for a, b in (("xgboost", "logistic"), ("xgboost", "clinical_only"), ("logistic", "clinical_only")):
         if a in ext and b in ext:

@@ -265,6 +265,8 @@ def test_validate_reports_external_metrics_beside_development(signal_run, tmp_pa
     ext = v.metrics["external"]["xgboost"]
     assert ext["auc"] > 0.7 and ext["auc_ci"][0] < ext["auc"] < ext["auc_ci"][1]
     assert set(ext) >= {"brier", "calibration_intercept", "calibration_slope"}
+    lo, hi = ext["bootstrap"]["brier"]["ci"]
+    assert lo <= ext["brier"] <= hi  # patient-bootstrap interval, as for the development estimates
     assert v.metrics["development"]["cv"]["xgboost"]["auc"] == res.metrics["cv"]["xgboost"]["auc"]
     _assert_self_contained(tmp_path / "val" / "report.html", min_images=3)
 
