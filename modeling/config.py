@@ -153,6 +153,13 @@ class PreprocessOptions:
             + " ([] = none)"
         },
     )
+    radiomics_mean: bool = field(
+        default=_default("preprocess", "radiomics_mean"),
+        metadata={
+            "help": "add each PyRadiomics feature averaged over the discs and over the vertebrae "
+            "(<modality>__discs_mean__<feature>, <modality>__vertebrae_mean__<feature>)"
+        },
+    )
     stable_features: str | None = field(
         default=_default("preprocess", "stable_features"),
         metadata={

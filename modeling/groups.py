@@ -111,6 +111,8 @@ AGGREGATES: dict[str, str] = {
     "index": "index level",
     "above_index": "level above the index",
     "below_index": "level below the index",
+    "discs_mean": "mean over discs",
+    "vertebrae_mean": "mean over vertebrae",
 }
 _PLURAL = {"disc": "discs", "vertebra": "vertebrae", "level": "levels"}
 

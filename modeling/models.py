@@ -124,6 +124,7 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
             sex_column=opt.sex_column,
             index_column=opt.index_column,
             level_summary=list(opt.level_summary),
+            radiomics_mean=opt.radiomics_mean,
             icc=pp.read_icc_table(opt.stable_features) if opt.stable_features else None,
             min_icc=opt.min_icc,
         )

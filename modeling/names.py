@@ -103,6 +103,8 @@ AGGREGATE_WORDS: dict[str, str] = {
     "index": "at the index level",
     "above_index": "level above the index",
     "below_index": "level below the index",
+    "discs_mean": "mean over the discs",
+    "vertebrae_mean": "mean over the vertebrae",
 }
 #: Unit of an age-adjusted measurement (``__age_z``).
 AGE_Z_UNIT = "SD from the age norm"
@@ -151,6 +153,8 @@ def _fallback(name: str) -> Described:
 def _where(level: str) -> str:
     if not level:
         return ""
+    if level in AGGREGATE_WORDS:
+        return AGGREGATE_WORDS[level]
     try:
         s = labels.structure(level)
     except KeyError:
@@ -173,7 +177,8 @@ def _describe_image(modality: str, level: str, feature: str) -> Described:
         return Described(f"{text} ({modality})", "" if unit == "ratio" else unit)
     text, unit = _radiomics(feature)
     where = _where(level)
-    return Described(f"{text}{' of ' + where if where else ''} ({modality})", unit)
+    joiner = ", " if level in AGGREGATE_WORDS else " of "  # "..., mean over the discs" / "... of disc C5-C6"
+    return Described(f"{text}{joiner + where if where else ''} ({modality})", unit)
 
 
 def _radiomics(feature: str) -> tuple[str, str]:

@@ -45,6 +45,10 @@ AGE_Z_SUFFIX = SEP + AGE_Z
 #: Level aggregates of :class:`LevelSummary`, in output order; they take the place of the level in the name
 #: (``xray__worst__disc_height_middle_mm``).
 AGGREGATES: tuple[str, ...] = ("mean", "worst", "index", "above_index", "below_index")
+#: Level tokens of the radiomics means: a PyRadiomics feature averaged over the discs or over the vertebrae
+#: (``mri__discs_mean__original_firstorder_Mean``). One level's texture is a noisy reading of its
+#: degeneration; their mean over the levels is what a patient-level question needs.
+RADIOMICS_MEANS: dict[str, str] = {"disc": "discs_mean", "vertebra": "vertebrae_mean"}
 #: Aggregates that read the patient's index level, and the disc they take relative to it.
 INDEX_OFFSETS: dict[str, int] = {"index": 0, "above_index": -1, "below_index": 1}
 #: Where the age norms come from: the training rows of each fold, a reference cohort, or nowhere.
@@ -743,9 +747,15 @@ class LevelSummary(JsonTransformer):
 
     _state = ("columns_", "summaries_", "skipped_")
 
-    def __init__(self, aggregates: Sequence[str] = AGGREGATES, index_column: str = "index_level"):
+    def __init__(
+        self,
+        aggregates: Sequence[str] = AGGREGATES,
+        index_column: str = "index_level",
+        radiomics_mean: bool = True,
+    ):
         self.aggregates = aggregates
         self.index_column = index_column
+        self.radiomics_mean = radiomics_mean
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> LevelSummary:
         bad = [a for a in self.aggregates if a not in AGGREGATES]
@@ -771,6 +781,11 @@ class LevelSummary(JsonTransformer):
                 name = SEP.join((modality, agg, feature))
                 if name not in X.columns:
                     self.summaries_.append({"name": name, "agg": agg, "sign": sign, "levels": levels})
+        if self.radiomics_mean:
+            for (modality, feature, kind), levels in _radiomics_groups(X.columns).items():
+                name = SEP.join((modality, RADIOMICS_MEANS[kind], feature))
+                if len(levels) >= 2 and name not in X.columns:
+                    self.summaries_.append({"name": name, "agg": "mean", "sign": 0, "levels": levels})
         self.columns_ = list(X.columns) + [s["name"] for s in self.summaries_]
         return self
 
@@ -819,6 +834,25 @@ def _level_groups(columns: Iterable[str]) -> dict[tuple[str, str], dict[str, str
         group = groups.setdefault((modality, feature + (AGE_Z_SUFFIX if z else "")), {})
         if not group or labels.structure(next(iter(group))).kind == s.kind:
             group[level] = c
+    return {
+        k: dict(sorted(v.items(), key=lambda kv: labels.structure(kv[0]).order)) for k, v in groups.items()
+    }
+
+
+def _radiomics_groups(columns: Iterable[str]) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(modality, PyRadiomics feature, "disc" | "vertebra") -> {level: column}, cranio-caudal."""
+    from cdeg.modeling.data import RADIOMICS_NAME
+
+    groups: dict[tuple[str, str, str], dict[str, str]] = {}
+    for c in columns:
+        parts = c.split(SEP)
+        if len(parts) != 3 or not RADIOMICS_NAME.match(parts[2]):
+            continue
+        try:
+            s = labels.structure(parts[1])
+        except KeyError:
+            continue
+        groups.setdefault((parts[0], parts[2], s.kind), {})[parts[1]] = c
     return {
         k: dict(sorted(v.items(), key=lambda kv: labels.structure(kv[0]).order)) for k, v in groups.items()
     }
@@ -901,6 +935,7 @@ class Preprocessor(JsonTransformer):
         sex_column: str = "sex",
         index_column: str = "index_level",
         level_summary: Sequence[str] = AGGREGATES,
+        radiomics_mean: bool = True,
         icc: dict[str, float] | None = None,
         min_icc: float = 0.75,
     ):
@@ -915,6 +950,7 @@ class Preprocessor(JsonTransformer):
         self.sex_column = sex_column
         self.index_column = index_column
         self.level_summary = level_summary
+        self.radiomics_mean = radiomics_mean
         self.icc = icc
         self.min_icc = min_icc
 
@@ -922,7 +958,7 @@ class Preprocessor(JsonTransformer):
         steps: list[JsonTransformer] = [
             StableFeatureFilter(self.icc, self.min_icc),
             AgeNorm(self.age_norm, self.age_reference, self.age_column, self.sex_column),
-            LevelSummary(list(self.level_summary), self.index_column),
+            LevelSummary(list(self.level_summary), self.index_column, self.radiomics_mean),
             MissingFilter(self.max_missing),
             CategoricalEncoder(),
             MedianImputer(),

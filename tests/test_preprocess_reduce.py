@@ -271,6 +271,28 @@ def test_config_errors_are_one_line(tmp_path):
 # --- the chain ---------------------------------------------------------------------------------------------------
 
 
+def test_radiomics_means_over_discs_and_over_vertebrae_are_kept_apart():
+    f = "original_firstorder_Mean"
+    X = pd.DataFrame(
+        {
+            f"mri__C4-C5__{f}": [1.0, 2.0],
+            f"mri__C5-C6__{f}": [3.0, np.nan],
+            f"mri__C5__{f}": [10.0, 20.0],
+            f"mri__C6__{f}": [30.0, 40.0],
+            f"mri__C7__{f}": [50.0, 60.0],
+            f"mri__C7-T1__original_glcm_Correlation": [0.1, 0.2],  # one disc only: no mean
+        },
+        index=["a", "b"],
+    )
+    Z = pp.LevelSummary(aggregates=[]).fit(X).transform(X)
+    assert Z[f"mri__discs_mean__{f}"].tolist() == [2.0, 2.0]  # a missing level is left out of the mean
+    assert Z[f"mri__vertebrae_mean__{f}"].tolist() == [30.0, 40.0]
+    assert not any("glcm" in c for c in Z.columns if "_mean__" in c)
+    off = pp.LevelSummary(aggregates=[], radiomics_mean=False).fit(X).transform(X)
+    assert off.shape == X.shape
+    assert describe(f"mri__discs_mean__{f}").label == "mean signal, mean over the discs (MRI), a.u."
+
+
 def test_preprocessor_defaults_equal_the_shipped_options():
     opt, pre = PreprocessOptions(), pp.Preprocessor()
     for name in (
@@ -283,6 +305,7 @@ def test_preprocessor_defaults_equal_the_shipped_options():
         "sex_column",
         "index_column",
         "min_icc",
+        "radiomics_mean",
     ):
         assert getattr(pre, name) == getattr(opt, name), name
     assert tuple(pre.level_summary) == opt.level_summary
