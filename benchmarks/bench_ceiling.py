@@ -56,7 +56,9 @@ def truth_scores(profile: str, n: int, seed: int, ids: list[str]) -> dict[str, d
 
     cfg = load_model_config()
     tables = sample_cohort(cfg, profile, n, seed)  # the same patients `cdeg synth` drew
-    probs = ceiling_probabilities(cfg, profile, tables).set_index("patient_id").loc[ids]
+    probs = ceiling_probabilities(cfg, profile, tables).set_index("patient_id")
+    # The latent oracle of `accelerated` is the generator's exact p_oracle (truth/patients.csv).
+    probs = probs.join(tables.patients.set_index("patient_id"), rsuffix="_truth").loc[ids]
     clin = tables.clinical.set_index("patient_id").loc[ids]
     out: dict[str, dict[str, float]] = {}
     for target, cols in TRUTH_CEILINGS.items():

@@ -925,7 +925,7 @@ class Preprocessor(JsonTransformer):
     def __init__(
         self,
         max_missing: float = 0.5,
-        corr_threshold: float = 0.95,
+        corr_threshold: float = 0.9,
         select_k: int = 0,
         standardize: bool = False,
         near_constant: float = 0.95,
