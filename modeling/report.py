@@ -146,8 +146,8 @@ def tier_verdict(tiers: dict[str, Any]) -> str:
             )
         else:
             out.append(
-                f"Radiomics adds nothing detectable beyond the radiologist's measurements {tail}: the simpler "
-                "measurements model is as good."
+                f"Radiomics adds nothing detectable beyond the radiologist's measurements {tail}: as far as this "
+                "study can tell, the simpler measurements model is as good."
             )
     c = comp.get(("clinical", "auc"))
     if c and "clinical" in cv:
