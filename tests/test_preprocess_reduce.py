@@ -280,7 +280,7 @@ def test_radiomics_means_over_discs_and_over_vertebrae_are_kept_apart():
             f"mri__C5__{f}": [10.0, 20.0],
             f"mri__C6__{f}": [30.0, 40.0],
             f"mri__C7__{f}": [50.0, 60.0],
-            f"mri__C7-T1__original_glcm_Correlation": [0.1, 0.2],  # one disc only: no mean
+            "mri__C7-T1__original_glcm_Correlation": [0.1, 0.2],  # one disc only: no mean
         },
         index=["a", "b"],
     )
