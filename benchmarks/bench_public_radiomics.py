@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -42,6 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_fit import machine
 
 RESULTS = Path(__file__).parent / "results" / "public_radiomics.json"
 SOURCE_URL = "https://github.com/aydindemircioglu/radMLBench"
@@ -197,17 +199,6 @@ def run_dataset(name: str, data: Path, work: Path, overrides: dict[str, Any]) ->
         ci = models[primary_name]["auc_ci"]
         result["checks"]["chance_in_ci"] = None if ci is None else bool(ci[0] <= CHANCE <= ci[1])
     return result
-
-
-def machine() -> dict[str, Any]:
-    """Cores, architecture, Python and the 1-minute load average of the machine that ran the benchmark."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu_cores": cores,
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
-    }
 
 
 def _fmt(auc: float | None, ci: list[float] | tuple[float, float] | None) -> str:

@@ -555,26 +555,14 @@ def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
                 esc(_yes_no(c.get(t))),
             ]
         )
-        figs.append(
-            figure(
-                data.run.predictions(t).grouped_waterfall(pid),
-                f"Why this risk of {data.target_words(t)}, per level (SHAP values summed per level, final "
-                f"{MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))} model)",
-                width=1000,
-                colours=64,
-                css_width=520,
-            )
-        )
-        figs.append(
-            figure(
-                data.run.predictions(t).waterfall(pid),
-                f"Why this risk of {data.target_words(t)} (SHAP waterfall, final "
-                f"{MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))} model)",
-                width=1000,
-                colours=64,
-                css_width=520,
-            )
-        )
+        model = MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))
+        run = data.run.predictions(t)
+        for path, how in (
+            (run.grouped_waterfall(pid), "per level (SHAP values summed per level"),
+            (run.waterfall(pid), "(SHAP waterfall"),
+        ):
+            caption = f"Why this risk of {data.target_words(t)} {how}, final {model} model)"
+            figs.append(figure(path, caption, width=1000, colours=64, css_width=520))
     for mod in data.cfg.segmentation.modalities if data.cfg.segmentation.enabled else ():
         path = data.qc_png(data.dev_key, pid, mod)
         findings = data.qc[data.dev_key]["findings"].get((pid, mod), []) if data.dev_key in data.qc else []
