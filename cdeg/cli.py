@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cdeg.features.cli:extract_command",
         "Per-level features: PyRadiomics plus clinical measurements.",
     ),
+    "extract-agreement": (
+        "cdeg.features.cli:agreement_command",
+        "Agreement (ICC, Bland-Altman) of the features of two mask sets of the same patients.",
+    ),
     "fit": (
         "cdeg.modeling.cli:fit_command",
         "Nested-CV XGBoost vs logistic regression, final model, SHAP, report.",

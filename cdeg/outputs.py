@@ -12,6 +12,7 @@ them, so no stage output's file name is spelled anywhere else. ::
     Evaluation            `cdeg segment evaluate`: evaluation.json, evaluation.csv
     FeatureFolder         `cdeg extract`: features.parquet, features.csv, features_long.parquet, errors.csv,
                           provenance.json, cache/
+    AgreementRun          `cdeg extract-agreement`: agreement.csv, stable_features.csv, agreement.json
     FitRun                `cdeg fit`: metrics.json, oof_predictions.csv, report.html, plots/, optuna.db, model/
     ModelFolder           the model inside a fit run: model.json, <model>.model.json, <model>.preprocess.json,
                           development/ (oof_mean.csv, metrics.json, plots)
@@ -43,6 +44,7 @@ STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "segment": ("nnunetv2", "torch", "SimpleITK", "numpy"),
     # The distributions whose versions decide the feature values (a Dask worker must match the client).
     "extract": ("pyradiomics", "SimpleITK", "numpy", "scipy", "PyWavelets"),
+    "agreement": ("numpy", "pandas", "scipy"),
     "model": ("numpy", "pandas", "scikit-learn", "xgboost", "optuna", "shap"),
 }
 ALL_LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(p for libs in STAGE_LIBRARIES.values() for p in libs))
@@ -304,6 +306,49 @@ class FeatureFolder:
     def read(self) -> Any:
         """The wide feature table (features.parquet) as a DataFrame, or None when it was not written."""
         return _read_optional_table(self.features)
+
+
+@dataclass(frozen=True)
+class AgreementRun:
+    """`cdeg extract-agreement` output: the agreement of two feature tables of the same patients.
+
+    agreement.csv has one row per feature column (ICC(2,1), ICC(3,1) with 95% CIs; Bland-Altman for the
+    clinical measurements); stable_features.csv (``feature``, ``icc``) is what `cdeg fit --stable-features`
+    reads; agreement.json records the inputs, the patients matched and left out, and the share of reliable
+    features per modality and feature class.
+    """
+
+    root: Path
+    TABLE: ClassVar[str] = "agreement.csv"
+    STABLE_FEATURES: ClassVar[str] = "stable_features.csv"
+    MANIFEST: ClassVar[str] = "agreement.json"
+    MANIFEST_KEYS: ClassVar[tuple[str, ...]] = (
+        "inputs",
+        "id_column",
+        "patients",
+        "columns",
+        "reliable_share",
+    )
+
+    @property
+    def table(self) -> Path:
+        return Path(self.root) / self.TABLE
+
+    @property
+    def stable_features(self) -> Path:
+        return Path(self.root) / self.STABLE_FEATURES
+
+    @property
+    def manifest(self) -> Path:
+        return Path(self.root) / self.MANIFEST
+
+    def read(self) -> dict[str, Any] | None:
+        """agreement.json, or None when the stage did not run."""
+        return _read_optional_json(self.manifest)
+
+    def read_table(self) -> Any:
+        """agreement.csv as a DataFrame, or None."""
+        return _read_optional_table(self.table)
 
 
 # ----------------------------------------------------------------------------------------------------------

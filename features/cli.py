@@ -119,3 +119,33 @@ def extract_command(
         strict=strict,
         label_map=label_map,
     )
+
+
+@click.command("extract-agreement")
+@click.option(
+    "--features",
+    "features",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A `cdeg extract` folder or its features table (CSV/Parquet); give it twice (e.g. predicted, then "
+    "reference masks). Differences are the first minus the second.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--id-column", default=None, help="Patient id column of both tables [patient_id].")
+def agreement_command(features: tuple[Path, ...], out: Path, id_column: str | None) -> None:
+    """Agreement of two feature tables of the same patients (two mask sets, or two raters).
+
+    Writes agreement.csv (ICC(2,1), ICC(3,1) with 95% CIs per feature; Bland-Altman for the clinical
+    measurements), stable_features.csv (for `cdeg fit --stable-features`) and agreement.json into OUT.
+    """
+    from cdeg.features.agreement import GOOD_ICC, agreement
+
+    res = run_api(agreement, features=list(features), out=out, id_column=id_column)
+    rated = res.table["icc_2_1"].notna()
+    good = int((res.table.loc[rated, "icc_2_1"] >= GOOD_ICC).sum())
+    click.echo(
+        f"{res.manifest['patients']['matched']} patients, {int(rated.sum())} features with an ICC, "
+        f"{good} with ICC(2,1) >= {GOOD_ICC}"
+    )
+    click.echo(f"wrote {res.out}")

@@ -49,6 +49,20 @@ _strict = click.option(
     help="Features and clinical table of a reference cohort (e.g. a population study) for the age norms of "
     "the measurements [the training patients of each fold].",
 )
+@click.option(
+    "--stable-features",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="CSV",
+    help="Stability table (columns feature, icc; e.g. stable_features.csv of `cdeg extract-agreement`): "
+    "radiomics features with an ICC below --min-icc are dropped [config: preprocess.stable_features].",
+)
+@click.option(
+    "--min-icc",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Smallest ICC of a kept radiomics feature, with --stable-features [config: preprocess.min_icc].",
+)
 @click.option("--trials", type=click.IntRange(1), default=None, help="Optuna trials per study [config].")
 @click.option(
     "--outer-folds", type=click.IntRange(2, 50), default=None, help="Outer stratified folds [config]."
@@ -92,6 +106,8 @@ def fit_command(
     tiers,
     permutations,
     age_reference,
+    stable_features,
+    min_icc,
     trials,
     outer_folds,
     repeats,
@@ -108,7 +124,7 @@ def fit_command(
     """Nested-CV XGBoost vs elastic-net vs clinical-only logistic regression, final model, SHAP, report."""
     from cdeg.modeling.config import config_yaml
     from cdeg.modeling.data import parse_names
-    from cdeg.modeling.fit import fit, fit_config, parse_tiers
+    from cdeg.modeling.fit import fit, fit_config, parse_tiers, preprocess_overrides
 
     if print_config:
         overrides = {
@@ -121,9 +137,9 @@ def fit_command(
             "feature_sets": list(parse_names(feature_set)) if feature_set else None,
             "tiers": parse_tiers(tiers),
             "permutation": {"n": permutations} if permutations is not None else None,
-            "preprocess": {"age_norm": "reference", "age_reference": [str(p) for p in age_reference]}
-            if age_reference
-            else None,
+            "preprocess": preprocess_overrides(
+                tuple(age_reference) if age_reference else None, stable_features, min_icc
+            ),
         }
         cfg, _ = run_api(
             fit_config,
@@ -153,6 +169,8 @@ def fit_command(
         tiers=tiers,
         permutations=permutations,
         age_reference=tuple(age_reference) if age_reference else None,
+        stable_features=stable_features,
+        min_icc=min_icc,
         trials=trials,
         outer_folds=outer_folds,
         repeats=repeats,

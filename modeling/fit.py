@@ -107,6 +107,8 @@ def fit(
     tiers: str | list[str] | None = None,
     permutations: int | None = None,
     age_reference: tuple[str | Path, str | Path] | None = None,
+    stable_features: str | Path | None = None,
+    min_icc: float | None = None,
     trials: int | None = None,
     outer_folds: int | None = None,
     repeats: int | None = None,
@@ -149,6 +151,11 @@ def fit(
     age_reference : (features, clinical), optional
         Tables of a reference cohort (e.g. the population study) on which the age norms of the measurements
         are fitted once, instead of on each training fold's patients.
+    stable_features : path, optional
+        Stability table (CSV: ``feature``, ``icc``; e.g. stable_features.csv of `cdeg extract-agreement`):
+        radiomics features with an ICC below `min_icc` are dropped [config: preprocess.stable_features].
+    min_icc : float, optional
+        Smallest ICC of a kept radiomics feature [config: preprocess.min_icc].
     trials, outer_folds, repeats, seed, jobs, id_column : optional
         Override the configuration (configs/fit.yaml < `config` < these).
     storage : str, optional
@@ -184,9 +191,7 @@ def fit(
     overrides["tiers"] = parse_tiers(tiers)
     if permutations is not None:
         overrides["permutation"] = {"n": permutations}
-    if age_reference is not None:
-        # Norms from another cohort (e.g. a population study) instead of each fold's training patients.
-        overrides["preprocess"] = {"age_norm": "reference", "age_reference": [str(p) for p in age_reference]}
+    overrides["preprocess"] = preprocess_overrides(age_reference, stable_features, min_icc)
     cfg, lacking = fit_config(
         config, overrides, clinical=clinical, exclude=exclude, exclude_missing_in=exclude_missing_in
     )
@@ -216,6 +221,23 @@ def fit(
 # ==============================================================================================================
 # preparation
 # ==============================================================================================================
+
+
+def preprocess_overrides(
+    age_reference: tuple[str | Path, str | Path] | None = None,
+    stable_features: str | Path | None = None,
+    min_icc: float | None = None,
+) -> dict[str, Any] | None:
+    """The ``preprocess`` configuration overrides of the fit options (None: none)."""
+    out: dict[str, Any] = {}
+    if age_reference is not None:
+        # Norms from another cohort (e.g. a population study) instead of each fold's training patients.
+        out.update(age_norm="reference", age_reference=[str(p) for p in age_reference])
+    if stable_features is not None:
+        out["stable_features"] = str(stable_features)
+    if min_icc is not None:
+        out["min_icc"] = min_icc
+    return out or None
 
 
 def fit_config(
