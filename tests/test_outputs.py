@@ -116,6 +116,7 @@ def _output_file_names() -> set[str]:
         O.ValidationRun,
         O.PredictionRun,
         O.DicomImport,
+        O.AgreementRun,
         O.RunFolder,
     ):
         for key, value in vars(cls).items():
