@@ -39,7 +39,10 @@ LIGHT_PARAMS = FAST_RADIOMICS
 EXTRACT_TABLES = (FeatureFolder.LONG, FeatureFolder.FEATURES, FeatureFolder.FEATURES_CSV)
 #: Nested CV small enough for seconds: 2 tuned models x (3 outer folds + final) studies x TRIALS trials.
 TRIALS = 8
-FIT_ARGS = ("--target", "accelerated", "--trials", str(TRIALS), "--outer-folds", "3", "--repeats", "1")
+# No feature tiers: they resume like any other study, and without them the count below stays that of the models.
+FIT_ARGS = (
+    "--target", "accelerated", "--trials", str(TRIALS), "--outer-folds", "3", "--repeats", "1", "--tiers", "none",
+)  # fmt: skip
 FIT_STUDIES = 2 * (3 + 1)
 KILL_TIMEOUT_S = 300
 

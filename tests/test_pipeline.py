@@ -141,8 +141,9 @@ def test_report_answers_the_reviewers_questions(tiny_run: dict) -> None:
     """Ceilings beside the models for both questions, the tiers, the permutation test, grouped explanations
     and the checklist: the report of the study pipeline shows them all."""
     html = (tiny_run["out"] / "report" / "report.html").read_text()
-    assert html.count("latent oracle (true degeneration") == 2  # accelerated and poor_outcome_2y
-    assert html.count("observable ceiling (what images and clinical scores show)") == 2
+    # A row of each question's table (accelerated and poor_outcome_2y), beside the models.
+    assert html.count("<td>latent oracle (true degeneration, synthetic truth)</td>") == 2
+    assert html.count("<td>observable ceiling (what images and clinical scores show)</td>") == 2
     assert "What each kind of variable adds" in html and "clinical + measurements" in html
     assert "Permutation test" in html
     assert "summed per level" in html
