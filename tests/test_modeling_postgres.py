@@ -121,7 +121,7 @@ def _fit_command(tables: Path, out: Path, storage: str) -> list[str]:
         sys.executable, "-m", "cdeg.cli", "-q", "--no-progress", "fit",
         "--features", str(tables / "f.csv"), "--clinical", str(tables / "c.csv"), "--target", "accelerated",
         "--trials", str(TRIALS), "--outer-folds", str(OUTER), "--repeats", "1", "--jobs", "1",
-        "--config", str(tables / "inner2.yaml"), "--storage", storage, "--out", str(out),
+        "--config", str(tables / "inner2.yaml"), "--storage", storage, "--out", str(out), "--tiers", "none",
     ]  # fmt: skip
 
 
@@ -176,7 +176,7 @@ def test_two_fit_processes_share_one_study_per_fold(postgres_url, tables, tmp_pa
 @pytest.mark.slow
 def test_one_worker_on_a_shared_storage_equals_a_private_run(tables, tmp_path):
     """Per-trial seeds: alone on a shared storage, a worker proposes exactly the trials of a private run."""
-    kw = {"trials": 3, "outer_folds": 2, "repeats": 1, "jobs": 1, "progress": False}
+    kw = {"trials": 3, "outer_folds": 2, "repeats": 1, "jobs": 1, "progress": False, "tiers": "none"}
     kw["config"] = tables / "inner2.yaml"
     private = fit(tables / "f.csv", tables / "c.csv", "accelerated", tmp_path / "a", **kw)
     shared = fit(

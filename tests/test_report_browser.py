@@ -45,7 +45,8 @@ window.addEventListener('load', function () {
     card_images: cardImgs.length,
     card_images_decoded: cardImgs.filter(function (i) { return i.naturalWidth > 0; }).length,
     upscaled: imgs.filter(function (i) {
-      return i.getBoundingClientRect().width > 0 && i.naturalWidth < i.getBoundingClientRect().width;
+      // 2% slack: a border or sub-pixel layout is not a blown-up figure.
+      return i.getBoundingClientRect().width > 0 && 1.02 * i.naturalWidth < i.getBoundingClientRect().width;
     }).map(function (i) { return i.alt + ': ' + i.naturalWidth + ' < ' + i.getBoundingClientRect().width; }),
     external_refs: document.querySelectorAll('link[href], script[src], img[src^="http"]').length
   };
