@@ -42,21 +42,20 @@ def test_each_tier_is_cross_validated_on_the_same_folds_and_compared_with_all(tm
     assert "What each kind of variable adds" in html and "clinical + measurements" in html
 
 
+def _fit_args(features, clinical, out, *extra: str) -> list[str]:
+    return ["fit", "--features", str(features), "--clinical", str(clinical), "--target", "accelerated",
+            "--out", str(out), *extra]  # fmt: skip
+
+
 def test_tiers_none_from_the_command_line_fits_no_tier(tmp_path):
     f, c = measurement_signal_tables(tmp_path, n=60)
     out = tmp_path / "run"
     r = CliRunner().invoke(
         cli,
-        [
-            "fit",
-            "--features",
-            str(f),
-            "--clinical",
-            str(c),
-            "--target",
-            "accelerated",
-            "--out",
-            str(out),
+        _fit_args(
+            f,
+            c,
+            out,
             "--trials",
             "2",
             "--outer-folds",
@@ -67,7 +66,7 @@ def test_tiers_none_from_the_command_line_fits_no_tier(tmp_path):
             "1",
             "--tiers",
             "none",
-        ],
+        ),
     )
     assert r.exit_code == 0, r.output
     assert json.loads((out / "metrics.json").read_text())["tiers"] == {}
@@ -78,19 +77,7 @@ def test_an_unknown_tier_is_one_line(tmp_path):
     f, c = measurement_signal_tables(tmp_path, n=60)
     r = CliRunner().invoke(
         cli,
-        [
-            "fit",
-            "--features",
-            str(f),
-            "--clinical",
-            str(c),
-            "--target",
-            "accelerated",
-            "--out",
-            str(tmp_path / "o"),
-            "--tiers",
-            "radiomic",
-        ],
+        _fit_args(f, c, tmp_path / "o", "--tiers", "radiomic"),
     )
     assert r.exit_code != 0
     assert "radiomic" in r.output and "Traceback" not in r.output
