@@ -160,6 +160,12 @@ class PreprocessOptions:
             "(<modality>__discs_mean__<feature>, <modality>__vertebrae_mean__<feature>)"
         },
     )
+    per_level: bool = field(
+        default=_default("preprocess", "per_level"),
+        metadata={
+            "help": "keep each level's own image variables beside the level summaries (false: summaries only)"
+        },
+    )
     stable_features: str | None = field(
         default=_default("preprocess", "stable_features"),
         metadata={

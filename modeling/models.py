@@ -125,6 +125,7 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
             index_column=opt.index_column,
             level_summary=list(opt.level_summary),
             radiomics_mean=opt.radiomics_mean,
+            per_level=opt.per_level,
             icc=pp.read_icc_table(opt.stable_features) if opt.stable_features else None,
             min_icc=opt.min_icc,
         )

@@ -818,6 +818,38 @@ class LevelSummary(JsonTransformer):
         return out
 
 
+class PerLevelFilter(JsonTransformer):
+    """Drop each level's own image variables (``<modality>__<level>__<feature>`` at a named level), keeping
+    the level summaries made from them (:class:`LevelSummary`) and every other column; ``keep=True``: no-op.
+
+    Why an option: the question is about the patient, and each level's texture and signal is a noisy
+    reading of its degeneration. On the synthetic study, 2,600 per-level variables next to ~450 summaries
+    cost the tuned models about 0.05 AUC in nested CV (README, "Closer to the ceiling"); a study that asks
+    which level carries the signal keeps them.
+    """
+
+    _state = ("columns_",)
+
+    def __init__(self, keep: bool = True):
+        self.keep = keep
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> PerLevelFilter:
+        self._start_fit(X)
+        self.columns_ = list(X.columns) if self.keep else [c for c in X.columns if not _at_named_level(c)]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self._check_input(X)[self.columns_]
+
+
+_LEVEL_NAMES = frozenset(labels.VERTEBRA_NAMES + labels.DISC_NAMES)
+
+
+def _at_named_level(column: str) -> bool:
+    parsed = parse_image_name(column)
+    return parsed is not None and parsed[1] in _LEVEL_NAMES
+
+
 def _level_groups(columns: Iterable[str]) -> dict[tuple[str, str], dict[str, str]]:
     """(modality, feature incl. ``__age_z``) -> {level: column}, cranio-caudal, for clinical measurements
     at named levels of one kind (disc or vertebra: the kind of the first level met)."""
@@ -897,7 +929,7 @@ class Preprocessor(JsonTransformer):
     Parameters
     ----------
     max_missing, corr_threshold, select_k, near_constant, age_norm, age_column, sex_column, index_column,
-    level_summary, min_icc : see :class:`cdeg.modeling.config.PreprocessOptions`.
+    level_summary, radiomics_mean, per_level, min_icc : see :class:`cdeg.modeling.config.PreprocessOptions`.
     standardize : bool
         Append a :class:`Standardizer` (logistic models).
     age_reference : dict, optional
@@ -936,6 +968,7 @@ class Preprocessor(JsonTransformer):
         index_column: str = "index_level",
         level_summary: Sequence[str] = AGGREGATES,
         radiomics_mean: bool = True,
+        per_level: bool = True,
         icc: dict[str, float] | None = None,
         min_icc: float = 0.75,
     ):
@@ -951,6 +984,7 @@ class Preprocessor(JsonTransformer):
         self.index_column = index_column
         self.level_summary = level_summary
         self.radiomics_mean = radiomics_mean
+        self.per_level = per_level
         self.icc = icc
         self.min_icc = min_icc
 
@@ -959,6 +993,7 @@ class Preprocessor(JsonTransformer):
             StableFeatureFilter(self.icc, self.min_icc),
             AgeNorm(self.age_norm, self.age_reference, self.age_column, self.sex_column),
             LevelSummary(list(self.level_summary), self.index_column, self.radiomics_mean),
+            PerLevelFilter(self.per_level),
             MissingFilter(self.max_missing),
             CategoricalEncoder(),
             MedianImputer(),
