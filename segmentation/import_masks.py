@@ -12,6 +12,9 @@ against the cohort image, and writes::
                                                  named, dropped or flagged, and problems (tidy)
     MASK_DIR/import_masks_<modality>.json        manifest: label map, counts, per-patient status
 
+Masks corrected in 3D Slicer or ITK-SNAP after `cdeg segment export` come back the same way (``--from slicer``
+or ``itksnap``, :mod:`cdeg.segmentation.editors`): each file's segment or label names are its label map.
+
 A mask file belongs to a patient when its name (less the tool's suffix), a folder above it, or its BIDS
 subject equals the patient id, or its name equals the original file the cohort image came from
 (``sources.csv`` of ``cdeg cohort init``). A mask stored on the axes of that original file is permuted onto
