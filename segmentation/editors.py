@@ -255,6 +255,10 @@ def read_seg_nrrd(path: str | Path, patient: str | None = None) -> tuple[Any, li
         data = np.moveaxis(data, list_axis, -1)
     out = np.zeros(data.shape[:3], dtype=np.uint16)
     for n, seg in enumerate(segments, start=1):
+        if layered and not 0 <= seg.layer < data.shape[-1]:
+            raise CdegError(
+                f"segment {seg.name!r} is in layer {seg.layer}, not in the file", patient=patient, path=path
+            )
         layer = data[..., seg.layer] if layered else data
         out[layer == seg.label_value] = n
     return _image_from_nrrd(out, header, patient, path), segments
@@ -271,7 +275,8 @@ def _segments(header: dict[str, Any], patient: str | None, path: Path) -> list[S
                     name=str(header.get(f"Segment{n}_Name", header.get(f"Segment{n}_ID", ""))),
                     colour=colour,  # type: ignore[arg-type]
                     label_value=int(header.get(f"Segment{n}_LabelValue", 1)),
-                    layer=int(header.get(f"Segment{n}_Layer", 0)),
+                    # Without a layer field each segment has its own volume (Slicer's reader does the same).
+                    layer=int(header.get(f"Segment{n}_Layer", n)),
                     id=str(header.get(f"Segment{n}_ID", "")),
                 )
             )

@@ -177,6 +177,29 @@ def test_a_slicer_segment_with_an_unknown_name_names_patient_and_file(tiny_cohor
     assert m["patients"][pids[0]]["status"] == "failed" and "segment_1" in m["patients"][pids[0]]["reason"]
 
 
+def test_a_layered_slicer_file_reads_each_segment_from_its_layer(tmp_path):
+    # Overlapping segments: a 'list' axis first in the file, each segment in its own layer, both value 1.
+    data = np.zeros((2, 4, 5, 6), np.uint8)  # (layer, i, j, k) in the file's order
+    data[0, 1:3, 1:3, 1:3] = 1
+    data[1, 2:4, 2:4, 2:4] = 1
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": np.array([[np.nan] * 3, [0.5, 0, 0], [0, 0.5, 0], [0, 0, 2.0]]),
+        "space origin": np.array([1.0, 2.0, 3.0]),
+        "kinds": ["list", "domain", "domain", "domain"],
+    }
+    for n, name in enumerate(("C3", "c3-c4")):
+        header |= {f"Segment{n}_ID": f"S{n}", f"Segment{n}_Name": name, f"Segment{n}_LabelValue": "1"}
+        header[f"Segment{n}_Layer"] = str(n)
+    path = tmp_path / "layered.seg.nrrd"
+    nrrd.write(str(path), data, header)  # Fortran order: the first axis is the file's first
+    image, segments = editors.read_seg_nrrd(path)
+    assert [s.name for s in segments] == ["C3", "c3-c4"]
+    assert image.GetSize() == (4, 5, 6) and np.allclose(image.GetSpacing(), (0.5, 0.5, 2.0))
+    arr = sitk.GetArrayFromImage(image)  # (k, j, i)
+    assert arr[1, 1, 1] == 1 and arr[3, 3, 3] == 2 and arr[2, 2, 2] == 2  # the later segment where both are
+
+
 # --- ITK-SNAP ------------------------------------------------------------------------------------------------
 
 
