@@ -13,6 +13,7 @@ Every other module asks this one for numbers, names, order and neighbours; none 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -151,6 +152,51 @@ def sort_labels(labels: Iterable[int]) -> list[int]:
 def invalid_labels(labels: Iterable[int]) -> list[int]:
     """The values in `labels` that are neither background nor part of the convention."""
     return sorted({int(v) for v in labels} - set(ALL_LABELS) - {BACKGROUND})
+
+
+#: One display colour per structure (RGB, 0-255), cranio-caudal: matplotlib's "tab20" palette in order, so
+#: vertebrae take its saturated (even) entries and discs the light (odd) entry of the vertebra above; every
+#: neighbour pair differs. The QC overlays, the Slicer colour table, the ITK-SNAP label file and the
+#: segments of a .seg.nrrd all read this table.
+COLOURS: dict[int, tuple[int, int, int]] = dict(
+    zip(
+        ALL_LABELS,
+        (
+            (31, 119, 180),
+            (174, 199, 232),
+            (255, 127, 14),
+            (255, 187, 120),
+            (44, 160, 44),
+            (152, 223, 138),
+            (214, 39, 40),
+            (255, 152, 150),
+            (148, 103, 189),
+            (197, 176, 213),
+            (140, 86, 75),
+            (196, 156, 148),
+            (227, 119, 194),
+        ),
+        strict=True,
+    )
+)
+
+
+def colour(key: int | str) -> tuple[int, int, int]:
+    """Display colour (RGB, 0-255) of a structure, by label value or level name."""
+    return COLOURS[structure(key).label]
+
+
+_NAME_SEPARATORS = re.compile(r"\s*[-_/\s\u2013]\s*")
+
+
+def find_name(text: str) -> Structure | None:
+    """The structure a level name typed by a person means, or None.
+
+    Case and the separator between the two levels of a disc do not matter: "c5", "C5 - C6", "c5_c6" and
+    "C5/C6" are found; anything else (another level, "Segment_1") is None.
+    """
+    key = _NAME_SEPARATORS.sub("-", str(text).strip()).upper()
+    return _BY_NAME.get(key)
 
 
 def lookup_table() -> list[dict[str, object]]:

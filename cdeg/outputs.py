@@ -7,7 +7,9 @@ them, so no stage output's file name is spelled anywhere else. ::
 
     MaskFolder            `cdeg segment predict`, `cdeg segment import-masks`
       <patient_id>/<modality>.nii.gz, <patient_id>/<modality>_qc.png, qc.csv,
-      segment_predict_<modality>.json | import_masks_<modality>.json, import_masks.csv
+      segment_predict_<modality>.json | import_masks_<modality>.json, import_masks.csv,
+      cdeg_labels.ctbl, cdeg_itksnap_labels.txt
+    EditorExport          `cdeg segment export`: <pid>_<modality>.seg.nrrd | _seg.nii.gz, export.csv
     SegmentationModel     `cdeg segment train`: cdeg_model.json, NNUNET.md, nnUNet_results/, work/, nnunet_ext/
     Evaluation            `cdeg segment evaluate`: evaluation.json, evaluation.csv
     FeatureFolder         `cdeg extract`: features.parquet, features.csv, features_long.parquet, errors.csv,
@@ -144,6 +146,10 @@ class MaskFolder:
     root: Path
     QC_CSV: ClassVar[str] = "qc.csv"
     IMPORT_CSV: ClassVar[str] = "import_masks.csv"
+    #: The level names and colours for editors (:mod:`cdeg.segmentation.editors`): a 3D Slicer colour table
+    #: and an ITK-SNAP label description file, at the root of every mask folder.
+    SLICER_CTBL: ClassVar[str] = "cdeg_labels.ctbl"
+    ITKSNAP_LABELS: ClassVar[str] = "cdeg_itksnap_labels.txt"
     #: qc.csv columns: one row per finding (a level repaired, a fragment removed, a patient skipped).
     QC_COLUMNS: ClassVar[tuple[str, ...]] = (ID_COLUMN, "modality", "check", "detail", "repaired")
     MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("modality", "patients", "counts")
@@ -161,6 +167,14 @@ class MaskFolder:
     @property
     def import_csv(self) -> Path:
         return Path(self.root) / self.IMPORT_CSV
+
+    @property
+    def slicer_ctbl(self) -> Path:
+        return Path(self.root) / self.SLICER_CTBL
+
+    @property
+    def itksnap_labels(self) -> Path:
+        return Path(self.root) / self.ITKSNAP_LABELS
 
     def predict_manifest(self, modality: str) -> Path:
         return Path(self.root) / f"segment_predict_{check_modality(modality)}.json"
@@ -189,6 +203,67 @@ class MaskFolder:
                 columns={"patient": ID_COLUMN}
             )  # mask folders of cdeg 0.1 named the column "patient"
         return {"qc": qc, "manifests": self.manifests()}
+
+
+@dataclass(frozen=True)
+class EditorExport:
+    """`cdeg segment export`: masks as files a segmentation editor opens with names and colours. ::
+
+    slicer:   <pid>_<modality>.seg.nrrd (segments named C2..T1), <pid>_<modality>.nrrd (the image)
+    itksnap:  <pid>_<modality>.nii.gz (the image), <pid>_<modality>_seg.nii.gz (the mask)
+    both:     export.csv (worst QC first), the Slicer colour table and the ITK-SNAP label file
+
+    `cdeg segment import-masks --from slicer|itksnap --masks ROOT` reads the corrected files back from the
+    same names; an ITK-SNAP label file ``<pid>_<modality>_labels.txt`` beside a mask replaces the shared one.
+    """
+
+    root: Path
+    CSV: ClassVar[str] = "export.csv"
+    CSV_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "order",
+        ID_COLUMN,
+        "modality",
+        "findings",
+        "reasons",
+        "files",
+    )
+    SLICER_CTBL: ClassVar[str] = MaskFolder.SLICER_CTBL
+    ITKSNAP_LABELS: ClassVar[str] = MaskFolder.ITKSNAP_LABELS
+
+    @property
+    def csv(self) -> Path:
+        return Path(self.root) / self.CSV
+
+    @staticmethod
+    def stem(patient_id: str, modality: str) -> str:
+        return f"{patient_id}_{check_modality(modality)}"
+
+    def slicer_segmentation(self, patient_id: str, modality: str) -> Path:
+        return Path(self.root) / f"{self.stem(patient_id, modality)}.seg.nrrd"
+
+    def slicer_image(self, patient_id: str, modality: str) -> Path:
+        return Path(self.root) / f"{self.stem(patient_id, modality)}.nrrd"
+
+    def itksnap_image(self, patient_id: str, modality: str) -> Path:
+        return Path(self.root) / f"{self.stem(patient_id, modality)}.nii.gz"
+
+    def itksnap_segmentation(self, patient_id: str, modality: str) -> Path:
+        return Path(self.root) / f"{self.stem(patient_id, modality)}_seg.nii.gz"
+
+    def itksnap_patient_labels(self, patient_id: str, modality: str) -> Path:
+        return Path(self.root) / f"{self.stem(patient_id, modality)}_labels.txt"
+
+    @property
+    def slicer_ctbl(self) -> Path:
+        return Path(self.root) / self.SLICER_CTBL
+
+    @property
+    def itksnap_labels(self) -> Path:
+        return Path(self.root) / self.ITKSNAP_LABELS
+
+    def read(self) -> Any:
+        """export.csv as a DataFrame, or None when the stage did not run."""
+        return _read_optional_table(self.csv, dtype={ID_COLUMN: str})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ _strict = click.option(
     is_flag=True,
     help="Stop at the first problem with an input file (before any work) instead of skipping that patient.",
 )
+_train_masks = click.option(
+    "--masks",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Mask folder to train on (e.g. masks corrected in an editor and read back with import-masks) "
+    "instead of the cohort's reference masks/.",
+)
 _config = click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -59,12 +66,13 @@ def segment() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="nnU-Net raw dataset folder to write.",
 )
+@_train_masks
 @_strict
-def prepare_command(cohort: Path, modality: str, out: Path, strict: bool) -> None:
+def prepare_command(cohort: Path, modality: str, out: Path, masks: Path | None, strict: bool) -> None:
     """Write an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json) from images with reference masks."""
     from cdeg.segmentation.dataset import prepare_dataset
 
-    result = run_api(prepare_dataset, cohort=cohort, modality=modality, out=out, strict=strict)
+    result = run_api(prepare_dataset, cohort=cohort, modality=modality, out=out, strict=strict, masks=masks)
     click.echo(
         f"{len(result['cases'])} case(s) written to {out}; {len(result['problems'])} problem(s), "
         f"{len(result['unlabelled'])} image(s) without reference mask"
@@ -97,6 +105,7 @@ def prepare_command(cohort: Path, modality: str, out: Path, strict: bool) -> Non
 )
 @_config
 @click.option("--keep-work", is_flag=True, help="Keep nnU-Net's raw and preprocessed data in MODEL_DIR/work.")
+@_train_masks
 @_strict
 def train_command(
     cohort: Path,
@@ -107,9 +116,10 @@ def train_command(
     fold: str,
     config: Path | None,
     keep_work: bool,
+    masks: Path | None,
     strict: bool,
 ) -> None:
-    """Plan, preprocess and train nnU-Net on the cohort's reference masks."""
+    """Plan, preprocess and train nnU-Net on the cohort's reference masks (or those of --masks)."""
     from cdeg.segmentation.train import train
 
     m = run_api(
@@ -124,6 +134,7 @@ def train_command(
         keep_work=keep_work,
         progress=progress_enabled(),
         strict=strict,
+        masks=masks,
     )
     skipped = m.get("cohort", {}).get("skipped") or {}
     click.echo(
@@ -277,13 +288,16 @@ def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None, lab
     required=True,
     metavar="NAME|FILE",
     help="The tool's label map: spineps, totalspineseg, totalsegmentator_total_mr, ... (`cdeg labels --map`) "
-    "or a YAML file in the same form.",
+    "or a YAML file in the same form; slicer or itksnap: files corrected in that editor after "
+    "`cdeg segment export` (their segment or label names decide the labels).",
 )
 @click.option(
     "--masks",
+    "--source",
+    "masks",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The tool's output folder, in its own layout.",
+    help="The tool's output folder, in its own layout (for slicer/itksnap: the export folder).",
 )
 @_cohort
 @click.option(
@@ -334,6 +348,53 @@ def import_masks_command(
     click.echo(
         f"{c['ok'] + c['flagged']} imported ({c['flagged']} flagged), {c['failed']} failed, "
         f"{c['skipped']} without a mask; see {MaskFolder(out).import_csv}"
+    )
+
+
+@segment.command("export")
+@click.option(
+    "--masks",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Mask folder (segment predict, import-masks, or a cohort's masks/).",
+)
+@_cohort
+@click.option(
+    "--format",
+    "editor",
+    required=True,
+    type=click.Choice(["slicer", "itksnap"]),  # cdeg.segmentation.editors.EDITORS
+    help="slicer: <id>_<modality>.seg.nrrd + .nrrd image; itksnap: image, <id>_<modality>_seg.nii.gz, label file.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write."
+)
+@click.option(
+    "--modality",
+    default="mri",
+    show_default=True,
+    type=click.Choice(list(MODALITIES)),
+    help="Which masks.",
+)
+def export_command(masks: Path, cohort: Path, editor: str, out: Path, modality: str) -> None:
+    """Masks as files Slicer or ITK-SNAP opens with level names and colours, worst QC first (export.csv).
+
+    Correct them in the editor, then read them back with `cdeg segment import-masks --from slicer|itksnap`.
+    """
+    from cdeg.segmentation.editors import export_masks
+
+    r = run_api(
+        export_masks,
+        masks=masks,
+        cohort=cohort,
+        out=out,
+        editor=editor,
+        modality=modality,
+        progress=progress_enabled(),
+    )
+    click.echo(
+        f"{len(r['order'])} {modality} mask(s) for {editor} in {out}, worst QC first: {r['csv']}"
+        + (f"; {len(r['skipped'])} skipped" if r["skipped"] else "")
     )
 
 

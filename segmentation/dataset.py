@@ -29,7 +29,7 @@ import numpy as np
 from cdeg.segmentation import geometry, labelmap
 
 from cdeg import labels
-from cdeg.cohort import ID_COLUMN, Cohort, check_modality
+from cdeg.cohort import ID_COLUMN, Cohort, check_modality, mask_path
 from cdeg.errors import CdegError, CohortError
 from cdeg.io import read_image, write_image, write_json
 
@@ -60,13 +60,18 @@ class Problem:
 
 
 def check_training_cases(
-    cohort: Cohort, modality: str, strict: bool = False, stage: str = "segment prepare"
+    cohort: Cohort,
+    modality: str,
+    strict: bool = False,
+    stage: str = "segment prepare",
+    masks: str | Path | None = None,
 ) -> tuple[list[str], list[Problem], list[str]]:
     """Whole-cohort check for training, once, with :func:`cdeg.check.check_stage_cohort`.
 
     The images and reference masks of `modality` are checked (headers, truncation, dimensions, mask
     geometry and labels). A patient with an error is skipped, logged on one line naming the file; a
-    cohort-level error (cohort.json, clinical.csv, ids) stops; with `strict` the first error stops.
+    cohort-level error (cohort.json, clinical.csv, ids) stops; with `strict` the first error stops. `masks`:
+    a mask folder to train on instead of the cohort's reference ``masks/`` (corrected masks, say).
 
     Returns
     -------
@@ -75,14 +80,17 @@ def check_training_cases(
     """
     from cdeg.check import check_stage_cohort
 
-    check = check_stage_cohort(f"{stage} {modality}", cohort, modalities=(modality,), strict=strict)
+    check = check_stage_cohort(
+        f"{stage} {modality}", cohort, masks=masks, modalities=(modality,), strict=strict
+    )
+    mask_root = Path(masks) if masks is not None else cohort.masks_root
     problems = [Problem(f.patient, modality, f.check, check.line(f)) for f in check.errors]
     usable: list[str] = []
     unlabelled: list[str] = []
     for pid in cohort.patient_ids():
         if check.problems(pid, modality) or not cohort.has_image(pid, modality):
             continue  # a missing modality is normal; a bad file was reported by the check
-        if not cohort.has_mask(pid, modality):
+        if not mask_path(mask_root, pid, modality).is_file():
             unlabelled.append(pid)
             continue
         usable.append(pid)
@@ -95,6 +103,7 @@ def dataset_json(
     cohort: Cohort | None,
     cases: list[str],
     skipped: dict[str, str] | None = None,
+    masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """The dataset.json of a prepared dataset (``cdeg.skipped``: patients left out for bad input, and why)."""
     mapping = labelmap.training_labels()
@@ -111,19 +120,24 @@ def dataset_json(
             "label_convention": labels.CONVENTION_NAME,
             "convention_to_training": {str(k): v for k, v in mapping.items()},
             "source_cohort": str(cohort.root) if cohort is not None else None,
+            "source_masks": str(masks) if masks is not None else None,
             "cases": cases,
             "skipped": skipped or {},
         },
     }
 
 
-def write_case(cohort: Cohort, pid: str, modality: str, out: Path) -> Problem | None:
-    """Write one image/label pair in canonical orientation; a bad mask gives a Problem instead."""
+def write_case(
+    cohort: Cohort, pid: str, modality: str, out: Path, masks: str | Path | None = None
+) -> Problem | None:
+    """Write one image/label pair in canonical orientation (the mask from `masks`, default the cohort's
+    reference masks); a bad mask gives a Problem instead."""
     import SimpleITK as sitk
 
     try:
         image = read_image(cohort.image_path(pid, modality), patient=pid)
-        mask = read_image(cohort.mask_path(pid, modality), patient=pid)
+        mask_root = Path(masks) if masks is not None else cohort.masks_root
+        mask = read_image(mask_path(mask_root, pid, modality), patient=pid)
     except CdegError as e:
         return Problem(pid, modality, "unreadable", e.one_line())
     arr = sitk.GetArrayViewFromImage(mask)
@@ -159,7 +173,11 @@ def check_output_folder(out: Path, cohort: Cohort) -> None:
 
 
 def prepare_dataset(
-    cohort: str | Path, modality: str, out: str | Path, strict: bool = False
+    cohort: str | Path,
+    modality: str,
+    out: str | Path,
+    strict: bool = False,
+    masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write an nnU-Net raw dataset from the images of `cohort` that have reference masks.
 
@@ -180,6 +198,9 @@ def prepare_dataset(
     strict : bool
         Stop (CdegError) at the first problem with an input file instead of skipping the patient; nothing
         is written.
+    masks : Path, optional
+        Mask folder (``<patient_id>/<modality>.nii.gz``: `segment import-masks`, `segment predict`) whose
+        masks are the labels, instead of the cohort's reference ``masks/``.
 
     Returns
     -------
@@ -197,8 +218,8 @@ def prepare_dataset(
     out = Path(out)
     coh = Cohort.open(cohort)
     check_output_folder(out, coh)
-    usable, problems, unlabelled = check_training_cases(coh, modality, strict=strict)
-    return write_dataset(coh, modality, out, usable, problems, unlabelled)
+    usable, problems, unlabelled = check_training_cases(coh, modality, strict=strict, masks=masks)
+    return write_dataset(coh, modality, out, usable, problems, unlabelled, masks=masks)
 
 
 def write_dataset(
@@ -208,6 +229,7 @@ def write_dataset(
     usable: list[str],
     problems: list[Problem],
     unlabelled: list[str],
+    masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the cases a check found usable (:func:`check_training_cases`); see :func:`prepare_dataset`."""
     if unlabelled:
@@ -221,7 +243,7 @@ def write_dataset(
     problems = list(problems)
     written: list[str] = []
     for pid in usable:
-        problem = write_case(coh, pid, modality, out)
+        problem = write_case(coh, pid, modality, out, masks=masks)
         if problem is None:
             written.append(pid)
         else:
@@ -231,7 +253,7 @@ def write_dataset(
         raise CohortError(f"no patient has a usable {modality} reference mask", path=coh.root)
     _remove_stale(out, written)
     skipped = {p.patient: p.detail for p in problems}
-    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped))
+    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped, masks))
     log.info("prepared %d %s case(s) in %s", len(written), modality, out)
     return {"cases": written, "problems": [p.row() for p in problems], "unlabelled": unlabelled}
 

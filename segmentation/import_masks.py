@@ -12,6 +12,9 @@ against the cohort image, and writes::
                                                  named, dropped or flagged, and problems (tidy)
     MASK_DIR/import_masks_<modality>.json        manifest: label map, counts, per-patient status
 
+Masks corrected in 3D Slicer or ITK-SNAP after `cdeg segment export` come back the same way (``--from slicer``
+or ``itksnap``, :mod:`cdeg.segmentation.editors`): each file's segment or label names are its label map.
+
 A mask file belongs to a patient when its name (less the tool's suffix), a folder above it, or its BIDS
 subject equals the patient id, or its name equals the original file the cohort image came from
 (``sources.csv`` of ``cdeg cohort init``). A mask stored on the axes of that original file is permuted onto
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cdeg.segmentation import geometry
+from cdeg.segmentation import editors, geometry
 from cdeg.segmentation.dataset import check_output_folder
 from cdeg.segmentation.qc import write_qc_overlay
 
@@ -54,10 +57,12 @@ _MOD_ENTITY = re.compile(r"_mod-([A-Za-z0-9]+)")
 
 @dataclass(frozen=True)
 class Source:
-    """Where one patient's foreign mask is: a label file, or a folder of one file per class."""
+    """Where one patient's foreign mask is: a label file, a folder of one file per class, or a file corrected
+    in a segmentation editor (`editor`: ``slicer``, ``itksnap``; its own names decide the labels)."""
 
     path: Path
     per_class: bool = False
+    editor: str | None = None
 
 
 # --- finding the tool's files --------------------------------------------------------------------------------
@@ -282,7 +287,9 @@ def import_masks(
     out : Path
         Mask folder to write (``<patient_id>/<modality>.nii.gz``); may not lie inside the cohort.
     label_map : str or Path
-        ``spineps``, ``totalspineseg``, ``totalsegmentator_total_mr``, ... (``cdeg labels --map``) or a file.
+        ``spineps``, ``totalspineseg``, ``totalsegmentator_total_mr``, ... (``cdeg labels --map``) or a file;
+        or ``slicer`` / ``itksnap``: files corrected in that editor, as `cdeg segment export` wrote them
+        (:class:`cdeg.outputs.EditorExport` names), whose segment or label names decide the labels.
     modality : {"mri", "xray"}
         Which images the masks belong to.
     geometry_tolerance_mm : float
@@ -302,7 +309,8 @@ def import_masks(
     check_modality(modality)
     if geometry_tolerance_mm < 0:
         raise ValueError("geometry_tolerance_mm must be >= 0")
-    lmap = label_maps.load_label_map(label_map)
+    editor = label_map if isinstance(label_map, str) and label_map in editors.EDITORS else None
+    lmap = editors.editor_label_map(editor) if editor else label_maps.load_label_map(label_map)
     coh = Cohort.open(cohort)
     masks, out = Path(masks), Path(out)
     if not masks.is_dir():
@@ -322,10 +330,7 @@ def import_masks(
     patients = [
         p for p in coh.patient_ids() if coh.has_image(p, modality) and not check.problems(p, modality)
     ]
-    originals = {
-        pid: nifti_stem(src) for (pid, mod), src in read_sources(coh.root).items() if mod == modality
-    }
-    found, missing, unmatched = locate(masks, lmap, modality, patients, originals)
+    found, missing, unmatched = _locate_sources(coh, masks, lmap, editor, modality, patients)
     if strict and missing:
         pid, why = next(iter(missing.items()))
         raise CdegError(f"{why} (strict: stopped before any work)", patient=pid, path=masks)
@@ -334,7 +339,7 @@ def import_masks(
             log.warning("import-masks: patient %s: %s", pid, why)
         raise CohortError(
             f"no {lmap.name} {modality} mask matches a patient of {coh.root} ({len(unmatched)} file(s) "
-            f"unmatched; searched {', '.join(_globs(masks, lmap, modality)) or 'class-file folders'})",
+            f"unmatched; searched {_searched(masks, lmap, editor, modality)})",
             path=masks,
         )
     remove_stale_temporaries(out, f"*/.{modality}[._]*.tmp*")
@@ -360,6 +365,7 @@ def import_masks(
             "import-masks: %d mask file(s) match no patient: %s", len(unmatched), ", ".join(unmatched[:5])
         )
     write_table(MaskFolder(out).import_csv, _merge_rows(MaskFolder(out).import_csv, modality, rows))
+    editors.write_label_files(out)
     manifest = _manifest(coh, masks, lmap, modality, geometry_tolerance_mm, status, unmatched, check)
     write_manifest(MaskFolder(out).import_manifest(modality), manifest)
     c = manifest["counts"]
@@ -373,6 +379,30 @@ def import_masks(
         out,
     )
     return manifest
+
+
+def _locate_sources(
+    coh: Cohort,
+    masks: Path,
+    lmap: label_maps.LabelMap,
+    editor: str | None,
+    modality: str,
+    patients: list[str],
+) -> tuple[dict[str, Source], dict[str, str], list[str]]:
+    """:func:`locate` for a tool's layout, :func:`cdeg.segmentation.editors.locate_edited` for an editor's."""
+    if editor is not None:
+        paths, missing, unmatched = editors.locate_edited(masks, editor, modality, patients)
+        return {p: Source(path, editor=editor) for p, path in paths.items()}, missing, unmatched
+    originals = {
+        pid: nifti_stem(src) for (pid, mod), src in read_sources(coh.root).items() if mod == modality
+    }
+    return locate(masks, lmap, modality, patients, originals)
+
+
+def _searched(masks: Path, lmap: label_maps.LabelMap, editor: str | None, modality: str) -> str:
+    if editor is not None:
+        return editors.file_pattern(editor, modality)
+    return ", ".join(_globs(masks, lmap, modality)) or "class-file folders"
 
 
 def _import_patient(
@@ -390,7 +420,10 @@ def _import_patient(
     rel = str(source.path.relative_to(root))
     try:
         image = read_image(coh.image_path(pid, modality), patient=pid)
-        foreign = read_foreign(source, lmap, pid)
+        if source.editor is not None:  # the file's own segment or label names are its label map
+            foreign, lmap = editors.read_edited(source.path, source.editor, image, pid)
+        else:
+            foreign = read_foreign(source, lmap, pid)
         mask, conversion, notes = import_case(image, foreign, lmap, tolerance_mm, pid, source.path)
     except CdegError as e:
         log.warning("import-masks: %s", e.one_line())

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 from cdeg.segmentation import geometry
 from cdeg.segmentation.dataset import Problem, check_output_folder
+from cdeg.segmentation.editors import write_label_files
 from cdeg.segmentation.nnunet_env import (
     nnunet_environment,
     quiet_stdout,
@@ -606,6 +607,7 @@ def predict(
         rows, status[pid] = done[pid]
         qc_rows.extend(rows)
     _write_qc(out, modality, qc_rows)
+    write_label_files(out)  # names and colours for Slicer and ITK-SNAP
     secs = [s["seconds"] for s in status.values() if "seconds" in s]
     summary = {
         "modality": modality,

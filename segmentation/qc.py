@@ -47,12 +47,8 @@ def write_qc_overlay(path: str | Path, image: Any, mask: Any, modality: str, tit
 
 
 def _colour(label: int) -> tuple[float, float, float]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    s = labels.structure(label)
-    # Vertebrae take the even tab20 entries and discs the odd (lighter) ones, so neighbours differ.
-    return tuple(cmap((s.order // 2 * 2 + (s.kind == "disc")) % 20)[:3])  # type: ignore[return-value]
+    r, g, b = labels.colour(label)  # one colour table for QC, Slicer and ITK-SNAP (cdeg.labels.COLOURS)
+    return (r / 255, g / 255, b / 255)
 
 
 def mid_slice(mask: np.ndarray) -> int:

@@ -81,6 +81,7 @@ def train(
     keep_work: bool = False,
     progress: ProgressArg = None,
     strict: bool = False,
+    masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train an nnU-Net model for one modality on the cohort's images that have reference masks.
 
@@ -115,6 +116,9 @@ def train(
     strict : bool
         Stop (CdegError) at the first problem with an input file instead of leaving the patient out;
         nothing is written.
+    masks : Path, optional
+        Mask folder to train on instead of the cohort's reference ``masks/`` (masks corrected in an editor
+        and read back with `cdeg segment import-masks --from slicer|itksnap`); recorded as ``cohort.masks``.
 
     Returns
     -------
@@ -139,7 +143,9 @@ def train(
             write_nnunet_instructions(out, previous)
         return previous
 
-    usable, problems, unlabelled = check_training_cases(coh, modality, strict=strict, stage="segment train")
+    usable, problems, unlabelled = check_training_cases(
+        coh, modality, strict=strict, stage="segment train", masks=masks
+    )
     if not usable:
         raise CohortError(f"no patient has a usable {modality} image with a reference mask", path=coh.root)
     if fold != "all" and len(usable) < 5:
@@ -162,7 +168,10 @@ def train(
 
     manifest = previous or _new_manifest(coh, modality, preset, device_kind, fold, settings, usable)
     manifest.update(status="training", device=device_kind, settings=to_dict(settings))
-    manifest["cohort"]["skipped"] = {p.patient: p.detail for p in problems}
+    manifest["cohort"] |= {
+        "skipped": {p.patient: p.detail for p in problems},
+        "masks": str(Path(masks).resolve()) if masks is not None else None,
+    }
     write_manifest(out / MANIFEST, manifest)
     work, results, ext = out / WORK_DIR, out / RESULTS_DIR, out / EXT_DIR
     from cdeg.segmentation.trainers import write_trainer_shim
@@ -176,7 +185,7 @@ def train(
     with nnunet_environment(work=work, results=results, ext_trainer=ext, extra=env), quiet_stdout():
         t0 = time.time()
         configuration = _plan_and_preprocess(
-            coh, modality, work, settings, is_shown(progress), (usable, problems, unlabelled)
+            coh, modality, work, settings, is_shown(progress), (usable, problems, unlabelled), masks
         )
         timings["prepare_plan_preprocess"] = round(
             timings.get("prepare_plan_preprocess", 0) + time.time() - t0, 1
@@ -332,6 +341,7 @@ def _plan_and_preprocess(
     s: TrainSettings,
     show_progress: bool,
     cases: tuple[list[str], list[Any], list[str]],
+    masks: str | Path | None = None,
 ) -> str:
     """Prepare the raw dataset from the checked `cases`, plan and preprocess (skipped when a previous run
     finished them)."""
@@ -350,7 +360,7 @@ def _plan_and_preprocess(
     if done_marker.is_file() and plans_file.is_file():
         log.info("reusing the preprocessed data of the interrupted run in %s", pre)
         return configuration
-    write_dataset(coh, modality, work / "nnUNet_raw" / name, *cases)
+    write_dataset(coh, modality, work / "nnUNet_raw" / name, *cases, masks=masks)
     n_proc = max(1, min(4, os.cpu_count() or 1))
     extract_fingerprints(
         [ds_id],

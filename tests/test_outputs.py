@@ -117,6 +117,7 @@ def _output_file_names() -> set[str]:
         O.PredictionRun,
         O.DicomImport,
         O.AgreementRun,
+        O.EditorExport,
         O.RunFolder,
     ):
         for key, value in vars(cls).items():

@@ -31,6 +31,7 @@ from cdeg.cohort import (
     CLINICAL_CSV,
     COHORT_JSON,
     ID_COLUMN,
+    MASKS_DIR,
     MODALITIES,
     TRUTH_DIR,
     TRUTH_LEVELS,
@@ -209,6 +210,10 @@ def synthesize(
     log.info("rendered %d patients in %.1f s with %d worker(s)", n, time.perf_counter() - t1, workers)
 
     levels = _add_presence(levels, presence, mods)
+    from cdeg.segmentation.editors import write_label_files
+
+    # The reference masks open in Slicer and ITK-SNAP with level names and colours.
+    write_label_files(out / MASKS_DIR)
     write_table(out / CLINICAL_CSV, _rounded(tables.clinical))
     write_table(out / TRUTH_DIR / TRUTH_PATIENTS, _rounded(patients))
     write_table(out / TRUTH_DIR / TRUTH_LEVELS, _rounded(levels))
@@ -276,7 +281,7 @@ def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]]]:
     present = {}
     for modality, r in rendered.items():
         write_image(image_path(out, pid, modality), r.image)
-        write_image(mask_path(Path(out) / "masks", pid, modality), r.mask)
+        write_image(mask_path(Path(out) / MASKS_DIR, pid, modality), r.mask)
         present[modality] = tuple(int(v) for v in r.present)
     return pid, present
 
