@@ -176,6 +176,28 @@ def test_worst_and_index_summaries_on_a_hand_made_table():
     assert pp.LevelSummary(aggregates=[]).fit(X).transform(X).shape == X.shape
 
 
+def test_per_level_false_keeps_only_summaries_and_other_columns():
+    h = "disc_height_middle_mm"
+    X = pd.DataFrame(
+        {
+            "age": [40.0, 50.0, 60.0, 70.0],
+            "index_level": ["C5-C6", "C4-C5", "C5-C6", "C4-C5"],
+            f"xray__C4-C5__{h}": [5.0, 4.0, 6.0, 5.0],
+            f"xray__C5-C6__{h}": [3.0, 6.0, 4.0, 5.0],
+            "mri__C4-C5__original_firstorder_Mean": [1.0, 2.0, 3.0, 4.0],
+            "mri__C5-C6__original_firstorder_Mean": [2.0, 2.0, 5.0, 1.0],
+            "lab__crp": [1.0, 3.0, 2.0, 4.0],
+        }
+    )
+    kw = {"age_norm": "off", "corr_threshold": 1.0, "near_constant": 1.0}
+    kept = pp.Preprocessor(per_level=False, **kw).fit(X).columns_
+    assert not [c for c in kept if "__C4-C5__" in c or "__C5-C6__" in c]
+    assert f"xray__mean__{h}" in kept and f"xray__index__{h}" in kept
+    assert "mri__discs_mean__original_firstorder_Mean" in kept and "lab__crp" in kept and "age" in kept
+    every = pp.Preprocessor(per_level=True, **kw).fit(X).columns_
+    assert f"xray__C4-C5__{h}" in every and f"xray__mean__{h}" in every
+
+
 def test_degeneration_sign_covers_known_measurements_only():
     assert set(measures.DEGENERATION_SIGN) <= set(measures.UNITS)
     assert measures.DEGENERATION_SIGN["disc_height_index"] == -1
