@@ -95,14 +95,19 @@ def dataset_json(
     cohort: Cohort | None,
     cases: list[str],
     skipped: dict[str, str] | None = None,
+    ignore: bool = False,
 ) -> dict[str, Any]:
-    """The dataset.json of a prepared dataset (``cdeg.skipped``: patients left out for bad input, and why)."""
+    """The dataset.json of a prepared dataset (``cdeg.skipped``: patients left out for bad input, and why).
+
+    `ignore`: some masks mark pixels :data:`cdeg.labels.IGNORE` (not annotated, e.g. masks drawn from corner
+    points); they get nnU-Net's "ignore" label (:func:`labelmap.dataset_json_labels`).
+    """
     mapping = labelmap.training_labels()
     return {
         "name": f"cdeg_{modality}",
         "description": f"cdeg {modality} segmentation of cervical vertebrae and discs ({labels.CONVENTION_NAME})",
         "channel_names": {"0": CHANNEL_NAMES[modality]},
-        "labels": labelmap.dataset_json_labels(),
+        "labels": labelmap.dataset_json_labels(ignore),
         "numTraining": n_cases,
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "SimpleITKIO",
@@ -117,8 +122,13 @@ def dataset_json(
     }
 
 
-def write_case(cohort: Cohort, pid: str, modality: str, out: Path) -> Problem | None:
-    """Write one image/label pair in canonical orientation; a bad mask gives a Problem instead."""
+def write_case(
+    cohort: Cohort, pid: str, modality: str, out: Path, values: set[int] | None = None
+) -> Problem | None:
+    """Write one image/label pair in canonical orientation; a bad mask gives a Problem instead.
+
+    `values`, when given, collects the label values of the mask written.
+    """
     import SimpleITK as sitk
 
     try:
@@ -127,7 +137,8 @@ def write_case(cohort: Cohort, pid: str, modality: str, out: Path) -> Problem | 
     except CdegError as e:
         return Problem(pid, modality, "unreadable", e.one_line())
     arr = sitk.GetArrayViewFromImage(mask)
-    bad = labels.invalid_labels(np.unique(arr).tolist())
+    present = np.unique(arr).tolist()
+    bad = labels.invalid_labels(present)
     if bad:
         return Problem(
             pid,
@@ -135,8 +146,10 @@ def write_case(cohort: Cohort, pid: str, modality: str, out: Path) -> Problem | 
             "mask_labels",
             f"mask has labels {bad} outside the {labels.CONVENTION_NAME} convention",
         )
-    if not np.any(arr):
+    if not any(v not in (labels.BACKGROUND, labels.IGNORE) for v in present):
         return Problem(pid, modality, "empty_mask", "reference mask is empty")
+    if values is not None:
+        values.update(int(v) for v in present)
     mask.CopyInformation(image)  # headers were checked to agree within tolerance; make them identical
     image_c, plan = geometry.to_canonical(image, modality)
     mask_c, _ = geometry.to_canonical(mask, modality)
@@ -220,8 +233,9 @@ def write_dataset(
         raise CohortError(f"no patient has a usable {modality} image with a reference mask", path=coh.root)
     problems = list(problems)
     written: list[str] = []
+    values: set[int] = set()
     for pid in usable:
-        problem = write_case(coh, pid, modality, out)
+        problem = write_case(coh, pid, modality, out, values)
         if problem is None:
             written.append(pid)
         else:
@@ -231,7 +245,8 @@ def write_dataset(
         raise CohortError(f"no patient has a usable {modality} reference mask", path=coh.root)
     _remove_stale(out, written)
     skipped = {p.patient: p.detail for p in problems}
-    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped))
+    ignore = labels.IGNORE in values
+    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped, ignore))
     log.info("prepared %d %s case(s) in %s", len(written), modality, out)
     return {"cases": written, "problems": [p.row() for p in problems], "unlabelled": unlabelled}
 
