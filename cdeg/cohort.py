@@ -11,6 +11,7 @@
       masks/<patient_id>/xray.nii.gz
       truth/levels.csv                 synthetic cohorts only: true per-structure markers
       truth/patients.csv               synthetic cohorts only: predisposition, oracle and ceiling probabilities
+      truth/corners.csv                synthetic cohorts only: true vertebral body corners on the radiograph (mm)
       sources.csv                      cohorts from `cdeg cohort init`: original file of each image, action
 
 A mask folder written by `cdeg segment predict` uses the same ``<patient_id>/<modality>.nii.gz``
@@ -48,6 +49,7 @@ MASKS_DIR = "masks"
 TRUTH_DIR = "truth"
 TRUTH_LEVELS = "levels.csv"
 TRUTH_PATIENTS = "patients.csv"
+TRUTH_CORNERS = "corners.csv"
 #: The kinds of ceiling, highest first, and how the report names each.
 CEILING_KINDS: dict[str, str] = {
     "latent": "latent oracle (true degeneration, synthetic truth)",
@@ -220,6 +222,10 @@ class Cohort:
     @property
     def truth_patients_path(self) -> Path:
         return self.root / TRUTH_DIR / TRUTH_PATIENTS
+
+    @property
+    def truth_corners_path(self) -> Path:
+        return self.root / TRUTH_DIR / TRUTH_CORNERS
 
     def image_path(self, patient_id: str, modality: str) -> Path:
         return image_path(self.root, patient_id, modality)

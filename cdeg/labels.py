@@ -5,7 +5,10 @@ cdeg uses the convention of the VerSe challenge data and SPINEPS, the same for M
 * vertebrae C2..C7 are labels 2..7 and T1 is label 8 (C2 includes the dens; a vertebra label covers
   the body, the posterior elements and any osteophytes);
 * each intervertebral disc is 100 + the label of the vertebra above it: C2-C3 = 102 ... C7-T1 = 107;
-* background is 0.
+* background is 0;
+* :data:`IGNORE` (255) marks pixels nobody annotated (masks drawn from corner points leave the posterior
+  elements unannotated): training ignores them, evaluation leaves them out, and nothing treats them as a
+  structure.
 
 Every other module asks this one for numbers, names, order and neighbours; none hard-codes them.
 """
@@ -21,6 +24,9 @@ from typing import Literal
 CONVENTION_NAME = "verse-spineps"
 BACKGROUND = 0
 DISC_OFFSET = 100
+#: "Not annotated": neither a structure nor background. nnU-Net's ignore label (training computes no loss
+#: on these pixels); the largest uint8 value, far from every structure label.
+IGNORE = 255
 
 StructureKind = Literal["vertebra", "disc"]
 
@@ -150,8 +156,8 @@ def sort_labels(labels: Iterable[int]) -> list[int]:
 
 
 def invalid_labels(labels: Iterable[int]) -> list[int]:
-    """The values in `labels` that are neither background nor part of the convention."""
-    return sorted({int(v) for v in labels} - set(ALL_LABELS) - {BACKGROUND})
+    """The values in `labels` that are neither background, :data:`IGNORE` nor part of the convention."""
+    return sorted({int(v) for v in labels} - set(ALL_LABELS) - {BACKGROUND, IGNORE})
 
 
 #: One display colour per structure (RGB, 0-255), cranio-caudal: matplotlib's "tab20" palette in order, so

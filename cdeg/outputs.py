@@ -182,13 +182,17 @@ class MaskFolder:
     def import_manifest(self, modality: str) -> Path:
         return Path(self.root) / f"import_masks_{check_modality(modality)}.json"
 
+    def corners_manifest(self, modality: str) -> Path:
+        """Manifest of `cdeg segment masks-from-corners` (masks drawn from corner points)."""
+        return Path(self.root) / f"masks_from_corners_{check_modality(modality)}.json"
+
     def manifests(self) -> dict[str, dict[str, Any]]:
-        """modality -> the manifest of the stage that wrote its masks (prediction, else import)."""
+        """modality -> the manifest of the stage that wrote its masks (prediction, else import, else corners)."""
         from cdeg.cohort import MODALITIES
 
         out = {}
         for m in MODALITIES:
-            for path in (self.predict_manifest(m), self.import_manifest(m)):
+            for path in (self.predict_manifest(m), self.import_manifest(m), self.corners_manifest(m)):
                 data = _read_optional_json(path)
                 if data is not None:
                     out[m] = data

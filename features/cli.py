@@ -70,6 +70,14 @@ from cdeg.cli import progress_enabled, run_api
     help="--masks is another tool's output (spineps, totalspineseg, totalsegmentator_total_mr, ... or a label "
     "map file): converted into OUT/masks first (`cdeg segment import-masks`).",
 )
+@click.option(
+    "--corners",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Measure radiographs from vertebral body corner points instead of masks: a file or folder of 3D "
+    "Slicer .mrk.json, CSV (patient_id, level, corner, x_mm, y_mm), labelme .json or CVAT .xml (points named "
+    "C5_AS, C5_PS, C5_PI, C5_AI). Clinical measurements only, no PyRadiomics.",
+)
 @click.option("--print-params", is_flag=True, help="Print the default PyRadiomics parameter files and exit.")
 def extract_command(
     cohort: Path | None,
@@ -83,6 +91,7 @@ def extract_command(
     out: Path | None,
     strict: bool,
     label_map: str | None,
+    corners: Path | None,
     print_params: bool,
 ) -> None:
     """Per-level features: PyRadiomics (shape, intensity, texture) and clinical measurements
@@ -102,6 +111,23 @@ def extract_command(
         return
     if cohort is None or out is None:
         raise click.UsageError("--cohort and --out are required")
+    if corners is not None:
+        given = [n for n, v in (("--masks", masks), ("--params", params), ("--label-map", label_map)) if v]
+        if given:
+            raise click.UsageError(
+                f"--corners measures corner points, not masks: leave out {', '.join(given)}"
+            )
+        from cdeg.features.corners import extract_corners
+
+        run_api(
+            extract_corners,
+            cohort=cohort,
+            corners=corners,
+            out=out,
+            strict=strict,
+            progress=progress_enabled(),
+        )
+        return
     from cdeg.features.extract import extract
 
     run_api(

@@ -1110,3 +1110,82 @@ def _inferior_chord(
     if d in discs and discs[d].upper_chord is not None:
         return discs[d].upper_chord
     return bodies[v].lower_chord if v in bodies else None
+
+
+# --- from corner points ---------------------------------------------------------------------------------
+
+
+def _height_across(origin: np.ndarray, a: np.ndarray, s: float, p0: np.ndarray, p1: np.ndarray) -> float:
+    """u (along the SI axis of frame `a` at `origin`) where the line through p0, p1 crosses ``s``."""
+    n = _perp(a)
+    s0, s1 = float((p0 - origin) @ a), float((p1 - origin) @ a)
+    u0, u1 = float((p0 - origin) @ n), float((p1 - origin) @ n)
+    if abs(s1 - s0) < 1e-9:
+        return math.nan
+    return u0 + (s - s0) * (u1 - u0) / (s1 - s0)
+
+
+def _chord_heights(
+    origin: np.ndarray, a: np.ndarray, s_ant: float, s_post: float, upper: tuple, lower: tuple
+) -> dict[str, float]:
+    """Heights between two endplate chords (each a pair of corners) at :data:`cdeg.measures.POSITIONS`."""
+    out = {}
+    for k, t in measures.POSITIONS.items():
+        s = s_ant + t * (s_post - s_ant)
+        out[k] = _height_across(origin, a, s, *lower) - _height_across(origin, a, s, *upper)
+    return out
+
+
+def measure_corners(corners: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """The clinical measurements of one radiograph from the four corners of each vertebral body.
+
+    The same definitions (:mod:`cdeg.measures`) and the same assembly as :func:`measure`, with each endplate
+    surface replaced by its chord, the straight line between its two corners, which is all corner points
+    show. A body's frame is its inferior chord (AI -> PI), its depth the chord's length (its walls are
+    perpendicular to that chord at the corners), its heights the distance to the superior chord (AS -> PS)
+    across that frame. A disc's frame is its lower chord (the superior chord of the vertebra below), its
+    AP extent runs from the mean of the two anterior to the mean of the two posterior corners, its heights
+    are the distances between the two chords. Angles between chords are therefore exact; heights are
+    chord-to-chord, so they leave out the concavity of the endplates, which the mask-based heights include.
+
+    Parameters
+    ----------
+    corners : dict
+        level name ("C5") -> corner ("AS", "PS", "PI", "AI") -> (x, y) in plane mm: x anterior -> posterior,
+        y superior -> inferior (a radiograph in :data:`cdeg.cohort.CANONICAL_DIRECTION`, physical mm).
+        Levels with a missing corner are left out.
+
+    Returns
+    -------
+    dict
+        level name -> {feature -> value}, as the first value of :func:`measure`.
+    """
+    names = ("AS", "PS", "PI", "AI")
+    full = {lv: c for lv, c in corners.items() if all(k in c for k in names)}
+    bodies: dict[int, LevelGeometry] = {}
+    for level, c in full.items():
+        a = _unit(c["PI"] - c["AI"])
+        depth = float(np.linalg.norm(c["PI"] - c["AI"]))
+        geo = LevelGeometry(
+            heights=_chord_heights(c["AI"], a, 0.0, depth, (c["AS"], c["PS"]), (c["AI"], c["PI"])),
+            depth=depth,
+        )
+        geo.upper_chord, geo.lower_chord = c["PS"] - c["AS"], c["PI"] - c["AI"]
+        bodies[labels.label_of(level)] = geo
+    discs: dict[int, LevelGeometry] = {}
+    for disc in labels.DISC_LABELS:
+        up, lo = (labels.name_of(v) for v in labels.vertebrae_of_disc(disc))
+        if up not in full or lo not in full:
+            continue
+        cu, cl = full[up], full[lo]
+        a = _unit(cl["PS"] - cl["AS"])
+        origin = cl["AS"]
+        s_ant = float((0.5 * (cu["AI"] + cl["AS"]) - origin) @ a)
+        s_post = float((0.5 * (cu["PI"] + cl["PS"]) - origin) @ a)
+        geo = LevelGeometry(
+            heights=_chord_heights(origin, a, s_ant, s_post, (cu["AI"], cu["PI"]), (cl["AS"], cl["PS"])),
+            depth=s_post - s_ant,
+        )
+        geo.upper_chord, geo.lower_chord = cu["PI"] - cu["AI"], cl["PS"] - cl["AS"]
+        discs[disc] = geo
+    return _assemble(discs, bodies, "xray")

@@ -398,6 +398,55 @@ def export_command(masks: Path, cohort: Path, editor: str, out: Path, modality: 
     )
 
 
+@segment.command("masks-from-corners")
+@_cohort
+@click.option(
+    "--corners",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Corner file or folder: 3D Slicer .mrk.json, CSV (patient_id, level, corner, x_mm, y_mm), labelme "
+    ".json or CVAT .xml, points named C5_AS, C5_PS, C5_PI, C5_AI.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Mask folder to write."
+)
+@click.option(
+    "--posterior-mm",
+    type=click.FloatRange(0, 200),
+    default=70.0,
+    show_default=True,
+    help="Depth of the unannotated band behind the bodies (posterior elements).",
+)
+@click.option(
+    "--dens-mm",
+    type=click.FloatRange(0, 200),
+    default=25.0,
+    show_default=True,
+    help="Height above C2 left unannotated (dens, atlas).",
+)
+@_strict
+def masks_from_corners_command(
+    cohort: Path, corners: Path, out: Path, posterior_mm: float, dens_mm: float, strict: bool
+) -> None:
+    """Radiograph training masks from vertebral body corner points: bodies and discs as quadrilaterals,
+    posterior elements marked 'not annotated' (nnU-Net's ignore label)."""
+    from cdeg.segmentation.corners import masks_from_corners
+
+    res = run_api(
+        masks_from_corners,
+        corners=corners,
+        cohort=cohort,
+        out=out,
+        posterior_mm=posterior_mm,
+        dens_mm=dens_mm,
+        strict=strict,
+        progress=progress_enabled(),
+    )
+    click.echo(
+        f"{res['counts']['written']} masks written, {res['counts']['left_out']} patients left out -> {out}"
+    )
+
+
 @segment.command("presets")
 @_config
 def presets_command(config: Path | None) -> None:

@@ -104,14 +104,19 @@ def dataset_json(
     cases: list[str],
     skipped: dict[str, str] | None = None,
     masks: str | Path | None = None,
+    ignore: bool = False,
 ) -> dict[str, Any]:
-    """The dataset.json of a prepared dataset (``cdeg.skipped``: patients left out for bad input, and why)."""
+    """The dataset.json of a prepared dataset (``cdeg.skipped``: patients left out for bad input, and why).
+
+    `ignore`: some masks mark pixels :data:`cdeg.labels.IGNORE` (not annotated, e.g. masks drawn from corner
+    points); they get nnU-Net's "ignore" label (:func:`labelmap.dataset_json_labels`).
+    """
     mapping = labelmap.training_labels()
     return {
         "name": f"cdeg_{modality}",
         "description": f"cdeg {modality} segmentation of cervical vertebrae and discs ({labels.CONVENTION_NAME})",
         "channel_names": {"0": CHANNEL_NAMES[modality]},
-        "labels": labelmap.dataset_json_labels(),
+        "labels": labelmap.dataset_json_labels(ignore),
         "numTraining": n_cases,
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "SimpleITKIO",
@@ -128,10 +133,18 @@ def dataset_json(
 
 
 def write_case(
-    cohort: Cohort, pid: str, modality: str, out: Path, masks: str | Path | None = None
+    cohort: Cohort,
+    pid: str,
+    modality: str,
+    out: Path,
+    masks: str | Path | None = None,
+    values: set[int] | None = None,
 ) -> Problem | None:
     """Write one image/label pair in canonical orientation (the mask from `masks`, default the cohort's
-    reference masks); a bad mask gives a Problem instead."""
+    reference masks); a bad mask gives a Problem instead.
+
+    `values`, when given, collects the label values of the mask written.
+    """
     import SimpleITK as sitk
 
     try:
@@ -141,7 +154,8 @@ def write_case(
     except CdegError as e:
         return Problem(pid, modality, "unreadable", e.one_line())
     arr = sitk.GetArrayViewFromImage(mask)
-    bad = labels.invalid_labels(np.unique(arr).tolist())
+    present = np.unique(arr).tolist()
+    bad = labels.invalid_labels(present)
     if bad:
         return Problem(
             pid,
@@ -149,8 +163,10 @@ def write_case(
             "mask_labels",
             f"mask has labels {bad} outside the {labels.CONVENTION_NAME} convention",
         )
-    if not np.any(arr):
+    if not any(v not in (labels.BACKGROUND, labels.IGNORE) for v in present):
         return Problem(pid, modality, "empty_mask", "reference mask is empty")
+    if values is not None:
+        values.update(int(v) for v in present)
     mask.CopyInformation(image)  # headers were checked to agree within tolerance; make them identical
     image_c, plan = geometry.to_canonical(image, modality)
     mask_c, _ = geometry.to_canonical(mask, modality)
@@ -242,8 +258,9 @@ def write_dataset(
         raise CohortError(f"no patient has a usable {modality} image with a reference mask", path=coh.root)
     problems = list(problems)
     written: list[str] = []
+    values: set[int] = set()
     for pid in usable:
-        problem = write_case(coh, pid, modality, out, masks=masks)
+        problem = write_case(coh, pid, modality, out, masks=masks, values=values)
         if problem is None:
             written.append(pid)
         else:
@@ -253,7 +270,10 @@ def write_dataset(
         raise CohortError(f"no patient has a usable {modality} reference mask", path=coh.root)
     _remove_stale(out, written)
     skipped = {p.patient: p.detail for p in problems}
-    write_json(out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped, masks))
+    ignore = labels.IGNORE in values
+    write_json(
+        out / "dataset.json", dataset_json(modality, len(written), coh, written, skipped, masks, ignore)
+    )
     log.info("prepared %d %s case(s) in %s", len(written), modality, out)
     return {"cases": written, "problems": [p.row() for p in problems], "unlabelled": unlabelled}
 

@@ -190,7 +190,23 @@ def naming(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
 
 
 def _label_values(arr: np.ndarray) -> set[int]:
-    return {int(v) for v in np.unique(arr) if v}
+    return {int(v) for v in np.unique(arr) if v and v != labels.IGNORE}
+
+
+def _leave_out_unannotated(pred: np.ndarray, ref: np.ndarray) -> None:
+    """Set the pixels the reference leaves unannotated (:data:`cdeg.labels.IGNORE`) to background in both.
+
+    Nobody said what lies there (a mask drawn from corner points leaves the posterior elements open), so a
+    prediction there is neither right nor wrong: those pixels count for no structure, as nnU-Net's own
+    validation leaves ignore-label pixels out. A prediction never holds the value: one that does is refused.
+    """
+    if np.any(pred == labels.IGNORE):
+        raise CdegError(
+            f"the prediction holds the 'not annotated' value {labels.IGNORE}; only references may"
+        )
+    unannotated = ref == labels.IGNORE
+    pred[unannotated] = labels.BACKGROUND
+    ref[unannotated] = labels.BACKGROUND
 
 
 def _check_labels(values: set[int]) -> None:
@@ -208,6 +224,7 @@ def evaluate_case(pred_img: Any, ref_img: Any) -> dict[str, Any]:
         raise CdegError(f"prediction and reference are on different grids ({problem})")
     pred = sitk.GetArrayFromImage(pred_img)
     ref = sitk.GetArrayFromImage(ref_img)
+    _leave_out_unannotated(pred, ref)
     spacing = tuple(float(s) for s in pred_img.GetSpacing()[::-1])
     in_pred, in_ref = _label_values(pred), _label_values(ref)
     _check_labels(in_pred | in_ref)

@@ -5,6 +5,11 @@ and 102..107 for discs. Training label k is the k-th structure in cranio-caudal 
 C2-C3 = 2, C3 = 3, ... T1 = 13), so neighbouring training labels are neighbouring structures. The mapping
 is written into every prepared dataset and model folder, and predictions are mapped back with the
 mapping stored in the model, never with a recomputed one.
+
+Pixels marked :data:`cdeg.labels.IGNORE` ("not annotated") become nnU-Net's ignore label, which "MUST be the
+highest integer label value in the segmentation" and be named "ignore" in dataset.json
+(MIC-DKFZ/nnUNet documentation/ignore_label.md, "Usage within nnU-Net"): training label K + 1 after the K
+structures. nnU-Net computes no loss there and never predicts it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,20 @@ def training_labels() -> dict[int, int]:
     return {s.label: i + 1 for i, s in enumerate(labels.STRUCTURES)}
 
 
-def dataset_json_labels() -> dict[str, int]:
-    """The ``labels`` entry of an nnU-Net dataset.json: level name -> training label."""
+def ignore_training_label() -> int:
+    """Training label of :data:`cdeg.labels.IGNORE`: one above the highest structure (nnU-Net's rule)."""
+    return max(training_labels().values()) + 1
+
+
+def dataset_json_labels(ignore: bool = False) -> dict[str, int]:
+    """The ``labels`` entry of an nnU-Net dataset.json: level name -> training label.
+
+    With `ignore` (the masks hold unannotated pixels), the last entry is ``"ignore"``, nnU-Net's name for it.
+    """
     out = {"background": 0}
     out.update({labels.name_of(conv): train for conv, train in training_labels().items()})
+    if ignore:
+        out["ignore"] = ignore_training_label()
     return out
 
 
@@ -34,9 +49,10 @@ def to_training(mask: np.ndarray, mapping: Mapping[int, int] | None = None) -> n
     bad = labels.invalid_labels(np.unique(mask).tolist())
     if bad:
         raise ValueError(f"labels {bad} are not part of the {labels.CONVENTION_NAME} convention")
-    lut = np.zeros(max(labels.ALL_LABELS) + 1, dtype=np.uint8)
+    lut = np.zeros(max(*labels.ALL_LABELS, labels.IGNORE) + 1, dtype=np.uint8)
     for conv, train in mapping.items():
         lut[int(conv)] = int(train)
+    lut[labels.IGNORE] = ignore_training_label()
     return lut[mask.astype(np.int64, copy=False)]
 
 

@@ -7,6 +7,9 @@ writes everything in the cohort layout (:mod:`cdeg.cohort`), truth tables includ
 
 Parameters live in ``configs/synth.yaml`` (``cdeg synth --print-config`` shows the resolved file).
 
+truth/corners.csv (with radiographs) holds the true corners of each vertebral body on the radiograph
+(:data:`cdeg.corners.COLUMNS`, physical mm of xray.nii.gz), the ground truth for corner-point annotations.
+
 truth/patients.csv holds :data:`cdeg.synth.model.PATIENT_COLUMNS`, then (unless ``ceiling.enabled`` is
 false) the ceiling columns of :func:`cdeg.synth.ceiling.ceiling_columns`: per outcome with synthetic truth
 (accelerated; poor_outcome_2y in the surgical profile), ``p_observable_<outcome>`` then ``p_latent_<outcome>``.
@@ -33,6 +36,7 @@ from cdeg.cohort import (
     ID_COLUMN,
     MASKS_DIR,
     MODALITIES,
+    TRUTH_CORNERS,
     TRUTH_DIR,
     TRUTH_LEVELS,
     TRUTH_PATIENTS,
@@ -163,15 +167,8 @@ def synthesize(
     """
     from cdeg.cohort import parse_modalities
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive number of patients, got {n!r}")
-    if jobs < 0:
-        raise ValueError(f"jobs must be >= 0 (0 = all cores), got {jobs}")
+    _check_arguments(profile, n, jobs, format)
     mods = parse_modalities(modalities)
-    if format not in ("nifti", "dicom"):
-        raise ValueError(f"unknown format {format!r}; valid: nifti, dicom")
     out = Path(out)
     if format == "dicom":
         return _synthesize_dicom(out, profile, n, seed, config, mods, jobs, overwrite, progress)
@@ -203,10 +200,14 @@ def synthesize(
         for i, pid in enumerate(patients[ID_COLUMN])
     ]
     presence: dict[str, dict[str, tuple[int, ...]]] = {}
+    corners: list[tuple[str, str, str, float, float]] = []
     workers = (os.cpu_count() or 1) if jobs == 0 else jobs
     t1 = time.perf_counter()
-    for pid, present in _map(_render_and_write, tasks, workers, progress, desc=f"synth {profile}"):
+    for pid, present, xray_corners in _map(
+        _render_and_write, tasks, workers, progress, desc=f"synth {profile}"
+    ):
         presence[pid] = present
+        corners.extend((pid, *c) for c in xray_corners)
     log.info("rendered %d patients in %.1f s with %d worker(s)", n, time.perf_counter() - t1, workers)
 
     levels = _add_presence(levels, presence, mods)
@@ -215,8 +216,7 @@ def synthesize(
     # The reference masks open in Slicer and ITK-SNAP with level names and colours.
     write_label_files(out / MASKS_DIR)
     write_table(out / CLINICAL_CSV, _rounded(tables.clinical))
-    write_table(out / TRUTH_DIR / TRUTH_PATIENTS, _rounded(patients))
-    write_table(out / TRUTH_DIR / TRUTH_LEVELS, _rounded(levels))
+    _write_truth(out, patients, levels, corners if "xray" in mods else None)
     meta = CohortMeta(
         name=name or out.name,
         profile=profile,
@@ -229,6 +229,29 @@ def synthesize(
     write_cohort_json(out, meta)
     log.info("wrote cohort %s (%d patients) in %.1f s", out, n, time.perf_counter() - t0)
     return out
+
+
+def _check_arguments(profile: str, n: int, jobs: int, format: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive number of patients, got {n!r}")
+    if jobs < 0:
+        raise ValueError(f"jobs must be >= 0 (0 = all cores), got {jobs}")
+    if format not in ("nifti", "dicom"):
+        raise ValueError(f"unknown format {format!r}; valid: nifti, dicom")
+
+
+def _write_truth(
+    out: Path, patients: Any, levels: Any, corners: list[tuple[str, str, str, float, float]] | None
+) -> None:
+    """truth/patients.csv, truth/levels.csv and (radiographs rendered) the true corners truth/corners.csv."""
+    write_table(out / TRUTH_DIR / TRUTH_PATIENTS, _rounded(patients))
+    write_table(out / TRUTH_DIR / TRUTH_LEVELS, _rounded(levels))
+    if corners is not None:
+        from cdeg.corners import corner_table
+
+        write_table(out / TRUTH_DIR / TRUTH_CORNERS, _rounded(corner_table(corners)))
 
 
 def _synthesize_dicom(
@@ -270,8 +293,11 @@ def _synthesize_dicom(
     return out
 
 
-def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]]]:
-    """Render one patient and write its images and masks (runs in a worker process)."""
+def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]], tuple]:
+    """Render one patient and write its images and masks (runs in a worker process).
+
+    Returns the patient id, the labels present per modality and the radiograph's true corners.
+    """
     from cdeg.synth.render import render_patient
 
     render_cfg, patient, levels, (seed, index), mods, out = task
@@ -283,7 +309,7 @@ def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]]]:
         write_image(image_path(out, pid, modality), r.image)
         write_image(mask_path(Path(out) / MASKS_DIR, pid, modality), r.mask)
         present[modality] = tuple(int(v) for v in r.present)
-    return pid, present
+    return pid, present, rendered["xray"].corners if "xray" in rendered else ()
 
 
 def _map(func, tasks: list, workers: int, progress: ProgressArg, desc: str):

@@ -189,11 +189,14 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class RenderedImage:
-    """An image, its label mask (same geometry, uint8) and the labels present, cranio-caudal."""
+    """An image, its label mask (same geometry, uint8), the labels present (cranio-caudal) and, for a
+    radiograph, the true corners of its vertebral bodies: (level, corner, x_mm, y_mm) in the image's
+    physical space."""
 
     image: sitk.Image
     mask: sitk.Image
     present: tuple[int, ...]
+    corners: tuple[tuple[str, str, float, float], ...] = ()
 
 
 def present_labels(mask: np.ndarray) -> tuple[int, ...]:
@@ -242,8 +245,10 @@ def render_patient(
         img, mask = render_mri.render(spine, patient, cfg.mri, np.random.default_rng(s_mri))
         out["mri"] = RenderedImage(img, mask, present_labels(sitk.GetArrayViewFromImage(mask)))
     if "xray" in modalities and _flag(patient.get("has_xray", True)):
-        img, mask = render_xray.render(spine, patient, cfg.xray, np.random.default_rng(s_xray))
-        out["xray"] = RenderedImage(img, mask, present_labels(sitk.GetArrayViewFromImage(mask)))
+        img, mask, corners = render_xray.render(spine, patient, cfg.xray, np.random.default_rng(s_xray))
+        out["xray"] = RenderedImage(
+            img, mask, present_labels(sitk.GetArrayViewFromImage(mask)), tuple(corners)
+        )
     return out
 
 

@@ -142,10 +142,37 @@ def _extras(spine: Spine, rng: np.random.Generator, cfg: Any) -> list[tuple[Shap
     return out
 
 
+def true_corners(spine: Spine, grid: Grid, image: sitk.Image) -> list[tuple[str, str, float, float]]:
+    """The true corners of each labelled vertebral body in the image's physical mm: (level, corner, x, y).
+
+    A body's corners are the ends of its endplate chords (:mod:`cdeg.synth.anatomy`): AI and PI at t = 0 and
+    1 of its lower chord, AS and PS on its upper surface at t = 0 and 1. Levels with a corner outside the
+    image are left out, as an annotator could not place it.
+    """
+    from cdeg.corners import CORNERS
+
+    size = image.GetSize()
+    out = []
+    for p in spine.pieces:
+        if p.kind != "vertebra" or p.label == 0:
+            continue
+        pts = {"AS": p.upper(0.0), "PS": p.upper(1.0), "PI": p.lower(1.0), "AI": p.lower(0.0)}
+        rows = []
+        for corner in CORNERS:
+            r, c = grid.to_pixel(np.array([pts[corner][0]]), np.array([pts[corner][1]]))
+            if not (-0.5 <= c[0] <= size[0] - 0.5 and -0.5 <= r[0] <= size[1] - 0.5):
+                break
+            x, y = image.TransformContinuousIndexToPhysicalPoint((float(c[0]), float(r[0])))
+            rows.append((p.name, corner, float(x), float(y)))
+        else:
+            out.extend(rows)
+    return out
+
+
 def render(
     spine: Spine, patient: Mapping[str, Any], cfg: Any, rng: np.random.Generator
-) -> tuple[sitk.Image, sitk.Image]:
-    """Render the radiograph and its mask (see module docstring)."""
+) -> tuple[sitk.Image, sitk.Image, list[tuple[str, str, float, float]]]:
+    """Render the radiograph, its mask and the true corners of the bodies in it (see module docstring)."""
     px = float(rng.uniform(*cfg.pixel_mm))
     rows, cols = round(cfg.fov_si_mm / px), round(cfg.fov_ap_mm / px)
     theta = math.radians(rng.normal(0.0, cfg.tilt_sd_deg))
@@ -205,7 +232,8 @@ def render(
             else:
                 prof = 1.0 + 0.6 * (ev.aux["dist"] < 1.5)
             p[win] += np.where(ev.inside, (cfg.mu_bone - cfg.mu_water) * path * prof, 0).astype(np.float32)
-    return _detector(p, px, grid, spine, cfg, rng), _mask_image(mask, px)
+    mask_image = _mask_image(mask, px)
+    return _detector(p, px, grid, spine, cfg, rng), mask_image, true_corners(spine, grid, mask_image)
 
 
 def _soft_tissue(
