@@ -146,3 +146,45 @@ def test_robust_z_is_in_standard_deviations_and_survives_no_spread():
     )
     assert robust_z(np.array([1.0, 1.0, 1.0, 4.0]))[3] > 3  # the MAD is 0: the mean deviation takes over
     assert robust_z(np.array([1.0, 1.0, 2.0]), floor=0.5)[2] == pytest.approx(2.0)
+
+
+# --- slow: a real model ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_predict_writes_the_doubt_that_suggest_ranks(
+    xray_cohort5: Path, smoke_xray_models: dict[str, Path], tmp_path: Path
+):
+    from cdeg.segmentation.predict import predict
+    from cdeg.segmentation.train import MANIFEST
+
+    # Folds 0 and 1 of the same plans in one plain nnU-Net results folder: an ensemble of two.
+    results = {
+        f: m / json.loads((m / MANIFEST).read_text())["results_folder"] for f, m in smoke_xray_models.items()
+    }
+    plain = tmp_path / "models" / Path(*results["0"].parts[-2:])
+    plain.mkdir(parents=True)
+    for name in ("plans.json", "dataset.json"):
+        shutil.copy(results["0"] / name, plain / name)
+    for f, res in results.items():
+        (plain / f"fold_{f}").mkdir()
+        shutil.copy(res / f"fold_{f}" / "checkpoint_final.pth", plain / f"fold_{f}")
+    common = {"cohort": xray_cohort5, "modality": "xray", "model": plain, "device": "cpu", "folds": "0,1"}
+    predict(**common, out=tmp_path / "ensemble", label_map="cdeg_nnunet")
+    predict(
+        **common, out=tmp_path / "passes", label_map="cdeg_nnunet", config={"predict": {"disagreement": True}}
+    )
+    for pid in (p.name for p in (tmp_path / "ensemble").iterdir() if p.is_dir()):
+        # The passes run one by one give nnU-Net's own ensemble (mean logits), voxel for voxel.
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(tmp_path / "ensemble", pid, "xray"))))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(tmp_path / "passes", pid, "xray"))))
+        assert np.array_equal(a, b), pid
+    plain_doubt = read_table(MaskFolder(tmp_path / "ensemble").uncertainty_csv, dtype={ID_COLUMN: str})
+    doubt = read_table(MaskFolder(tmp_path / "passes").uncertainty_csv, dtype={ID_COLUMN: str})
+    assert list(doubt.columns) == list(MaskFolder.UNCERTAINTY_COLUMNS) and len(doubt) > 0
+    assert doubt["fold_dice"].between(0, 1).all() and plain_doubt["fold_dice"].isna().all()
+    assert doubt["flip_dice"].isna().all()  # a 2D radiograph model allows no mirroring
+    assert doubt["mean_confidence"].between(0, 1).all() and doubt["low_confidence_share"].between(0, 1).all()
+    assert np.allclose(doubt["mean_confidence"], plain_doubt["mean_confidence"], atol=1e-3)
+    table = suggest(tmp_path / "passes")
+    assert len(table) == len(set(doubt[ID_COLUMN])) and table["score"].is_monotonic_decreasing
