@@ -6,9 +6,9 @@ stage writes is declared here: its file names, the keys of its manifest that con
 them, so no stage output's file name is spelled anywhere else. ::
 
     MaskFolder            `cdeg segment predict`, `cdeg segment import-masks`
-      <patient_id>/<modality>.nii.gz, <patient_id>/<modality>_qc.png, qc.csv,
+      <patient_id>/<modality>.nii.gz, <patient_id>/<modality>_qc.png, qc.csv, uncertainty.csv,
       segment_predict_<modality>.json | import_masks_<modality>.json, import_masks.csv,
-      cdeg_labels.ctbl, cdeg_itksnap_labels.txt
+      cdeg_labels.ctbl, cdeg_itksnap_labels.txt, suggest.csv (`cdeg segment suggest`)
     EditorExport          `cdeg segment export`: <pid>_<modality>.seg.nrrd | _seg.nii.gz, export.csv
     SegmentationModel     `cdeg segment train`: cdeg_model.json, NNUNET.md, nnUNet_results/, work/, nnunet_ext/
     Evaluation            `cdeg segment evaluate`: evaluation.json, evaluation.csv
@@ -152,6 +152,21 @@ class MaskFolder:
     ITKSNAP_LABELS: ClassVar[str] = "cdeg_itksnap_labels.txt"
     #: qc.csv columns: one row per finding (a level repaired, a fragment removed, a patient skipped).
     QC_COLUMNS: ClassVar[tuple[str, ...]] = (ID_COLUMN, "modality", "check", "detail", "repaired")
+    #: Per patient, modality and predicted structure: the network's own doubt (written by predict only).
+    UNCERTAINTY_CSV: ClassVar[str] = "uncertainty.csv"
+    UNCERTAINTY_COLUMNS: ClassVar[tuple[str, ...]] = (
+        ID_COLUMN,
+        "modality",
+        "structure",
+        "voxels",
+        "mean_confidence",
+        "low_confidence_share",
+        "flip_dice",
+        "fold_dice",
+    )
+    #: `cdeg segment suggest`: the masks most likely wrong, worst first, with the reasons in words.
+    SUGGEST_CSV: ClassVar[str] = "suggest.csv"
+    SUGGEST_COLUMNS: ClassVar[tuple[str, ...]] = ("rank", ID_COLUMN, "modality", "score", "reasons")
     MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("modality", "patients", "counts")
 
     def mask(self, patient_id: str, modality: str) -> Path:
@@ -175,6 +190,14 @@ class MaskFolder:
     @property
     def itksnap_labels(self) -> Path:
         return Path(self.root) / self.ITKSNAP_LABELS
+
+    @property
+    def uncertainty_csv(self) -> Path:
+        return Path(self.root) / self.UNCERTAINTY_CSV
+
+    @property
+    def suggest_csv(self) -> Path:
+        return Path(self.root) / self.SUGGEST_CSV
 
     def predict_manifest(self, modality: str) -> Path:
         return Path(self.root) / f"segment_predict_{check_modality(modality)}.json"

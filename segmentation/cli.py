@@ -447,6 +447,35 @@ def masks_from_corners_command(
     )
 
 
+@segment.command("suggest")
+@click.option(
+    "--masks",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Mask folder of predict or import-masks (or any folder of <patient_id>/<modality>.nii.gz masks).",
+)
+@click.option(
+    "--modality", default=None, type=click.Choice(list(MODALITIES)), help="Rank one modality (default: all)."
+)
+@click.option(
+    "--n", "n", default=20, show_default=True, type=click.IntRange(min=1), help="How many masks to list."
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV to write (default: suggest.csv in the mask folder).",
+)
+@_config
+def suggest_command(masks: Path, modality: str | None, n: int, out: Path | None, config: Path | None) -> None:
+    """Rank the masks most likely wrong (QC findings, network doubt, anatomy), worst first, with the reasons."""
+    from cdeg.segmentation.suggest import suggest
+
+    table = run_api(suggest, masks=masks, n=n, modality=modality, out=out, config=config)
+    for row in table.itertuples():
+        click.echo(f"{row.rank:>3}  {row.patient_id}  {row.modality}  {row.score:7.2f}  {row.reasons or '-'}")
+
+
 @segment.command("presets")
 @_config
 def presets_command(config: Path | None) -> None:

@@ -6,6 +6,12 @@ Output (``MASK_DIR``, the layout of :func:`cdeg.cohort.mask_path`)::
     <patient_id>/<modality>_qc.png      overlay of the mid-sagittal slice with level names
     qc.csv                              patient_id, modality, check, detail, repaired (rows of this
                                         modality are replaced, other modalities' rows kept)
+    uncertainty.csv                     per patient and structure of the written mask: voxels, mean
+                                        confidence (softmax maximum), share of voxels below
+                                        ``predict.low_confidence``, and with ``predict.disagreement`` the
+                                        Dice between the unmirrored and mirrored passes (flip_dice) and the
+                                        mean Dice of each fold with the ensemble (fold_dice); same
+                                        replacement rule as qc.csv
     segment_predict_<modality>.json     manifest: model, device, options, per-patient status and timings
 
 With ``devices`` (``--devices 0,1`` or ``cpu:4``) the patients are dealt round-robin into one shard per
@@ -89,6 +95,7 @@ log = logging.getLogger(__name__)
 
 QC_CSV = MaskFolder.QC_CSV
 QC_COLUMNS = list(MaskFolder.QC_COLUMNS)
+UNCERTAINTY_COLUMNS = list(MaskFolder.UNCERTAINTY_COLUMNS)
 #: Obliquity (degrees) above which a reoriented image is flagged for review.
 OBLIQUE_WARN_DEG = 10.0
 
@@ -603,11 +610,12 @@ def predict(
         done, loaded = _run_shard(job, todo, device_kind, report=report)
     else:
         done, loaded = _run_sharded(job, todo, workers, report)
+    doubt_rows: list[dict[str, Any]] = []
     for pid in todo:  # cohort order, whichever worker segmented the patient
-        rows, status[pid] = done[pid]
+        rows, status[pid], doubt = done[pid]
         qc_rows.extend(rows)
-    _write_qc(out, modality, qc_rows)
-    write_label_files(out)  # names and colours for Slicer and ITK-SNAP
+        doubt_rows.extend(doubt)
+    _write_tables(out, modality, qc_rows, doubt_rows)
     secs = [s["seconds"] for s in status.values() if "seconds" in s]
     summary = {
         "modality": modality,
@@ -702,7 +710,8 @@ class _Loaded:
     parameter_sets: int
 
 
-_Done = dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
+#: patient -> (qc rows, status, uncertainty rows).
+_Done = dict[str, tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]]
 
 
 def _run_shard(
@@ -762,22 +771,23 @@ def _progress_task(modality: str) -> str:
 
 def _segment_patient(
     predictor: Any, job: _Job, pid: str, i: int, n: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Segment patient `i` of `n`: its qc rows and status (a failure is a row and a status, never raised)."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Segment patient `i` of `n`: its qc rows, status and uncertainty rows (a failure is a row and a status,
+    never raised)."""
     t_case = time.time()
     try:
-        findings, written = _predict_case(
+        findings, written, doubt = _predict_case(
             predictor, job.cohort, pid, job.modality, Path(job.out), job.spec, job.cfg
         )
     except CdegError as e:
         log.error("%s", e.one_line())
         row = Problem(pid, job.modality, "failed", e.message).row()
-        return [row], {"status": "failed", "reason": e.message}
+        return [row], {"status": "failed", "reason": e.message}, []
     except Exception as e:  # one bad image must not stop the cohort; the traceback is logged
         log.exception("patient %s / %s: segmentation failed", pid, job.modality)
         reason = f"{type(e).__name__}: {e}"[:300]
         row = Problem(pid, job.modality, "failed", reason).row()
-        return [row], {"status": "failed", "reason": reason}
+        return [row], {"status": "failed", "reason": reason}, []
     seconds = round(time.time() - t_case, 2)
     rows = [{ID_COLUMN: pid, "modality": job.modality, **f.__dict__} for f in findings]
     flagged = [f for f in findings if not f.repaired]
@@ -795,7 +805,8 @@ def _segment_patient(
         seconds,
         "".join(f"; {f.check}: {f.detail}" for f in findings if f.check != "fragments_removed"),
     )
-    return rows, st
+    doubt_rows = [{ID_COLUMN: pid, "modality": job.modality, **r} for r in doubt]
+    return rows, st, doubt_rows
 
 
 def _shard_worker(job: _Job, todo: list[str], device: str, threads: int | None) -> Any:
@@ -881,31 +892,112 @@ def segment_array(predictor: Any, image: Any) -> tuple[np.ndarray, np.ndarray]:
     of the level repair), so the softmax maximum is taken at network resolution and that one channel is
     resampled, cropped back and transposed back exactly as nnU-Net does for the segmentation.
     """
-    import torch
-    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+    dct = _preprocess(predictor, image)
+    logits = predictor.predict_logits_from_preprocessed_data(dct["data"]).cpu()
+    return _export(predictor, logits, dct["data_properties"], image)
+
+
+def segment_array_passes(
+    predictor: Any, image: Any
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
+    """:func:`segment_array`, and the segmentations of the passes nnU-Net averages, to measure their disagreement.
+
+    The folds and the mirrored inputs are run as separate passes (:func:`_pass_logits`); the segmentation and
+    confidence come from their mean logits as in :func:`segment_array`. Returns the segmentation, the
+    confidence and ``{"fold": [one per fold, if several], "flip": [unmirrored, mirrored mean, if the model
+    allows mirroring and it is on]}``, each a training-label segmentation on the image's grid.
+    """
+    dct = _preprocess(predictor, image)
+    props = dct["data_properties"]
+    mean, passes = _pass_logits(predictor, dct["data"])
+    seg, conf = _export(predictor, mean, props, image)
+    return seg, conf, {k: [_export_seg(predictor, lg, props, image) for lg in v] for k, v in passes.items()}
+
+
+def _preprocess(predictor: Any, image: Any) -> dict[str, Any]:
+    """nnU-Net's preprocessing of one canonical image (``data``, ``data_properties``)."""
     from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+
+    ppa = PreprocessAdapterFromNpy(
+        [geometry.nnunet_array(image)],
+        [None],
+        [{"spacing": geometry.nnunet_spacing(image)}],
+        [None],
+        predictor.plans_manager,
+        predictor.dataset_json,
+        predictor.configuration_manager,
+        num_threads_in_multithreaded=1,
+        verbose=False,
+    )
+    return next(ppa)
+
+
+def _pass_logits(predictor: Any, data: Any) -> tuple[Any, dict[str, list[Any]]]:
+    """Mean logits over folds and mirrorings, as ``predict_logits_from_preprocessed_data`` and
+    ``_internal_maybe_mirror_and_predict`` make them (nnunetv2 2.8.1: per fold, the network on the input and
+    on each combination of the allowed mirror axes, flipped back, averaged; then averaged over folds), and the
+    passes kept apart: per fold its mean logits (several folds), the unmirrored and the mirrored means.
+
+    Mirroring is applied to the whole input here instead of to each tile; the tiles of a mirrored input are
+    the mirrored tiles (nnU-Net spaces them evenly between both ends), so the mean is the same up to rounding.
+    """
+    import itertools
+
+    import torch
+
+    mirror = predictor.allowed_mirroring_axes if predictor.use_mirroring else None
+    # Mirror axes count the network's spatial axes; the data's spatial axes that the patch covers are its last.
+    offset = data.ndim - len(predictor.configuration_manager.patch_size)
+    axes = [m + offset for m in mirror or ()]
+    combos = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+    folds, plain, flipped = [], None, None
+    predictor.use_mirroring = False  # the passes are run here, one by one
+    try:
+        for params in predictor.list_of_parameters:
+            net = getattr(predictor.network, "_orig_mod", predictor.network)
+            net.load_state_dict(params)
+            a = predictor.predict_sliding_window_return_logits(data).to("cpu")
+            b = [
+                torch.flip(predictor.predict_sliding_window_return_logits(torch.flip(data, c)).to("cpu"), c)
+                for c in combos
+            ]
+            plain = a if plain is None else plain + a
+            if b:
+                fb = torch.stack(b).mean(0)
+                flipped = fb if flipped is None else flipped + fb
+            folds.append((a + sum(b)) / (1 + len(b)))
+    finally:
+        predictor.use_mirroring = mirror is not None
+    mean = torch.stack(folds).mean(0)
+    passes: dict[str, list[Any]] = {}
+    if len(folds) > 1:
+        passes["fold"] = folds
+    if flipped is not None:
+        passes["flip"] = [plain, flipped]
+    return mean, passes
+
+
+def _export_seg(predictor: Any, logits: Any, props: dict[str, Any], image: Any) -> np.ndarray:
+    """The segmentation of `logits` on the image's grid, as nnU-Net exports it."""
     from nnunetv2.inference.export_prediction import (
         convert_predicted_logits_to_segmentation_with_correct_shape,
     )
 
     pm, cm, lm = predictor.plans_manager, predictor.configuration_manager, predictor.label_manager
-    props_in = {"spacing": geometry.nnunet_spacing(image)}
-    ppa = PreprocessAdapterFromNpy(
-        [geometry.nnunet_array(image)],
-        [None],
-        [props_in],
-        [None],
-        pm,
-        predictor.dataset_json,
-        cm,
-        num_threads_in_multithreaded=1,
-        verbose=False,
+    seg = np.asarray(
+        convert_predicted_logits_to_segmentation_with_correct_shape(logits, pm, cm, lm, props, False)
     )
-    dct = next(ppa)
-    logits = predictor.predict_logits_from_preprocessed_data(dct["data"]).cpu()
-    props = dct["data_properties"]
+    return seg[0] if image.GetDimension() == 2 else seg
+
+
+def _export(predictor: Any, logits: Any, props: dict[str, Any], image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Segmentation and confidence (softmax maximum) of `logits` on the image's grid (see :func:`segment_array`)."""
+    import torch
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+    pm, cm = predictor.plans_manager, predictor.configuration_manager
     conf_low = torch.softmax(logits.float(), 0).max(0).values.numpy()
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(logits, pm, cm, lm, props, False)
+    seg = _export_seg(predictor, logits, props, image)
     target_spacing = [props["spacing"][i] for i in pm.transpose_forward]
     shape = props["shape_after_cropping_and_before_resampling"]
     current_spacing = cm.spacing if len(cm.spacing) == len(shape) else [target_spacing[0], *cm.spacing]
@@ -915,10 +1007,44 @@ def segment_array(predictor: Any, image: Any) -> tuple[np.ndarray, np.ndarray]:
     full = np.zeros(props["shape_before_cropping"], dtype=np.float32)
     full = insert_crop_into_image(full, conf.astype(np.float32), props["bbox_used_for_cropping"])
     conf = np.asarray(full).transpose(pm.transpose_backward)
-    seg = np.asarray(seg)
-    if image.GetDimension() == 2:
-        seg, conf = seg[0], conf[0]
-    return seg, conf
+    return seg, (conf[0] if image.GetDimension() == 2 else conf)
+
+
+def structure_doubt(
+    final: np.ndarray,
+    raw: np.ndarray,
+    conf: np.ndarray,
+    passes: Mapping[str, list[np.ndarray]],
+    low_confidence: float,
+) -> list[dict[str, Any]]:
+    """Per structure of the final mask: voxels, mean confidence, low-confidence share, flip and fold Dice.
+
+    `raw` is the network's segmentation in training labels (before naming and repair) and `passes` the
+    segmentations of :func:`segment_array_passes`. A structure renamed by the repair is compared under the
+    training label most of its voxels had, so that its disagreement follows it to its new name.
+    """
+    from cdeg.segmentation.evaluate import dice
+
+    flip, folds = passes.get("flip"), passes.get("fold")
+    rows = []
+    for lab in labels.sort_labels(int(v) for v in np.unique(final) if v != 0):
+        inside = final == lab
+        c = conf[inside]
+        values, counts = np.unique(raw[inside], return_counts=True)
+        own = values[np.argmax(counts)]
+        rows.append(
+            {
+                "structure": labels.name_of(lab),
+                "voxels": int(inside.sum()),
+                "mean_confidence": round(float(c.mean()), 4),
+                "low_confidence_share": round(float((c < low_confidence).mean()), 4),
+                "flip_dice": round(dice(flip[0] == own, flip[1] == own), 4) if flip else None,
+                "fold_dice": round(float(np.mean([dice(f == own, raw == own) for f in folds])), 4)
+                if folds
+                else None,
+            }
+        )
+    return rows
 
 
 def _predict_case(
@@ -929,8 +1055,9 @@ def _predict_case(
     out: Path,
     spec: ModelSpec,
     cfg: SegmentConfig,
-) -> tuple[list[Finding], bool]:
-    """Segment one image; returns its QC findings and whether a mask was written."""
+) -> tuple[list[Finding], bool, list[dict[str, Any]]]:
+    """Segment one image; returns its QC findings, whether a mask was written and the rows of
+    uncertainty.csv (:func:`structure_doubt`) of the written mask."""
     import SimpleITK as sitk
 
     path = coh.image_path(pid, modality)
@@ -956,15 +1083,18 @@ def _predict_case(
         findings.append(
             Finding("oblique", f"image axes are {plan.oblique_deg:.0f} deg off the canonical ones", False)
         )
-    seg, conf = segment_array(predictor, image_c)
-    seg, named = name_outputs(seg, spec, pid)
+    if cfg.predict.disagreement:
+        raw, conf, passes = segment_array_passes(predictor, image_c)
+    else:
+        (raw, conf), passes = segment_array(predictor, image_c), {}
+    seg, named = name_outputs(raw, spec, pid)
     findings.extend(named)
     spacing = tuple(float(s) for s in image_c.GetSpacing()[::-1])
     fixed, post = check_levels(seg, spacing, geometry.si_axis(modality), conf, cfg.postprocess)
     findings.extend(post)
     if not np.any(fixed):
         log.warning("patient %s / %s: the model found no structure; no mask written", pid, modality)
-        return findings, False
+        return findings, False, []
     mask_c = sitk.GetImageFromArray(fixed.astype(np.uint8))
     mask_c.CopyInformation(image_c)
     write_image(mask_path(out, pid, modality), geometry.from_canonical(mask_c, plan, image))
@@ -972,7 +1102,7 @@ def _predict_case(
         write_qc_overlay(
             MaskFolder(out).qc_png(pid, modality), image_c, mask_c, modality, f"{pid} {modality}"
         )
-    return findings, True
+    return findings, True, structure_doubt(fixed, raw, conf, passes, cfg.predict.low_confidence)
 
 
 def name_outputs(seg: np.ndarray, spec: ModelSpec, pid: str) -> tuple[np.ndarray, list[Finding]]:
@@ -1002,4 +1132,23 @@ def _write_qc(out: Path, modality: str, rows: list[dict[str, Any]]) -> None:
         old = read_table(path, dtype={ID_COLUMN: str, "patient": str}).rename(columns={"patient": ID_COLUMN})
         old = old[old["modality"] != modality] if "modality" in old.columns else old.iloc[0:0]
         new = pd.concat([old[[c for c in QC_COLUMNS if c in old.columns]], new], ignore_index=True)
+    write_table(path, new)
+
+
+def _write_tables(out: Path, modality: str, qc_rows: list, doubt_rows: list[dict[str, Any]]) -> None:
+    """qc.csv, uncertainty.csv and the label files (names and colours for Slicer and ITK-SNAP)."""
+    _write_qc(out, modality, qc_rows)
+    write_label_files(out)
+    _write_uncertainty(out, modality, doubt_rows)
+
+
+def _write_uncertainty(out: Path, modality: str, rows: list[dict[str, Any]]) -> None:
+    """Replace this modality's rows of uncertainty.csv, keeping the other modality's."""
+    import pandas as pd
+
+    path = MaskFolder(out).uncertainty_csv
+    new = pd.DataFrame(rows, columns=UNCERTAINTY_COLUMNS)
+    if path.is_file():
+        old = read_table(path, dtype={ID_COLUMN: str})
+        new = pd.concat([old[old["modality"] != modality], new], ignore_index=True)
     write_table(path, new)

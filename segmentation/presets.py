@@ -152,6 +152,15 @@ class PredictOptions:
     tile_step_size: float = _f("sliding-window step as a fraction of the patch", range=(0.1, 1.0))
     use_mirroring: bool = _f("test-time mirroring along the axes the trainer allowed (left-right only)")
     qc_png: bool = _f("write a QC overlay PNG per patient and modality")
+    low_confidence: float = _f(
+        "a voxel whose softmax maximum is below this counts as low-confidence in uncertainty.csv",
+        range=(0.0, 1.0),
+    )
+    disagreement: bool = _f(
+        "run the folds and the mirrored input as separate passes (the same network passes nnU-Net's ensemble "
+        "and mirroring make) so that uncertainty.csv reports how much they disagree (fold_dice, flip_dice); "
+        "the segmentation is their mean logits, as nnU-Net's"
+    )
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,54 @@ class PostprocessOptions:
 
 
 @dataclass(frozen=True)
+@shipped_defaults("suggest", file=SHIPPED_FILE)
+class SuggestOptions:
+    """How `cdeg segment suggest` scores a mask (see suggest.py; defaults: ``suggest`` of configs/segment.yaml).
+
+    score = sum of the finding weights of the mask's findings + sum of the component weights times the
+    component (each in robust standard deviations)."""
+
+    qc_weights: dict[str, float] = _f(  # noqa: RUF009 - _f returns a dataclasses.field
+        "score per qc.csv finding, by its check (orientation, fragments_removed, duplicate, level_name, ...)"
+    )
+    qc_default_weight: float = _f(
+        "score per qc.csv finding whose check qc_weights does not list", range=(0, 100)
+    )
+    no_mask_weight: float = _f("score of a patient the stage could not segment or import", range=(0, 1000))
+    missing_level_weight: float = _f("score per level missing from the mask", range=(0, 100))
+    duplicate_weight: float = _f("score per level found twice, far apart, in the mask", range=(0, 100))
+    fragment_weight: float = _f("score per level with stray fragments in the mask", range=(0, 100))
+    order_weight: float = _f("score per pair of structures out of cranio-caudal order", range=(0, 100))
+    volume_outlier_weight: float = _f(
+        "score per structure whose volume is an outlier (volume_z)", range=(0, 100)
+    )
+    volume_z: float = _f(
+        "robust z of a structure's relative volume beyond which it is an outlier for its level",
+        range=(0.5, 100),
+    )
+    volume_min_rel_sd: float = _f(
+        "floor of a level's robust SD of relative volume, as a fraction of its median (tiny cohorts of near "
+        "identical masks have a MAD near 0)",
+        range=(0.0, 1.0),
+    )
+    expected_share: float = _f(
+        "a top or bottom level present in at least this share of the folder's masks is missing where absent",
+        range=(0.0, 1.0),
+    )
+    confidence_weight: float = _f(
+        "weight of the worst structure's mean confidence (robust z)", range=(0, 100)
+    )
+    low_confidence_weight: float = _f("weight of the largest low-confidence share (robust z)", range=(0, 100))
+    flip_weight: float = _f("weight of the worst flip Dice (robust z)", range=(0, 100))
+    fold_weight: float = _f("weight of the worst fold Dice (robust z)", range=(0, 100))
+    volume_weight: float = _f("weight of the mean |robust z| of the structure volumes", range=(0, 100))
+    reason_z: float = _f("a component is named among the reasons from this robust z up", range=(0, 100))
+    min_patients: int = _f(
+        "patients with a value needed before a component is standardised", range=(2, 10**6)
+    )
+
+
+@dataclass(frozen=True)
 class SegmentConfig:
     """Everything `cdeg segment` reads from configs/segment.yaml."""
 
@@ -200,6 +257,9 @@ class SegmentConfig:
     predict: PredictOptions = field(default_factory=PredictOptions, metadata={"help": "prediction"})
     postprocess: PostprocessOptions = field(
         default_factory=PostprocessOptions, metadata={"help": "post-processing"}
+    )
+    suggest: SuggestOptions = field(
+        default_factory=SuggestOptions, metadata={"help": "ranking masks for correction"}
     )
 
     def settings(self, preset: str, device_kind: str, modality: str) -> TrainSettings:
@@ -294,3 +354,12 @@ def check_segment_config(cfg: SegmentConfig, source: str | Path | None = None, w
                         f"(e.g. nnUNetTrainer_cdegBudget), not {s.trainer}",
                         path=source,
                     )
+    _check_suggest(cfg.suggest, source, where)
+
+
+def _check_suggest(opts: SuggestOptions, source: str | Path | None, where: str) -> None:
+    """Finding weights are not negative (a finding never makes a mask look better)."""
+    for check, w in opts.qc_weights.items():
+        if w < 0:
+            top = f"{where}.suggest" if where else "suggest"
+            raise ConfigError(f"{top}.qc_weights.{check} = {w} must be >= 0", path=source)
