@@ -21,11 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/cdeg run --config configs/demo.yaml
 
+# Two workers on a 2-core machine (pytest-xdist); tests that share a study or a trained model run on one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -14,8 +14,18 @@ os.environ.setdefault("nnUNet_compile", "f")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+#: Session fixtures that cost minutes (a whole study, nnU-Net trainings). Under pytest-xdist (`make test` runs
+#: `-n auto --dist loadgroup`) every test that uses one goes to the same worker, so each is built once.
+_EXPENSIVE_FIXTURES = ("tiny_run", "smoke_xray_models")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` run only where PyTorch sees a CUDA device (benchmarks/gpu/run.sh runs them)."""
+    """Tests marked ``gpu`` run only where PyTorch sees a CUDA device (benchmarks/gpu/run.sh runs them).
+    Tests sharing an expensive session fixture share an xdist group (see :data:`_EXPENSIVE_FIXTURES`)."""
+    for item in items:
+        used = [f for f in _EXPENSIVE_FIXTURES if f in getattr(item, "fixturenames", ())]
+        if used:
+            item.add_marker(pytest.mark.xdist_group(used[0]))
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return
