@@ -426,10 +426,10 @@ def _manifest(
         "difference": "first minus second table",
         "patients": {
             "matched": len(patients),
-            # Of a patient list (`patients`): how many were found in either table (None: no list given).
-            "listed": listed,
             "only_in_first": [p for i, p in only if i == 0],
             "only_in_second": [p for i, p in only if i == 1],
+            # With a patient list (`patients`): how many of them were found in either table.
+            **({"listed": listed} if listed is not None else {}),
         },
         "columns": {
             "compared": len(table),
