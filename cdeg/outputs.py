@@ -677,6 +677,8 @@ class RunFolder:
     masks/<cohort>/                  a MaskFolder, all modalities
     segmentation/evaluate-<cohort>/  an Evaluation
     features/<cohort>/               a FeatureFolder
+    reference-features/<cohort>/     a FeatureFolder from the cohort's reference masks (agreement patients only)
+    agreement/<cohort>/              an AgreementRun: predicted-mask features vs reference-mask features
     models/<target>/                 a FitRun
     validation/<target>/             a ValidationRun
     predictions/<target>/            a PredictionRun on the development cohort (patient cards)
@@ -712,6 +714,12 @@ class RunFolder:
 
     def features(self, key: str) -> FeatureFolder:
         return FeatureFolder(Path(self.root) / "features" / key)
+
+    def reference_features(self, key: str) -> FeatureFolder:
+        return FeatureFolder(Path(self.root) / "reference-features" / key)
+
+    def agreement(self, key: str) -> AgreementRun:
+        return AgreementRun(Path(self.root) / "agreement" / key)
 
     def fit(self, target: str) -> FitRun:
         return FitRun(Path(self.root) / "models" / target)

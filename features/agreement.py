@@ -215,7 +215,11 @@ def bland_altman(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def agreement(
-    features: Sequence[str | Path], out: str | Path, *, id_column: str | None = None
+    features: Sequence[str | Path],
+    out: str | Path,
+    *,
+    id_column: str | None = None,
+    patients: str | Sequence[str] | None = None,
 ) -> AgreementResult:
     """Agreement of the features of two mask sets of the same patients: ICC per feature, Bland-Altman per
     clinical measurement, and the stable-features table of `cdeg fit --stable-features`.
@@ -229,6 +233,9 @@ def agreement(
         Output folder: agreement.csv, stable_features.csv, agreement.json (:class:`cdeg.outputs.AgreementRun`).
     id_column : str, optional
         Patient id column of both tables [patient_id].
+    patients : "id1,id2" or list, optional
+        Compare only these patients (default: every patient of both tables), e.g. the subset whose reference
+        masks were extracted; the other rows of either table are not compared and not reported as unmatched.
 
     Returns
     -------
@@ -240,26 +247,30 @@ def agreement(
         Not exactly two tables.
     CdegError
         Naming the file (and patient): not a features table, a duplicated or empty id, a value that is not a
-        number, no patient or no feature column in common.
+        number, no patient or no feature column in common, a patient of `patients` in neither table.
     """
     if len(features) != 2:
         raise ValueError(f"--features must be given exactly twice (two feature tables), got {len(features)}")
     id_column = id_column or ID_COLUMN
     paths = [table_path(p) for p in features]
     a, b = (read_feature_columns(p, id_column) for p in paths)
-    patients = [p for p in a.index if p in b.index]
-    if not patients:
+    listed = None
+    if patients is not None:
+        a, b = _restrict(a, b, patients, paths)
+        listed = len(set(a.index).union(b.index))
+    matched = [p for p in a.index if p in b.index]
+    if not matched:
         raise CdegError(f"no patient in common with {paths[1]} (column {id_column})", path=paths[0])
     columns = [c for c in a.columns if c in b.columns]
     if not columns:
         raise CdegError(f"no feature column in common with {paths[1]}", path=paths[0])
-    table = agreement_table(a.loc[patients, columns], b.loc[patients, columns])
+    table = agreement_table(a.loc[matched, columns], b.loc[matched, columns])
     folder = AgreementRun(Path(out))
     folder.root.mkdir(parents=True, exist_ok=True)
     write_table(folder.table, table)
     write_table(folder.stable_features, stable_features(table))
     manifest = write_manifest(
-        folder.manifest, _manifest(paths, id_column, a, b, patients, table), stage="agreement"
+        folder.manifest, _manifest(paths, id_column, a, b, matched, table, listed), stage="agreement"
     )
     only = _only(a, b)
     if only:
@@ -269,8 +280,26 @@ def agreement(
             ", ".join(f"{p} ({paths[i].name} #{i + 1})" for i, p in only[:10]),
             " ..." if len(only) > 10 else "",
         )
-    log.info("agreement of %d feature(s) on %d patient(s) -> %s", len(table), len(patients), folder.table)
+    log.info("agreement of %d feature(s) on %d patient(s) -> %s", len(table), len(matched), folder.table)
     return AgreementResult(out=folder.root, table=table, manifest=manifest)
+
+
+def _restrict(
+    a: pd.DataFrame, b: pd.DataFrame, patients: str | Sequence[str], paths: list[Path]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of `a` and `b` of the listed patients; a listed patient in neither table is an error."""
+    items = patients.split(",") if isinstance(patients, str) else list(patients)
+    wanted = {str(p).strip() for p in items if str(p).strip()}
+    if not wanted:
+        raise ValueError("patients: give at least one patient id (or none at all for every patient)")
+    nowhere = sorted(wanted.difference(a.index).difference(b.index))
+    if nowhere:
+        raise CdegError(
+            f"{len(nowhere)} listed patient(s) in neither features table (the other: {paths[1]}): "
+            + ", ".join(nowhere[:10]),
+            path=paths[0],
+        )
+    return a[a.index.isin(wanted)], b[b.index.isin(wanted)]
 
 
 def table_path(path: str | Path) -> Path:
@@ -381,7 +410,13 @@ def _only(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _manifest(
-    paths: list[Path], id_column: str, a: pd.DataFrame, b: pd.DataFrame, patients: list, table: pd.DataFrame
+    paths: list[Path],
+    id_column: str,
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    patients: list,
+    table: pd.DataFrame,
+    listed: int | None = None,
 ) -> dict[str, Any]:
     only = _only(a, b)
     unrated = int((~np.isfinite(table["icc_2_1"].to_numpy(float))).sum())
@@ -393,6 +428,8 @@ def _manifest(
             "matched": len(patients),
             "only_in_first": [p for i, p in only if i == 0],
             "only_in_second": [p for i, p in only if i == 1],
+            # With a patient list (`patients`): how many of them were found in either table.
+            **({"listed": listed} if listed is not None else {}),
         },
         "columns": {
             "compared": len(table),

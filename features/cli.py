@@ -78,6 +78,12 @@ from cdeg.cli import progress_enabled, run_api
     "Slicer .mrk.json, CSV (patient_id, level, corner, x_mm, y_mm), labelme .json or CVAT .xml (points named "
     "C5_AS, C5_PS, C5_PI, C5_AI). Clinical measurements only, no PyRadiomics.",
 )
+@click.option(
+    "--patients",
+    default=None,
+    metavar="ID,ID,...",
+    help="Extract only these patients of the cohort (comma-separated ids; default: all).",
+)
 @click.option("--print-params", is_flag=True, help="Print the default PyRadiomics parameter files and exit.")
 def extract_command(
     cohort: Path | None,
@@ -92,6 +98,7 @@ def extract_command(
     strict: bool,
     label_map: str | None,
     corners: Path | None,
+    patients: str | None,
     print_params: bool,
 ) -> None:
     """Per-level features: PyRadiomics (shape, intensity, texture) and clinical measurements
@@ -112,7 +119,16 @@ def extract_command(
     if cohort is None or out is None:
         raise click.UsageError("--cohort and --out are required")
     if corners is not None:
-        given = [n for n, v in (("--masks", masks), ("--params", params), ("--label-map", label_map)) if v]
+        given = [
+            n
+            for n, v in (
+                ("--masks", masks),
+                ("--params", params),
+                ("--label-map", label_map),
+                ("--patients", patients),
+            )
+            if v
+        ]
         if given:
             raise click.UsageError(
                 f"--corners measures corner points, not masks: leave out {', '.join(given)}"
@@ -144,6 +160,7 @@ def extract_command(
         progress=progress_enabled(),
         strict=strict,
         label_map=label_map,
+        patients=patients,
     )
 
 
@@ -159,7 +176,15 @@ def extract_command(
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--id-column", default=None, help="Patient id column of both tables [patient_id].")
-def agreement_command(features: tuple[Path, ...], out: Path, id_column: str | None) -> None:
+@click.option(
+    "--patients",
+    default=None,
+    metavar="ID,ID,...",
+    help="Compare only these patients (comma-separated ids; default: every patient of both tables).",
+)
+def agreement_command(
+    features: tuple[Path, ...], out: Path, id_column: str | None, patients: str | None
+) -> None:
     """Agreement of two feature tables of the same patients (two mask sets, or two raters).
 
     Writes agreement.csv (ICC(2,1), ICC(3,1) with 95% CIs per feature; Bland-Altman for the clinical
@@ -167,7 +192,7 @@ def agreement_command(features: tuple[Path, ...], out: Path, id_column: str | No
     """
     from cdeg.features.agreement import GOOD_ICC, agreement
 
-    res = run_api(agreement, features=list(features), out=out, id_column=id_column)
+    res = run_api(agreement, features=list(features), out=out, id_column=id_column, patients=patients)
     rated = res.table["icc_2_1"].notna()
     good = int((res.table.loc[rated, "icc_2_1"] >= GOOD_ICC).sum())
     click.echo(

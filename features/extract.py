@@ -23,7 +23,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -452,6 +452,7 @@ class _Run:
     executor: ExecutorSpec
     tolerance_mm: float
     strict: bool
+    patients: tuple[str, ...] | None = None  # a subset of the cohort's patients (None: all)
 
 
 @dataclass
@@ -479,6 +480,7 @@ def extract(
     cluster: str | None = None,
     strict: bool = False,
     label_map: str | Path | None = None,
+    patients: str | Sequence[str] | None = None,
 ) -> ExtractResult:
     """Extract PyRadiomics features and clinical measurements per patient, modality and level.
 
@@ -529,10 +531,20 @@ def extract(
         or a label map file; see :mod:`cdeg.label_maps`): it is converted first with
         :func:`cdeg.segmentation.import_masks.import_masks` into ``out/masks/`` (with its import_masks.csv
         and QC overlays), and features are extracted from there.
+    patients : "id1,id2" or list, optional
+        Extract only these patients of the cohort (default: every patient of clinical.csv); the rows of the
+        tables keep the cohort's order. The input check still covers the whole cohort.
 
     Returns
     -------
     ExtractResult
+
+    Raises
+    ------
+    ValueError
+        An empty patient list.
+    CohortError
+        A patient of `patients` that is not in the cohort's clinical.csv.
     """
     run = _resolve_run(
         cohort,
@@ -546,6 +558,7 @@ def extract(
         cluster,
         strict,
         label_map,
+        patients,
     )
     t0 = time.perf_counter()
     plan = _plan_units(run, _check_inputs(run))
@@ -570,6 +583,7 @@ def _resolve_run(
     cluster: str | None,
     strict: bool,
     label_map: str | Path | None,
+    patients: str | Sequence[str] | None = None,
 ) -> _Run:
     """Validate the options of :func:`extract` before anything expensive, then convert foreign masks."""
     mods = parse_modalities(modality)
@@ -586,6 +600,7 @@ def _resolve_run(
     if label_map is not None and masks is None:
         raise ValueError("--label-map needs --masks: the other tool's output folder")
     param_files = _resolve_params(params, mods)
+    subset = _patient_subset(coh, patients)
     if label_map is not None:
         masks_root = _import_foreign(
             coh, masks_root, out / IMPORTED_MASKS, label_map, mods, tolerance_mm, strict
@@ -602,7 +617,26 @@ def _resolve_run(
         executor,
         tolerance_mm,
         strict,
+        subset,
     )
+
+
+def _patient_subset(cohort: Cohort, patients: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """The patients of `patients` in the cohort's order, checked against clinical.csv (None: every patient)."""
+    if patients is None:
+        return None
+    items = patients.split(",") if isinstance(patients, str) else list(patients)
+    wanted = {str(p).strip() for p in items if str(p).strip()}
+    if not wanted:
+        raise ValueError("patients: give at least one patient id (or none at all for every patient)")
+    ids = cohort.patient_ids()
+    unknown = sorted(wanted.difference(ids))
+    if unknown:
+        raise CohortError(
+            f"{len(unknown)} patient(s) of the patient list not in clinical.csv: {', '.join(unknown[:10])}",
+            path=cohort.clinical_path,
+        )
+    return tuple(p for p in ids if p in wanted)
 
 
 def _check_inputs(run: _Run) -> StageCheck:
@@ -638,7 +672,8 @@ def _plan_units(run: _Run, check: StageCheck) -> _Plan:
     CohortError
         No unit is left to extract.
     """
-    plan = _Plan(run.cohort.patient_ids(), check)
+    ids = run.cohort.patient_ids() if run.patients is None else list(run.patients)
+    plan = _Plan(ids, check)
     no_mask: list[str] = []
     for pid in plan.patients:
         for m in run.modalities:
@@ -864,6 +899,7 @@ def _provenance(
             "kind": "reference masks of the cohort" if run.reference_masks else "given folder",
         },
         "modalities": list(mods),
+        "patient_subset": list(run.patients) if run.patients is not None else None,
         "parameters": {m: _params_provenance(run.param_files[m], run.param_sha[m], m) for m in mods},
         "measure_options": dataclasses.asdict(MeasureOptions()),
         "geometry_tolerance_mm": run.tolerance_mm,

@@ -912,6 +912,7 @@ STEPS: dict[str, type[JsonTransformer]] = {
         StableFeatureFilter,
         AgeNorm,
         LevelSummary,
+        PerLevelFilter,
         MissingFilter,
         CategoricalEncoder,
         MedianImputer,

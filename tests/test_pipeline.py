@@ -111,6 +111,8 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_run: dict) -> None:
         "segment-predict",
         "segment-evaluate",
         "extract",
+        "extract-reference",
+        "agreement",
         "fit",
         "validate",
         "predict",
@@ -121,6 +123,8 @@ def test_every_stage_ran_and_wrote_its_outputs(tiny_run: dict) -> None:
         "masks/development/qc.csv",
         "segmentation/evaluate-external/evaluation.json",
         "features/external/features.parquet",
+        "reference-features/development/features.parquet",
+        "agreement/development/agreement.json",
         "models/accelerated/metrics.json",
         "models/poor_outcome_2y/model/model.json",
         "validation/accelerated/metrics.json",
@@ -151,6 +155,46 @@ def test_report_answers_the_reviewers_questions(tiny_run: dict) -> None:
     fit = json.loads((tiny_run["out"] / "models" / "accelerated" / "metrics.json").read_text())
     assert fit["permutation_test"]["n_permutations"] == 2
     assert set(fit["tiers"]["cv"]) >= {"clinical", "measurements", "all"}
+
+
+@pytest.mark.slow
+def test_features_of_predicted_and_reference_masks_are_compared(tiny_run: dict) -> None:
+    """The first 6 development patients by id (``agreement.patients: 6``) are extracted again from their
+    reference masks and compared with their predicted-mask features; the report shows the comparison."""
+    import pandas as pd
+
+    from cdeg.outputs import RunFolder
+
+    run = RunFolder(tiny_run["out"])
+    clinical = pd.read_csv(run.cohort("development") / "clinical.csv", dtype={"patient_id": str})
+    first = sorted(clinical["patient_id"])[:6]
+    reference = run.reference_features("development").read()
+    assert sorted(reference["patient_id"]) == first
+    manifest = run.agreement("development").read()
+    assert manifest["patients"]["matched"] == 6 and manifest["patients"]["listed"] == 6
+    assert manifest["patients"]["only_in_first"] == manifest["patients"]["only_in_second"] == []
+    table = run.agreement("development").read_table()
+    assert len(table) == manifest["columns"]["compared"] > 0 and (table["n"] <= 6).all()
+    assert "measurement" in set(table["feature_class"]) and set(table["modality"]) == {"xray"}
+    html = run.report.read_text()
+    assert html.count("Do features from the predicted masks agree with features from reference masks?") == 1
+    assert "a feature with low ICC measures the segmentation as much as the patient" in html
+    assert 'href="#agreement"' in html and "ICC ≥ 0.75" in html
+    # The smoke network's masks may leave no measurement in two patients of both sets: then a note says so.
+    assert "bias (automatic minus reference)" in html or "No clinical measurement was found" in html
+
+
+def test_extract_refuses_a_patient_list_outside_the_cohort(tiny_cohort: Path, tmp_path: Path) -> None:
+    from cdeg.features.extract import extract
+
+    from cdeg.errors import CohortError
+
+    out = tmp_path / "features"
+    with pytest.raises(CohortError, match=r"1 patient\(s\) of the patient list not in clinical.csv: NOPE"):
+        extract(tiny_cohort, out, modality="xray", patients=["NECK0001", "NOPE"])
+    with pytest.raises(ValueError, match="at least one patient id"):
+        extract(tiny_cohort, out, modality="xray", patients=" , ")
+    assert not out.exists()  # refused before anything is written
 
 
 @pytest.mark.slow

@@ -158,3 +158,133 @@ def test_inline_radiomics_parameters_are_returned_validated():
 def test_an_unknown_registry_name_is_refused():
     with pytest.raises(ValueError, match="valid: synth, segment, radiomics, fit, check"):
         load_stage_config("segmentation")
+
+
+# --- the agreement of predicted-mask and reference-mask features -----------------------------------------
+
+
+def _agreement(**keys: Any) -> Any:
+    def edit(data: dict, tmp: Path) -> None:
+        data["agreement"] = keys
+
+    return edit
+
+
+def _context(cfg: Any, tmp_path: Path) -> Any:
+    from cdeg.pipeline.stages import Context
+
+    return Context(cfg=cfg, out=tmp_path / "run", jobs=1, device="cpu", progress=None)
+
+
+@pytest.mark.parametrize(
+    "cohort, message",
+    [
+        (
+            "rotterdam",
+            "agreement.cohort = 'rotterdam' is not a cohort; cohorts: annotated, development, external",
+        ),
+        ("annotated", "agreement.cohort = 'annotated' is not segmented by the study"),
+    ],
+)
+def test_the_agreement_cohort_must_be_a_segmented_cohort(tmp_path: Path, cohort: str, message: str):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_run_config(_study(tmp_path, _agreement(cohort=cohort)))
+
+
+def test_cdeg_run_reports_a_bad_agreement_cohort_in_one_line(tmp_path: Path):
+    study = _study(tmp_path, _agreement(cohort="rotterdam", patients=6))
+    r = CliRunner().invoke(cli, ["run", "--config", str(study), "--dry-run"])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "agreement.cohort = 'rotterdam' is not a cohort" in errors[0], r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_agreement_without_segmentation_is_refused(tmp_path: Path):
+    def edit(data: dict, tmp: Path) -> None:
+        data["segmentation"]["enabled"] = False
+        data["agreement"] = {"enabled": True}
+
+    with pytest.raises(ConfigError, match="agreement.enabled = true needs segmentation.enabled"):
+        load_run_config(_study(tmp_path, edit))
+
+
+def test_agreement_stages_follow_the_extraction_of_the_development_cohort(tmp_path: Path):
+    from cdeg.outputs import RunFolder
+    from cdeg.pipeline.config import agreement_cohort
+    from cdeg.pipeline.stages import build_stages
+
+    cfg = load_run_config(_study(tmp_path, _agreement()))  # every key at its default
+    assert agreement_cohort(cfg) == "development" and cfg.agreement.patients == 30
+    ctx = _context(cfg, tmp_path)
+    stages = {s.name: s for s in build_stages(ctx)}
+    names = list(stages)
+    ref, compare = stages["extract-reference:development"], stages["agreement:development"]
+    assert compare.deps == {"predicted features": "extract:development", "reference features": ref.name}
+    assert ref.folder == RunFolder(ctx.out).reference_features("development").root
+    assert compare.folder == RunFolder(ctx.out).agreement("development").root
+    assert names.index("extract:development") < names.index(ref.name) < names.index(compare.name)
+    assert compare.name in stages["report"].deps
+    assert not any(n.startswith(("extract-reference:external", "agreement:external")) for n in names)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [_agreement(enabled=False), lambda data, tmp: data["segmentation"].update(enabled=False)],
+    ids=["disabled", "no segmentation"],
+)
+def test_no_agreement_stage_when_off(tmp_path: Path, edit: Any):
+    from cdeg.pipeline.config import agreement_cohort
+    from cdeg.pipeline.stages import build_stages
+
+    cfg = load_run_config(_study(tmp_path, edit))
+    assert agreement_cohort(cfg) is None
+    kinds = {s.kind for s in build_stages(_context(cfg, tmp_path))}
+    assert not kinds & {"extract-reference", "agreement"}
+
+
+def _real_development(cohort: Path, **agreement: Any) -> Any:
+    """Edit: the development cohort is the folder `cohort` (real data), with these agreement keys."""
+
+    def edit(data: dict, tmp: Path) -> None:
+        data["cohorts"]["development"] = {"path": str(cohort)}
+        data["agreement"] = agreement
+
+    return edit
+
+
+def test_agreement_patients_are_the_first_ids_with_a_reference_mask(tmp_path: Path, tiny_cohort: Path):
+    import shutil
+
+    from cdeg.cohort import Cohort
+    from cdeg.pipeline.stages import agreement_patients
+
+    cohort = shutil.copytree(tiny_cohort, tmp_path / "cohort")
+    c = Cohort.open(cohort)
+    ids = sorted(c.patient_ids())
+    for m in ("mri", "xray"):
+        c.mask_path(ids[0], m).unlink(missing_ok=True)  # the first patient was never outlined
+    cfg = load_run_config(_study(tmp_path, _real_development(cohort, patients=3)))
+    ctx = _context(cfg, tmp_path)
+    assert agreement_patients(ctx, "development", ("xray",)) == ids[1:4]
+    cfg = load_run_config(_study(tmp_path, _real_development(cohort, patients=0)))
+    assert agreement_patients(_context(cfg, tmp_path), "development", ("xray",)) == ids[1:]
+
+
+def test_a_cohort_without_reference_masks_has_no_agreement_unless_required(tmp_path: Path, tiny_cohort: Path):
+    import shutil
+
+    from cdeg.cohort import MASKS_DIR
+    from cdeg.errors import CdegError
+    from cdeg.pipeline.stages import build_stages
+
+    cohort = shutil.copytree(tiny_cohort, tmp_path / "cohort")
+    shutil.rmtree(cohort / MASKS_DIR)
+    cfg = load_run_config(_study(tmp_path, _real_development(cohort)))
+    assert not any(s.kind == "agreement" for s in build_stages(_context(cfg, tmp_path)))
+    cfg = load_run_config(_study(tmp_path, _real_development(cohort, enabled=True)))
+    with pytest.raises(
+        CdegError, match="agreement.enabled is true but cohort 'development' has no reference masks"
+    ):
+        build_stages(_context(cfg, tmp_path))

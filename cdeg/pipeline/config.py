@@ -15,7 +15,15 @@ from cdeg.choices import DEVICES, FOLDS, SEGMENT_PRESETS, SYNTH_PROFILES
 from cdeg.cohort import MODALITIES
 from cdeg.config import ConfigError, deep_merge, from_dict, load_yaml
 
-__all__ = ["DEVICES", "SEGMENT_PRESETS", "RunConfig", "check_run_config", "cohort_roles", "load_run_config"]
+__all__ = [
+    "DEVICES",
+    "SEGMENT_PRESETS",
+    "RunConfig",
+    "agreement_cohort",
+    "check_run_config",
+    "cohort_roles",
+    "load_run_config",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,36 @@ class ExtractSpec:
     modalities: tuple[str, ...] = field(default=("mri", "xray"), metadata={"help": "modalities to extract"})
     geometry_tolerance_mm: float = field(
         default=1.0, metadata={"help": "mask/image grid tolerance (mm)", "range": (0.0, 100.0)}
+    )
+
+
+@dataclass(frozen=True)
+class AgreementSpec:
+    """Do features from the predicted masks agree with those from reference masks (`cdeg extract-agreement`)?
+
+    Features are extracted a second time, from the cohort's reference masks, for a few patients, and compared
+    with the predicted-mask features of the same patients (ICC, Bland-Altman).
+    """
+
+    enabled: bool | None = field(
+        default=None,
+        metadata={
+            "help": "null: when segmentation runs and the cohort has reference masks; true: required "
+            "(an error when it cannot run); false: never"
+        },
+    )
+    cohort: str | None = field(
+        default=None,
+        metadata={
+            "help": "a segmented cohort with reference masks (default: the first target's development cohort)"
+        },
+    )
+    patients: int = field(
+        default=30,
+        metadata={
+            "help": "patients compared: the first N ids (sorted) with a reference mask; 0 = all",
+            "range": (0, 1_000_000),
+        },
     )
 
 
@@ -196,6 +234,10 @@ class RunConfig:
         default_factory=SegmentationSpec, metadata={"help": "segmentation"}
     )
     extract: ExtractSpec = field(default_factory=ExtractSpec, metadata={"help": "feature extraction"})
+    agreement: AgreementSpec = field(
+        default_factory=AgreementSpec,
+        metadata={"help": "agreement of predicted-mask features with reference-mask features"},
+    )
     fit: FitSpec = field(default_factory=FitSpec, metadata={"help": "classifier"})
     targets: dict[str, TargetSpec] = field(
         default_factory=dict, metadata={"help": "target column -> question"}
@@ -278,6 +320,7 @@ def check_run_config(cfg: RunConfig, source: str | Path | None = None) -> None: 
                 "than the ones the network learnt from",
                 path=source,
             )
+    _check_agreement(cfg, source)
     ref = cfg.fit.age_reference
     if ref is not None and ref not in cfg.cohorts:
         raise ConfigError(
@@ -291,6 +334,36 @@ def check_run_config(cfg: RunConfig, source: str | Path | None = None) -> None: 
         if bad:
             raise ConfigError(f"fit.tiers: {', '.join(bad)}; valid: {', '.join(TIERS)} or none", path=source)
     check_stage_configs(cfg, source)
+
+
+def _check_agreement(cfg: RunConfig, source: str | Path | None) -> None:
+    """The agreement section: a cohort the study segments, and segmentation on when it is required."""
+    spec = cfg.agreement
+    if spec.cohort is not None and spec.cohort not in cfg.cohorts:
+        raise ConfigError(
+            f"agreement.cohort = {spec.cohort!r} is not a cohort; cohorts: {', '.join(cfg.cohorts)}",
+            path=source,
+        )
+    analysed = cohort_roles(cfg)["analysed"]
+    if spec.cohort is not None and spec.cohort not in analysed:
+        raise ConfigError(
+            f"agreement.cohort = {spec.cohort!r} is not segmented by the study (no predicted masks to compare); "
+            f"segmented cohorts: {', '.join(analysed)}",
+            path=source,
+        )
+    if spec.enabled and not cfg.segmentation.enabled:
+        raise ConfigError(
+            "agreement.enabled = true needs segmentation.enabled: without segmentation the features already "
+            "come from the reference masks",
+            path=source,
+        )
+
+
+def agreement_cohort(cfg: RunConfig) -> str | None:
+    """The cohort whose predicted-mask and reference-mask features are compared (None: agreement is off)."""
+    if cfg.agreement.enabled is False or not cfg.segmentation.enabled or not cfg.targets:
+        return None
+    return cfg.agreement.cohort or next(iter(cfg.targets.values())).development
 
 
 def check_stage_configs(cfg: RunConfig, source: str | Path | None = None) -> None:

@@ -3,8 +3,9 @@
 A :class:`Stage` names its folder, its upstream stages, the user files it reads, its parameters and the call
 that produces its outputs. :func:`build_stages` turns a :class:`~cdeg.pipeline.config.RunConfig` into the
 ordered list: synth (synthetic cohorts only) -> segment-train -> segment-predict -> segment-evaluate (where
-reference masks exist) -> extract (on predicted masks) -> fit -> validate (external cohort) -> predict
-(per-patient explanations for the report) -> report.
+reference masks exist) -> extract (on predicted masks) -> extract-reference and agreement (a few patients'
+features from their reference masks, compared with those from predicted masks) -> fit -> validate (external
+cohort) -> predict (per-patient explanations for the report) -> report.
 
 Run folder layout (``OUT``)::
 
@@ -13,6 +14,8 @@ Run folder layout (``OUT``)::
     masks/<cohort>/                  `cdeg segment predict` output (masks, QC PNGs, qc.csv), all modalities
     segmentation/evaluate-<cohort>/  evaluation.json (`cdeg segment evaluate`)
     features/<cohort>/               `cdeg extract` output
+    reference-features/<cohort>/     `cdeg extract --patients` on the cohort's reference masks (agreement)
+    agreement/<cohort>/              `cdeg extract-agreement` (predicted vs reference masks)
     models/<target>/                 `cdeg fit` run folder (model/ inside)
     validation/<target>/             `cdeg validate` output
     predictions/<target>/            `cdeg predict` output on the development cohort (SHAP waterfalls)
@@ -32,8 +35,9 @@ from typing import Any
 
 from cdeg.cohort import CLINICAL_CSV, IMAGE_SUFFIX, MASKS_DIR
 from cdeg.config import deep_merge, load_yaml, to_dict
+from cdeg.errors import CdegError
 from cdeg.outputs import Evaluation, FeatureFolder, FitRun, RunFolder
-from cdeg.pipeline.config import RunConfig, cohort_roles
+from cdeg.pipeline.config import RunConfig, agreement_cohort, cohort_roles
 from cdeg.progress import ProgressArg
 
 log = logging.getLogger(__name__)
@@ -101,7 +105,8 @@ class Stage:
     name : str
         Unique name, ``kind:subject`` (``fit:accelerated``).
     kind : str
-        synth, segment-train, segment-predict, segment-evaluate, extract, fit, validate, predict, report.
+        synth, segment-train, segment-predict, segment-evaluate, extract, extract-reference, agreement, fit,
+        validate, predict, report.
     folder : Path
         Where its outputs and manifest go.
     deps : dict
@@ -137,7 +142,13 @@ class Stage:
 
 def build_stages(ctx: Context) -> list[Stage]:
     """The ordered stages of the study described by ``ctx.cfg``."""
-    stages = _synth_stages(ctx) + _segmentation_stages(ctx) + _extract_stages(ctx) + _model_stages(ctx)
+    stages = (
+        _synth_stages(ctx)
+        + _segmentation_stages(ctx)
+        + _extract_stages(ctx)
+        + _agreement_stages(ctx)
+        + _model_stages(ctx)
+    )
     report_deps = {s.name: s.name for s in stages}
     report_paths = {k: v for s in stages for k, v in s.paths.items()}
     stages.append(
@@ -238,18 +249,84 @@ def _extract_stages(ctx: Context) -> list[Stage]:
                 ctx.features_folder(key),
                 deps,
                 paths,
-                lambda c: {
-                    "params": bool(c.cfg.extract.params),
-                    "radiomics": c.cfg.extract.radiomics,
-                    "modalities": list(c.cfg.extract.modalities),
-                    "geometry_tolerance_mm": c.cfg.extract.geometry_tolerance_mm,
-                },
+                _extract_params,
                 _run_extract,
                 resumable=True,
                 keep=(FeatureFolder.CACHE_DIR,),
             )
         )
     return stages
+
+
+def _extract_params(ctx: Context) -> dict[str, Any]:
+    """The extraction options every extract stage shares (the predicted and the reference masks alike)."""
+    e = ctx.cfg.extract
+    return {
+        "params": bool(e.params),
+        "radiomics": e.radiomics,
+        "modalities": list(e.modalities),
+        "geometry_tolerance_mm": e.geometry_tolerance_mm,
+    }
+
+
+def _agreement_stages(ctx: Context) -> list[Stage]:
+    """extract-reference (the agreement patients' features from their reference masks), then agreement."""
+    key = agreement_cohort(ctx.cfg)
+    if key is None:
+        return []
+    mods = _agreement_modalities(ctx, key)
+    if not mods:
+        if ctx.cfg.agreement.enabled:
+            raise CdegError(
+                f"agreement.enabled is true but cohort {key!r} has no reference masks of "
+                f"{', '.join(m for m in ctx.cfg.extract.modalities if m in ctx.cfg.segmentation.modalities)}",
+                path=ctx.cohort_folder(key) / MASKS_DIR,
+            )
+        return []
+    deps, paths = _cohort_input(ctx, key)
+    if ctx.cfg.extract.params:
+        paths["radiomics params"] = Path(ctx.cfg.extract.params)
+    reference = Stage(
+        f"extract-reference:{key}",
+        "extract-reference",
+        ctx.run.reference_features(key).root,
+        deps,
+        paths,
+        lambda c: {
+            **_extract_params(c),
+            "modalities": list(mods),
+            "patients": agreement_patients(c, key, mods),
+        },
+        _run_extract_reference,
+        resumable=True,
+        keep=(FeatureFolder.CACHE_DIR,),
+    )
+    compare = Stage(
+        f"agreement:{key}",
+        "agreement",
+        ctx.run.agreement(key).root,
+        {"predicted features": f"extract:{key}", "reference features": reference.name},
+        {},
+        lambda c: {"cohort": key, "patients": agreement_patients(c, key, mods)},
+        _run_agreement,
+    )
+    return [reference, compare]
+
+
+def _agreement_modalities(ctx: Context, key: str) -> tuple[str, ...]:
+    """The modalities extracted from predicted masks for which the cohort has reference masks."""
+    return tuple(m for m in _reference_modalities(ctx, key) if m in ctx.cfg.extract.modalities)
+
+
+def agreement_patients(ctx: Context, key: str, modalities: tuple[str, ...]) -> list[str]:
+    """The patients of the agreement: the first ``agreement.patients`` ids in sorted order among the cohort's
+    patients with a reference mask of one of `modalities` (all of them for 0), so the choice is deterministic."""
+    from cdeg.cohort import Cohort
+
+    cohort = Cohort.open(ctx.cohort_folder(key))
+    ids = sorted(p for p in cohort.patient_ids() if any(cohort.has_mask(p, m) for m in modalities))
+    n = ctx.cfg.agreement.patients
+    return ids[:n] if n else ids
 
 
 def _model_stages(ctx: Context) -> list[Stage]:
@@ -537,6 +614,47 @@ def _run_extract(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
         "features": int(res.features.shape[1] - 1),
         "errors": len(res.errors),
         "skipped_for_bad_input": sorted(res.provenance.get("input_check", {}).get("skipped", {})),
+    }
+
+
+def _run_extract_reference(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.features.extract import extract
+
+    key = stage.name.split(":", 1)[1]
+    e = ctx.cfg.extract
+    res = extract(
+        ctx.cohort_folder(key),
+        stage.folder,
+        masks=None,  # the cohort's own reference masks
+        modality=params["modalities"],
+        params=e.radiomics or e.params,
+        jobs=ctx.jobs or None,
+        geometry_tolerance_mm=e.geometry_tolerance_mm,
+        progress=ctx.progress,
+        strict=ctx.strict,
+        patients=params["patients"],
+    )
+    return {
+        "patients": len(res.features),
+        "features": int(res.features.shape[1] - 1),
+        "errors": len(res.errors),
+    }
+
+
+def _run_agreement(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.features.agreement import agreement
+
+    key = params["cohort"]
+    # First the predicted masks, then the reference: Bland-Altman differences are predicted minus reference.
+    r = agreement(
+        [ctx.features_folder(key), ctx.run.reference_features(key).root],
+        stage.folder,
+        patients=params["patients"],
+    )
+    return {
+        "patients": r.manifest["patients"]["matched"],
+        "features": r.manifest["columns"]["compared"],
+        "reliable_share": r.manifest["reliable_share"],
     }
 
 

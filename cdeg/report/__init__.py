@@ -3,7 +3,8 @@
 :func:`build_report` reads the outputs of a `cdeg run` folder (cohorts, segmentation, features, models,
 validation, predictions, stage manifests) and writes one HTML file with every image inline (base64 PNG), one
 stylesheet and a few lines of optional script: no network, no external file. Sections: summary, cohorts,
-segmentation (accuracy and QC gallery, flagged first), features, one section per study question (metrics with
+segmentation (accuracy and QC gallery, flagged first), features, agreement of the features of predicted and
+reference masks (when the study compares them), one section per study question (metrics with
 confidence intervals side by side, ROC / calibration / decision curves, SHAP), patients (a table linking to one
 card per patient, opened with the URL fragment through CSS ``:target``), provenance.
 """
@@ -85,7 +86,7 @@ class ReportData:
     def _read_stage_outputs(self) -> None:
         """Stage manifests, evaluations, QC, features, metrics and predictions, each through its contract."""
         from cdeg.pipeline import cache
-        from cdeg.pipeline.config import cohort_roles
+        from cdeg.pipeline.config import agreement_cohort, cohort_roles
         from cdeg.pipeline.stages import build_stages
 
         ctx, run = self.ctx, self.run
@@ -106,6 +107,12 @@ class ReportData:
             table = FeatureFolder(ctx.features_folder(k)).read()
             if table is not None:
                 self.features[k] = table
+        # The agreement of predicted-mask and reference-mask features, when the study has that stage.
+        self.agreement: dict[str, Any] | None = None
+        key = agreement_cohort(self.cfg)
+        if key is not None and f"agreement:{key}" in self.manifests:
+            folder = run.agreement(key)
+            self.agreement = {"cohort": key, "manifest": folder.read(), "table": folder.read_table()}
         self.fits, self.validations, self.oof, self.final = {}, {}, {}, {}
         for t in self.cfg.targets:
             self.fits[t] = run.fit(t).read()
@@ -300,6 +307,8 @@ def build_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         ("segmentation", "Segmentation"),
         ("features", "Features"),
     ]
+    if data.agreement is not None:
+        nav.append(("agreement", "Agreement"))
     nav += [(f"target-{t}", data.target_words(t).capitalize()) for t in data.cfg.targets]
     if data.cfg.report.patient_cards and data.dev_key:
         nav.append(("patients", "Patients"))
@@ -310,6 +319,8 @@ def build_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         S.segmentation_section(data),
         S.features_section(data),
     ]
+    if data.agreement is not None:
+        body.append(S.agreement_section(data))
     body += [S.target_section(data, t) for t in data.cfg.targets]
     body += [S.patients_section(data), S.checklist_section(data), S.provenance_section(data)]
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -281,6 +281,115 @@ def features_section(data: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
+#: Words for the feature classes of agreement.json (PyRadiomics classes, and the clinical measurements).
+FEATURE_CLASS_WORDS = {
+    "measurement": "clinical measurements",
+    "shape": "radiomics: shape (3D)",
+    "shape2D": "radiomics: shape (2D)",
+    "firstorder": "radiomics: brightness (first order)",
+    "glcm": "radiomics: texture (GLCM)",
+    "glrlm": "radiomics: texture (GLRLM)",
+    "glszm": "radiomics: texture (GLSZM)",
+    "gldm": "radiomics: texture (GLDM)",
+    "ngtdm": "radiomics: texture (NGTDM)",
+    "other": "other",
+}
+#: Clinical measurements shown with their Bland-Altman limits (those with the lowest ICC first).
+AGREEMENT_ROWS = 8
+
+AGREEMENT_TITLE = "Do features from the predicted masks agree with features from reference masks?"
+
+
+def agreement_section(data: Any) -> str:
+    """ICC of the predicted-mask features against the reference-mask features (`cdeg extract-agreement`):
+    the share of reliable features per modality and feature class, and Bland-Altman for the measurements."""
+    agreement = data.agreement
+    parts = [
+        f'<h2 id="agreement">{esc(AGREEMENT_TITLE)}</h2>',
+        howto(
+            "ICC(2,1) is the absolute agreement of one reading with another: ≥ 0.75 good, ≥ 0.9 excellent "
+            "(Koo &amp; Li 2016); a feature with low ICC measures the segmentation as much as the patient."
+        ),
+    ]
+    manifest = agreement["manifest"]
+    if manifest is None:
+        parts.append('<p class="warn">No agreement results (the agreement stage has not run).</p>')
+        return "".join(parts)
+    thresholds = manifest.get("icc", {}).get("thresholds", {})
+    good, excellent = thresholds.get("good"), thresholds.get("excellent")
+    n, cols = manifest["patients"]["matched"], manifest["columns"]
+    chosen = (
+        f"the first {data.cfg.agreement.patients} by id with reference outlines"
+        if data.cfg.agreement.patients
+        else "every patient with reference outlines"
+    )
+    parts.append(
+        f"<p>Features computed twice for {n} patients of the {esc(data.cohort_label(agreement['cohort']))} "
+        f"cohort ({chosen}): from the automatic outlines and from the hand-drawn "
+        f"reference outlines. {cols['compared']} features compared, {cols['without_icc']} without an ICC "
+        "(missing in one of the two, or the same value in every patient).</p>"
+    )
+    rows = []
+    for modality, classes in manifest["reliable_share"].items():
+        # The clinical measurements first, then the radiomics classes.
+        for cls, v in sorted(classes.items(), key=lambda kv: (kv[0] != "measurement", kv[0])):
+            rows.append(
+                [
+                    MODALITY_WORDS.get(modality, modality),
+                    FEATURE_CLASS_WORDS.get(cls, cls),
+                    v["n_features"],
+                    fmt(v.get(f"icc_ge_{good}"), 2, pct=True),
+                    fmt(v.get(f"icc_ge_{excellent}"), 2, pct=True),
+                ]
+            )
+    head = ["modality", "kind of feature", "features with an ICC", f"ICC ≥ {good}", f"ICC ≥ {excellent}"]
+    parts.append(table(head, rows))
+    parts.append(_bland_altman_table(agreement["table"]))
+    return "".join(parts)
+
+
+def _bland_altman_table(table_df: Any) -> str:
+    """The clinical measurements with the lowest ICC(2,1): bias and 95% limits of agreement (predicted minus
+    reference, Bland & Altman 1986), from agreement.csv."""
+    import numpy as np
+
+    from cdeg.modeling.names import describe
+
+    if table_df is None:
+        return ""
+    m = table_df[
+        (table_df["feature_class"] == "measurement") & np.isfinite(table_df["icc_2_1"].astype(float))
+    ]
+    if m.empty:
+        return '<p class="muted">No clinical measurement was found in enough patients of both mask sets.</p>'
+    worst = m.sort_values("icc_2_1").head(AGREEMENT_ROWS)
+    rows = [
+        [
+            describe(r["column"]).text,
+            int(r["n"]),
+            f"{fmt(r['icc_2_1'])} ({fmt(r['icc_2_1_ci_low'])} to {fmt(r['icc_2_1_ci_high'])})",
+            f"{fmt(r['ba_bias'])} {r['unit'] if isinstance(r['unit'], str) else ''}".strip(),
+            f"{fmt(r['ba_loa_low'])} to {fmt(r['ba_loa_high'])}",
+        ]
+        for r in worst.to_dict("records")
+    ]
+    return (
+        f"<h3>Clinical measurements: the {len(rows)} of {len(m)} with the lowest ICC</h3>"
+        + table(
+            [
+                "measurement",
+                "patients",
+                "ICC(2,1) (95% CI)",
+                "bias (automatic minus reference)",
+                "95% limits of agreement",
+            ],
+            rows,
+        )
+        + '<p class="muted">agreement.csv in the agreement folder lists every feature.</p>'
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
 def target_section(data: Any, target: str) -> str:
     """One study question: metrics side by side, curves, explanations."""
     spec = data.cfg.targets[target]
