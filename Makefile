@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 # Two workers on a 2-core machine (pytest-xdist); tests that share a study or a trained model run on one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadgroup
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow"
