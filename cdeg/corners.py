@@ -72,7 +72,10 @@ FORMATS: dict[str, str] = {
     "labelme": ".json",
     "cvat": ".xml",
 }
-_NAME = re.compile(r"^\s*(C[2-7]|T1)\s*[_\- ]\s*(AS|PS|PI|AI)\s*$", re.IGNORECASE)
+# Levels and corners from their owners (cdeg.labels, CORNERS), so the names are spelled in one place.
+_NAME = re.compile(
+    rf"^\s*({'|'.join(labels.VERTEBRA_NAMES)})\s*[_\- ]\s*({'|'.join(CORNERS)})\s*$", re.IGNORECASE
+)
 
 
 def parse_name(name: str) -> tuple[str, str]:
