@@ -357,8 +357,11 @@ def test_extract_runs_without_network(extract_reference):
 
 
 def _done_units(out: Path) -> int:
-    # A unit's JSON is written after its table: its presence marks a finished unit.
-    return len(list((out / "cache").glob("*/*.json"))) if (out / "cache").is_dir() else 0
+    # A unit's JSON is written after its table: its presence marks a finished unit. pathlib's glob also matches
+    # dot files, so a JSON still being written (atomic_path's ".<stem>.<random>.tmp.json") is left out.
+    if not (out / "cache").is_dir():
+        return 0
+    return sum(1 for p in (out / "cache").glob("*/*.json") if not p.name.startswith("."))
 
 
 def _provenance_without_run_details(path: Path) -> dict:
