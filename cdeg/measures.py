@@ -33,11 +33,18 @@ Geometry (sagittal plane, per level)
   (= disc angle of X-Y + wedge angle of Y); positive = lordotic.
 * **C2-C7 Cobb angle**: angle between the inferior endplate chords of C2 and C7 (sum of the segmental
   angles C2-C3..C6-C7); positive = lordosis.
+* **Chord heights** (``*_chord_mm``, ``disc_height_index_chord``): the same heights taken between the two
+  endplate *chords* instead of the endplate surfaces, which is all that the four corner points of each
+  vertebral body show (lateral radiographs are measured that way in the clinic). Same frames, same ``t``.
+  The endplates are concave, so a chord height is lower than the surface height for a disc and higher for a
+  body; the two are different quantities and carry different names (:data:`CHORD_FEATURES`).
 * **Disc-to-CSF T2 signal ratio** (MRI): mean T2 signal of the disc's central third (nucleus region)
   divided by the mean signal of the CSF in the spinal canal behind the disc at the same level.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 #: Fractions of the AP extent (anterior edge = 0) at which anterior, middle and posterior heights are taken.
 POSITIONS: dict[str, float] = {"anterior": 0.1, "middle": 0.5, "posterior": 0.9}
@@ -90,6 +97,63 @@ DESCRIPTIONS: dict[str, str] = {
     "disc_csf_signal_ratio": "disc/CSF T2 signal ratio",
     "cobb_c2c7_deg": "C2-C7 Cobb angle",
 }
+
+
+#: The heights, and their chord-to-chord counterparts (see the module docstring: "Chord heights").
+HEIGHT_FEATURES: tuple[str, ...] = (
+    "disc_height_anterior_mm",
+    "disc_height_middle_mm",
+    "disc_height_posterior_mm",
+    "disc_height_index",
+    "body_height_anterior_mm",
+    "body_height_middle_mm",
+    "body_height_posterior_mm",
+)
+
+
+def _chord_name(feature: str) -> str:
+    return feature.removesuffix("_mm") + "_chord_mm" if feature.endswith("_mm") else feature + "_chord"
+
+
+CHORD_FEATURES: dict[str, str] = {f: _chord_name(f) for f in HEIGHT_FEATURES}
+UNITS.update({CHORD_FEATURES[f]: UNITS[f] for f in HEIGHT_FEATURES})
+DEGENERATION_SIGN.update({CHORD_FEATURES[f]: s for f, s in DEGENERATION_SIGN.items() if f in CHORD_FEATURES})
+DESCRIPTIONS.update({CHORD_FEATURES[f]: DESCRIPTIONS[f] + " (between corners)" for f in HEIGHT_FEATURES})
+
+
+def heights_between_chords(
+    lower: tuple[Any, Any], upper: tuple[Any, Any], anterior: Any, posterior: Any
+) -> dict[str, float]:
+    """Chord heights of one piece at :data:`POSITIONS` (mm): "anterior", "middle", "posterior".
+
+    Parameters
+    ----------
+    lower, upper : pair of points
+        The piece's lower and upper endplate chords, each (anterior corner, posterior corner), as 2D points
+        in mm in any right- or left-handed sagittal frame.
+    anterior, posterior : point
+        The ends of the piece's AP extent (a body: its inferior corners; a disc: the means of the two
+        anterior and of the two posterior corners bounding it); projected onto the lower chord.
+
+    The height at ``t`` is the distance from the lower chord to the line of the upper chord, perpendicular to
+    the lower chord, at ``s = s_ant + t (s_post - s_ant)`` along it. Positive when the upper chord lies above.
+    """
+    import numpy as np
+
+    p0, p1 = (np.asarray(p, float) for p in lower)
+    q0, q1 = (np.asarray(p, float) for p in upper)
+    a = (p1 - p0) / np.linalg.norm(p1 - p0)
+    n = np.array([-a[1], a[0]])
+    if ((q0 + q1) / 2 - (p0 + p1) / 2) @ n < 0:  # n points from the lower chord towards the upper one
+        n = -n
+    s_ant, s_post = (float((np.asarray(x, float) - p0) @ a) for x in (anterior, posterior))
+    sq0, sq1 = float((q0 - p0) @ a), float((q1 - p0) @ a)
+    vq0, vq1 = float((q0 - p0) @ n), float((q1 - p0) @ n)
+    out = {}
+    for k, t in POSITIONS.items():
+        s = s_ant + t * (s_post - s_ant)
+        out[k] = vq0 + (s - sq0) * (vq1 - vq0) / (sq1 - sq0) if abs(sq1 - sq0) > 1e-9 else float("nan")
+    return out
 
 
 def quadratic_profile(anterior: float, middle: float, posterior: float) -> tuple[float, float, float]:

@@ -5,10 +5,11 @@ A study can run on corner points alone: the measurements of :func:`cdeg.features
 tables, column names and manifest of `cdeg extract` (:class:`cdeg.outputs.FeatureFolder`), so `cdeg fit`
 reads it unchanged. There is no PyRadiomics part: corner points outline no region to compute texture on.
 
-Angles (disc, segmental, Cobb, body wedge) and body depth are the same quantities as from masks. Heights
-are chord-to-chord: the concavity of the endplates is invisible to corner points, so disc heights come out
-lower and body heights higher than from masks (in the synthetic cohorts by about a third of the middle disc
-height; benchmarks/results/corners.json). Compare corner-based heights with corner-based heights only:
+Angles (disc, segmental, Cobb, body wedge) and body depth are the same quantities, under the same names, as
+from masks. Heights are chord heights (:data:`cdeg.measures.CHORD_FEATURES`: ``disc_height_middle_chord_mm``
+...): the concavity of the endplates is invisible to corner points, so they are lower than the surface heights
+of masks for discs and higher for bodies (in the synthetic cohorts by about a third of the middle disc height;
+benchmarks/results/corners.json), and they carry their own names so that no table mixes the two.
 provenance.json records ``measured_from: corner points``.
 """
 
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 #: What provenance.json says of heights measured from corner points.
 HEIGHTS_NOTE = (
-    "heights are chord-to-chord (between the straight lines through each endplate's corners); the "
-    "endplates' concavity, which mask-based heights include, is not seen"
+    "heights are chord heights (*_chord_mm, disc_height_index_chord: between the straight lines through each "
+    "endplate's corners); the endplates' concavity, which the surface heights of masks include, is not seen"
 )
 
 

@@ -1068,21 +1068,26 @@ def _profile_angle(geo: LevelGeometry) -> float:
 
 
 def _assemble(
-    discs: dict[int, LevelGeometry], bodies: dict[int, LevelGeometry], modality: str
+    discs: dict[int, LevelGeometry], bodies: dict[int, LevelGeometry], modality: str, chord: bool = False
 ) -> dict[str, dict[str, float]]:
+    """Values per level; with `chord`, the heights are chord heights and named so (cdeg.measures)."""
+
+    def h(feature: str) -> str:
+        return measures.CHORD_FEATURES[feature] if chord else feature
+
     out: dict[str, dict[str, float]] = {}
     for v, geo in bodies.items():
         name = labels.name_of(v)
         vals = {"body_depth_mm": geo.depth}
         if name != labels.VERTEBRA_NAMES[0]:  # C2 has no superior endplate (dens): no heights or wedge
-            vals.update({f"body_height_{k}_mm": h for k, h in geo.heights.items()})
+            vals.update({h(f"body_height_{k}_mm"): x for k, x in geo.heights.items()})
             vals["body_wedge_deg"] = _profile_angle(geo)
         out[name] = {k: float(x) for k, x in vals.items() if np.isfinite(x)}
     for d, geo in discs.items():
         up, lo = labels.vertebrae_of_disc(d)
-        vals = {f"disc_height_{k}_mm": h for k, h in geo.heights.items()}
+        vals = {h(f"disc_height_{k}_mm"): x for k, x in geo.heights.items()}
         if up in bodies and np.isfinite(bodies[up].depth) and bodies[up].depth > 0:
-            vals["disc_height_index"] = geo.heights["middle"] / bodies[up].depth
+            vals[h("disc_height_index")] = geo.heights["middle"] / bodies[up].depth
         # Disc angle: between the inferior endplate chord of the vertebra above and the superior chord of
         # the vertebra below, each between its own body's corners.
         if geo.upper_chord is not None and geo.lower_chord is not None:
@@ -1115,27 +1120,6 @@ def _inferior_chord(
 # --- from corner points ---------------------------------------------------------------------------------
 
 
-def _height_across(origin: np.ndarray, a: np.ndarray, s: float, p0: np.ndarray, p1: np.ndarray) -> float:
-    """u (along the SI axis of frame `a` at `origin`) where the line through p0, p1 crosses ``s``."""
-    n = _perp(a)
-    s0, s1 = float((p0 - origin) @ a), float((p1 - origin) @ a)
-    u0, u1 = float((p0 - origin) @ n), float((p1 - origin) @ n)
-    if abs(s1 - s0) < 1e-9:
-        return math.nan
-    return u0 + (s - s0) * (u1 - u0) / (s1 - s0)
-
-
-def _chord_heights(
-    origin: np.ndarray, a: np.ndarray, s_ant: float, s_post: float, upper: tuple, lower: tuple
-) -> dict[str, float]:
-    """Heights between two endplate chords (each a pair of corners) at :data:`cdeg.measures.POSITIONS`."""
-    out = {}
-    for k, t in measures.POSITIONS.items():
-        s = s_ant + t * (s_post - s_ant)
-        out[k] = _height_across(origin, a, s, *lower) - _height_across(origin, a, s, *upper)
-    return out
-
-
 def measure_corners(corners: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
     """The clinical measurements of one radiograph from the four corners of each vertebral body.
 
@@ -1145,8 +1129,10 @@ def measure_corners(corners: dict[str, dict[str, np.ndarray]]) -> dict[str, dict
     perpendicular to that chord at the corners), its heights the distance to the superior chord (AS -> PS)
     across that frame. A disc's frame is its lower chord (the superior chord of the vertebra below), its
     AP extent runs from the mean of the two anterior to the mean of the two posterior corners, its heights
-    are the distances between the two chords. Angles between chords are therefore exact; heights are
-    chord-to-chord, so they leave out the concavity of the endplates, which the mask-based heights include.
+    are the distances between the two chords (:func:`cdeg.measures.heights_between_chords`). Angles and
+    depth are the quantities :func:`measure` gives; the heights are chord heights and carry their own names
+    (:data:`cdeg.measures.CHORD_FEATURES`: ``disc_height_middle_chord_mm``...), since they leave out the
+    concavity of the endplates that the surface heights include.
 
     Parameters
     ----------
@@ -1164,11 +1150,9 @@ def measure_corners(corners: dict[str, dict[str, np.ndarray]]) -> dict[str, dict
     full = {lv: c for lv, c in corners.items() if all(k in c for k in names)}
     bodies: dict[int, LevelGeometry] = {}
     for level, c in full.items():
-        a = _unit(c["PI"] - c["AI"])
-        depth = float(np.linalg.norm(c["PI"] - c["AI"]))
         geo = LevelGeometry(
-            heights=_chord_heights(c["AI"], a, 0.0, depth, (c["AS"], c["PS"]), (c["AI"], c["PI"])),
-            depth=depth,
+            heights=measures.heights_between_chords((c["AI"], c["PI"]), (c["AS"], c["PS"]), c["AI"], c["PI"]),
+            depth=float(np.linalg.norm(c["PI"] - c["AI"])),
         )
         geo.upper_chord, geo.lower_chord = c["PS"] - c["AS"], c["PI"] - c["AI"]
         bodies[labels.label_of(level)] = geo
@@ -1179,13 +1163,11 @@ def measure_corners(corners: dict[str, dict[str, np.ndarray]]) -> dict[str, dict
             continue
         cu, cl = full[up], full[lo]
         a = _unit(cl["PS"] - cl["AS"])
-        origin = cl["AS"]
-        s_ant = float((0.5 * (cu["AI"] + cl["AS"]) - origin) @ a)
-        s_post = float((0.5 * (cu["PI"] + cl["PS"]) - origin) @ a)
+        ant, post = 0.5 * (cu["AI"] + cl["AS"]), 0.5 * (cu["PI"] + cl["PS"])
         geo = LevelGeometry(
-            heights=_chord_heights(origin, a, s_ant, s_post, (cu["AI"], cu["PI"]), (cl["AS"], cl["PS"])),
-            depth=s_post - s_ant,
+            heights=measures.heights_between_chords((cl["AS"], cl["PS"]), (cu["AI"], cu["PI"]), ant, post),
+            depth=float((post - ant) @ a),
         )
         geo.upper_chord, geo.lower_chord = cu["PI"] - cu["AI"], cl["PS"] - cl["AS"]
         discs[disc] = geo
-    return _assemble(discs, bodies, "xray")
+    return _assemble(discs, bodies, "xray", chord=True)

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 from cdeg.features.measurements import measure_corners
 
-from cdeg import labels
+from cdeg import labels, measures
 from cdeg.cohort import Cohort
 from cdeg.corners import COLUMNS, CORNERS, load_corners, parse_name
 from cdeg.errors import CdegError
@@ -206,15 +206,17 @@ def test_formulas_on_known_bodies():
     out = measure_corners({"C5": c5, "C6": c6})
     assert out["C6"]["body_depth_mm"] == pytest.approx(15.0)
     for k in ("anterior", "middle", "posterior"):
-        assert out["C6"][f"body_height_{k}_mm"] == pytest.approx(20.0)
-        assert out["C5-C6"][f"disc_height_{k}_mm"] == pytest.approx(5.0)
+        assert out["C6"][f"body_height_{k}_chord_mm"] == pytest.approx(20.0)
+        assert out["C5-C6"][f"disc_height_{k}_chord_mm"] == pytest.approx(5.0)
+    # corner points see chords, not endplate surfaces: no surface heights come out of them
+    assert not any(f in out[lv] for lv in out for f in measures.HEIGHT_FEATURES)
     # C5's anterior wall is 2 mm taller: heights at t = 0.1 / 0.5 / 0.9 of the linear profile
-    assert out["C5"]["body_height_anterior_mm"] == pytest.approx(20.0 + 2.0 * 0.9)
-    assert out["C5"]["body_height_middle_mm"] == pytest.approx(21.0)
+    assert out["C5"]["body_height_anterior_chord_mm"] == pytest.approx(20.0 + 2.0 * 0.9)
+    assert out["C5"]["body_height_middle_chord_mm"] == pytest.approx(21.0)
     assert out["C5"]["body_wedge_deg"] == pytest.approx(math.degrees(math.atan(2.0 / 15.0)))
     assert out["C5-C6"]["disc_angle_deg"] == pytest.approx(0.0, abs=1e-9)
     assert out["C5-C6"]["segmental_angle_deg"] == pytest.approx(0.0, abs=1e-9)
-    assert out["C5-C6"]["disc_height_index"] == pytest.approx(5.0 / 15.0)
+    assert out["C5-C6"]["disc_height_index_chord"] == pytest.approx(5.0 / 15.0)
 
 
 def test_disc_angle_and_cobb_from_tilted_chords():
@@ -228,7 +230,7 @@ def test_disc_angle_and_cobb_from_tilted_chords():
     for disc in ("C2-C3", "C5-C6"):
         assert out[disc]["segmental_angle_deg"] == pytest.approx(3.0)
         assert out[disc]["disc_angle_deg"] == pytest.approx(3.0)
-    assert "body_height_middle_mm" not in out["C2"]  # as from masks: C2 has no heights (dens)
+    assert "body_height_middle_chord_mm" not in out["C2"]  # as from masks: C2 has no heights (dens)
 
 
 # --- agreement with the synthetic truth ----------------------------------------------------------------------
@@ -237,9 +239,10 @@ EXACT = ("body_depth_mm", "body_wedge_deg", "disc_angle_deg", "segmental_angle_d
 
 
 def test_true_corners_give_true_measurements(cohort, truth):
-    """On 3 synthetic patients: angles, depth and Cobb equal truth; heights equal truth less the endplates'
+    """On 3 synthetic patients: angles, depth, Cobb and the chord heights equal truth (the generator's chord
+    heights come from its own anatomy); the chord heights also equal the surface heights less the endplates'
     concavity, which chords do not see (parabolic endplates: sag sum S = concavity / 0.64, 4 t (1 - t) S
-    missing at t)."""
+    missing at t), an independent check of the formulas."""
     coh = Cohort.open(cohort)
     cs, _ = load_corners(coh.truth_corners_path, coh)
     levels = pd.read_csv(coh.root / "truth" / "levels.csv", dtype={"patient_id": str})
@@ -253,7 +256,7 @@ def test_true_corners_give_true_measurements(cohort, truth):
             if level == "C2-C7":
                 continue
             r = rows.loc[level]
-            for f in EXACT:
+            for f in (*EXACT, *measures.CHORD_FEATURES.values()):
                 if f in feats and np.isfinite(r.get(f, np.nan)):
                     assert feats[f] == pytest.approx(r[f], abs=0.01), (pid, level, f)
                     checked += 1
@@ -262,7 +265,11 @@ def test_true_corners_give_true_measurements(cohort, truth):
                 sag = (m - 0.5 * (a + p)) / 0.64
                 for k, t in (("anterior", 0.1), ("middle", 0.5), ("posterior", 0.9)):
                     want = r[f"disc_height_{k}_mm"] - 4 * t * (1 - t) * sag
-                    assert feats[f"disc_height_{k}_mm"] == pytest.approx(want, abs=0.05), (pid, level, k)
+                    assert feats[f"disc_height_{k}_chord_mm"] == pytest.approx(want, abs=0.06), (
+                        pid,
+                        level,
+                        k,
+                    )
                     checked += 1
     assert checked > 100
 
@@ -281,7 +288,8 @@ def test_extract_corners_feature_folder(cohort, truth, tmp_path):
     wide = FeatureFolder(tmp_path / "feat").read()
     assert list(wide["patient_id"]) == Cohort.open(cohort).patient_ids()  # every patient, as cdeg extract
     assert (
-        "xray__C5-C6__disc_height_middle_mm" in wide.columns and "xray__C2-C7__cobb_c2c7_deg" in wide.columns
+        "xray__C5-C6__disc_height_middle_chord_mm" in wide.columns
+        and "xray__C2-C7__cobb_c2c7_deg" in wide.columns
     )
     assert wide.set_index("patient_id").loc[["NECK0003"]].isna().all(axis=None)
     assert res.provenance["measured_from"] == "corner points"

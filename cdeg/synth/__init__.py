@@ -201,16 +201,18 @@ def synthesize(
     ]
     presence: dict[str, dict[str, tuple[int, ...]]] = {}
     corners: list[tuple[str, str, str, float, float]] = []
+    chords: list[dict[str, Any]] = []
     workers = (os.cpu_count() or 1) if jobs == 0 else jobs
     t1 = time.perf_counter()
-    for pid, present, xray_corners in _map(
+    for pid, present, xray_corners, chord in _map(
         _render_and_write, tasks, workers, progress, desc=f"synth {profile}"
     ):
         presence[pid] = present
         corners.extend((pid, *c) for c in xray_corners)
+        chords.extend({ID_COLUMN: pid, "level": lv, **v} for lv, v in chord.items())
     log.info("rendered %d patients in %.1f s with %d worker(s)", n, time.perf_counter() - t1, workers)
 
-    levels = _add_presence(levels, presence, mods)
+    levels = _add_chord_heights(_add_presence(levels, presence, mods), chords)
     from cdeg.segmentation.editors import write_label_files
 
     # The reference masks open in Slicer and ITK-SNAP with level names and colours.
@@ -293,10 +295,21 @@ def _synthesize_dicom(
     return out
 
 
-def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]], tuple]:
+def _add_chord_heights(levels: Any, chords: list[dict[str, Any]]) -> Any:
+    """The anatomy's true chord heights as columns of truth/levels.csv (NaN where not defined)."""
+    import pandas as pd
+
+    from cdeg.measures import CHORD_FEATURES
+
+    table = pd.DataFrame(chords, columns=[ID_COLUMN, "level", *CHORD_FEATURES.values()])
+    return levels.merge(table, on=[ID_COLUMN, "level"], how="left", validate="one_to_one")
+
+
+def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]], tuple, dict]:
     """Render one patient and write its images and masks (runs in a worker process).
 
-    Returns the patient id, the labels present per modality and the radiograph's true corners.
+    Returns the patient id, the labels present per modality, the radiograph's true corners and the
+    anatomy's true chord heights.
     """
     from cdeg.synth.render import render_patient
 
@@ -309,7 +322,8 @@ def _render_and_write(task: tuple) -> tuple[str, dict[str, tuple[int, ...]], tup
         write_image(image_path(out, pid, modality), r.image)
         write_image(mask_path(Path(out) / MASKS_DIR, pid, modality), r.mask)
         present[modality] = tuple(int(v) for v in r.present)
-    return pid, present, rendered["xray"].corners if "xray" in rendered else ()
+    chords = next(iter(rendered.values())).chords if rendered else {}
+    return pid, present, rendered["xray"].corners if "xray" in rendered else (), dict(chords)
 
 
 def _map(func, tasks: list, workers: int, progress: ProgressArg, desc: str):

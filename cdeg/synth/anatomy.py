@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cdeg import labels
-from cdeg.measures import quadratic_profile
+from cdeg.measures import CHORD_FEATURES, heights_between_chords, quadratic_profile
 
 # t samples of the surface polylines: beyond [0, 1] so a deeper neighbour can read the surface it rests on.
 _TG = np.linspace(-0.6, 1.3, 96)
@@ -540,6 +540,32 @@ class Spine:
     parts: list[Part]
     curves: dict[str, np.ndarray]
     landmarks: dict[str, Any]
+
+
+def chord_heights(spine: Spine) -> dict[str, dict[str, float]]:
+    """True chord heights of each labelled body and disc, by the definition of :mod:`cdeg.measures`.
+
+    The heights between the endplate chords that the four corners of each body define (what a radiograph
+    annotated by corner points measures), named as :data:`cdeg.measures.CHORD_FEATURES`; C2 has no superior
+    endplate of its own and gets none, as in :func:`cdeg.features.measurements.measure`.
+    """
+    out: dict[str, dict[str, float]] = {}
+    chain = spine.pieces  # bottom-up: body, disc, body, ...
+    for i, p in enumerate(chain):
+        if not p.label or p.name == labels.VERTEBRA_NAMES[0]:
+            continue
+        if p.kind == "vertebra":
+            lower, upper = (p.lower(0.0), p.lower(1.0)), (p.upper(0.0), p.upper(1.0))
+            hs = heights_between_chords(lower, upper, *lower)
+            out[p.name] = {CHORD_FEATURES[f"body_height_{k}_mm"]: v for k, v in hs.items()}
+        elif 0 < i < len(chain) - 1:
+            below, above = chain[i - 1], chain[i + 1]
+            lower, upper = (below.upper(0.0), below.upper(1.0)), (above.lower(0.0), above.lower(1.0))
+            hs = heights_between_chords(lower, upper, (lower[0] + upper[0]) / 2, (lower[1] + upper[1]) / 2)
+            vals = {CHORD_FEATURES[f"disc_height_{k}_mm"]: v for k, v in hs.items()}
+            vals[CHORD_FEATURES["disc_height_index"]] = hs["middle"] / above.depth
+            out[p.name] = vals
+    return out
 
 
 def _finite_or_none(v: Any) -> float | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -197,6 +197,8 @@ class RenderedImage:
     mask: sitk.Image
     present: tuple[int, ...]
     corners: tuple[tuple[str, str, float, float], ...] = ()
+    #: The anatomy's true chord heights, level -> {feature -> mm} (:func:`cdeg.synth.anatomy.chord_heights`).
+    chords: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def present_labels(mask: np.ndarray) -> tuple[int, ...]:
@@ -241,13 +243,14 @@ def render_patient(
     s_anat, s_mri, s_xray = ss.spawn(3)
     spine = anatomy.build_spine(patient, levels, cfg.anatomy, np.random.default_rng(s_anat))
     out: dict[str, RenderedImage] = {}
+    chords = anatomy.chord_heights(spine)
     if "mri" in modalities and _flag(patient.get("has_mri", True)):
         img, mask = render_mri.render(spine, patient, cfg.mri, np.random.default_rng(s_mri))
-        out["mri"] = RenderedImage(img, mask, present_labels(sitk.GetArrayViewFromImage(mask)))
+        out["mri"] = RenderedImage(img, mask, present_labels(sitk.GetArrayViewFromImage(mask)), chords=chords)
     if "xray" in modalities and _flag(patient.get("has_xray", True)):
         img, mask, corners = render_xray.render(spine, patient, cfg.xray, np.random.default_rng(s_xray))
         out["xray"] = RenderedImage(
-            img, mask, present_labels(sitk.GetArrayViewFromImage(mask)), tuple(corners)
+            img, mask, present_labels(sitk.GetArrayViewFromImage(mask)), tuple(corners), chords
         )
     return out
 
