@@ -203,14 +203,20 @@ def bench_training(args: argparse.Namespace) -> dict:
     for name, cohort in (("full_masks", train_c), ("corner_masks", corner_train)):
         t0 = time.perf_counter()
         model = work / f"model_{name}"
-        manifest = train(
-            cohort=cohort, modality="xray", out=model, preset="fast", device=device, progress=False
-        )
-        train_s = time.perf_counter() - t0
+        if name in args.reuse and (model / "cdeg_model.json").is_file():
+            # trained by an earlier run in this work folder (--work): scored again, not retrained
+            manifest = json.loads((model / "cdeg_model.json").read_text())
+            train_s = float(sum(manifest.get("timings_s", {}).values()))
+        else:
+            manifest = train(
+                cohort=cohort, modality="xray", out=model, preset="fast", device=device, progress=False
+            )
+            train_s = time.perf_counter() - t0
         pred = work / f"pred_{name}"
         predict(cohort=test_c, modality="xray", model=model, out=pred, device=device)
         rows[name] = {
             "train_s": round(train_s, 1),
+            "reused": name in args.reuse,
             "epochs_completed": manifest["epochs_completed"],
             "vs_full_reference": _score(pred, test_c, work / f"eval_full_{name}.json"),
             "vs_corner_reference": _score(pred, corner_test, work / f"eval_corner_{name}.json"),
@@ -248,6 +254,13 @@ def main() -> None:
     ap.add_argument("--seed-test", type=int, default=202)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--work", type=Path, default=None, help="(b) work folder, kept (default: temporary)")
+    ap.add_argument(
+        "--reuse",
+        nargs="*",
+        default=[],
+        choices=["full_masks", "corner_masks"],
+        help="(b) models already trained in --work to score again instead of retraining",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("CDEG_NO_PROGRESS", "1")

@@ -424,9 +424,22 @@ def export_command(masks: Path, cohort: Path, editor: str, out: Path, modality: 
     show_default=True,
     help="Height above C2 left unannotated (dens, atlas).",
 )
+@click.option(
+    "--endplate-mm",
+    type=click.FloatRange(0, 20),
+    default=2.5,
+    show_default=True,
+    help="Reach into the body of the unannotated band along each endplate chord (concave endplates); 0: none.",
+)
 @_strict
 def masks_from_corners_command(
-    cohort: Path, corners: Path, out: Path, posterior_mm: float, dens_mm: float, strict: bool
+    cohort: Path,
+    corners: Path,
+    out: Path,
+    posterior_mm: float,
+    dens_mm: float,
+    endplate_mm: float,
+    strict: bool,
 ) -> None:
     """Radiograph training masks from vertebral body corner points: bodies and discs as quadrilaterals,
     posterior elements marked 'not annotated' (nnU-Net's ignore label)."""
@@ -439,6 +452,7 @@ def masks_from_corners_command(
         out=out,
         posterior_mm=posterior_mm,
         dens_mm=dens_mm,
+        endplate_mm=endplate_mm,
         strict=strict,
         progress=progress_enabled(),
     )

@@ -13,11 +13,16 @@ label (no loss there; :mod:`cdeg.segmentation.labelmap`):
   lowest body for half that (spinous processes slope downwards): canal, pedicles, pillars, laminae and
   spinous processes;
 * above C2's superior endplate, ``dens_mm`` of the dens (and the atlas around it), across the body and its
-  band.
+  band;
+* along every endplate chord, a lens reaching ``endplate_mm`` into the body at mid-chord (0.5 mm at the
+  corners) and a tenth of that (at most 0.25 mm) into the disc: endplates are concave, so the true boundary
+  between body and disc lies on the body's side of the chord, up to about the depth of the concavity, and a
+  straight chord there would teach the network a straight endplate. With the lens unannotated, the network
+  places the endplate where the image shows it.
 
-Everything else is background. Bodies are painted over the unannotated bands, discs last (as in the
-synthetic reference masks, a disc wins where it touches a body). What stays different from a full mask:
-endplates are straight chords instead of concave curves, and anterior osteophytes are background.
+Everything else is background. Bodies are painted over the unannotated band behind them, discs over the
+bodies (as in the synthetic reference masks, a disc wins where it touches a body), the endplate bands last.
+What stays different from a full mask: anterior osteophytes are background.
 
 Output: a mask folder (:class:`cdeg.outputs.MaskFolder` layout, ``<patient_id>/xray.nii.gz`` on the grid of
 the cohort's radiograph) with its manifest; ``cdeg segment train`` uses it as a cohort's ``masks/``.
@@ -55,13 +60,18 @@ class CornerMaskOptions:
         spinous processes, the longest (C7) reaching ~40-50 mm further.
     dens_mm : float
         Height above C2's superior endplate left unannotated: the dens (~15 mm) and the atlas.
+    endplate_mm : float
+        Reach of the unannotated band along each endplate chord into the body (0: no band). The middle of a
+        cervical endplate lies 1-2.5 mm inside the chord in the synthetic anatomy (bench_corners:
+        chord vs surface heights).
     """
 
     posterior_mm: float = 70.0
     dens_mm: float = 25.0
+    endplate_mm: float = 2.5
 
     def __post_init__(self) -> None:
-        for name in ("posterior_mm", "dens_mm"):
+        for name in ("posterior_mm", "dens_mm", "endplate_mm"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 200):
                 raise ValueError(f"{name} must be a number of mm in [0, 200], got {v!r}")
@@ -111,14 +121,34 @@ def _regions(
         regions.append(
             (labels.IGNORE, np.array([c["AS"], c["PS"], c["PS"] + back, c["PS"] + back + up, c["AS"] + up]))
         )
-    discs = []
+    discs, bands = [], []
     for v in levels:
         c = points[labels.name_of(v)]
         regions.append((v, np.array([c[k] for k in ("AS", "PS", "PI", "AI")])))
         if v + 1 in levels:
             cl = points[labels.name_of(v + 1)]
             discs.append((labels.disc_between(v, v + 1), np.array([c["AI"], c["PI"], cl["PS"], cl["AS"]])))
-    return regions + discs
+        if opts.endplate_mm > 0:
+            if labels.name_of(v) != labels.VERTEBRA_NAMES[0]:  # C2's top is the dens, already unannotated
+                bands.append((labels.IGNORE, _endplate_band(c["AS"], c["PS"], +1, opts.endplate_mm)))
+            bands.append((labels.IGNORE, _endplate_band(c["AI"], c["PI"], -1, opts.endplate_mm)))
+    return regions + discs + bands
+
+
+def _endplate_band(ant: np.ndarray, post: np.ndarray, into_body: int, reach_mm: float) -> np.ndarray:
+    """Lens along the chord ant -> post: into the body (below the chord for a superior endplate, `into_body` =
+    +1) up to `reach_mm` at mid-chord and 0.5 mm at the corners, as a concave endplate is deepest in its
+    middle; a tenth of `reach_mm`, at most 0.25 mm (a pixel's rounding), into the disc; 1 mm beyond each
+    corner (rounded corners)."""
+    e = _unit(post - ant)
+    down = _perp_down(post - ant) * into_body
+    t = np.linspace(0.0, 1.0, 17)
+    reach = np.minimum(0.5, reach_mm) + (reach_mm - np.minimum(0.5, reach_mm)) * 4 * t * (1 - t)
+    along = ant[None, :] + t[:, None] * (post - ant)[None, :]
+    body_side = along + reach[:, None] * down[None, :]
+    disc = -min(0.25, reach_mm / 10) * down
+    a, p = ant - e, post + e
+    return np.array([a + disc, p + disc, p + 0.5 * down, *body_side[::-1], a + 0.5 * down])
 
 
 def check_consecutive(points: dict[str, dict[str, np.ndarray]]) -> None:
@@ -181,6 +211,7 @@ def masks_from_corners(
     out: str | Path,
     posterior_mm: float = CornerMaskOptions.posterior_mm,
     dens_mm: float = CornerMaskOptions.dens_mm,
+    endplate_mm: float = CornerMaskOptions.endplate_mm,
     strict: bool = False,
     progress: ProgressArg = None,
 ) -> dict[str, Any]:
@@ -195,7 +226,7 @@ def masks_from_corners(
     out : path
         Mask folder to write (``<patient_id>/xray.nii.gz`` and ``masks_from_corners_xray.json``); it must
         not lie inside the cohort.
-    posterior_mm, dens_mm : float
+    posterior_mm, dens_mm, endplate_mm : float
         Extent of the unannotated regions (:class:`CornerMaskOptions`).
     strict : bool
         Stop at the first problem instead of leaving that patient out.
@@ -207,7 +238,7 @@ def masks_from_corners(
     dict
         The manifest written: patients written, problems (one line each), options.
     """
-    opts = CornerMaskOptions(posterior_mm=posterior_mm, dens_mm=dens_mm)
+    opts = CornerMaskOptions(posterior_mm=posterior_mm, dens_mm=dens_mm, endplate_mm=endplate_mm)
     coh = Cohort.open(cohort)
     out = Path(out)
     out_r, root_r = out.resolve(), coh.root.resolve()

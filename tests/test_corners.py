@@ -321,6 +321,27 @@ def test_masks_from_corners_and_ignore_label_in_dataset_json(cohort, truth, tmp_
     assert "ignore" not in json.loads((tmp_path / "ds_full" / "dataset.json").read_text())["labels"]
 
 
+def test_endplate_band_covers_the_concavity_the_chords_miss(cohort, truth, tmp_path):
+    """Where the full mask has disc but the quadrilaterals between the chords say body (the concave endplate),
+    the default mask leaves the pixel unannotated; with endplate_mm = 0 it would teach 'body' there."""
+    from cdeg.segmentation.corners import corner_mask
+
+    coh = Cohort.open(cohort)
+    cs, _ = load_corners(coh.truth_corners_path, coh)
+    image = sitk.ReadImage(str(coh.image_path(PID, "xray")))
+    full = sitk.GetArrayFromImage(sitk.ReadImage(str(coh.mask_path(PID, "xray"))))
+    banded = sitk.GetArrayFromImage(corner_mask(cs.points(PID), image))
+    from cdeg.segmentation.corners import CornerMaskOptions
+
+    plain = sitk.GetArrayFromImage(corner_mask(cs.points(PID), image, CornerMaskOptions(endplate_mm=0)))
+    concavity = np.isin(full, labels.DISC_LABELS) & np.isin(plain, labels.VERTEBRA_LABELS)
+    assert concavity.sum() > 100  # the chords do miss the concave endplates
+    assert np.mean(banded[concavity] == labels.IGNORE) > 0.95
+    # the band is narrow: most of each body and disc stays annotated
+    for lab, share in ((5, 0.55), (105, 0.45)):
+        assert (banded == lab).sum() > share * (plain == lab).sum()
+
+
 def test_evaluation_leaves_unannotated_pixels_out(cohort, tmp_path):
     """A prediction equal to the full mask scores Dice 1 against a reference that leaves the posterior
     elements unannotated, wherever the prediction puts them."""
