@@ -425,11 +425,16 @@ def export_command(masks: Path, cohort: Path, editor: str, out: Path, modality: 
     help="Height above C2 left unannotated (dens, atlas).",
 )
 @click.option(
-    "--endplate-mm",
-    type=click.FloatRange(0, 20),
-    default=2.5,
+    "--endplate-band-mm",
+    type=click.FloatRange(0, 10),
+    default=0.5,
     show_default=True,
-    help="Reach into the body of the unannotated band along each endplate chord (concave endplates); 0: none.",
+    help="Half-width of the unannotated band around each drawn endplate; 0: none.",
+)
+@click.option(
+    "--straight-endplates",
+    is_flag=True,
+    help="Draw endplates as the straight chords between the corners instead of the published mean concavity.",
 )
 @_strict
 def masks_from_corners_command(
@@ -438,11 +443,12 @@ def masks_from_corners_command(
     out: Path,
     posterior_mm: float,
     dens_mm: float,
-    endplate_mm: float,
+    endplate_band_mm: float,
+    straight_endplates: bool,
     strict: bool,
 ) -> None:
-    """Radiograph training masks from vertebral body corner points: bodies and discs as quadrilaterals,
-    posterior elements marked 'not annotated' (nnU-Net's ignore label)."""
+    """Radiograph training masks from vertebral body corner points: bodies and discs between concave endplates
+    drawn through the corners, posterior elements marked 'not annotated' (nnU-Net's ignore label)."""
     from cdeg.segmentation.corners import masks_from_corners
 
     res = run_api(
@@ -452,7 +458,8 @@ def masks_from_corners_command(
         out=out,
         posterior_mm=posterior_mm,
         dens_mm=dens_mm,
-        endplate_mm=endplate_mm,
+        endplate_band_mm=endplate_band_mm,
+        straight_endplates=straight_endplates,
         strict=strict,
         progress=progress_enabled(),
     )

@@ -857,8 +857,10 @@ def _load_predictor(spec: ModelSpec, device_kind: str, cfg: SegmentConfig) -> An
     import pickle
 
     import torch
+    from cdeg.segmentation.trainers import register_with_nnunet
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    register_with_nnunet()  # the trainer lookup inside initialize_from_trained_model_folder ends at once
     predictor = nnUNetPredictor(
         tile_step_size=cfg.predict.tile_step_size,
         use_gaussian=True,

@@ -456,8 +456,10 @@ def _run_training(
 ) -> int:
     """Instantiate the trainer, resume from a checkpoint when there is one, train; returns epochs done."""
     import torch
-    from cdeg.segmentation.trainers import CHECKPOINT_TEMPORARIES, SETTINGS_ENV
+    from cdeg.segmentation.trainers import CHECKPOINT_TEMPORARIES, SETTINGS_ENV, register_with_nnunet
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    register_with_nnunet()
 
     fold_dir = results / f"fold_{fold}"
     remove_stale_temporaries(fold_dir, CHECKPOINT_TEMPORARIES)  # a checkpoint write cut short by a kill

@@ -216,6 +216,27 @@ TRAINERS: dict[str, type[nnUNetTrainer]] = {
 }
 
 
+def register_with_nnunet() -> None:
+    """Let nnU-Net's trainer search find the cdeg trainers in the first module it inspects.
+
+    nnU-Net looks a trainer up by class name
+    (``nnunetv2.utilities.find_objects.recursive_find_trainer_class_by_name``, nnU-Net 2.8): it imports the
+    modules of ``nnunetv2/training/nnUNetTrainer`` one by one, the top-level ``nnUNetTrainer.py`` first, then
+    every variant package (``primus``, ``variants/...``), and only then the ``nnUNet_extTrainer`` folders. The
+    primus trainers import timm, which imports torchvision: with a CPU-only torch beside a torchvision built
+    for CUDA (or none), the search dies there before it reaches cdeg's classes, and on any machine it imports
+    dozens of modules it does not need. Naming the cdeg classes in the module it inspects first ends the
+    search there. The ``nnUNet_extTrainer`` shim stays for ``nnUNetv2_train`` run by hand
+    (:func:`write_trainer_shim`). tests/test_nnunet_internals.py fails when nnU-Net changes this search.
+    """
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as first
+
+    for name, cls in TRAINERS.items():
+        if getattr(first, name, cls) is not cls:
+            raise RuntimeError(f"nnU-Net already defines a trainer named {name}; cdeg's would shadow it")
+        setattr(first, name, cls)
+
+
 def read_settings() -> dict[str, Any]:
     """The budget trainer's settings from ``CDEG_TRAINER_SETTINGS`` (empty when unset)."""
     raw = os.environ.get(SETTINGS_ENV)
