@@ -27,7 +27,7 @@ ifeq ($(GPU),0)
 	@if $(PY) -m pip --isolated install -q $(TORCH_CPU_PACKAGES) $(TORCH_CPU_ARGS) >/dev/null 2>&1 \
 	    && $(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
 	    $(PY) -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN); \
-	    echo "cdeg: torch $$(cat $(TORCH_PIN)) without CUDA libraries (no GPU here; GPU=1 for the CUDA build)"; \
+	    echo "cdeg: $$(cat $(TORCH_PIN)), without CUDA libraries (no GPU here; GPU=1 for the CUDA build)"; \
 	else echo "cdeg: no CPU build of torch from $(TORCH_CPU_INDEX); installing the default build"; fi
 endif
 	# PyRadiomics 3.0.1 imports numpy in its setup.py, so numpy goes first and the build is not isolated.
