@@ -47,12 +47,32 @@ class _DropKnownNotice(logging.Filter):
 logging.getLogger("radiomics.glcm").addFilter(_DropKnownNotice())
 
 
+#: How to install PyRadiomics (an extra: only `cdeg extract` needs it), named when it is missing.
+INSTALL_HINT = (
+    "on Python 3.11: pip install numpy && pip install --no-build-isolation pyradiomics==3.0.1 "
+    "(what `make install` does; PyRadiomics 3.0.1 does not build on 3.12)"
+)
+
+
+def require_pyradiomics() -> Any:
+    """The radiomics package, or a one-line ConfigError saying how to install it."""
+    try:
+        import radiomics
+    except ImportError:
+        raise ConfigError(
+            f"PyRadiomics is not installed; `cdeg extract` needs it for the radiomics features ({INSTALL_HINT}). "
+            "`cdeg extract --corners` and every other stage run without it"
+        ) from None
+    return radiomics
+
+
 def _featureextractor() -> Any:
     """PyRadiomics' featureextractor module, with its logger brought back under the command line's control.
 
     Importing radiomics sets its logger to INFO (one line per structure and feature class), overriding the
     level the command line chose; it is put back to WARNING unless the user asked for debug output (-vv).
     """
+    require_pyradiomics()
     from radiomics import featureextractor
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -67,9 +87,7 @@ DIAGNOSTICS_PREFIX = "diagnostics_"
 
 
 def pyradiomics_version() -> str:
-    import radiomics
-
-    return str(radiomics.__version__)
+    return str(require_pyradiomics().__version__)
 
 
 def params_sha256(params: Mapping[str, Any]) -> str:
@@ -101,6 +119,7 @@ def validate_params(params: str | Path | Mapping[str, Any], where: str = "") -> 
         Naming the file (or the dotted key) and PyRadiomics' complaint, when the file is missing, not
         YAML/JSON, or invalid.
     """
+    require_pyradiomics()
     import pykwalify.core
     from radiomics import getParameterValidationFiles
 

@@ -74,6 +74,8 @@ MEASURE_CONCEPTS: dict[str, str] = {
     "cobb_c2c7_deg": "shape",
     "disc_csf_signal_ratio": "signal",
 }
+# Chord heights (corner points) are heights too.
+MEASURE_CONCEPTS.update({chord: MEASURE_CONCEPTS[f] for f, chord in measures.CHORD_FEATURES.items()})
 #: PyRadiomics shape features that measure size (grouped with heights); other shape features are "shape".
 SIZE_FEATURES: frozenset[str] = frozenset(
     {
