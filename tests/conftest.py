@@ -19,9 +19,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 _EXPENSIVE_FIXTURES = ("tiny_run", "smoke_xray_models")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` run only where PyTorch sees a CUDA device (benchmarks/gpu/run.sh runs them).
-    Tests sharing an expensive session fixture share an xdist group (see :data:`_EXPENSIVE_FIXTURES`)."""
+    Tests sharing an expensive session fixture share an xdist group (see :data:`_EXPENSIVE_FIXTURES`).
+
+    tryfirst: pytest-xdist reads the groups in its own pytest_collection_modifyitems (it appends
+    ``@<group>`` to each node id); without it that hook runs before this one and sees no group, and every
+    worker builds each expensive fixture again."""
     for item in items:
         used = [f for f in _EXPENSIVE_FIXTURES if f in getattr(item, "fixturenames", ())]
         if used:
