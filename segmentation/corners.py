@@ -66,8 +66,9 @@ class CornerMaskOptions:
         Height above C2's superior endplate left unannotated: the dens (~15 mm) and the atlas.
     superior_depth_mm, inferior_depth_mm : float
         Depth of the concavity drawn for each superior and inferior endplate, below its chord at the apex
-        (0: a straight chord). Defaults: the means over C3-C7 of Chen et al. 2013 (Eur Spine J 22:1570-5,
-        midsagittal CT of 97 adults: superior endplates 0.9-1.2 mm, inferior 2.1-2.7 mm).
+        (0: a straight chord). Defaults: the middle of the range of the C3-C7 level means that Chen et al.
+        2013 report (Eur Spine J 22:1570-5, midsagittal CT of 97 adults: superior endplates 0.9-1.2 mm,
+        inferior 2.1-2.7 mm).
     superior_apex, inferior_apex : float
         Where along the chord (0 = anterior corner) the concavity is deepest: Chen et al. 2013 found the
         apex in the posterior half, at 56-67% (superior) and 52-57% (inferior) of the endplate.
