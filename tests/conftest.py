@@ -19,6 +19,29 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 _EXPENSIVE_FIXTURES = ("tiny_run", "smoke_xray_models")
 
 
+#: Test modules and session fixtures that run PyRadiomics throughout (the `radiomics` extra); single tests
+#: elsewhere carry the `radiomics` mark.
+_RADIOMICS_MODULES = ("test_features_extract.py", "test_features_radiomics.py", "test_features_dask.py")
+_RADIOMICS_FIXTURES = ("tiny_run",)
+
+
+def _skip_without_pyradiomics(items: list[pytest.Item]) -> None:
+    """Where PyRadiomics is not installed (Python 3.12+, or cdeg without the extra), its tests skip."""
+    import importlib.util
+
+    if importlib.util.find_spec("radiomics") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs PyRadiomics (the radiomics extra)")
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if (
+            "radiomics" in item.keywords
+            or item.path.name in _RADIOMICS_MODULES
+            or any(f in fixtures for f in _RADIOMICS_FIXTURES)
+        ):
+            item.add_marker(skip)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` run only where PyTorch sees a CUDA device (benchmarks/gpu/run.sh runs them).
@@ -31,6 +54,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         used = [f for f in _EXPENSIVE_FIXTURES if f in getattr(item, "fixturenames", ())]
         if used:
             item.add_marker(pytest.mark.xdist_group(used[0]))
+    _skip_without_pyradiomics(items)
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return

@@ -41,6 +41,7 @@ def test_every_shipped_config_has_a_loader():
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))
+@pytest.mark.radiomics
 def test_shipped_config_validates(name: str):
     assert LOADERS[name](CONFIGS / name) is not None
 

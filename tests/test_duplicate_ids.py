@@ -105,6 +105,7 @@ def test_table_or_column_missing_still_stops(spoiled, tmp_path: Path) -> None:
 # --- the imaging stages: warn, process the patient once --------------------------------------------------------
 
 
+@pytest.mark.radiomics
 def test_extract_processes_the_repeated_patient_once(spoiled, tmp_path: Path) -> None:
     c, pid, lines, blank, ids = spoiled
     out = tmp_path / "features"

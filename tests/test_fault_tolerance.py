@@ -350,6 +350,7 @@ def extract_reference(cohort6, light_params, offline, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.radiomics
 def test_extract_runs_without_network(extract_reference):
     result, log, pid, out = extract_reference
     _assert_offline(result, log, pid)
@@ -376,6 +377,7 @@ def _provenance_without_run_details(path: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.radiomics
 def test_extract_killed_mid_run_resumes_to_identical_outputs(
     cohort6, light_params, extract_reference, tmp_path
 ):
@@ -596,6 +598,7 @@ def _drop_level(root: Path, pid: str) -> str:
     [_truncate_image, _shift_mask, _drop_level],
     ids=["truncated_nifti", "geometry_mismatch", "missing_level"],
 )
+@pytest.mark.radiomics
 def test_damaged_input_costs_only_its_patient(plant, cohort3, light_params, tmp_path):
     cohort = Path(shutil.copytree(cohort3, tmp_path / "cohort"))
     pids = sorted(p.name for p in (cohort / "images").iterdir())

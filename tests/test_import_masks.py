@@ -426,6 +426,7 @@ def test_cohort_init_flat_and_bids(neck: Path, tmp_path: Path):
     assert r.exit_code == 1 and "--pattern" in r.output
 
 
+@pytest.mark.radiomics
 def test_spineps_masks_of_original_files_enter_a_bids_cohort_and_extract_without_clinical_values(
     neck: Path, tmp_path: Path
 ):

@@ -82,6 +82,7 @@ TYPOS = {
 
 
 @pytest.mark.parametrize("section", sorted(TYPOS))
+@pytest.mark.radiomics
 def test_a_typo_in_any_section_is_named_by_its_dotted_key(tmp_path: Path, section: str):
     edit, key = TYPOS[section]
     with pytest.raises(ConfigError, match=key):
@@ -89,6 +90,7 @@ def test_a_typo_in_any_section_is_named_by_its_dotted_key(tmp_path: Path, sectio
 
 
 @pytest.mark.parametrize("section", ["segmentation.overrides", "extract.radiomics", "cohorts.synth.config"])
+@pytest.mark.radiomics
 def test_cdeg_run_reports_a_typo_in_one_line_before_any_stage(tmp_path: Path, section: str):
     edit, key = TYPOS[section]
     study = _study(tmp_path, edit)
@@ -100,6 +102,7 @@ def test_cdeg_run_reports_a_typo_in_one_line_before_any_stage(tmp_path: Path, se
     assert not (tmp_path / "run").exists()  # nothing synthesised, no folder made
 
 
+@pytest.mark.radiomics
 def test_the_tiny_study_validates():
     cfg = load_run_config(TINY)
     assert cfg.segmentation.overrides and cfg.extract.radiomics
@@ -126,6 +129,7 @@ def test_a_cross_field_rule_of_the_overrides_names_its_key(tmp_path: Path):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.radiomics
 def test_every_entry_resolves_its_shipped_configuration(name: str):
     entry = REGISTRY[name]
     assert all(shipped_config(f).is_file() for f in entry.shipped)
@@ -148,6 +152,7 @@ def test_a_file_error_names_the_file_and_the_study_key(tmp_path: Path):
         load_stage_config("fit", path, where="fit.config")
 
 
+@pytest.mark.radiomics
 def test_inline_radiomics_parameters_are_returned_validated():
     params = load_yaml(shipped_config("radiomics_mri.yaml"))
     assert load_radiomics(params, where="extract.radiomics") == params
@@ -210,6 +215,7 @@ def test_agreement_without_segmentation_is_refused(tmp_path: Path):
         load_run_config(_study(tmp_path, edit))
 
 
+@pytest.mark.radiomics
 def test_agreement_stages_follow_the_extraction_of_the_development_cohort(tmp_path: Path):
     from cdeg.outputs import RunFolder
     from cdeg.pipeline.config import agreement_cohort
@@ -234,6 +240,7 @@ def test_agreement_stages_follow_the_extraction_of_the_development_cohort(tmp_pa
     [_agreement(enabled=False), lambda data, tmp: data["segmentation"].update(enabled=False)],
     ids=["disabled", "no segmentation"],
 )
+@pytest.mark.radiomics
 def test_no_agreement_stage_when_off(tmp_path: Path, edit: Any):
     from cdeg.pipeline.config import agreement_cohort
     from cdeg.pipeline.stages import build_stages
@@ -254,6 +261,7 @@ def _real_development(cohort: Path, **agreement: Any) -> Any:
     return edit
 
 
+@pytest.mark.radiomics
 def test_agreement_patients_are_the_first_ids_with_a_reference_mask(tmp_path: Path, tiny_cohort: Path):
     import shutil
 
@@ -272,6 +280,7 @@ def test_agreement_patients_are_the_first_ids_with_a_reference_mask(tmp_path: Pa
     assert agreement_patients(_context(cfg, tmp_path), "development", ("xray",)) == ids[1:]
 
 
+@pytest.mark.radiomics
 def test_a_cohort_without_reference_masks_has_no_agreement_unless_required(tmp_path: Path, tiny_cohort: Path):
     import shutil
 

@@ -211,6 +211,7 @@ def test_segment_predict(trained: tuple[Result, Path, Path], tmp_path: Path) -> 
 # --- extract -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.radiomics
 def test_extract(phantoms: Path, tmp_path: Path) -> None:
     c = _copy(phantoms, tmp_path / "c")
     _shift(c / "masks" / "P001" / "xray.nii.gz", 5.0)  # beyond the 1 mm tolerance
@@ -348,6 +349,7 @@ def _study(tmp_path: Path, cohort: Path, **extra: object) -> Path:
     return path
 
 
+@pytest.mark.radiomics
 def test_run_skips_the_patient_in_every_stage(tmp_path: Path) -> None:
     """A whole study (extract, fit, report) on ten phantoms, P001's radiograph truncated: nine analysed."""
     from cdeg.segmentation.phantom import write_phantom_cohort
@@ -370,6 +372,7 @@ def test_run_skips_the_patient_in_every_stage(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "report" / "report.html").is_file()
 
 
+@pytest.mark.radiomics
 def test_run_strict_stops_in_the_first_stage_that_reads_the_file(phantoms: Path, tmp_path: Path) -> None:
     c = _copy(phantoms, tmp_path / "c")
     _truncate(c / "images" / "P001" / "xray.nii.gz")
