@@ -27,6 +27,7 @@ RUN_CONFIGS = ("demo.yaml", "study_template.yaml")
 
 # --- configuration ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", [shipped_config(n) for n in RUN_CONFIGS] + [TINY_RUN_CONFIG])
+@pytest.mark.radiomics
 def test_shipped_run_configs_are_valid(path: Path) -> None:
     cfg = load_run_config(path)
     assert cfg.targets and cfg.cohorts
@@ -184,6 +185,7 @@ def test_features_of_predicted_and_reference_masks_are_compared(tiny_run: dict) 
     assert "bias (automatic minus reference)" in html or "No clinical measurement was found" in html
 
 
+@pytest.mark.radiomics
 def test_extract_refuses_a_patient_list_outside_the_cohort(tiny_cohort: Path, tmp_path: Path) -> None:
     from cdeg.features.extract import extract
 
