@@ -28,7 +28,7 @@ def test_tests_sharing_an_expensive_fixture_run_on_one_worker(tmp_path):
             pytest_collection_modifyitems = mod.pytest_collection_modifyitems
 
             @pytest.fixture(scope="session")
-            def tiny_run():
+            def smoke_xray_models():
                 return 1
             """
         )
@@ -36,7 +36,7 @@ def test_tests_sharing_an_expensive_fixture_run_on_one_worker(tmp_path):
     (tmp_path / "test_many.py").write_text(
         "import pytest\n\n"
         "@pytest.mark.parametrize('i', range(8))\n"
-        "def test_shared(tiny_run, i):\n    pass\n\n"
+        "def test_shared(smoke_xray_models, i):\n    pass\n\n"
         "@pytest.mark.parametrize('i', range(8))\n"
         "def test_free(i):\n    pass\n"
     )
@@ -49,4 +49,6 @@ def test_tests_sharing_an_expensive_fixture_run_on_one_worker(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
     workers = set(re.findall(r"\[(gw\d)\].*PASSED test_many.py::test_shared", proc.stdout))
-    assert len(workers) == 1, f"tests sharing tiny_run ran on {sorted(workers)}:\n{proc.stdout[-2000:]}"
+    assert len(workers) == 1, (
+        f"tests sharing smoke_xray_models ran on {sorted(workers)}:\n{proc.stdout[-2000:]}"
+    )
