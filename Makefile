@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 # torch: without an NVIDIA GPU (no nvidia-smi) a CPU build from PyTorch's CPU index, which leaves out the
 # ~5.5 GB of CUDA libraries of PyPI's default build; GPU=1 installs the default build. Where no CPU build can
 # be had (the index unreachable), the default build is installed, with a message. TORCH_CPU_ARGS and
-# TORCH_CPU_PACKAGES point it elsewhere (a wheel folder: TORCH_CPU_ARGS="--no-index --find-links DIR").
+# TORCH_CPU_PACKAGES point it elsewhere (a wheel folder: TORCH_CPU_ARGS="--find-links DIR" with
+# TORCH_CPU_PACKAGES="torch==<the wheel's version>"; torch's own dependencies still come from the index).
 GPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),1,0)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_ARGS ?= --index-url $(TORCH_CPU_INDEX)
