@@ -81,6 +81,17 @@ DEGENERATION_SIGN: dict[str, int] = {
     "disc_csf_signal_ratio": -1,
 }
 
+#: The sign of disc degeneration each measurement of :data:`DEGENERATION_SIGN` reads: loss of disc height or
+#: loss of nucleus T2 signal. The patient-level degeneration score counts each sign once, whatever the number
+#: of measurements reading it (four heights, one signal ratio).
+DEGENERATION_KIND: dict[str, str] = {
+    "disc_height_anterior_mm": "height",
+    "disc_height_middle_mm": "height",
+    "disc_height_posterior_mm": "height",
+    "disc_height_index": "height",
+    "disc_csf_signal_ratio": "signal",
+}
+
 #: Words a clinician reads, per measurement (feature names in plots are translated with these).
 DESCRIPTIONS: dict[str, str] = {
     "disc_height_anterior_mm": "anterior disc height",
@@ -118,6 +129,7 @@ def _chord_name(feature: str) -> str:
 CHORD_FEATURES: dict[str, str] = {f: _chord_name(f) for f in HEIGHT_FEATURES}
 UNITS.update({CHORD_FEATURES[f]: UNITS[f] for f in HEIGHT_FEATURES})
 DEGENERATION_SIGN.update({CHORD_FEATURES[f]: s for f, s in DEGENERATION_SIGN.items() if f in CHORD_FEATURES})
+DEGENERATION_KIND.update({CHORD_FEATURES[f]: k for f, k in DEGENERATION_KIND.items() if f in CHORD_FEATURES})
 DESCRIPTIONS.update({CHORD_FEATURES[f]: DESCRIPTIONS[f] + " (between corners)" for f in HEIGHT_FEATURES})
 
 

@@ -46,9 +46,10 @@ Masks have in-plane pixels of 0.5-0.8 mm (MRI) or 0.3-0.4 mm (radiograph) while 
    the slices where the disc(s) are large): those within half a slice spacing plus ``slice_margin_mm``
    of it, one or two slices; their values are averaged.
 6. **Disc-to-CSF signal ratio** (MRI): mean image value of the disc's central third (AP), eroded by one
-   pixel against partial volume, over the mean of the bright (above an Otsu threshold) unlabelled pixels
-   in the canal behind the disc (from 0.5 mm behind the disc, bulge included, over ``canal_depth_mm``), at
-   the height of the disc.
+   pixel against partial volume, over the patient's CSF signal: the median of the bright (above an Otsu
+   threshold) unlabelled pixels in the canal behind each disc (from 0.5 mm behind the disc, bulge included,
+   over ``canal_depth_mm``, at the height of the disc), pooled over all discs. ``csf_reference="level"``
+   divides by the mean of the bright pixels behind the disc itself instead (the earlier definition).
 
 Orientation: masks follow :data:`cdeg.cohort.CANONICAL_DIRECTION`. For 3D images the plane coordinates
 come from the image direction (LPS: AP = +y, SI = -z), so any sagittal-ish acquisition works; radiographs
@@ -132,6 +133,14 @@ class MeasureOptions:
         metadata={
             "help": "MRI: depth of the canal region behind a disc used for CSF signal (mm)",
             "range": (1, 20),
+        },
+    )
+    csf_reference: str = field(
+        default="patient",
+        metadata={
+            "help": "MRI: the CSF signal a disc's signal is divided by: 'patient' = the median of the bright "
+            "canal pixels behind all of the patient's discs, 'level' = the mean of those behind the disc itself",
+            "choices": ("patient", "level"),
         },
     )
     search_mm: float = field(
@@ -836,8 +845,8 @@ def _otsu(values: np.ndarray) -> float:
     return float(mids[int(np.argmax(between))])
 
 
-def disc_csf_ratio(plane: Plane, disc: int, surf: Surfaces, opts: MeasureOptions) -> float:
-    """Disc-to-CSF T2 signal ratio in one plane (NaN when no CSF region can be found)."""
+def nucleus_signal(plane: Plane, disc: int, surf: Surfaces) -> float:
+    """Mean image value of the disc's central third (AP), eroded by one pixel against partial volume."""
     from scipy import ndimage
 
     if plane.image is None:
@@ -850,8 +859,13 @@ def disc_csf_ratio(plane: Plane, disc: int, surf: Surfaces, opts: MeasureOptions
     nucleus = idx[(t >= 1 / 3) & (t <= 2 / 3)]
     if not len(nucleus):
         return math.nan
-    disc_signal = float(plane.image[nucleus[:, 0], nucleus[:, 1]].mean())
-    # Canal region: behind the posterior disc surface, at the disc's height, unlabelled pixels only.
+    return float(plane.image[nucleus[:, 0], nucleus[:, 1]].mean())
+
+
+def canal_samples(plane: Plane, disc: int, surf: Surfaces, opts: MeasureOptions) -> np.ndarray:
+    """Image values of the unlabelled pixels in the canal behind a disc, at the disc's height (may be empty)."""
+    if plane.image is None:
+        return np.empty(0)
     n = surf.n
     top, bottom = surf.point(1.0, "upper"), surf.point(1.0, "lower")
     post_g = plane.sample(
@@ -870,15 +884,27 @@ def disc_csf_ratio(plane: Plane, disc: int, surf: Surfaces, opts: MeasureOptions
     ok = (idx2 >= 0).all(axis=1) & (idx2[:, 0] < plane.labels.shape[0]) & (idx2[:, 1] < plane.labels.shape[1])
     idx2 = np.unique(idx2[ok], axis=0)
     if not len(idx2):
-        return math.nan
+        return np.empty(0)
     free = plane.labels[idx2[:, 0], idx2[:, 1]] == labels.BACKGROUND
-    vals = plane.image[idx2[free, 0], idx2[free, 1]].astype(float)
-    if len(vals) < 5:
+    return plane.image[idx2[free, 0], idx2[free, 1]].astype(float)
+
+
+def csf_signal(values: np.ndarray, statistic: str = "mean") -> float:
+    """CSF signal from canal samples: the bright pixels (above an Otsu threshold; the cord, ligaments and
+    epidural tissue are darker on T2) summarised by `statistic` ("mean" or "median"); NaN with < 5 samples."""
+    if len(values) < 5:
         return math.nan
-    bright = vals[vals > _otsu(vals)]
-    if not len(bright) or bright.mean() <= 0:
+    bright = values[values > _otsu(values)]
+    if not len(bright):
         return math.nan
-    return disc_signal / float(bright.mean())
+    v = float(np.median(bright) if statistic == "median" else bright.mean())
+    return v if v > 0 else math.nan
+
+
+def disc_csf_ratio(plane: Plane, disc: int, surf: Surfaces, opts: MeasureOptions) -> float:
+    """Disc-to-CSF T2 signal ratio in one plane against the CSF behind the disc itself (NaN when no CSF
+    region can be found): the ``csf_reference="level"`` definition."""
+    return nucleus_signal(plane, disc, surf) / csf_signal(canal_samples(plane, disc, surf, opts))
 
 
 # --- per image ----------------------------------------------------------------------------------------
@@ -926,6 +952,7 @@ class LevelGeometry:
     lower_chord: np.ndarray | None = None  # disc: superior chord of the vertebra below; body: inferior
     depth: float = math.nan
     ratio: float = math.nan
+    nucleus: float = math.nan  # MRI: mean nucleus signal (the ratio's numerator)
 
 
 def measure(
@@ -1019,13 +1046,16 @@ def _measure_discs(
     planes: list[Plane], present: set[int], body_in: Any, modality: str, opts: MeasureOptions, problems: list
 ) -> dict[int, LevelGeometry]:
     """Per-disc averages over the planes through the middle of the disc."""
+    if opts.csf_reference not in ("patient", "level"):
+        raise ValueError(f"csf_reference {opts.csf_reference!r}; valid: patient, level")
     discs: dict[int, LevelGeometry] = {}
+    canal: list[np.ndarray] = []
     for disc in labels.DISC_LABELS:
         up, lo = labels.vertebrae_of_disc(disc)
         if disc not in present or up not in present or lo not in present:
             continue
         per = {k: [] for k in measures.POSITIONS}
-        ups, los, ratios, extents = [], [], [], []
+        ups, los, ratios, extents, nuclei = [], [], [], [], []
         for pi in _select_planes(planes, [disc], opts.slice_margin_mm):
             surf = disc_surfaces(planes[pi], disc, body_in(pi, up), body_in(pi, lo), opts)
             if surf is None:
@@ -1036,7 +1066,10 @@ def _measure_discs(
             ups.append(surf.chord("upper"))
             los.append(surf.chord("lower"))
             if modality == "mri":
-                ratios.append(disc_csf_ratio(planes[pi], disc, surf, opts))
+                samples = canal_samples(planes[pi], disc, surf, opts)
+                nuclei.append(nucleus_signal(planes[pi], disc, surf))
+                ratios.append(nuclei[-1] / csf_signal(samples))
+                canal.append(samples)
         if not ups:
             problems.append((labels.name_of(disc), "disc endplates could not be found"))
             continue
@@ -1044,7 +1077,16 @@ def _measure_discs(
             heights={k: _mean(v) for k, v in per.items()}, ratio=_mean(ratios), depth=_mean(extents)
         )
         geo.upper_chord, geo.lower_chord = _mean_vec(ups), _mean_vec(los)
+        geo.nucleus = _mean(nuclei)
         discs[disc] = geo
+    if modality == "mri" and opts.csf_reference == "patient":
+        # One CSF signal for the patient, from the canal behind all discs: one disc's canal sample is a few
+        # dozen pixels of a CSF layer 1-3 mm thick, so partial volume with the cord and a bulge narrowing the
+        # CSF move its mean (on synthetic MRI the per-disc CSF varied by 26% within a patient, whose true CSF
+        # signal is constant); pooled over the levels it does not.
+        csf = csf_signal(np.concatenate(canal) if canal else np.empty(0), "median")
+        for geo in discs.values():
+            geo.ratio = geo.nucleus / csf
     return discs
 
 

@@ -166,6 +166,13 @@ class PreprocessOptions:
             "help": "keep each level's own image variables beside the level summaries (false: summaries only)"
         },
     )
+    degeneration_score: bool = field(
+        default=_default("preprocess", "degeneration_score"),
+        metadata={
+            "help": "add the patient's disc degeneration beyond the age norm, one number per modality "
+            "(<modality>__discs_mean__degeneration_score__age_z; needs age_norm)"
+        },
+    )
     stable_features: str | None = field(
         default=_default("preprocess", "stable_features"),
         metadata={

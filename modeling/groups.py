@@ -47,7 +47,7 @@ import re
 from dataclasses import dataclass
 
 from cdeg.modeling.data import SEP, feature_set_of
-from cdeg.modeling.preprocess import ONE_HOT_SEP
+from cdeg.modeling.preprocess import DEGENERATION_SCORE, ONE_HOT_SEP
 
 from cdeg import labels, measures
 
@@ -187,6 +187,8 @@ def _level_words(level: str, feature: str) -> str:
 
 
 def _kind_of(feature: str) -> str:
+    if feature == DEGENERATION_SCORE:
+        return "disc"
     if feature in measures.UNITS and feature.startswith("disc_"):
         return "disc"
     if feature in measures.UNITS and feature.startswith("body_"):

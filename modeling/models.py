@@ -126,6 +126,7 @@ class TabularClassifier(ClassifierMixin, BaseEstimator):
             level_summary=list(opt.level_summary),
             radiomics_mean=opt.radiomics_mean,
             per_level=opt.per_level,
+            degeneration_score=opt.degeneration_score,
             icc=pp.read_icc_table(opt.stable_features) if opt.stable_features else None,
             min_icc=opt.min_icc,
         )

@@ -1,7 +1,9 @@
 """Variable names in words a clinician reads, with units: ``xray__C5-C6__disc_height_middle_mm`` ->
 "disc height C5-C6 (radiograph), mm"; ``mri__C5-C6__original_shape_MeshVolume`` -> "volume of disc C5-C6 (MRI), mm³";
 ``xray__C5-C6__disc_height_middle_mm__age_z`` -> "disc height C5-C6 (radiograph), SD from the age norm";
-``xray__worst__disc_height_middle_mm`` -> "disc height, worst level (radiograph), mm".
+``xray__worst__disc_height_middle_mm`` -> "disc height, worst level (radiograph), mm";
+``mri__discs_mean__degeneration_score__age_z`` -> "disc degeneration score, mean over the discs (MRI), SD from the
+age norm".
 
 Clinical measurements take their words and units from :mod:`cdeg.measures` (the one definition); PyRadiomics
 names from the small tables below; clinical-table columns from :data:`CLINICAL`; anything else is shown with
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from cdeg.modeling.data import SEP, feature_set_of
-from cdeg.modeling.preprocess import AGE_Z_SUFFIX, ONE_HOT_SEP
+from cdeg.modeling.preprocess import AGE_Z_SUFFIX, DEGENERATION_SCORE, ONE_HOT_SEP
 
 from cdeg import labels, measures
 from cdeg.cohort import MODALITY_WORDS
@@ -163,6 +165,9 @@ def _where(level: str) -> str:
 
 
 def _describe_image(modality: str, level: str, feature: str) -> Described:
+    if feature == DEGENERATION_SCORE + AGE_Z_SUFFIX:
+        where = f", {AGGREGATE_WORDS[level]}" if level in AGGREGATE_WORDS else ""
+        return Described(f"disc degeneration score{where} ({modality})", AGE_Z_UNIT)
     if feature.endswith(AGE_Z_SUFFIX) and feature.removesuffix(AGE_Z_SUFFIX) in measures.DESCRIPTIONS:
         plain = _describe_image(modality, level, feature.removesuffix(AGE_Z_SUFFIX))
         return Described(plain.text, AGE_Z_UNIT)

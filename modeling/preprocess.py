@@ -8,6 +8,8 @@ test fold, so no information of a test patient reaches the model that predicts t
                                each clinical measurement (norms fitted on the training rows or a reference cohort);
 3. :class:`LevelSummary`       add ``<modality>__<agg>__<measurement>[__age_z]`` over levels: mean, worst, and the
                                index level and its neighbours;
+   :class:`DegenerationScore`  add ``<modality>__discs_mean__degeneration_score__age_z``: the patient's disc
+                               degeneration beyond the age norm, height and signal loss averaged over the discs;
 4. :class:`MissingFilter`      drop variables missing in more than ``max_missing`` of the training patients;
 5. :class:`CategoricalEncoder` fill missing text values with the training mode, one-hot encode (``col=level``);
 6. :class:`MedianImputer`      fill missing numbers with the training median;
@@ -49,6 +51,9 @@ AGGREGATES: tuple[str, ...] = ("mean", "worst", "index", "above_index", "below_i
 #: (``mri__discs_mean__original_firstorder_Mean``). One level's texture is a noisy reading of its
 #: degeneration; their mean over the levels is what a patient-level question needs.
 RADIOMICS_MEANS: dict[str, str] = {"disc": "discs_mean", "vertebra": "vertebrae_mean"}
+#: Feature part of the patient-level degeneration score (:class:`DegenerationScore`):
+#: ``mri__discs_mean__degeneration_score__age_z``.
+DEGENERATION_SCORE = "degeneration_score"
 #: Aggregates that read the patient's index level, and the disc they take relative to it.
 INDEX_OFFSETS: dict[str, int] = {"index": 0, "above_index": -1, "below_index": 1}
 #: Where the age norms come from: the training rows of each fold, a reference cohort, or nowhere.
@@ -70,7 +75,7 @@ def column_priority(name: str) -> int:
     if SEP not in name:
         return 0
     parsed = parse_image_name(name)
-    return 1 if parsed is not None and parsed[2] in measures.UNITS else 2
+    return 1 if parsed is not None and (parsed[2] in measures.UNITS or parsed[2] == DEGENERATION_SCORE) else 2
 
 
 class JsonTransformer(TransformerMixin, BaseEstimator):
@@ -818,6 +823,98 @@ class LevelSummary(JsonTransformer):
         return out
 
 
+class DegenerationScore(JsonTransformer):
+    """The patient's disc degeneration beyond the age norm, as one number per modality: adds
+    ``<modality>__discs_mean__degeneration_score__age_z``, in SD, positive = more degenerated than expected for
+    age and sex.
+
+    Per disc level, each sign of degeneration (:data:`cdeg.measures.DEGENERATION_KIND`: height loss, signal
+    loss) is the mean of its age-adjusted measurements turned so that degeneration is positive
+    (:data:`cdeg.measures.DEGENERATION_SIGN`); the level's value is the mean of its signs, and the score the mean
+    over the disc levels (at least `min_levels`). Each sign counts once, so four height measurements do not
+    outweigh the one signal ratio.
+
+    Why: the study's target, "degeneration beyond what age explains", is a property of the patient, spread
+    over all discs. A model of 109 patients cannot learn from ~100 per-level variables that their signed sum
+    is what matters (README, "Closer to the ceiling"); written down a priori, the sum is one variable it reads,
+    and a clinician reads it too ("discs 1.2 SD more degenerated than the age norm"). Its inputs are the
+    ``__age_z`` columns of :class:`AgeNorm`, fitted on the training fold or a reference cohort, so nothing of a
+    test patient enters it. The score columns come first, so that the correlation filter keeps the score over
+    a single measurement it duplicates.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: no-op.
+    min_levels : int
+        Fewest disc levels with a value for a patient's score (else missing, imputed later in the chain).
+    """
+
+    _state = ("columns_", "scores_")
+
+    def __init__(self, enabled: bool = True, min_levels: int = 2):
+        self.enabled = enabled
+        self.min_levels = min_levels
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> DegenerationScore:
+        self._start_fit(X)
+        # modality -> level -> kind -> [(column, sign)]
+        members: dict[str, dict[str, dict[str, list[tuple[str, int]]]]] = {}
+        for c in X.columns if self.enabled else ():
+            parsed = parse_image_name(c)
+            if parsed is None or not parsed[3] or parsed[2] not in measures.DEGENERATION_KIND:
+                continue
+            modality, level, feature, _ = parsed
+            if level not in labels.DISC_NAMES:
+                continue
+            kinds = members.setdefault(modality, {}).setdefault(level, {})
+            kinds.setdefault(measures.DEGENERATION_KIND[feature], []).append(
+                (c, measures.DEGENERATION_SIGN[feature])
+            )
+        self.scores_ = [
+            {"name": SEP.join((m, RADIOMICS_MEANS["disc"], DEGENERATION_SCORE)) + AGE_Z_SUFFIX, "levels": lv}
+            for m, lv in members.items()
+            if len(lv) >= self.min_levels
+        ]
+        self.scores_ = [s for s in self.scores_ if s["name"] not in X.columns]
+        self.columns_ = [s["name"] for s in self.scores_] + list(X.columns)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        X = self._check_input(X)
+        if not self.scores_:
+            return X
+        new = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a level or a patient without any value: missing
+            for s in self.scores_:
+                per_level = []
+                for kinds in s["levels"].values():
+                    signs = [
+                        np.nanmean(
+                            np.column_stack([sign * X[c].to_numpy(dtype=float) for c, sign in cols]), axis=1
+                        )
+                        for cols in kinds.values()
+                    ]
+                    per_level.append(np.nanmean(np.column_stack(signs), axis=1))
+                L = np.column_stack(per_level)
+                score = np.nanmean(L, axis=1)
+                score[np.isfinite(L).sum(axis=1) < self.min_levels] = np.nan
+                new[s["name"]] = score
+        return pd.concat([pd.DataFrame(new, index=X.index), X], axis=1)
+
+    def sources(self, columns: Iterable[str]) -> set[str]:
+        by_name = {s["name"]: s for s in self.scores_}
+        out = set()
+        for c in columns:
+            s = by_name.get(c)
+            if s is None:
+                out.add(c)
+                continue
+            out |= {col for kinds in s["levels"].values() for cols in kinds.values() for col, _ in cols}
+        return out
+
+
 class PerLevelFilter(JsonTransformer):
     """Drop each level's own image variables (``<modality>__<level>__<feature>`` at a named level), keeping
     the level summaries made from them (:class:`LevelSummary`) and every other column; ``keep=True``: no-op.
@@ -912,6 +1009,7 @@ STEPS: dict[str, type[JsonTransformer]] = {
         StableFeatureFilter,
         AgeNorm,
         LevelSummary,
+        DegenerationScore,
         PerLevelFilter,
         MissingFilter,
         CategoricalEncoder,
@@ -930,7 +1028,8 @@ class Preprocessor(JsonTransformer):
     Parameters
     ----------
     max_missing, corr_threshold, select_k, near_constant, age_norm, age_column, sex_column, index_column,
-    level_summary, radiomics_mean, per_level, min_icc : see :class:`cdeg.modeling.config.PreprocessOptions`.
+    level_summary, radiomics_mean, per_level, degeneration_score, min_icc :
+        See :class:`cdeg.modeling.config.PreprocessOptions`.
     standardize : bool
         Append a :class:`Standardizer` (logistic models).
     age_reference : dict, optional
@@ -970,6 +1069,7 @@ class Preprocessor(JsonTransformer):
         level_summary: Sequence[str] = AGGREGATES,
         radiomics_mean: bool = True,
         per_level: bool = True,
+        degeneration_score: bool = True,
         icc: dict[str, float] | None = None,
         min_icc: float = 0.75,
     ):
@@ -986,6 +1086,7 @@ class Preprocessor(JsonTransformer):
         self.level_summary = level_summary
         self.radiomics_mean = radiomics_mean
         self.per_level = per_level
+        self.degeneration_score = degeneration_score
         self.icc = icc
         self.min_icc = min_icc
 
@@ -994,6 +1095,7 @@ class Preprocessor(JsonTransformer):
             StableFeatureFilter(self.icc, self.min_icc),
             AgeNorm(self.age_norm, self.age_reference, self.age_column, self.sex_column),
             LevelSummary(list(self.level_summary), self.index_column, self.radiomics_mean),
+            DegenerationScore(self.degeneration_score),
             PerLevelFilter(self.per_level),
             MissingFilter(self.max_missing),
             CategoricalEncoder(),

@@ -176,6 +176,65 @@ def test_worst_and_index_summaries_on_a_hand_made_table():
     assert pp.LevelSummary(aggregates=[]).fit(X).transform(X).shape == X.shape
 
 
+def test_degeneration_score_counts_each_sign_once_and_turns_degeneration_positive():
+    z = pp.AGE_Z_SUFFIX
+    X = pd.DataFrame(
+        {
+            "age": [40.0, 50.0, 60.0],
+            f"mri__C4-C5__disc_height_middle_mm{z}": [-2.0, 0.0, np.nan],
+            f"mri__C4-C5__disc_height_index{z}": [-1.0, 0.0, np.nan],
+            f"mri__C4-C5__disc_csf_signal_ratio{z}": [-3.0, 1.0, np.nan],
+            f"mri__C5-C6__disc_height_middle_mm{z}": [0.0, 0.0, 1.0],
+            f"mri__C5-C6__disc_csf_signal_ratio{z}": [-1.0, np.nan, 1.0],
+            f"mri__C5-C6__disc_angle_deg{z}": [9.0, 9.0, 9.0],  # no direction: not a sign of degeneration
+            f"mri__C5__body_height_anterior_mm{z}": [9.0, 9.0, 9.0],  # a vertebra, not a disc
+            "mri__C5-C6__disc_height_middle_mm": [9.0, 9.0, 9.0],  # not age-adjusted
+            f"xray__C5-C6__disc_height_middle_mm{z}": [-1.0, -1.0, -1.0],  # one level only: no score
+        },
+        index=["a", "b", "c"],
+    )
+    step = pp.DegenerationScore().fit(X)
+    name = f"mri__discs_mean__{pp.DEGENERATION_SCORE}{z}"
+    assert [s["name"] for s in step.scores_] == [name]
+    Z = step.transform(X)
+    assert list(Z.columns) == [name, *X.columns]  # first, so the correlation filter keeps it
+    # a: C4-C5 height (2 + 1) / 2 = 1.5 and signal 3 -> 2.25; C5-C6 height 0, signal 1 -> 0.5; mean 1.375.
+    # b: C4-C5 height 0, signal -1 -> -0.5; C5-C6 height 0 -> 0; mean -0.25. c: one level only -> missing.
+    assert Z[name].iloc[:2].tolist() == pytest.approx([1.375, -0.25])
+    assert np.isnan(Z[name].iloc[2])
+    assert pp.DegenerationScore(min_levels=1).fit(X).transform(X)[name].iloc[2] == pytest.approx(-1.0)
+    assert pp.DegenerationScore(enabled=False).fit(X).transform(X).shape == X.shape
+    assert step.sources([name, "age"]) == {
+        c
+        for c in X.columns
+        if c.startswith("mri__C") and "__C5__" not in c and "angle" not in c and c.endswith(z)
+    } | {"age"}
+    again = pp.from_dict(json.loads(json.dumps(step.to_dict())))
+    pd.testing.assert_frame_equal(again.transform(X), Z)
+
+
+def test_degeneration_score_reads_a_patient_offset_better_than_any_level():
+    # A patient offset spread over six discs, each level read with noise (heights and signal): the score, whose
+    # norms are fitted in the preprocessor, separates the offset better than the best single level does.
+    rng = np.random.default_rng(3)
+    n = 400
+    age = rng.uniform(20, 70, n)
+    u = rng.normal(size=n)
+    y = (u > 0.8).astype(int)
+    cols = {"age": age, "sex": rng.choice(["M", "F"], n)}
+    for level in ("C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1"):
+        d = 0.03 * age + u + rng.normal(0, 1.0, n)
+        cols[f"mri__{level}__disc_height_middle_mm"] = 6 - 0.4 * d + rng.normal(0, 0.3, n)
+        cols[f"mri__{level}__disc_csf_signal_ratio"] = np.exp(-0.3 * d + rng.normal(0, 0.2, n))
+    X = pd.DataFrame(cols)
+    pre = pp.Preprocessor(corr_threshold=1.0, near_constant=1.0, level_summary=[], radiomics_mean=False)
+    Z = pre.fit(X.iloc[:200]).transform(X.iloc[200:])
+    name = f"mri__discs_mean__{pp.DEGENERATION_SCORE}{pp.AGE_Z_SUFFIX}"
+    auc = {c: roc_auc_score(y[200:], Z[c]) for c in Z.columns if c.endswith(pp.AGE_Z_SUFFIX)}
+    best_level = max(abs(a - 0.5) for c, a in auc.items() if c != name) + 0.5
+    assert auc[name] > 0.9 and auc[name] > best_level + 0.05  # measured: 0.94 against 0.85
+
+
 def test_per_level_false_keeps_only_summaries_and_other_columns():
     h = "disc_height_middle_mm"
     X = pd.DataFrame(
@@ -328,6 +387,7 @@ def test_preprocessor_defaults_equal_the_shipped_options():
         "index_column",
         "min_icc",
         "radiomics_mean",
+        "degeneration_score",
     ):
         assert getattr(pre, name) == getattr(opt, name), name
     assert tuple(pre.level_summary) == opt.level_summary
@@ -390,3 +450,7 @@ def test_describe_reads_the_new_names():
         == "disc height, level below the index (radiograph), SD from the age norm"
     )
     assert describe("xray__mean__disc_angle_deg").label == "disc angle, mean over levels (radiograph), deg"
+    assert (
+        describe(f"mri__discs_mean__{pp.DEGENERATION_SCORE}{pp.AGE_Z_SUFFIX}").label
+        == "disc degeneration score, mean over the discs (MRI), SD from the age norm"
+    )
