@@ -5,6 +5,12 @@ Measures every patient x modality of a synthetic cohort on its reference masks w
 quantity with truth/levels.csv (and truth/patients.csv for the C2-C7 Cobb angle). Reports, per modality and
 quantity, the number of values, the bias (mean of measured - truth) and the mean absolute error.
 
+The disc-to-CSF signal ratio has no truth on its own scale (the generator's ``t2_signal`` is the nucleus
+signal relative to a healthy disc, before tissue, gain, contrast and coil variation): it is scored by rank
+correlation with ``t2_signal``, across all discs and across patients (each patient's mean over the discs, the
+reading the patient-level degeneration score uses), for both CSF references of
+:class:`~cdeg.features.measurements.MeasureOptions` (``csf_reference``).
+
 Run::
 
     .venv/bin/python benchmarks/measure_accuracy.py [--n 20] [--seed 5] [--cohort DIR] [--per-level]
@@ -88,6 +94,39 @@ def measurement_errors(
     return df
 
 
+def signal_agreement(cohort: Path) -> dict[str, dict[str, float]]:
+    """Spearman correlation of the MRI disc/CSF ratio with the true nucleus T2 signal, per CSF reference:
+    over all discs (``discs``), over the patients' means of log values (``patients``), and the median
+    within-patient correlation (``within_patient``)."""
+    from scipy.stats import spearmanr
+
+    levels = pd.read_csv(cohort / "truth" / "levels.csv")
+    discs = levels[levels["structure"] == "disc"].set_index(["patient_id", "level"])["t2_signal"]
+    out: dict[str, dict[str, float]] = {}
+    for ref in ("patient", "level"):
+        rows = []
+        for pid in discs.index.get_level_values(0).unique():
+            mpath = cohort / "masks" / str(pid) / "mri.nii.gz"
+            if not mpath.is_file():
+                continue
+            image = sitk.ReadImage(str(cohort / "images" / str(pid) / "mri.nii.gz"))
+            values, _ = measure(sitk.ReadImage(str(mpath)), image, "mri", MeasureOptions(csf_reference=ref))
+            for level, v in values.items():
+                if "disc_csf_signal_ratio" in v and (pid, level) in discs.index:
+                    rows.append((pid, discs.loc[(pid, level)], v["disc_csf_signal_ratio"]))
+        d = pd.DataFrame(rows, columns=["patient_id", "truth", "measured"]).dropna()
+        d[["truth", "measured"]] = np.log(d[["truth", "measured"]])
+        means = d.groupby("patient_id")[["truth", "measured"]].mean()
+        within = [spearmanr(g["truth"], g["measured"])[0] for _, g in d.groupby("patient_id") if len(g) >= 3]
+        out[ref] = {
+            "n_discs": len(d),
+            "discs": round(float(spearmanr(d["truth"], d["measured"])[0]), 3),
+            "patients": round(float(spearmanr(means["truth"], means["measured"])[0]), 3),
+            "within_patient": round(float(np.nanmedian(within)), 3),
+        }
+    return out
+
+
 def summarise(err: pd.DataFrame, by: tuple[str, ...] = ("modality", "feature")) -> pd.DataFrame:
     """n, missing, bias, MAE, max |error| per group (heights pooled as ``disc_height_all_mm`` too)."""
     heights = err[err["feature"].isin(HEIGHTS)].assign(feature="disc_height_all_mm")
@@ -128,6 +167,7 @@ def main() -> None:
         t0 = time.perf_counter()
         err = measurement_errors(cohort)
         seconds = time.perf_counter() - t0
+        signal = signal_agreement(cohort)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
@@ -143,6 +183,7 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "source": source,
         "seconds_per_patient_both_modalities": round(seconds / max(n_patients, 1), 2),
+        "signal_ratio_spearman_with_true_t2_signal": signal,
         "accuracy": {
             m: {f: {k: float(v) for k, v in table.loc[(m, f)].items()} for f in table.loc[m].index}
             for m in table.index.get_level_values("modality").unique()
@@ -150,6 +191,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("disc/CSF ratio vs true T2 signal (Spearman):", json.dumps(signal))
     print(f"{seconds / max(n_patients, 1):.2f} s per patient (both modalities); wrote {args.out}")
 
 

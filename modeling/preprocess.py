@@ -16,7 +16,7 @@ test fold, so no information of a test patient reaches the model that predicts t
 7. :class:`ConstantFilter`     drop variables with one value, or one value in more than ``near_constant`` of rows;
 8. :class:`CorrelationFilter`  drop near-duplicates (|Spearman r| above a threshold with a kept one), clinical
                                columns kept first, then measurements, then radiomics;
-9. :class:`UnivariateSelector` optional: keep the k variables with the largest |AUC - 0.5|;
+9. :class:`UnivariateSelector` keep the k image variables with the largest |AUC - 0.5| (clinical columns stay);
 10. :class:`Standardizer`      for the logistic models: centre and scale to unit variance.
 
 All work on pandas DataFrames and return DataFrames, so variable names travel with the data.
@@ -320,7 +320,12 @@ class CorrelationFilter(JsonTransformer):
 
 
 class UnivariateSelector(JsonTransformer):
-    """Keep the `k` variables with the largest |AUC - 0.5| against the training target (k=0: keep all)."""
+    """Keep the `k` image variables with the largest |AUC - 0.5| against the training target (k=0: keep all).
+
+    Columns of the clinical table (:func:`column_priority` 0: age, sex, scores) are always kept and not counted:
+    they are few and chosen before the study, and the image variables are read against them (age above all,
+    whose own AUC for "degeneration beyond age" is near 0.5 by definition).
+    """
 
     _state = ("columns_", "scores_")
 
@@ -331,17 +336,18 @@ class UnivariateSelector(JsonTransformer):
         from cdeg.modeling.data import univariate_auc
 
         self._start_fit(X)
-        if self.k <= 0 or self.k >= X.shape[1]:
+        image = [j for j, c in enumerate(X.columns) if column_priority(c) > 0]
+        if self.k <= 0 or self.k >= len(image):
             self.scores_ = {}
             self.columns_ = list(X.columns)
             return self
         if y is None:
             raise ValueError("UnivariateSelector needs the target y")
-        score = np.abs(np.nan_to_num(univariate_auc(X, np.asarray(y)), nan=0.5) - 0.5)
+        score = np.abs(np.nan_to_num(univariate_auc(X.iloc[:, image], np.asarray(y)), nan=0.5) - 0.5)
         order = np.argsort(-score, kind="stable")[: self.k]
-        chosen = set(order.tolist())
-        self.columns_ = [c for j, c in enumerate(X.columns) if j in chosen]
-        self.scores_ = {X.columns[j]: float(score[j]) for j in sorted(chosen)}
+        chosen = {image[i] for i in order.tolist()}
+        self.columns_ = [c for j, c in enumerate(X.columns) if j in chosen or column_priority(c) == 0]
+        self.scores_ = {X.columns[image[i]]: float(score[i]) for i in sorted(order.tolist())}
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -1058,7 +1064,7 @@ class Preprocessor(JsonTransformer):
         self,
         max_missing: float = 0.5,
         corr_threshold: float = 0.9,
-        select_k: int = 0,
+        select_k: int = 20,
         standardize: bool = False,
         near_constant: float = 0.95,
         age_norm: str = "training",

@@ -227,12 +227,27 @@ def test_degeneration_score_reads_a_patient_offset_better_than_any_level():
         cols[f"mri__{level}__disc_height_middle_mm"] = 6 - 0.4 * d + rng.normal(0, 0.3, n)
         cols[f"mri__{level}__disc_csf_signal_ratio"] = np.exp(-0.3 * d + rng.normal(0, 0.2, n))
     X = pd.DataFrame(cols)
-    pre = pp.Preprocessor(corr_threshold=1.0, near_constant=1.0, level_summary=[], radiomics_mean=False)
+    pre = pp.Preprocessor(
+        corr_threshold=1.0, near_constant=1.0, level_summary=[], radiomics_mean=False, select_k=0
+    )
     Z = pre.fit(X.iloc[:200]).transform(X.iloc[200:])
     name = f"mri__discs_mean__{pp.DEGENERATION_SCORE}{pp.AGE_Z_SUFFIX}"
     auc = {c: roc_auc_score(y[200:], Z[c]) for c in Z.columns if c.endswith(pp.AGE_Z_SUFFIX)}
     best_level = max(abs(a - 0.5) for c, a in auc.items() if c != name) + 0.5
     assert auc[name] > 0.9 and auc[name] > best_level + 0.05  # measured: 0.94 against 0.85
+
+
+def test_univariate_selection_keeps_the_clinical_columns_outside_its_count():
+    rng = np.random.default_rng(0)
+    n = 120
+    y = rng.integers(0, 2, n)
+    X = pd.DataFrame({"age": rng.uniform(20, 70, n), "smoking": rng.integers(0, 2, n)})
+    for j in range(30):
+        X[f"mri__C5-C6__original_firstorder_F{j}"] = rng.normal(size=n) + (j < 3) * 1.5 * y
+    step = pp.UnivariateSelector(k=3).fit(X, y)
+    assert step.columns_ == ["age", "smoking"] + [f"mri__C5-C6__original_firstorder_F{j}" for j in range(3)]
+    assert set(step.scores_) == {f"mri__C5-C6__original_firstorder_F{j}" for j in range(3)}
+    assert pp.UnivariateSelector(k=30).fit(X, y).columns_ == list(X.columns)  # k >= image variables: all
 
 
 def test_per_level_false_keeps_only_summaries_and_other_columns():
