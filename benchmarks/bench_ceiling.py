@@ -96,6 +96,9 @@ def _fit(features: Path, clinical: Path, target: str, out: Path, external: Path 
         "nested_cv_auc": {k: round(s["auc"], 3) for k, s in m["cv"].items()},
         "nested_cv_auc_ci": {k: [round(v, 3) for v in s["auc_ci"]] for k, s in m["cv"].items()},
         "tiers_auc": {k: round(s["auc"], 3) for k, s in tiers.get("cv", {}).items()},
+        "baselines_auc": {
+            k: round(s["auc"], 3) for k, s in m.get("baselines", {}).items() if k != "definitions"
+        },
         "tiers_comparison": [
             {k: r[k] for k in ("tier", "metric", "difference", "ci", "p_value", "delong_p_value")}
             for r in tiers.get("comparison", [])
@@ -173,6 +176,11 @@ def run(work: Path, runs: Path, n: int, pop_n: int, seed: int, jobs: int) -> dic
             )  # fmt: skip
             ext = {k: round(s["auc"], 3) for k, s in val.metrics["external"].items()}
             r["external_auc"] = ext
+            r["external_baselines_auc"] = {
+                k: round(s["auc"], 3)
+                for k, s in val.metrics.get("baselines", {}).items()
+                if k != "definitions"
+            }
             ids_ext = sorted(val.predictions["patient_id"].astype(str))
             r["ceilings_external"] = truth_scores("population", pop_n, seed + 1, ids_ext).get(target, {})
             r["gap_external"] = {

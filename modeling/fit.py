@@ -599,6 +599,7 @@ def _manifest(
             "prevalence": float(ds.y.mean()),
             "metrics": metrics["cv"],
             "comparison": metrics["comparison"],
+            "baselines": metrics.get("baselines", {}),
         },
         "versions": metrics["versions"],
         "config": json.loads(json.dumps(to_dict(run.cfg))),
@@ -636,6 +637,7 @@ def _cv_metrics(
         "cv": {m: per_model[m] for m in cv.main_models},
         "comparison": comparison,
         "tiers": _tier_metrics(cfg, cv, per_model),
+        "baselines": _baselines(ds, cfg),
         "protocol": {
             "outer": f"{cfg.repeats} x repeated stratified {cfg.outer_folds}-fold",
             "inner": f"stratified {cfg.inner_folds}-fold",
@@ -653,6 +655,14 @@ def _cv_metrics(
         "data": {**ds.report, "column_sets": _count(ds.column_sets.values()), "categorical": ds.categorical},
         "versions": versions("model"),
     }
+
+
+def _baselines(ds: Dataset, cfg: FitConfig) -> dict[str, Any]:
+    """Age alone and the age-blind degeneration count on the development patients (nothing fitted)."""
+    from cdeg.modeling.baselines import baseline_metrics, baseline_scores
+
+    age = ds.X[cfg.preprocess.age_column] if cfg.preprocess.age_column in ds.X.columns else None
+    return baseline_metrics(ds.y, baseline_scores(ds.X, age))
 
 
 def _tier_metrics(cfg: FitConfig, cv: CVResult, per_model: dict[str, Any]) -> dict[str, Any]:

@@ -829,6 +829,49 @@ class LevelSummary(JsonTransformer):
         return out
 
 
+#: Columns of each sign of degeneration, per modality and disc level: modality -> level -> kind -> [(column, sign)].
+DegenerationMembers = dict[str, dict[str, dict[str, list[tuple[str, int]]]]]
+
+
+def degeneration_members(columns: Iterable[str], age_adjusted: bool) -> DegenerationMembers:
+    """The disc measurements of :data:`cdeg.measures.DEGENERATION_KIND` among `columns`, grouped by modality,
+    disc level and sign of degeneration, with their :data:`cdeg.measures.DEGENERATION_SIGN`; either the
+    age-adjusted (``__age_z``) columns or the plain ones."""
+    members: DegenerationMembers = {}
+    for c in columns:
+        parsed = parse_image_name(c)
+        if parsed is None or parsed[3] != age_adjusted or parsed[2] not in measures.DEGENERATION_KIND:
+            continue
+        modality, level, feature, _ = parsed
+        if level not in labels.DISC_NAMES:
+            continue
+        kinds = members.setdefault(modality, {}).setdefault(level, {})
+        kinds.setdefault(measures.DEGENERATION_KIND[feature], []).append(
+            (c, measures.DEGENERATION_SIGN[feature])
+        )
+    return members
+
+
+def degeneration_mean(
+    X: pd.DataFrame, levels: dict[str, dict[str, list[tuple[str, int]]]], min_levels: int
+) -> np.ndarray:
+    """Per row: each sign of degeneration is the mean of its signed columns, a level the mean of its signs, the
+    result the mean over the levels (NaN with fewer than `min_levels` levels with a value)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a level or a row without any value: missing
+        per_level = []
+        for kinds in levels.values():
+            signs = [
+                np.nanmean(np.column_stack([sign * X[c].to_numpy(dtype=float) for c, sign in cols]), axis=1)
+                for cols in kinds.values()
+            ]
+            per_level.append(np.nanmean(np.column_stack(signs), axis=1))
+        L = np.column_stack(per_level)
+        out = np.nanmean(L, axis=1)
+    out[np.isfinite(L).sum(axis=1) < min_levels] = np.nan
+    return out
+
+
 class DegenerationScore(JsonTransformer):
     """The patient's disc degeneration beyond the age norm, as one number per modality: adds
     ``<modality>__discs_mean__degeneration_score__age_z``, in SD, positive = more degenerated than expected for
@@ -864,19 +907,7 @@ class DegenerationScore(JsonTransformer):
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> DegenerationScore:
         self._start_fit(X)
-        # modality -> level -> kind -> [(column, sign)]
-        members: dict[str, dict[str, dict[str, list[tuple[str, int]]]]] = {}
-        for c in X.columns if self.enabled else ():
-            parsed = parse_image_name(c)
-            if parsed is None or not parsed[3] or parsed[2] not in measures.DEGENERATION_KIND:
-                continue
-            modality, level, feature, _ = parsed
-            if level not in labels.DISC_NAMES:
-                continue
-            kinds = members.setdefault(modality, {}).setdefault(level, {})
-            kinds.setdefault(measures.DEGENERATION_KIND[feature], []).append(
-                (c, measures.DEGENERATION_SIGN[feature])
-            )
+        members = degeneration_members(X.columns, age_adjusted=True) if self.enabled else {}
         self.scores_ = [
             {"name": SEP.join((m, RADIOMICS_MEANS["disc"], DEGENERATION_SCORE)) + AGE_Z_SUFFIX, "levels": lv}
             for m, lv in members.items()
@@ -890,23 +921,7 @@ class DegenerationScore(JsonTransformer):
         X = self._check_input(X)
         if not self.scores_:
             return X
-        new = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a level or a patient without any value: missing
-            for s in self.scores_:
-                per_level = []
-                for kinds in s["levels"].values():
-                    signs = [
-                        np.nanmean(
-                            np.column_stack([sign * X[c].to_numpy(dtype=float) for c, sign in cols]), axis=1
-                        )
-                        for cols in kinds.values()
-                    ]
-                    per_level.append(np.nanmean(np.column_stack(signs), axis=1))
-                L = np.column_stack(per_level)
-                score = np.nanmean(L, axis=1)
-                score[np.isfinite(L).sum(axis=1) < self.min_levels] = np.nan
-                new[s["name"]] = score
+        new = {s["name"]: degeneration_mean(X, s["levels"], self.min_levels) for s in self.scores_}
         return pd.concat([pd.DataFrame(new, index=X.index), X], axis=1)
 
     def sources(self, columns: Iterable[str]) -> set[str]:

@@ -177,6 +177,48 @@ def tiers_block(tiers: dict[str, Any]) -> str:
     )
 
 
+def baselines_block(
+    development: dict[str, Any],
+    external: dict[str, Any] | None = None,
+    primary: tuple[str, float] | None = None,
+) -> str:
+    """The baselines (age alone, age-blind degeneration count) as a table, and one sentence on whether the
+    primary model (name, AUC) does better than the count; empty without baselines."""
+    from cdeg.modeling.baselines import BASELINES
+
+    names = [b for b in BASELINES if b in development or (external and b in external)]
+    if not names:
+        return ""
+
+    def auc(s: dict[str, Any] | None) -> str:
+        return f"{s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]" if s else "-"
+
+    head = ["baseline (nothing fitted)", "AUC development [95% CI]"] + (["AUC external"] if external else [])
+    rows = [
+        [BASELINES[b], auc(development.get(b))] + ([auc(external.get(b))] if external is not None else [])
+        for b in names
+    ]
+    defs = {**(external or {}).get("definitions", {}), **development.get("definitions", {})}
+    text = " ".join(f"{BASELINES[b].capitalize()}: {defs[b]}." for b in names if b in defs)
+    out = table(head, rows) + f"<p class='muted'>{esc(text)}</p>"
+    count = (external or development).get("degeneration_count")
+    if primary is not None and count:
+        name, value = primary
+        where = "external" if external else "development"
+        if value <= count["auc"]:
+            out += (
+                f"<p><b>{esc(MODEL_LABELS.get(name, name))} ({value:.3f}) does not beat the age-blind degeneration "
+                f"count ({count['auc']:.3f}, {where}): it has not shown more than counting degenerated discs."
+                "</b></p>"
+            )
+        else:
+            out += (
+                f"<p>{esc(MODEL_LABELS.get(name, name))} ({value:.3f}) is above the age-blind degeneration count "
+                f"({count['auc']:.3f}, {where}) by {value - count['auc']:.3f}.</p>"
+            )
+    return out
+
+
 def permutation_text(perm: dict[str, Any]) -> str:
     """The label-permutation test in one paragraph (empty when it did not run)."""
     if not perm:
@@ -267,6 +309,16 @@ def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -
     return page(f"cdeg fit: {metrics['target']}", _fit_subtitle(metrics), _FIT_NAV, body)
 
 
+def _primary_auc(per_model: dict[str, Any], primary: Any) -> tuple[str, float] | None:
+    """(primary model, its AUC): `primary` (a name, or a configuration with ``primary_model``), else the first
+    model of `per_model`."""
+    name = (primary if isinstance(primary, str) else getattr(primary, "primary_model", None)) or next(
+        iter(per_model), None
+    )
+    s = per_model.get(name) if name else None
+    return (name, float(s["auc"])) if s and s.get("auc") is not None else None
+
+
 def _fit_subtitle(metrics: dict[str, Any]) -> str:
     p = metrics["protocol"]
     return f"nested cross-validation ({p['outer']}), final models and SHAP; run key {p['run_key']}"
@@ -284,6 +336,7 @@ def _cv_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) 
         ),
         permutation_text(metrics.get("permutation_test") or {}),
         tiers_block(metrics.get("tiers") or {}),
+        baselines_block(metrics.get("baselines") or {}, primary=_primary_auc(metrics["cv"], cfg)),
         f"<p class='muted'>Outer loop: {esc(p['outer'])}; inner loop: {esc(p['inner'])} with {cfg.trials} "
         f"Optuna trials per study minimising {esc(p['objective'])}. Preprocessing (imputation, near-constant "
         "and near-duplicate removal, encoding, scaling) is fitted inside each training fold only. AUC CI: "
@@ -376,6 +429,11 @@ def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str
         ),
         permutation_text(metrics.get("permutation_test") or {}),
         tiers_block(metrics.get("tiers") or {}),
+        baselines_block(
+            dev.get("baselines") or {},
+            metrics.get("baselines") or {},
+            primary=_primary_auc(metrics["external"], metrics.get("primary_model")),
+        ),
         _imputation_warning(metrics),
         section("figures", "Figures"),
         figure_block(

@@ -92,6 +92,8 @@ def validate(
     preds.insert(1, target, y)
     write_table(ValidationRun(out).predictions, preds)
     metrics = _metrics(bundle, inp, preds, y, target)
+    metrics["baselines"] = _baselines(bundle, features, inp, idc, check, y)
+    metrics["primary_model"] = bundle.primary
     metrics["skipped_patients"] = check.skipped
     metrics["auc_ci_method"] = "DeLong"
     metrics["model"] = str(bundle.path)
@@ -155,6 +157,21 @@ def _metrics(
         "unseen_levels": inp.unseen_levels,
         "imputation": "development median / most frequent level (the fitted imputer's values)",
     }
+
+
+def _baselines(
+    bundle: ModelBundle, features: str | Path, inp: Inputs, id_column: str, check: Any, y: np.ndarray
+) -> dict[str, Any]:
+    """Age alone and the age-blind degeneration count on the external patients (nothing fitted): read from the
+    whole features table, since the model's own inputs may hold few of the disc measurements."""
+    from cdeg.modeling.baselines import baseline_metrics, baseline_scores
+    from cdeg.modeling.data import read_features_table
+
+    feat = read_features_table(features, id_column, set(check.skipped)).reindex(inp.X.index)
+    age_column = bundle.manifest.get("config", {}).get("preprocess", {}).get("age_column", "age")
+    clin = inp.clinical
+    age = clin[age_column] if clin is not None and age_column in clin.columns else None
+    return baseline_metrics(y, baseline_scores(feat, age))
 
 
 def _panels(

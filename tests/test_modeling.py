@@ -461,6 +461,16 @@ def test_cli_fit_predict_validate_in_process(tiny):
     )
     assert r.exit_code == 0, r.output
     assert "external AUC" in r.output and (tmp / "val" / "report.html").is_file()
+    # The baselines (nothing fitted) beside the models, in both metrics files and reports.
+    from sklearn.metrics import roc_auc_score
+
+    val = json.loads((tmp / "val" / "metrics.json").read_text())
+    for m in (metrics, val):
+        assert set(m["baselines"]) == {"age", "degeneration_count", "definitions"}
+        assert m["baselines"]["age"]["n"] == 40
+    assert val["baselines"]["age"]["auc"] == pytest.approx(roc_auc_score(clin["accelerated"], clin["age"]))
+    for report in (tmp / "run" / "report.html", tmp / "val" / "report.html"):
+        assert "degeneration count (age-blind)" in report.read_text()
 
 
 def test_cli_bad_input_is_one_line_error(tiny):

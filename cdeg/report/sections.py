@@ -406,7 +406,10 @@ def target_section(data: Any, target: str) -> str:
             "<i>Development</i> figures come from nested cross-validation: each patient is predicted by a model "
             "that never saw them. <i>External</i> figures come from another population. Calibration slope: 1 is "
             "ideal, below 1 means the predicted risks are too extreme. The clinical-only model is the reference "
-            "a clinician would build without images; the image models must beat it to be worth their cost."
+            "a clinician would build without images; the image models must beat it to be worth their cost. "
+            "The <i>baselines</i> are fitted to nothing: age alone, and the age-blind degeneration count (disc "
+            "height and signal loss over all discs, age ignored). A model of degeneration beyond age that does "
+            "not beat the count has shown no more than counting degenerated discs."
             + (
                 " The <i>latent oracle</i> is the AUC of the true probability given the true degeneration, known "
                 "only in synthetic data: no model built on images can reach it, because images show the "
@@ -459,6 +462,7 @@ def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, A
                     "-",
                 ]
             )
+    rows += _baseline_rows(fit.get("baselines") or {}, (val or {}).get("baselines") or {}, val is not None)
     n_ext = f", {val['n_patients']} external patients ({val['events']} with the outcome)" if val else ""
     head = [
         "model",
@@ -474,6 +478,24 @@ def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, A
     )
     v = verdict(fit.get("comparison", {}))
     return out + (f"<p><b>{esc(v)}</b></p>" if v else "")
+
+
+def _baseline_rows(dev: dict[str, Any], ext: dict[str, Any], validated: bool) -> list[list[str]]:
+    """Rows of the baselines (nothing fitted: AUC only) for the metrics table."""
+    from cdeg.modeling.baselines import BASELINES
+
+    return [
+        [
+            f"baseline: {words}",
+            auc_text(dev.get(b)),
+            auc_text(ext.get(b)) if validated else "-",
+            "-",
+            "-",
+            "-",
+        ]
+        for b, words in BASELINES.items()
+        if b in dev or b in ext
+    ]
 
 
 def _comparisons(fit: dict[str, Any]) -> str:
