@@ -233,8 +233,15 @@ def predict_command(model, features, clinical, id_column, no_waterfalls, out, st
 @click.option("--target", required=True, help="0/1 column to validate against.")
 @click.option("--id-column", default=None, help="Patient id column [the model's].")
 @click.option("--out", required=True, type=_dir_out, help="Output folder.")
+@click.option(
+    "--max-imputed",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Stop when more than this share of the primary model's input values are missing in the cohort.",
+)
 @_strict
-def validate_command(model, features, clinical, target, id_column, out, strict) -> None:
+def validate_command(model, features, clinical, target, id_column, out, max_imputed, strict) -> None:
     """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures."""
     from cdeg.modeling.validate import validate
 
@@ -246,6 +253,7 @@ def validate_command(model, features, clinical, target, id_column, out, strict) 
         target=target,
         out=out,
         id_column=id_column,
+        max_imputed=max_imputed,
         progress=progress_enabled(),
         strict=strict,
     )

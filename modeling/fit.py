@@ -600,6 +600,7 @@ def _manifest(
             "metrics": metrics["cv"],
             "comparison": metrics["comparison"],
             "baselines": metrics.get("baselines", {}),
+            "age_range": _age_range(ds, run.cfg),
         },
         "versions": metrics["versions"],
         "config": json.loads(json.dumps(to_dict(run.cfg))),
@@ -655,6 +656,14 @@ def _cv_metrics(
         "data": {**ds.report, "column_sets": _count(ds.column_sets.values()), "categorical": ds.categorical},
         "versions": versions("model"),
     }
+
+
+def _age_range(ds: Dataset, cfg: FitConfig) -> list[float] | None:
+    """[youngest, oldest] development age (validate flags external patients outside it); None without age."""
+    if cfg.preprocess.age_column not in ds.X.columns:
+        return None
+    age = pd.to_numeric(ds.X[cfg.preprocess.age_column], errors="coerce").dropna()
+    return [float(age.min()), float(age.max())] if len(age) else None
 
 
 def _baselines(ds: Dataset, cfg: FitConfig) -> dict[str, Any]:

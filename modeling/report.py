@@ -219,6 +219,47 @@ def baselines_block(
     return out
 
 
+def subgroups_block(rows: list[dict[str, Any]], model: str | None = None) -> str:
+    """The primary model's external performance by subgroup (age band, sex, index level), and one sentence on
+    the patients outside the development age range; empty without subgroups."""
+    if not rows:
+        return ""
+
+    def auc(r: dict[str, Any]) -> str:
+        return (
+            f"{r['auc']:.2f} [{r['auc_ci'][0]:.2f}, {r['auc_ci'][1]:.2f}]"
+            if r.get("auc") is not None
+            else "-"
+        )
+
+    body = [
+        [
+            r["variable"],
+            r["group"],
+            str(r["n"]),
+            str(r["events"]),
+            auc(r),
+            fmt(r.get("mean_risk"), 2, pct=True),
+            fmt(r.get("observed"), 2, pct=True),
+        ]
+        for r in rows
+    ]
+    head = ["subgroup", "", "patients", "with the outcome", "AUC [95% CI]", "mean predicted risk", "observed"]
+    who = esc(MODEL_LABELS.get(model, model)) if model else "the primary model"
+    out = f"<p>External performance of {who} by subgroup (AUC only where both outcomes occur twice).</p>"
+    out += table(head, body)
+    outside = next((r for r in rows if r["group"].startswith("outside the development range")), None)
+    total = sum(r["n"] for r in rows if r["variable"] == rows[0]["variable"])
+    if outside and outside["n"]:
+        share = outside["n"] / total if total else 0.0
+        out += (
+            f"<p><b>{outside['n']} external patients ({share:.0%}) are {esc(outside['group'])}: the model never "
+            f"saw such patients, and there it predicts a mean risk of {fmt(outside['mean_risk'], 2, pct=True)} "
+            f"where {fmt(outside['observed'], 2, pct=True)} have the outcome.</b></p>"
+        )
+    return out
+
+
 def permutation_text(perm: dict[str, Any]) -> str:
     """The label-permutation test in one paragraph (empty when it did not run)."""
     if not perm:
@@ -434,6 +475,7 @@ def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str
             metrics.get("baselines") or {},
             primary=_primary_auc(metrics["external"], metrics.get("primary_model")),
         ),
+        subgroups_block(metrics.get("subgroups") or [], metrics.get("primary_model")),
         _imputation_warning(metrics),
         section("figures", "Figures"),
         figure_block(

@@ -50,6 +50,7 @@ def validate(
     *,
     id_column: str | None = None,
     waterfalls: bool = False,
+    max_imputed: float = 0.5,
     progress: ProgressArg = None,
     strict: bool = False,
 ) -> ValidateResult:
@@ -72,6 +73,10 @@ def validate(
         Folder for metrics.json, predictions.csv, plots/ and report.html.
     progress : bool or callable, optional
         Progress of the waterfalls (:mod:`cdeg.progress`).
+    max_imputed : float
+        Largest share of the primary model's input values that may be missing in the external cohort (and
+        filled with development values); above it the stage stops before writing anything: the figures would
+        describe the development medians, not the external patients.
     strict : bool
         Stop (CdegError) at the first bad value instead of leaving the patient out.
     """
@@ -86,7 +91,17 @@ def validate(
     used = {*bundle.input_columns, target}
     idc = id_column or bundle.manifest["id_column"]
     check = check_clinical("validate", clinical, idc, used.__contains__, strict)
+    if not 0 <= max_imputed <= 1:
+        raise ValueError(f"--max-imputed {max_imputed} must be a share between 0 and 1")
     inp = read_inputs(bundle, features, clinical, id_column, check)
+    share = inp.imputed_share.get(bundle.primary, 0.0)
+    if share > max_imputed:
+        raise CdegError(
+            f"{share:.0%} of the {bundle.primary} model's input values are missing in the external cohort "
+            f"(limit {max_imputed:.0%}, --max-imputed); first missing variables: "
+            f"{', '.join(inp.missing.get(bundle.primary, [])[:5]) or 'values missing per patient'}",
+            path=features,
+        )
     y, inp = _with_target(inp, target, clinical, strict)
     preds = predict_table(bundle, inp)
     preds.insert(1, target, y)
@@ -94,6 +109,8 @@ def validate(
     metrics = _metrics(bundle, inp, preds, y, target)
     metrics["baselines"] = _baselines(bundle, features, inp, idc, check, y)
     metrics["primary_model"] = bundle.primary
+    metrics["subgroups"] = _subgroups(bundle, inp, preds, y)
+    metrics["max_imputed"] = max_imputed
     metrics["skipped_patients"] = check.skipped
     metrics["auc_ci_method"] = "DeLong"
     metrics["model"] = str(bundle.path)
@@ -172,6 +189,22 @@ def _baselines(
     clin = inp.clinical
     age = clin[age_column] if clin is not None and age_column in clin.columns else None
     return baseline_metrics(y, baseline_scores(feat, age))
+
+
+def _subgroups(bundle: ModelBundle, inp: Inputs, preds: pd.DataFrame, y: np.ndarray) -> list[dict[str, Any]]:
+    """The primary model's performance by age band, sex and index level, and outside the development ages."""
+    from cdeg.modeling.subgroups import subgroup_table, subgroups_of
+
+    if inp.clinical is None:
+        return []
+    pre = bundle.manifest.get("config", {}).get("preprocess", {})
+    age_col = pre.get("age_column", "age")
+    clin = inp.clinical.reindex(inp.X.index)
+    groups = subgroups_of(clin, age_col, pre.get("sex_column", "sex"), pre.get("index_column", "index_level"))
+    dev_range = bundle.manifest["development"].get("age_range")
+    ages = clin[age_col] if age_col in clin.columns else None
+    p = preds[f"probability_{bundle.primary}"].to_numpy()
+    return subgroup_table(y, p, groups, ages, tuple(dev_range) if dev_range else None)
 
 
 def _panels(

@@ -425,6 +425,7 @@ def target_section(data: Any, target: str) -> str:
         parts.append('<p class="warn">No model results (the fit stage has not run).</p>')
         return "".join(parts)
     parts.append(_metrics_table(data, target, fit, val))
+    parts.append(_subgroups(data, target, val))
     parts.append(_left_out_note(data, target, fit, val))
     parts.append(_comparisons(fit))
     parts.append(_curves(data, target, val))
@@ -496,6 +497,15 @@ def _baseline_rows(dev: dict[str, Any], ext: dict[str, Any], validated: bool) ->
         for b, words in BASELINES.items()
         if b in dev or b in ext
     ]
+
+
+def _subgroups(data: Any, target: str, val: dict[str, Any] | None) -> str:
+    """The external cohort by age band, sex and index level (the transport of the model)."""
+    from cdeg.modeling.report import subgroups_block
+
+    if not val:
+        return ""
+    return subgroups_block(val.get("subgroups") or [], val.get("primary_model") or data.primary_model(target))
 
 
 def _comparisons(fit: dict[str, Any]) -> str:
