@@ -222,6 +222,8 @@ def baselines_block(
 def subgroups_block(rows: list[dict[str, Any]], model: str | None = None) -> str:
     """The primary model's external performance by subgroup (age band, sex, index level), and one sentence on
     the patients outside the development age range; empty without subgroups."""
+    from cdeg.modeling.subgroups import OUTSIDE
+
     if not rows:
         return ""
 
@@ -248,9 +250,10 @@ def subgroups_block(rows: list[dict[str, Any]], model: str | None = None) -> str
     who = esc(MODEL_LABELS.get(model, model)) if model else "the primary model"
     out = f"<p>External performance of {who} by subgroup (AUC only where both outcomes occur twice).</p>"
     out += table(head, body)
-    outside = next((r for r in rows if r["group"].startswith("outside the development range")), None)
-    total = sum(r["n"] for r in rows if r["variable"] == rows[0]["variable"])
+    outside = next((r for r in rows if r["group"].startswith(OUTSIDE)), None)
     if outside and outside["n"]:
+        # the share among the patients with an age: the age bands, not the outside row itself
+        total = sum(r["n"] for r in rows if r["variable"] == outside["variable"] and r is not outside)
         share = outside["n"] / total if total else 0.0
         out += (
             f"<p><b>{outside['n']} external patients ({share:.0%}) are {esc(outside['group'])}: the model never "

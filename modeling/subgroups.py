@@ -16,6 +16,8 @@ import pandas as pd
 
 #: Lower edges of the age bands (years); the last band is open.
 AGE_BANDS: tuple[int, ...] = (0, 40, 50, 60, 66)
+#: Start of the group name of the patients outside the development age range.
+OUTSIDE = "outside the development range"
 #: Fewest patients of each outcome for a subgroup AUC.
 MIN_PER_CLASS = 2
 
@@ -55,7 +57,7 @@ def subgroup_table(
         a = pd.to_numeric(ages, errors="coerce").to_numpy(dtype=float)
         outside = (a < lo) | (a > hi)
         if outside.any():
-            rows.append(_row("age", f"outside the development range ({lo:g}-{hi:g})", outside, y, p, M))
+            rows.append(_row("age", f"{OUTSIDE} ({lo:g}-{hi:g})", outside, y, p, M))
     return rows
 
 

@@ -167,6 +167,7 @@ def _metrics(
             "prevalence": dev["prevalence"],
             "cv": dev["metrics"],
             "comparison": dev.get("comparison", {}),
+            "baselines": dev.get("baselines", {}),
         },
         "missing_variables": inp.missing,
         "imputed_share": inp.imputed_share,

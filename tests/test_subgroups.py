@@ -72,7 +72,12 @@ def test_validate_reports_subgroups_and_the_development_age_range(fitted):
     assert (lo, hi) == (clin["age"].min(), clin["age"].max())
     outside = [r for r in rows if r["group"].startswith("outside the development range")]
     assert outside and outside[0]["n"] == int((older["age"] > hi).sum())
-    assert "never saw such patients" in (tmp / "val" / "report.html").read_text()
+    share = (older["age"] > hi).mean()
+    page = (tmp / "val" / "report.html").read_text()
+    assert f"external patients ({share:.0%}) are outside the development range" in page
+    assert "never saw such patients" in page
+    # The development baselines travel in model.json to the validation report.
+    assert res.metrics["development"]["baselines"]["degeneration_count"]["n"] == len(clin)
 
 
 def test_validate_stops_when_too_many_inputs_are_missing(fitted):
