@@ -322,9 +322,10 @@ class CorrelationFilter(JsonTransformer):
 class UnivariateSelector(JsonTransformer):
     """Keep the `k` image variables with the largest |AUC - 0.5| against the training target (k=0: keep all).
 
-    Columns of the clinical table (:func:`column_priority` 0: age, sex, scores) are always kept and not counted:
-    they are few and chosen before the study, and the image variables are read against them (age above all,
-    whose own AUC for "degeneration beyond age" is near 0.5 by definition).
+    Columns without a ``<modality>__`` prefix (:func:`column_priority` 0: the clinical table's age, sex and
+    scores, and any other plain column) are always kept and not counted: they are few and chosen before the
+    study, and the image variables are read against them (age above all, whose own AUC for "degeneration beyond
+    age" is near 0.5 by definition).
     """
 
     _state = ("columns_", "scores_")

@@ -195,16 +195,17 @@ def baselines_block(
 
     head = ["baseline (nothing fitted)", "AUC development [95% CI]"] + (["AUC external"] if external else [])
     rows = [
-        [BASELINES[b], auc(development.get(b))] + ([auc(external.get(b))] if external is not None else [])
-        for b in names
+        [BASELINES[b], auc(development.get(b))] + ([auc(external.get(b))] if external else []) for b in names
     ]
     defs = {**(external or {}).get("definitions", {}), **development.get("definitions", {})}
     text = " ".join(f"{BASELINES[b].capitalize()}: {defs[b]}." for b in names if b in defs)
     out = table(head, rows) + f"<p class='muted'>{esc(text)}</p>"
-    count = (external or development).get("degeneration_count")
+    # The primary model's AUC is compared with the count of the same cohort only (`primary` is the external
+    # AUC in a validation report, where `external` is given even when empty).
+    count = (external if external is not None else development).get("degeneration_count")
     if primary is not None and count:
         name, value = primary
-        where = "external" if external else "development"
+        where = "external" if external is not None else "development"
         if value <= count["auc"]:
             out += (
                 f"<p><b>{esc(MODEL_LABELS.get(name, name))} ({value:.3f}) does not beat the age-blind degeneration "

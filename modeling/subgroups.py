@@ -87,6 +87,15 @@ def _row(variable: str, group: str, keep: np.ndarray, y: np.ndarray, p: np.ndarr
     return row
 
 
+def _label(value: Any) -> str | None:
+    """A group label: None when missing, integer-valued numbers without decimals (sex coded 0/1 as "0", "1")."""
+    if pd.isna(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def subgroups_of(
     clinical: pd.DataFrame, age_column: str, sex_column: str, index_column: str
 ) -> dict[str, pd.Series]:
@@ -97,5 +106,5 @@ def subgroups_of(
         out["age"] = pd.to_numeric(clinical[age_column], errors="coerce").map(age_band)
     for name, column in (("sex", sex_column), ("index level", index_column)):
         if column in clinical.columns and clinical[column].notna().any():
-            out[name] = clinical[column].map(lambda v: None if pd.isna(v) else str(v))
+            out[name] = clinical[column].map(_label)
     return out

@@ -54,3 +54,15 @@ def test_baseline_metrics_are_the_aucs_of_the_fixed_direction_scores():
     assert set(out["definitions"]) == {"age", "degeneration_count"}
     # No age column and no disc measurement: nothing to report.
     assert baseline_metrics(y, baseline_scores(X[["lab__crp"]], None)) == {}
+
+
+def test_validation_report_compares_the_model_with_the_count_of_the_same_cohort_only():
+    from cdeg.modeling.report import baselines_block
+
+    dev = {"degeneration_count": {"auc": 0.9, "auc_ci": [0.8, 1.0], "n": 50}}
+    html = baselines_block(dev, {}, primary=("xgboost", 0.7))  # no baseline in the external cohort
+    assert "AUC external" not in html and html.count("<td>") == 2  # one row, two cells
+    assert "beat" not in html and "above" not in html  # no external AUC against a development count
+    ext = {"degeneration_count": {"auc": 0.6, "auc_ci": [0.5, 0.7], "n": 80}}
+    html = baselines_block(dev, ext, primary=("xgboost", 0.7))
+    assert "AUC external" in html and "above the age-blind degeneration count (0.600, external)" in html

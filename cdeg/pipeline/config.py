@@ -189,6 +189,14 @@ class TargetSpec:
             "uses only variables both cohorts have"
         },
     )
+    max_imputed: float = field(
+        default=0.5,
+        metadata={
+            "help": "with an external cohort: its validation stops when more than this share of the primary "
+            "model's input values are missing there (cdeg validate --max-imputed)",
+            "range": (0, 1),
+        },
+    )
     exclude: tuple[str, ...] = field(default=(), metadata={"help": "more columns/patterns never used"})
     title: str = field(default="", metadata={"help": "the question in words, for the report"})
     words: str = field(

@@ -366,7 +366,11 @@ def _model_stages(ctx: Context) -> list[Stage]:
                     ctx.run.validation(target).root,
                     {**d3, "model": f"fit:{target}", "features": f"extract:{spec.external}"},
                     p3,
-                    lambda c, t=target: {"target": t, "cohort": c.cfg.targets[t].external},
+                    lambda c, t=target: {
+                        "target": t,
+                        "cohort": c.cfg.targets[t].external,
+                        "max_imputed": c.cfg.targets[t].max_imputed,
+                    },
                     _run_validate,
                 )
             )
@@ -704,6 +708,7 @@ def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
         ctx.cohort_folder(key) / CLINICAL_CSV,
         target,
         stage.folder,
+        max_imputed=params.get("max_imputed", 0.5),
         progress=ctx.progress,
         strict=ctx.strict,
     )
