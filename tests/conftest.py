@@ -176,3 +176,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "manifests_before": before,
         "manifests_after": manifests(out),
     }
+
+
+@pytest.fixture(autouse=True)
+def _restore_cdeg_log_level():
+    """An in-process CLI call with ``-q`` sets the ``cdeg`` logger to ERROR for the whole worker process; without
+    this, a later test that reads log records (caplog) would depend on which test ran before it on its worker."""
+    import logging
+
+    logger = logging.getLogger("cdeg")
+    level = logger.level
+    yield
+    logger.setLevel(level)
