@@ -277,6 +277,27 @@ def permutation_text(perm: dict[str, Any]) -> str:
     )
 
 
+def limitations_block(fit: dict[str, Any], val: dict[str, Any] | None = None) -> str:
+    """The limitations one question's own figures show (TRIPOD+AI item 26), one sentence each ("" if none)."""
+    from cdeg.modeling.tripod import limitations
+
+    lines = limitations(fit, val)
+    if not lines:
+        return ""
+    return (
+        "<h3>Limitations these results show</h3><p class='muted'>Each sentence comes from a check on this run's "
+        "own figures (thresholds in cdeg/modeling/tripod.py): a start for the paper's limitations, not all of "
+        "them.</p><ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"
+    )
+
+
+def answers_block(rows: list[list[str]]) -> str:
+    """The TRIPOD+AI items answered from the run (rows: item, question, answer); "" without rows."""
+    if not rows:
+        return ""
+    return "<h3>Answered from this run</h3>" + table(("item", "question", "answer from this run"), rows)
+
+
 def checklist_block() -> str:
     """The TRIPOD+AI and PROBAST+AI items: which cdeg answers, which the study's authors must."""
     from cdeg.modeling.checklist import CHECKLIST_HEAD, checklist_rows, owner_counts
@@ -336,8 +357,13 @@ def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -
             "<p class='warn'>Variables that alone separate the target almost perfectly (check they are "
             f"known before surgery): {esc(', '.join(d['suspected_leaks']))}</p>"
         )
+    from cdeg.modeling.tripod import run_answers, with_primary
+
+    run = with_primary(metrics, cfg.primary_model)
     body += [
+        limitations_block(run),
         section("checklist", "TRIPOD+AI and PROBAST+AI checklist"),
+        answers_block([[k, metrics["target"], v] for k, v in run_answers(run).items()]),
         checklist_block(),
         section("params", "Final hyperparameters"),
         table(

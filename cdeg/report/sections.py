@@ -392,6 +392,8 @@ def _bland_altman_table(table_df: Any) -> str:
 # --------------------------------------------------------------------------------------------------------------
 def target_section(data: Any, target: str) -> str:
     """One study question: metrics side by side, curves, explanations."""
+    from cdeg.modeling.tripod import with_primary
+
     spec = data.cfg.targets[target]
     fit = data.fits.get(target) or {}
     val = data.validations.get(target)
@@ -430,7 +432,15 @@ def target_section(data: Any, target: str) -> str:
     parts.append(_comparisons(fit))
     parts.append(_curves(data, target, val))
     parts.append(_explanations(data, target, fit))
+    parts.append(_limitations(with_primary(fit, data.primary_model(target)), val))
     return "".join(parts)
+
+
+def _limitations(fit: dict[str, Any], val: dict[str, Any] | None) -> str:
+    """The limitations this question's own figures show (TRIPOD+AI item 26)."""
+    from cdeg.modeling.report import limitations_block
+
+    return limitations_block(fit, val)
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
@@ -519,7 +529,28 @@ def checklist_section(data: Any) -> str:
     """The TRIPOD+AI and PROBAST+AI items: which the run's files answer, which the authors must."""
     from cdeg.modeling.report import checklist_block
 
-    return '<h2 id="checklist">Reporting checklist (TRIPOD+AI, PROBAST+AI)</h2>' + checklist_block()
+    return (
+        '<h2 id="checklist">Reporting checklist (TRIPOD+AI, PROBAST+AI)</h2>'
+        + _run_answers(data)
+        + checklist_block()
+    )
+
+
+def _run_answers(data: Any) -> str:
+    """The TRIPOD+AI items this run's files answer, in words, per question."""
+    from cdeg.modeling.report import answers_block
+    from cdeg.modeling.tripod import run_answers, with_primary
+
+    rows = []
+    for target in data.cfg.targets:
+        fit = data.fits.get(target)
+        if not fit:
+            continue
+        words = data.target_words(target)
+        fit = with_primary(fit, data.primary_model(target))
+        for item, answer in run_answers(fit, data.validations.get(target)).items():
+            rows.append([item, words, answer])
+    return answers_block(rows)
 
 
 def _left_out_note(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
