@@ -19,6 +19,9 @@ SEGMENT_PRESETS: tuple[str, ...] = ("full", "fast", "smoke")
 FOLDS: tuple[str, ...] = ("all", "0", "1", "2", "3", "4")
 #: Cohort profiles the generator draws; "external" describes an imported cohort, never a synthetic one.
 SYNTH_PROFILES: tuple[str, ...] = tuple(p for p in PROFILES if p != "external")
+#: Model updates of `cdeg validate --recalibrate` (:mod:`cdeg.modeling.recalibration`); "none" applies the
+#: model unchanged.
+RECALIBRATION_METHODS: tuple[str, ...] = ("none", "intercept", "logistic")
 #: Modalities by name, in cohort order.
 MODALITY_NAMES: tuple[str, ...] = tuple(MODALITIES)
 
@@ -28,6 +31,7 @@ __all__ = [
     "FOLDS",
     "MODALITY_NAMES",
     "PROFILES",
+    "RECALIBRATION_METHODS",
     "SEGMENT_PRESETS",
     "SYNTH_PROFILES",
 ]

@@ -18,7 +18,8 @@ them, so no stage output's file name is spelled anywhere else. ::
     FitRun                `cdeg fit`: metrics.json, oof_predictions.csv, report.html, plots/, optuna.db, model/
     ModelFolder           the model inside a fit run: model.json, <model>.model.json, <model>.preprocess.json,
                           development/ (oof_mean.csv, metrics.json, plots)
-    ValidationRun         `cdeg validate`: metrics.json, predictions.csv, plots/, report.html, waterfalls/
+    ValidationRun         `cdeg validate`: metrics.json, predictions.csv, transport.csv, plots/, report.html,
+                          waterfalls/
     PredictionRun         `cdeg predict`: predictions.csv, predict.json, waterfalls/ (by_level/ inside)
     DicomImport           `cdeg import-dicom`: import_report.csv, import_images.csv (beside the cohort)
     RunFolder             `cdeg run`: one folder per stage (below), run.json, a cdeg_stage.json per stage
@@ -510,6 +511,7 @@ PLOTS: dict[str, str] = {
     "shap_bar_level": "shap_bar_level",
     "shap_bar_concept": "shap_bar_concept",
     "shap_beeswarm": "shap_beeswarm",
+    "recalibration": "recalibration",
 }
 
 
@@ -571,6 +573,8 @@ class ValidationRun:
     root: Path
     METRICS: ClassVar[str] = "metrics.json"
     PREDICTIONS: ClassVar[str] = "predictions.csv"
+    #: Development vs external distribution of the primary model's top variables (:mod:`cdeg.modeling.transport`).
+    TRANSPORT: ClassVar[str] = "transport.csv"
     REPORT: ClassVar[str] = "report.html"
     PLOTS_DIR: ClassVar[str] = "plots"
     WATERFALLS_DIR: ClassVar[str] = "waterfalls"
@@ -583,6 +587,10 @@ class ValidationRun:
     @property
     def predictions(self) -> Path:
         return Path(self.root) / self.PREDICTIONS
+
+    @property
+    def transport(self) -> Path:
+        return Path(self.root) / self.TRANSPORT
 
     @property
     def report(self) -> Path:

@@ -132,9 +132,12 @@ class Inputs:
     imputed_by_variable: dict[str, dict[str, float]]
     imputed_per_patient: dict[str, np.ndarray]
     unseen_levels: dict[str, list[str]]
+    #: The whole features table as read (every column, not only the model's): the baselines read it.
+    features: pd.DataFrame | None = None
 
     def subset(self, keep: np.ndarray) -> Inputs:
-        """The patients where `keep` is true (the imputation summary stays that of all patients)."""
+        """The patients where `keep` is true (the imputation summary stays that of all patients; `clinical`
+        and `features` stay whole: align them with ``X.index``)."""
         return Inputs(
             self.X[keep],
             self.clinical,
@@ -143,6 +146,7 @@ class Inputs:
             self.imputed_by_variable,
             {m: v[keep] for m, v in self.imputed_per_patient.items()},
             self.unseen_levels,
+            self.features,
         )
 
 
@@ -170,7 +174,7 @@ def read_inputs(
     extra = [c for c in data.columns if c not in needed]
     if extra:
         log.info("%d input column(s) not used by the model", len(extra))
-    return Inputs(X, clin, missing, share, by_var, per_patient, unseen)
+    return Inputs(X, clin, missing, share, by_var, per_patient, unseen, feat)
 
 
 def _join(

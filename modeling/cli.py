@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cdeg.choices import RECALIBRATION_METHODS
 from cdeg.cli import progress_enabled, run_api
 
 _path_in = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -240,8 +241,18 @@ def predict_command(model, features, clinical, id_column, no_waterfalls, out, st
     show_default=True,
     help="Stop when more than this share of the primary model's input values are missing in the cohort.",
 )
+@click.option(
+    "--recalibrate",
+    type=click.Choice(RECALIBRATION_METHODS),
+    default="none",
+    show_default=True,
+    help="Model updating on these patients, reported apart from the original figures: intercept "
+    "(recalibration in the large) or logistic (intercept and slope).",
+)
 @_strict
-def validate_command(model, features, clinical, target, id_column, out, max_imputed, strict) -> None:
+def validate_command(
+    model, features, clinical, target, id_column, out, max_imputed, recalibrate, strict
+) -> None:
     """External validation: AUC (DeLong CI), Brier, calibration, decision curve, beside the development figures."""
     from cdeg.modeling.validate import validate
 
@@ -254,6 +265,7 @@ def validate_command(model, features, clinical, target, id_column, out, max_impu
         out=out,
         id_column=id_column,
         max_imputed=max_imputed,
+        recalibrate=recalibrate,
         progress=progress_enabled(),
         strict=strict,
     )
@@ -262,5 +274,12 @@ def validate_command(model, features, clinical, target, id_column, out, max_impu
             f"{m}\texternal AUC {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]\t"
             f"Brier {s['brier']:.3f}\tcalibration slope {s['calibration_slope']:.2f}\t"
             f"imputed {res.metrics['imputed_share'][m]:.1%}"
+        )
+    rec = res.metrics["recalibration"]
+    for m, r in rec.get("models", {}).items():
+        cv = r["cross_validated"]
+        click.echo(
+            f"{m}\t{rec['method']} recalibration: intercept {r['intercept']:.3f}, slope {r['slope']:.3f}; "
+            f"cross-validated Brier {cv['brier']:.3f}, calibration slope {cv['calibration_slope']:.2f}"
         )
     click.echo(f"wrote {res.out}")

@@ -50,6 +50,7 @@ from cdeg.modeling.explain import grouped_importance, shap_values
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
 from cdeg.modeling.nested_cv import CVResult, nested_cv, permutation_test
+from cdeg.modeling.transport import development_summary
 
 from cdeg import outputs
 from cdeg.errors import CdegError
@@ -205,6 +206,11 @@ def fit(
     t_final = time.perf_counter()
     primary = run.cfg.primary_model if run.cfg.primary_model in finals else cv.main_models[0]
     shap_figs = explain(run, finals[primary], primary, metrics)
+    # The development distribution of the top variables travels in model.json, for `cdeg validate`'s
+    # development-vs-external table (summaries only, no patient rows).
+    metrics["development_distribution"] = development_summary(
+        finals[primary], primary, run.ds.X[run.columns[primary]], metrics["shap_top"]
+    )
     marks = {"start": t_start, "cv": t_cv, "final": t_final}
     figs = write(run, cv, metrics, manifest_models, primary, shap_figs, marks)
     oof_out = cv.oof.rename(columns={"target": target})
@@ -601,6 +607,7 @@ def _manifest(
             "comparison": metrics["comparison"],
             "baselines": metrics.get("baselines", {}),
             "age_range": _age_range(ds, run.cfg),
+            "distribution": metrics.get("development_distribution"),
         },
         "versions": metrics["versions"],
         "config": json.loads(json.dumps(to_dict(run.cfg))),

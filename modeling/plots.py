@@ -36,6 +36,8 @@ MODEL_LABELS: dict[str, str] = {
     "clinical_only": "clinical-only logistic",
 }
 MODEL_COLORS: dict[str, str] = {"xgboost": "#1f77b4", "logistic": "#d62728", "clinical_only": "#2ca02c"}
+#: Colours of curves that are not a model's (the recalibrated predictions of `cdeg validate --recalibrate`).
+CURVE_COLORS: dict[str, str] = {"recalibrated": "#ff7f0e"}
 #: One curve: (model name, outcomes, probabilities, legend text).
 Curve = tuple[str, np.ndarray, np.ndarray, str]
 #: Font sizes (pt): axis labels and tick labels of variable names; small print (legends, notes).
@@ -99,7 +101,7 @@ def roc_panel(ax, curves: Sequence[Curve], title: str) -> None:
 def calibration_panel(ax, curves: Sequence[Curve], title: str, bins: int = 5) -> None:
     grid = np.linspace(0.005, 0.995, 199)
     for model, y, p, legend in curves:
-        color = MODEL_COLORS.get(model)
+        color = MODEL_COLORS.get(model, CURVE_COLORS.get(model))
         pred, obs, _ = M.calibration_curve(y, p, bins=bins)
         ax.plot(pred, obs, "o", color=color, ms=6)
         a, b = _logistic_recalibration(y, p)
@@ -138,6 +140,26 @@ def _logistic_recalibration(y: np.ndarray, p: np.ndarray) -> tuple[float, float]
     X = np.column_stack([np.ones(len(y)), lp])
     beta = M._logistic_fit(X, np.asarray(y, float), np.zeros(len(y)))
     return float(beta[0]), float(beta[1])
+
+
+def recalibration_figure(
+    y: np.ndarray, p: np.ndarray, p_new: np.ndarray, model: str, method: str, stem: str | Path
+) -> list[Path]:
+    """One calibration panel of `model` on the external patients: its original probabilities `p` and the
+    recalibrated ones `p_new` (cross-validated within the cohort); written as ``stem.png`` and ``.svg``."""
+    name = MODEL_LABELS.get(model, model)
+    curves = [
+        (model, np.asarray(y, int), np.asarray(p, float), f"{name}: original"),
+        (
+            "recalibrated",
+            np.asarray(y, int),
+            np.asarray(p_new, float),
+            f"{name}: {method} recalibration (CV)",
+        ),
+    ]
+    fig, axes = new_figure(PANEL_WIDTH, PANEL_WIDTH + 0.3)
+    calibration_panel(axes[0], curves, f"external validation (n={len(y)}): before and after recalibration")
+    return save(fig, stem)
 
 
 def decision_panel(ax, curves: Sequence[Curve], title: str, max_threshold: float = 0.6) -> None:

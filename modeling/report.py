@@ -256,12 +256,103 @@ def subgroups_block(rows: list[dict[str, Any]], model: str | None = None) -> str
         # the share among the patients with an age: the age bands, not the outside row itself
         total = sum(r["n"] for r in rows if r["variable"] == outside["variable"] and r is not outside)
         share = outside["n"] / total if total else 0.0
+        risk, seen = outside["mean_risk"], outside["observed"]
+        how = "" if abs(risk - seen) < 0.01 else f": it {'over' if risk > seen else 'under'}-predicts there"
         out += (
             f"<p><b>{outside['n']} external patients ({share:.0%}) are {esc(outside['group'])}: the model never "
-            f"saw such patients, and there it predicts a mean risk of {fmt(outside['mean_risk'], 2, pct=True)} "
-            f"where {fmt(outside['observed'], 2, pct=True)} have the outcome.</b></p>"
+            f"saw such patients, and there it predicts a mean risk of {fmt(risk, 2, pct=True)} "
+            f"where {fmt(seen, 2, pct=True)} have the outcome{how}.</b></p>"
         )
     return out
+
+
+TRANSPORT_HEADER = [
+    "variable (top by mean |SHAP|)",
+    "development median (IQR)",
+    "external median (IQR)",
+    "external imputed",
+    "external below / above the development range",
+    "SMD",
+]
+
+
+def transport_block(transport: dict[str, Any]) -> str:
+    """The development-vs-external table of the primary model's top variables and the sentence that reads it
+    (:mod:`cdeg.modeling.transport`); a note when the model folder keeps no development distribution."""
+    if not transport:
+        return ""
+    if not transport.get("available"):
+        return f"<p class='muted'>No development-vs-external table: {esc(transport.get('reason', ''))}.</p>"
+
+    def mid(r: dict[str, Any], side: str) -> str:
+        if r[f"{side}_median"] is None:
+            return "-"
+        return f"{r[f'{side}_median']:.3g} ({r[f'{side}_q1']:.3g}-{r[f'{side}_q3']:.3g})"
+
+    rows = [
+        [
+            r["label"],
+            mid(r, "development"),
+            mid(r, "external"),
+            fmt(r["external_imputed_share"], 2, pct=True),
+            f"{fmt(r['external_below_min'], 2, pct=True)} / {fmt(r['external_above_max'], 2, pct=True)}",
+            fmt(r["smd"], 2),
+        ]
+        for r in transport["rows"]
+    ]
+    model = MODEL_LABELS.get(transport.get("model", ""), transport.get("model", ""))
+    sentence = (transport.get("summary") or {}).get("sentence", "")
+    return (
+        f"<p>The {len(rows)} variables of the {esc(model)} model with the largest mean |SHAP| on the development "
+        "patients, as the model reads them (before imputation), in both cohorts.</p>"
+        + table(TRANSPORT_HEADER, rows)
+        + (f"<p><b>{esc(sentence)}</b></p>" if sentence else "")
+        + "<p class='muted'>Imputed: share of external patients without a value, set to the development median "
+        "or most frequent value. Below / above: share of the external values outside the development minimum "
+        "and maximum. SMD: standardised mean difference, external minus development over the pooled SD "
+        "(above 0.1 is commonly read as a meaningful shift). Also in transport.csv.</p>"
+    )
+
+
+def recalibration_block(rec: dict[str, Any], external: dict[str, Any]) -> str:
+    """The recalibrated figures beside the original ones (cdeg validate --recalibrate), or one line saying
+    that the model was applied unchanged."""
+    if not rec or not rec.get("applied"):
+        return (
+            "<p class='muted'>No model updating: the figures are those of the model unchanged "
+            "(<code>cdeg validate --recalibrate intercept|logistic</code> estimates a recalibration).</p>"
+        )
+    rows = []
+    for m, r in rec["models"].items():
+        o, cv = external.get(m, {}), r["cross_validated"]
+        rows.append(
+            [
+                MODEL_LABELS.get(m, m),
+                fmt(r["intercept"], 3),
+                fmt(r["slope"], 3),
+                fmt(o.get("auc"), 3),
+                f"{fmt(o.get('brier'), 3)} / {fmt(cv['brier'], 3)}",
+                f"{fmt(o.get('calibration_intercept'), 2)} / {fmt(cv['calibration_intercept'], 2)}",
+                f"{fmt(o.get('calibration_slope'), 2)} / {fmt(cv['calibration_slope'], 2)}",
+            ]
+        )
+    head = [
+        "model",
+        "fitted intercept",
+        "fitted slope",
+        "AUC (unchanged)",
+        "Brier: original / recalibrated",
+        "calibration intercept: original / recalibrated",
+        "calibration slope: original / recalibrated",
+    ]
+    return (
+        f"<p>Update: {esc(rec['words'])}. It is estimated on these external patients and reported apart from the "
+        "original figures, which it never replaces.</p>"
+        + table(head, rows)
+        + f"<p class='muted'>Recalibrated figures: {esc(rec['evaluation'])}. Apply the update to new patients of "
+        f"this population with {esc(rec['formula'])} (intercept and slope fitted on all external patients, "
+        "metrics.json <code>recalibration</code>). The update keeps the ranking, so the AUC does not change.</p>"
+    )
 
 
 def permutation_text(perm: dict[str, Any]) -> str:
@@ -469,7 +560,13 @@ def _data_rows(d: dict[str, Any]) -> list[list[str]]:
 # cdeg validate
 # ==============================================================================================================
 
-_VALIDATE_NAV = [("external", "External validation"), ("figures", "Figures"), ("versions", "Versions")]
+_VALIDATE_NAV = [
+    ("external", "External validation"),
+    ("transport", "Development vs external"),
+    ("recalibration", "Recalibration"),
+    ("figures", "Figures"),
+    ("versions", "Versions"),
+]
 
 
 def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str:
@@ -507,6 +604,11 @@ def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str
         ),
         subgroups_block(metrics.get("subgroups") or [], metrics.get("primary_model")),
         _imputation_warning(metrics),
+        section("transport", "Development vs external: the top variables"),
+        transport_block(metrics.get("transport") or {}),
+        section("recalibration", "Recalibration (model updating)"),
+        recalibration_block(metrics.get("recalibration") or {}, metrics["external"]),
+        figure_block(figs, [("recalibration", "Calibration before and after recalibration (external)")]),
         section("figures", "Figures"),
         figure_block(
             figs,

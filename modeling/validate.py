@@ -23,6 +23,7 @@ from cdeg.modeling.bundle import (
 )
 from cdeg.modeling.data import parse_target
 from cdeg.modeling.predict import write_waterfalls
+from cdeg.modeling.recalibration import check_method, recalibration
 
 from cdeg.errors import CdegError
 from cdeg.io import write_json, write_table, write_text
@@ -51,6 +52,7 @@ def validate(
     id_column: str | None = None,
     waterfalls: bool = False,
     max_imputed: float = 0.5,
+    recalibrate: str = "none",
     progress: ProgressArg = None,
     strict: bool = False,
 ) -> ValidateResult:
@@ -77,12 +79,17 @@ def validate(
         Largest share of the primary model's input values that may be missing in the external cohort (and
         filled with development values); above it the stage stops before writing anything: the figures would
         describe the development medians, not the external patients.
+    recalibrate : {"none", "intercept", "logistic"}
+        Model updating on the external patients (:mod:`cdeg.modeling.recalibration`), reported separately
+        (metrics.json ``recalibration``, its own table and calibration figure): the original external figures
+        are never replaced. ``intercept``: recalibration in the large; ``logistic``: intercept and slope.
     strict : bool
         Stop (CdegError) at the first bad value instead of leaving the patient out.
     """
     out = check_out(out)
     if not target:
         raise ValueError("--target must name the 0/1 column of the clinical table")
+    check_method(recalibrate)
     bundle = ModelBundle.load(model)
     if target != bundle.manifest["target"]:
         log.warning(
@@ -107,15 +114,18 @@ def validate(
     preds.insert(1, target, y)
     write_table(ValidationRun(out).predictions, preds)
     metrics = _metrics(bundle, inp, preds, y, target)
-    metrics["baselines"] = _baselines(bundle, features, inp, idc, check, y)
+    metrics["baselines"] = _baselines(bundle, inp, y)
     metrics["primary_model"] = bundle.primary
     metrics["subgroups"] = _subgroups(bundle, inp, preds, y)
+    metrics["transport"] = _transport(bundle, inp, metrics["subgroups"], ValidationRun(out))
+    metrics["recalibration"] = recalibration(y, _probabilities(bundle, preds), recalibrate)
     metrics["max_imputed"] = max_imputed
     metrics["skipped_patients"] = check.skipped
     metrics["auc_ci_method"] = "DeLong"
     metrics["model"] = str(bundle.path)
     metrics["versions"] = versions("model")
     figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), ValidationRun(out).plots)
+    figs.update(_recalibration_figure(bundle, preds, y, metrics, ValidationRun(out)))
     if waterfalls:
         with shown(progress) as report_progress:
             write_waterfalls(bundle, inp, ValidationRun(out).waterfalls, report_progress)
@@ -177,15 +187,13 @@ def _metrics(
     }
 
 
-def _baselines(
-    bundle: ModelBundle, features: str | Path, inp: Inputs, id_column: str, check: Any, y: np.ndarray
-) -> dict[str, Any]:
-    """Age alone and the age-blind degeneration count on the external patients (nothing fitted): read from the
-    whole features table, since the model's own inputs may hold few of the disc measurements."""
+def _baselines(bundle: ModelBundle, inp: Inputs, y: np.ndarray) -> dict[str, Any]:
+    """Age alone and the age-blind degeneration count on the external patients (nothing fitted): from the
+    whole features table (`inp.features`), since the model's own inputs may hold few of the disc measurements."""
     from cdeg.modeling.baselines import baseline_metrics, baseline_scores
-    from cdeg.modeling.data import read_features_table
 
-    feat = read_features_table(features, id_column, set(check.skipped)).reindex(inp.X.index)
+    assert inp.features is not None
+    feat = inp.features.reindex(inp.X.index)
     age_column = bundle.manifest.get("config", {}).get("preprocess", {}).get("age_column", "age")
     clin = inp.clinical
     age = clin[age_column] if clin is not None and age_column in clin.columns else None
@@ -226,3 +234,57 @@ def _panels(
     ext_probs = pd.DataFrame({m: preds[f"probability_{m}"] for m in bundle.models})
     panels.append((f"external validation (n={len(y)})", curves(y, ext_probs, ext)))
     return panels
+
+
+def _probabilities(bundle: ModelBundle, preds: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each model's external probabilities."""
+    return {m: preds[f"probability_{m}"].to_numpy(dtype=float) for m in bundle.models}
+
+
+def _transport(
+    bundle: ModelBundle, inp: Inputs, subgroups: list[dict[str, Any]], folder: ValidationRun
+) -> dict[str, Any]:
+    """The development-vs-external table of the primary model's top variables (also written as transport.csv)
+    and the external patients outside the development ages: how far the external cohort lies from the
+    development one (TRIPOD+AI item 16, differences between development and evaluation data)."""
+    from cdeg.modeling.transport import COLUMNS, age_shift, model_values, transport_rows, transport_summary
+
+    dev = bundle.manifest["development"]
+    out: dict[str, Any] = {"age": age_shift(subgroups, dev.get("age_range"))}
+    summary = dev.get("distribution")
+    if not summary or summary.get("model") not in bundle.models:
+        out["available"] = False
+        out["reason"] = "model.json keeps no development distribution (a model fitted by an older cdeg)"
+        return out
+    name = summary["model"]
+    X = inp.X[bundle.manifest["models"][name]["input_columns"]]
+    rows = transport_rows(summary, model_values(bundle.models[name], X))
+    write_table(folder.transport, pd.DataFrame(rows, columns=list(COLUMNS)))
+    out.update(
+        available=True,
+        model=name,
+        values=summary.get("values"),
+        ranking="mean |SHAP| of the final model on the development patients",
+        rows=rows,
+        summary=transport_summary(rows, name),
+    )
+    return out
+
+
+def _recalibration_figure(
+    bundle: ModelBundle, preds: pd.DataFrame, y: np.ndarray, metrics: dict[str, Any], folder: ValidationRun
+) -> dict[str, list[Path]]:
+    """The calibration of the primary model before and after the update (cross-validated); {} without one."""
+    from cdeg.modeling.recalibration import cross_validated
+
+    rec = metrics["recalibration"]
+    if not rec["applied"]:
+        return {}
+    m = bundle.primary
+    p = preds[f"probability_{m}"].to_numpy(dtype=float)
+    p_new = cross_validated(y, p, rec["method"], rec["folds"], rec["seed"])
+    return {
+        "recalibration": plots.recalibration_figure(
+            y, p, p_new, m, rec["method"], folder.plot("recalibration", "")
+        )
+    }

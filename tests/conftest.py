@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,6 +140,27 @@ def smoke_xray_models(xray_cohort5, tmp_path_factory) -> dict[str, Path]:
             progress=False,
         )
     return {fold: root / f"fold{fold}" for fold in ("0", "1")}
+
+
+@pytest.fixture(scope="session")
+def small_fit(tmp_path_factory) -> dict[str, Any]:
+    """A quick `cdeg fit` (60 simulated patients, 12 image features, an index level in the clinical table;
+    2 trials, 2 folds, 1 repeat, no tiers): ``dir`` (features f.csv, clinical c.csv, run/ with model/ inside),
+    ``features`` and ``clinical`` frames. Read-only: write new tables beside them, never over them."""
+    import numpy as np
+    from cdeg.modeling.fit import fit
+    from cdeg.modeling.simulate import simulate
+
+    from cdeg.io import write_table
+
+    tmp = tmp_path_factory.mktemp("small_fit")
+    feat, clin = simulate(n=60, n_features=12, signal=2.0, prevalence=0.35, seed=4)
+    clin["index_level"] = np.random.default_rng(0).choice(["C5-C6", "C6-C7"], len(clin))
+    write_table(tmp / "f.csv", feat)
+    write_table(tmp / "c.csv", clin)
+    fit(tmp / "f.csv", tmp / "c.csv", "accelerated", tmp / "run", trials=2, outer_folds=2, repeats=1, jobs=1,
+        tiers="none", progress=False)  # fmt: skip
+    return {"dir": tmp, "features": feat, "clinical": clin}
 
 
 #: The study in miniature that tests `cdeg run` end to end (a test fixture, not a shipped configuration).

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdeg.choices import DEVICES, FOLDS, SEGMENT_PRESETS, SYNTH_PROFILES
+from cdeg.choices import DEVICES, FOLDS, RECALIBRATION_METHODS, SEGMENT_PRESETS, SYNTH_PROFILES
 from cdeg.cohort import MODALITIES
 from cdeg.config import ConfigError, deep_merge, from_dict, load_yaml
 
@@ -195,6 +195,14 @@ class TargetSpec:
             "help": "with an external cohort: its validation stops when more than this share of the primary "
             "model's input values are missing there (cdeg validate --max-imputed)",
             "range": (0, 1),
+        },
+    )
+    recalibrate: str = field(
+        default="none",
+        metadata={
+            "help": "with an external cohort: model updating on it, reported apart from the original figures "
+            "(cdeg validate --recalibrate): none, intercept (recalibration in the large) or logistic",
+            "choices": RECALIBRATION_METHODS,
         },
     )
     exclude: tuple[str, ...] = field(default=(), metadata={"help": "more columns/patterns never used"})

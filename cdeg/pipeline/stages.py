@@ -370,6 +370,7 @@ def _model_stages(ctx: Context) -> list[Stage]:
                         "target": t,
                         "cohort": c.cfg.targets[t].external,
                         "max_imputed": c.cfg.targets[t].max_imputed,
+                        "recalibrate": c.cfg.targets[t].recalibrate,
                     },
                     _run_validate,
                 )
@@ -709,6 +710,7 @@ def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
         target,
         stage.folder,
         max_imputed=params.get("max_imputed", 0.5),
+        recalibrate=params.get("recalibrate", "none"),
         progress=ctx.progress,
         strict=ctx.strict,
     )

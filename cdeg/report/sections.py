@@ -428,6 +428,7 @@ def target_section(data: Any, target: str) -> str:
         return "".join(parts)
     parts.append(_metrics_table(data, target, fit, val))
     parts.append(_subgroups(data, target, val))
+    parts.append(_transport(data, target, val))
     parts.append(_left_out_note(data, target, fit, val))
     parts.append(_comparisons(fit))
     parts.append(_curves(data, target, val))
@@ -516,6 +517,33 @@ def _subgroups(data: Any, target: str, val: dict[str, Any] | None) -> str:
     if not val:
         return ""
     return subgroups_block(val.get("subgroups") or [], val.get("primary_model") or data.primary_model(target))
+
+
+def _transport(data: Any, target: str, val: dict[str, Any] | None) -> str:
+    """The top variables in the development and the external cohort, and any recalibration (model updating),
+    reported apart from the original external figures."""
+    from cdeg.modeling.report import recalibration_block, transport_block
+
+    if not val:
+        return ""
+    out = "<h3>Development vs external: the model's top variables</h3>" + transport_block(
+        val.get("transport") or {}
+    )
+    rec = val.get("recalibration") or {}
+    if rec.get("applied"):
+        out += (
+            "<h3>Recalibration on the external cohort (model updating)</h3>"
+            + recalibration_block(rec, val.get("external") or {})
+            + '<div class="figs">'
+            + figure(
+                data.run.validation(target).plot("recalibration"),
+                "Calibration before and after recalibration (external)",
+                width=700,
+                css_width=350,
+            )
+            + "</div>"
+        )
+    return out
 
 
 def _comparisons(fit: dict[str, Any]) -> str:
