@@ -107,7 +107,7 @@ def calibration_panel(ax, curves: Sequence[Curve], title: str, bins: int = 5) ->
         a, b = _logistic_recalibration(y, p)
         lg = np.log(grid / (1 - grid))
         ax.plot(grid, _expit(np.clip(a + b * lg, -50, 50)), color=color, lw=1.5, label=legend)
-        k = list(MODEL_COLORS).index(model) if model in MODEL_COLORS else 0
+        k = list(MODEL_COLORS).index(model) if model in MODEL_COLORS else len(MODEL_COLORS)
         ax.plot(
             p, np.full(len(p), -0.04 + 0.012 * k), "|", color=color, ms=5, alpha=0.5
         )  # rug of predictions

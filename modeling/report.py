@@ -287,7 +287,7 @@ def transport_block(transport: dict[str, Any]) -> str:
     def mid(r: dict[str, Any], side: str) -> str:
         if r[f"{side}_median"] is None:
             return "-"
-        return f"{r[f'{side}_median']:.3g} ({r[f'{side}_q1']:.3g}-{r[f'{side}_q3']:.3g})"
+        return f"{r[f'{side}_median']:.3g} ({r[f'{side}_q1']:.3g} to {r[f'{side}_q3']:.3g})"
 
     rows = [
         [
@@ -349,7 +349,7 @@ def recalibration_block(rec: dict[str, Any], external: dict[str, Any]) -> str:
         f"<p>Update: {esc(rec['words'])}. It is estimated on these external patients and reported apart from the "
         "original figures, which it never replaces.</p>"
         + table(head, rows)
-        + f"<p class='muted'>Recalibrated figures: {esc(rec['evaluation'])}. Apply the update to new patients of "
+        + f"<p class='muted'>{esc(rec['evaluation'][:1].upper() + rec['evaluation'][1:])}. Apply the update to new patients of "
         f"this population with {esc(rec['formula'])} (intercept and slope fitted on all external patients, "
         "metrics.json <code>recalibration</code>). The update keeps the ranking, so the AUC does not change.</p>"
     )

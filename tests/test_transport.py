@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from cdeg.cli import cli
 from cdeg.config import ConfigError
 from cdeg.io import write_table
+from cdeg.outputs import ValidationRun
 from cdeg.pipeline.config import load_run_config
 
 TINY = Path(__file__).with_name("run_tiny.yaml")
@@ -203,8 +204,8 @@ def test_validate_writes_the_table_and_a_separate_recalibration(small_fit, tmp_p
     upd = rec["recalibration"]["models"][primary]
     assert np.isfinite(upd["intercept"]) and np.isfinite(upd["slope"])
     assert upd["apparent"]["auc"] == pytest.approx(rec["external"][primary]["auc"])
-    assert (tmp_path / "rec" / "plots" / "recalibration.png").is_file()
-    assert not (tmp_path / "plain" / "plots" / "recalibration.png").exists()
+    assert ValidationRun(tmp_path / "rec").plot("recalibration").is_file()
+    assert not ValidationRun(tmp_path / "plain").plot("recalibration").exists()
     page = (tmp_path / "rec" / "report.html").read_text()
     assert "Recalibration (model updating)" in page and "never replaces" in page
     assert "No model updating" in (tmp_path / "plain" / "report.html").read_text()
@@ -214,7 +215,7 @@ def test_validate_writes_the_table_and_a_separate_recalibration(small_fit, tmp_p
 def _check_transport(transport: dict, out: Path, ext: pd.DataFrame, clin: pd.DataFrame, model: Path) -> None:
     """The table's rows against the raw external tables, for the variables that are input columns."""
     assert transport["available"] and transport["rows"]
-    table = pd.read_csv(out / "transport.csv")
+    table = pd.read_csv(ValidationRun(out).transport)
     assert list(table.columns) == list(COLUMNS) and len(table) == len(transport["rows"])
     dist = json.loads((model / "model.json").read_text())["development"]["distribution"]
     dev = {v["variable"]: v for v in dist["variables"]}
