@@ -99,6 +99,7 @@ def recalibration(
     check_method(method)
     out: dict[str, Any] = {"method": method, "words": METHOD_WORDS[method], "applied": method != "none"}
     if method == "none":
+        out["text"] = "the model was applied unchanged (no recalibration asked for)"
         return out
     models = {}
     for m, p in probs.items():
@@ -120,4 +121,18 @@ def recalibration(
         ),
         original="the original external figures (key 'external') are those of the model unchanged",
     )
+    out["text"] = _text(method, models, len(y), folds)
     return out
+
+
+def _text(method: str, models: dict[str, Any], n: int, folds: int) -> str:
+    """One sentence (TRIPOD+AI items 12f and 24): the update, its fitted values and what it changed."""
+    parts = [
+        f"{m}: intercept {r['intercept']:.3f}, slope {r['slope']:.3f}, calibration slope "
+        f"{r['cross_validated']['calibration_slope']:.2f} and Brier {r['cross_validated']['brier']:.3f} after it"
+        for m, r in models.items()
+    ]
+    return (
+        f"{METHOD_WORDS[method]} on the {n} external patients, reported separately from the original figures "
+        f"(recalibrated figures {folds}-fold cross-validated within the external cohort); " + "; ".join(parts)
+    )

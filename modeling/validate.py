@@ -268,6 +268,7 @@ def _transport(
         rows=rows,
         summary=transport_summary(rows, name),
     )
+    out["text"] = out["summary"]["sentence"]  # one sentence (TRIPOD+AI items 16 and 20c)
     return out
 
 

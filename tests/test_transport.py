@@ -150,6 +150,7 @@ def test_recalibration_none_changes_nothing_and_the_others_keep_the_auc():
         "method": "none",
         "words": "none (the model applied unchanged)",
         "applied": False,
+        "text": "the model was applied unchanged (no recalibration asked for)",
     }
     rec = recalibration(y, {"xgboost": p}, "logistic")
     from cdeg.modeling import metrics as M
@@ -158,6 +159,7 @@ def test_recalibration_none_changes_nothing_and_the_others_keep_the_auc():
     assert m["apparent"]["auc"] == pytest.approx(M.summarize(y, p)["auc"])  # a monotone update
     assert m["apparent"]["calibration_slope"] == pytest.approx(1.0, abs=1e-6)
     assert rec["folds"] == 5 and "cross-validation" in rec["evaluation"]
+    assert rec["text"].startswith("logistic recalibration") and f"slope {m['slope']:.3f}" in rec["text"]
     with pytest.raises(ValueError, match="valid: none, intercept, logistic"):
         fit_update(y, p, "platt")
 
