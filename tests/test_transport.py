@@ -211,6 +211,14 @@ def test_validate_writes_the_table_and_a_separate_recalibration(small_fit, tmp_p
     page = (tmp_path / "rec" / "report.html").read_text()
     assert "Recalibration (model updating)" in page and "never replaces" in page
     assert "No model updating" in (tmp_path / "plain" / "report.html").read_text()
+    # the TRIPOD+AI answers read these keys (items 12f and 24: updating; 16 and 20c: differences)
+    from cdeg.modeling.tripod import differences_answer, updating_answer
+
+    assert updating_answer(plain) == "the model was applied unchanged (no recalibration asked for)"
+    assert updating_answer(rec).startswith(
+        "logistic recalibration"
+    ) and "reported separately" in updating_answer(rec)
+    assert rec["transport"]["text"] and rec["transport"]["text"] in differences_answer(rec)
     _check_transport(rec["transport"], tmp_path / "rec", ext, older, model)
 
 
