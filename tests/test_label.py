@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,68 @@ def test_cli_end_to_end(label_tables, tmp_path):
     assert manifest["counts"]["labelled"] == 40
     bad = CliRunner().invoke(cli, [str(a) for a in [*args[:-2], "--measurements", "nope"]])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def _study_with_label(tmp_path, label: dict, **cohorts):
+    """A study of two real cohorts (folders with a clinical table) whose target `accel_op` has a label section."""
+    import yaml
+
+    from cdeg.pipeline.config import load_run_config
+
+    data = {
+        "out": str(tmp_path / "run"),
+        "cohorts": {k: {"path": str(v)} for k, v in cohorts.items()},
+        "segmentation": {"enabled": False},
+        "extract": {"modalities": ["mri"]},
+        "targets": {"accel_op": {"development": "dev", "external": "pop", "label": label}},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_run_config(path)
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ({"reference": "pop", "centiel": 90}, "targets.accel_op.label.centiel"),
+        ({"reference": "rotterdam"}, "targets.accel_op.label.reference = 'rotterdam' is not a cohort"),
+        (
+            {"reference": "pop", "modality": "xray"},
+            "targets.accel_op.label.modality = 'xray' is not extracted",
+        ),
+        (
+            {"reference": "pop", "measurements": ["body_depth_mm"]},
+            "targets.accel_op.label: label measurements",
+        ),
+        ({"reference": "pop", "centile": 100}, "targets.accel_op.label.centile = 100"),
+    ],
+)
+def test_study_label_section_is_validated(tmp_path, label, message):
+    from cdeg.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _study_with_label(tmp_path, label, dev=tmp_path, pop=tmp_path)
+
+
+def test_study_derives_the_label_before_fit_and_validate(label_tables, tmp_path):
+    from cdeg.pipeline.stages import Context, build_stages, clinical_table
+
+    ref_f, ref_c = label_tables("pop", n_per_sex=60, seed=12)
+    dev_f, dev_c = label_tables("dev", n_per_sex=20, seed=13)
+    cfg = _study_with_label(tmp_path, {"reference": "pop", "centile": 75}, dev=dev_c.parent, pop=ref_c.parent)
+    ctx = Context(cfg=cfg, out=tmp_path / "run", jobs=1, device="cpu", progress=None)
+    stages = {s.name: s for s in build_stages(ctx)}
+    names = list(stages)
+    assert names.index("extract:pop") < names.index("label:accel_op:dev") < names.index("fit:accel_op")
+    assert stages["fit:accel_op"].deps["label dev"] == "label:accel_op:dev"
+    assert stages["validate:accel_op"].deps["label pop"] == "label:accel_op:pop"
+    for key, feats in (("dev", dev_f), ("pop", ref_f)):  # stand-ins for the extract stages' outputs
+        folder = ctx.run.features(key)
+        folder.root.mkdir(parents=True)
+        pd.read_csv(feats, dtype={"patient_id": str}).to_parquet(folder.features, index=False)
+    stage = stages["label:accel_op:dev"]
+    summary = stage.call(stage, ctx, stage.params(ctx))
+    assert summary["labelled"] == 40
+    labelled = pd.read_csv(clinical_table(ctx, "accel_op", "dev"))
+    assert labelled["accel_op"].notna().all()
+    assert LabelRun(stage.folder).read()["rule"]["centile"] == 75
