@@ -423,17 +423,49 @@ def _file(path: Path) -> dict[str, str]:
     return {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
 
 
-def circularity(definition: dict[str, Any] | None, feature_sets: Any) -> str:
-    """The plain-words warning when a label read from the images is predicted from features of the same
-    modality ("" when the label is not operational or the model reads no image of that modality)."""
+def outcome_definition(clinical: str | Path, target: str, columns: Any = ()) -> dict[str, Any]:
+    """How the target of a fit or a validation is defined, for metrics.json (``outcome_definition``, TRIPOD+AI
+    item 8a): the rule and the reference of the `cdeg label` run that wrote `clinical`, or the plain column.
+
+    Parameters
+    ----------
+    clinical : path
+        The clinical table the stage read.
+    target : str
+        The target column.
+    columns : iterable of str
+        The model's candidate input columns (for :func:`circularity`).
+    """
+    from cdeg.outputs import LabelRun
+
+    record = LabelRun.beside(clinical, target)
+    if record is None:
+        return {"column": target, "operational": False, "words": f"the column {target} of the clinical table"}
+    return {
+        "column": target,
+        "operational": True,
+        "words": record["rule"]["words"],
+        "rule": record["rule"],
+        "thresholds": record["thresholds"],
+        "reference": record["reference"],
+        "label_run": str(Path(clinical).parent.resolve()),
+        "circularity": circularity(record, columns),
+    }
+
+
+def circularity(definition: dict[str, Any] | None, columns: Any) -> str:
+    """The plain-words warning when a label read from the images is predicted from image features of the same
+    modality ("" when the label is not operational or no input column is of that modality).
+
+    `columns` are the model's candidate input columns (``mri__C5-C6__...``) or feature-set names (``mri``)."""
     if not definition:
         return ""
     modality = definition.get("rule", {}).get("modality")
-    if modality not in set(feature_sets or ()):
+    if not any(str(c) == modality or str(c).startswith(f"{modality}__") for c in columns or ()):
         return ""
     words = MODALITY_WORDS.get(modality, modality)
     return (
         f"The label is computed from the same {words} images the model reads: predicting it measures how well "
-        f"cdeg automates that reading of the {words}, not whether images predict a clinical course. It cannot "
-        "show that the patients labelled will degenerate faster; only follow-up images or outcomes can."
+        f"the model automates that reading of the {words}, not whether images predict a clinical course. It "
+        "cannot show that the patients labelled will degenerate faster; only follow-up images or outcomes can."
     )

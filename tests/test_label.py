@@ -184,3 +184,40 @@ def test_study_derives_the_label_before_fit_and_validate(label_tables, tmp_path)
     labelled = pd.read_csv(clinical_table(ctx, "accel_op", "dev"))
     assert labelled["accel_op"].notna().all()
     assert LabelRun(stage.folder).read()["rule"]["centile"] == 75
+
+
+def test_outcome_definition_says_when_the_label_is_read_from_the_model_s_images(label_tables, tmp_path):
+    from cdeg.modeling.label import outcome_definition
+    from cdeg.modeling.report import outcome_block
+
+    ref_f, ref_c = label_tables("ref", n_per_sex=30, seed=14)
+    run = LabelRun(derive_label(ref_f, ref_c, ref_f, ref_c, tmp_path / "out", name="accel_op").out)
+    mri = outcome_definition(run.clinical, "accel_op", ["age", "mri__C5-C6__disc_height_index"])
+    assert mri["operational"] and mri["rule"]["modality"] == "mri"
+    assert mri["reference"]["features"]["sha256"] == file_sha256(ref_f)
+    assert "same MRI images the model reads" in mri["circularity"]
+    html = outcome_block(mri)
+    assert "Outcome definition" in html and "not whether images predict a clinical course" in html
+    xray_only = outcome_definition(run.clinical, "accel_op", ["age", "xray__C5-C6__disc_height_index"])
+    assert xray_only["operational"] and xray_only["circularity"] == ""
+    plain = outcome_definition(ref_c, "accelerated", ["mri__C5-C6__disc_height_index"])
+    assert not plain["operational"] and outcome_block(plain) == ""
+    assert not outcome_definition(run.clinical, "another_target")["operational"]
+
+
+def test_fit_records_the_outcome_definition(label_tables, tmp_path):
+    from cdeg.modeling.fit import fit
+
+    ref_f, ref_c = label_tables("ref", n_per_sex=60, seed=15)
+    dev_f, dev_c = label_tables("dev", n_per_sex=25, seed=16)
+    run = LabelRun(
+        derive_label(dev_f, dev_c, ref_f, ref_c, tmp_path / "lab", name="accel_op", centile=60).out
+    )
+    cfg = tmp_path / "inner2.yaml"
+    cfg.write_text("inner_folds: 2\nstartup_trials: 2\n")
+    fast = {"trials": 2, "outer_folds": 2, "repeats": 1, "jobs": 1, "permutations": 0, "tiers": "none"}
+    res = fit(dev_f, run.clinical, "accel_op", tmp_path / "fit", config=cfg, progress=False, **fast)
+    definition = json.loads(res.out.joinpath("metrics.json").read_text())["outcome_definition"]
+    assert definition["operational"] and "60th centile" in definition["words"]
+    assert "same MRI images" in definition["circularity"]
+    assert "same MRI images the model reads" in res.out.joinpath("report.html").read_text()

@@ -400,6 +400,7 @@ def target_section(data: Any, target: str) -> str:
     parts = [f'<h2 id="target-{esc(target)}">{esc(spec.title or data.target_words(target))}</h2>']
     if spec.description:
         parts.append(f"<p>{esc(spec.description)}</p>")
+    parts.append(_outcome_definition(data, target, fit))
     cv = fit.get("cv", {})
     parts.append(
         howto(
@@ -441,6 +442,26 @@ def _limitations(fit: dict[str, Any], val: dict[str, Any] | None) -> str:
     from cdeg.modeling.report import limitations_block
 
     return limitations_block(fit, val)
+
+
+def _outcome_definition(data: Any, target: str, fit: dict[str, Any]) -> str:
+    """The rule of an operational target (fit metrics.json, else the label stage's label.json) and, when the
+    model reads images of the label's modality, what predicting it can and cannot show."""
+    from cdeg.modeling.label import circularity
+    from cdeg.modeling.report import outcome_block
+
+    definition = fit.get("outcome_definition")
+    spec = data.cfg.targets[target]
+    if definition is None and spec.label is not None:
+        record = data.run.label(target, spec.development).read()
+        if record is not None:
+            sets = data.cfg.fit.feature_set or "clinical,mri,xray"
+            definition = {
+                "operational": True,
+                "words": record["rule"]["words"],
+                "circularity": circularity(record, sets.split(",")),
+            }
+    return outcome_block(definition)
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
