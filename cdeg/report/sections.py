@@ -38,6 +38,15 @@ def auc_text(s: dict[str, Any] | None) -> str:
     return f"{s['auc']:.2f} ({fmt(ci[0])} to {fmt(ci[1])})"
 
 
+def _label_share(data: Any, target: str, key: str) -> str:
+    """Share labelled 1 among the patients with an operational label of `target` in cohort `key`."""
+    table = data.run.label(target, key).read_labels()
+    if table is None:
+        return "not labelled"
+    v = table["label"].dropna()
+    return f"{(v == 1).mean():.0%} ({int((v == 1).sum())} of {len(v)})" if len(v) else "-"
+
+
 # --------------------------------------------------------------------------------------------------------------
 def cohorts_section(data: Any) -> str:
     """Development vs external (and annotated) cohorts: age, sex, outcome prevalence, missing data."""
@@ -76,7 +85,11 @@ def cohorts_section(data: Any) -> str:
     row("BMI, kg/m²: mean (SD)", lambda c: mean_sd(c, "bmi"))
     row("current smokers", lambda c: share(c, "smoking", "current"))
     for t in data.cfg.targets:
-        row(f"{data.target_words(t)} (outcome)", lambda c, t=t: share(c, t))
+        words = f"{data.target_words(t)} (outcome)"
+        if data.cfg.targets[t].label is None:
+            row(words, lambda c, t=t: share(c, t))
+        else:  # an operational label: the share labelled 1 by `cdeg label`, in the cohorts it labels
+            rows.append([words] + [_label_share(data, t, k) for k in cols])
     row("NDI before surgery / at baseline, 0-100: mean (SD)", lambda c: mean_sd(c, "ndi_0"))
     row("patients without MRI", lambda c: str(c["no_image"].get("mri", "-")))
     row("patients without radiograph", lambda c: str(c["no_image"].get("xray", "-")))
