@@ -3,6 +3,7 @@ true measurements against a large population-profile sample."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -63,3 +64,63 @@ def test_the_label_column_is_added_and_nothing_else_changes(tmp_path, cache_dir)
     for f in sorted(p.relative_to(on) for p in on.rglob("*") if p.is_file()):
         if f.name not in ("patients.csv", "cohort.json"):
             assert (on / f).read_bytes() == (off / f).read_bytes(), f
+
+
+# --- acceleration as a rate (model.degeneration.acceleration) ---------------------------------------------------
+
+
+def _rate_config(tmp_path):
+    from cdeg.synth.model import load_model_config
+
+    path = tmp_path / "rate.yaml"
+    path.write_text("model:\n  degeneration:\n    acceleration: rate\n")
+    return load_model_config(path)
+
+
+def test_quadrature_oracle_equals_the_closed_form_of_the_offset_model():
+    from cdeg.synth.model import _index_positions, oracle_probability, posterior_tail, threshold_u
+
+    tables = sample_cohort(CFG, "neck", 300, seed=21)
+    pat = tables.patients
+    age, index = pat["age"].to_numpy(float), pat["index_level"].to_numpy()
+    d = tables.levels[tables.levels["structure"] == "disc"]["d_latent"].to_numpy(float).reshape(300, 6)
+    smoking = np.random.default_rng(0).choice(["never", "former", "current"], 300)
+    closed = oracle_probability(CFG, "neck", age, d, smoking, index)
+    tail = posterior_tail(CFG, age, d, smoking, _index_positions(index, 300), threshold_u(CFG, "neck"))
+    np.testing.assert_allclose(tail, closed, atol=1e-5)  # trapezoid error ~2e-6
+
+
+def test_rate_model_degenerates_faster_with_age_and_its_oracle_is_calibrated(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    rate = _rate_config(tmp_path)
+    assert rate.degeneration.acceleration == "rate" and CFG.degeneration.acceleration == "offset"
+    tables = sample_cohort(rate, "population", 6000, seed=22)
+    pat = tables.patients
+    mean_d = (
+        tables.levels[tables.levels["structure"] == "disc"]
+        .groupby("patient_id", sort=False)["d_latent"]
+        .mean()
+    )
+    mean_d = mean_d.reindex(pat["patient_id"]).to_numpy()
+    age, acc = pat["age"].to_numpy(float), pat["accelerated"].to_numpy() == 1
+    slope = {k: np.polyfit(age[acc == k], mean_d[acc == k], 1)[0] for k in (True, False)}
+    assert slope[True] > 1.2 * slope[False]  # the gap widens with age
+    p = pat["p_oracle"].to_numpy()
+    assert abs(p.mean() - acc.mean()) < 0.02
+    for lo, hi in ((0.0, 0.2), (0.2, 0.6), (0.6, 1.0)):  # calibrated in bands of predicted risk
+        band = (p >= lo) & (p < hi)
+        assert abs(p[band].mean() - acc[band].mean()) < 0.05, (lo, hi)
+    assert roc_auc_score(acc, p) > 0.8
+
+
+def test_default_offset_model_is_unchanged_by_the_switch(tmp_path):
+    from cdeg.synth.model import load_model_config
+
+    path = tmp_path / "offset.yaml"
+    path.write_text("model:\n  degeneration:\n    acceleration: offset\n    rate_loading: 1.0\n")
+    a = sample_cohort(CFG, "neck", 50, seed=23)
+    b = sample_cohort(load_model_config(path), "neck", 50, seed=23)
+    pd.testing.assert_frame_equal(a.patients, b.patients)
+    pd.testing.assert_frame_equal(a.levels, b.levels)
+    pd.testing.assert_frame_equal(a.clinical, b.clinical)
