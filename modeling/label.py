@@ -300,6 +300,8 @@ def score(cohort: Any, rule: LabelRule, norms: dict[str, Any]) -> Any:
             out.loc[rows.index, "why_missing"] = "no age norm of the measurements"
             continue
         out.loc[rows.index, "score"] = ds.transform(z)[ds.scores_[0]["name"]].to_numpy()
+    unknown = strata.notna() & ~strata.isin(list(norms))
+    out.loc[unknown, "why_missing"] = "no reference patient of the same sex"
     age = pd.to_numeric(cohort[rule.age_column], errors="coerce")
     no_score = out["score"].isna() & out["why_missing"].isna()
     out.loc[no_score & age.isna(), "why_missing"] = "no age"
