@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cdeg.cli import run_api
+from cdeg.cohort import MODALITIES
 
 _TABLE = click.Path(exists=True, path_type=Path)
 
@@ -41,7 +42,10 @@ _TABLE = click.Path(exists=True, path_type=Path)
     help="Disc measurements averaged into the score [disc_height_index,disc_csf_signal_ratio].",
 )
 @click.option(
-    "--modality", type=click.Choice(["mri", "xray"]), default=None, help="Modality of the measurements [mri]."
+    "--modality",
+    type=click.Choice(list(MODALITIES)),
+    default=None,
+    help="Modality of the measurements [mri].",
 )
 @click.option(
     "--centile",
