@@ -173,7 +173,27 @@ def derive_label(
     labels.loc[labels["why_missing"].isna() & labels["score"].isna(), "why_missing"] = "no features"
     for pid, why in labels["why_missing"].dropna().items():
         log.warning("patient %s: no %s label (%s) / %s", pid, name, why, paths["features"])
-    return _write(Path(out), name, rule, paths, table, labels, thresholds, ref_scores, id_column)
+    ages = age_coverage(reference, cohort, rule)
+    if ages["outside"]:
+        log.warning(
+            "%d patient(s) outside the reference cohort's ages (%g-%g): their norms are extrapolated (the norm is "
+            "linear beyond its outer knots), so their labels rest on the shape of the norm where it was not "
+            "measured / %s",
+            len(ages["outside"]), *ages["reference"], paths["reference_clinical"],
+        )  # fmt: skip
+    run = _write(Path(out), name, rule, paths, table, labels, thresholds, ref_scores, id_column, ages)
+    return run
+
+
+def age_coverage(reference: Any, cohort: Any, rule: LabelRule) -> dict[str, Any]:
+    """The reference cohort's age range and the cohort's patients outside it (ids, for label.json)."""
+    import pandas as pd
+
+    ref_age = pd.to_numeric(reference[rule.age_column], errors="coerce").dropna()
+    age = pd.to_numeric(cohort[rule.age_column], errors="coerce")
+    lo, hi = (float(ref_age.min()), float(ref_age.max())) if len(ref_age) else (float("nan"), float("nan"))
+    outside = age[(age < lo) | (age > hi)]
+    return {"reference": [lo, hi], "outside": [str(p) for p in outside.index]}
 
 
 def _resolve_rule(
@@ -365,6 +385,7 @@ def _write(
     thresholds: dict[str, float],
     ref_scores: Any,
     id_column: str,
+    ages: dict[str, Any],
 ) -> LabelResult:
     from cdeg.io import write_table
     from cdeg.outputs import LabelRun, write_manifest
@@ -403,6 +424,11 @@ def _write(
             "inputs": {k: _file(paths[k]) for k in ("features", "clinical")},
             "id_column": id_column,
             "counts": counts,
+            "ages": {
+                "reference": ages["reference"],
+                "n_outside": len(ages["outside"]),
+                "outside": ages["outside"],
+            },
             "missing": {str(k): v for k, v in labels["why_missing"].dropna().items()},
             "outputs": {"labels": LabelRun.LABELS, "clinical": LabelRun.CLINICAL},
         },
@@ -427,7 +453,10 @@ def _file(path: Path) -> dict[str, str]:
 
 def outcome_definition(clinical: str | Path, target: str, columns: Any = ()) -> dict[str, Any]:
     """How the target of a fit or a validation is defined, for metrics.json (``outcome_definition``, TRIPOD+AI
-    item 8a): the rule and the reference of the `cdeg label` run that wrote `clinical`, or the plain column.
+    item 8a, read by :mod:`cdeg.modeling.tripod`): for a `cdeg label` run's clinical table, ``text`` (the rule in
+    one sentence), ``circular`` (the model reads images of the modality the label is read from) with its
+    ``circularity`` sentence, the rule as data, the thresholds and the reference; for any other table, the
+    column only (no ``text``: its definition is the authors').
 
     Parameters
     ----------
@@ -442,16 +471,18 @@ def outcome_definition(clinical: str | Path, target: str, columns: Any = ()) -> 
 
     record = LabelRun.beside(clinical, target)
     if record is None:
-        return {"column": target, "operational": False, "words": f"the column {target} of the clinical table"}
+        return {"column": target, "operational": False, "circular": False}
+    warning = circularity(record, columns)
     return {
         "column": target,
         "operational": True,
-        "words": record["rule"]["words"],
+        "text": record["rule"]["words"],
+        "circular": bool(warning),
+        "circularity": warning,
         "rule": record["rule"],
         "thresholds": record["thresholds"],
         "reference": record["reference"],
         "label_run": str(Path(clinical).parent.resolve()),
-        "circularity": circularity(record, columns),
     }
 
 

@@ -344,9 +344,9 @@ def outcome_block(definition: dict[str, Any] | None) -> str:
     """The outcome definition of an operational label (metrics.json ``outcome_definition``) in one sentence,
     and, when the model reads images of the modality the label is read from, why the task is then to automate
     that reading; "" for a plain clinical-table column."""
-    if not definition or not definition.get("operational"):
+    if not definition or not definition.get("operational") or not definition.get("text"):
         return ""
-    out = f"<p><b>Outcome definition.</b> {esc(definition['words'])}</p>"
+    out = f"<p><b>Outcome definition.</b> {esc(definition['text'])}</p>"
     if definition.get("circularity"):
         out += f"<p class='warn'>{esc(definition['circularity'])}</p>"
     return out

@@ -194,16 +194,18 @@ def _restore_cdeg_log_level():
 def label_tables(tmp_path: Path):
     """A factory of hand-made cohorts for `cdeg label`: ``make(name, n_per_sex, seed, male_spread=1.0,
     columns=None)`` writes ``<name>/features.csv`` and ``<name>/clinical.csv`` under tmp_path and returns their
-    paths. Ages 40-80; MRI disc height index and disc/CSF signal ratio at four discs, falling with age, with
+    paths. Ages uniform in `ages` (40-80); MRI disc height index and disc/CSF signal ratio at four discs, falling with age, with
     noise whose spread is `male_spread` times larger in men; `columns` keeps only those measurements."""
     import numpy as np
     import pandas as pd
 
-    def make(name: str, n_per_sex: int = 100, seed: int = 0, male_spread: float = 1.0, columns=None):
+    def make(
+        name: str, n_per_sex: int = 100, seed: int = 0, male_spread: float = 1.0, columns=None, ages=(40, 80)
+    ):
         rng = np.random.default_rng(seed)
         n = 2 * n_per_sex
         sex = np.array(["F"] * n_per_sex + ["M"] * n_per_sex)
-        age = rng.uniform(40, 80, n)
+        age = rng.uniform(*ages, n)
         spread = np.where(sex == "M", male_spread, 1.0)
         ids = [f"{name}{i:04d}" for i in range(n)]
         feats = {"patient_id": ids}

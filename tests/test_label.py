@@ -189,6 +189,7 @@ def test_study_derives_the_label_before_fit_and_validate(label_tables, tmp_path)
 def test_outcome_definition_says_when_the_label_is_read_from_the_model_s_images(label_tables, tmp_path):
     from cdeg.modeling.label import outcome_definition
     from cdeg.modeling.report import outcome_block
+    from cdeg.modeling.tripod import limitations, outcome_answer
 
     ref_f, ref_c = label_tables("ref", n_per_sex=30, seed=14)
     run = LabelRun(derive_label(ref_f, ref_c, ref_f, ref_c, tmp_path / "out", name="accel_op").out)
@@ -196,12 +197,18 @@ def test_outcome_definition_says_when_the_label_is_read_from_the_model_s_images(
     assert mri["operational"] and mri["rule"]["modality"] == "mri"
     assert mri["reference"]["features"]["sha256"] == file_sha256(ref_f)
     assert "same MRI images the model reads" in mri["circularity"]
+    fit = {"target": "accel_op", "n_patients": 60, "events": 6, "outcome_definition": mri}
+    assert outcome_answer(fit) == f"{mri['text']} (6 events in 60 patients)"  # TRIPOD+AI 8a
+    assert any("automates that reading" in s for s in limitations(fit))  # TRIPOD+AI 26
     html = outcome_block(mri)
     assert "Outcome definition" in html and "not whether images predict a clinical course" in html
     xray_only = outcome_definition(run.clinical, "accel_op", ["age", "xray__C5-C6__disc_height_index"])
     assert xray_only["operational"] and xray_only["circularity"] == ""
     plain = outcome_definition(ref_c, "accelerated", ["mri__C5-C6__disc_height_index"])
-    assert not plain["operational"] and outcome_block(plain) == ""
+    assert not plain["operational"] and not plain["circular"] and outcome_block(plain) == ""
+    assert "its definition is the authors'" in outcome_answer(
+        {"target": "accelerated", "outcome_definition": plain}
+    )
     assert not outcome_definition(run.clinical, "another_target")["operational"]
 
 
@@ -218,6 +225,17 @@ def test_fit_records_the_outcome_definition(label_tables, tmp_path):
     fast = {"trials": 2, "outer_folds": 2, "repeats": 1, "jobs": 1, "permutations": 0, "tiers": "none"}
     res = fit(dev_f, run.clinical, "accel_op", tmp_path / "fit", config=cfg, progress=False, **fast)
     definition = json.loads(res.out.joinpath("metrics.json").read_text())["outcome_definition"]
-    assert definition["operational"] and "60th centile" in definition["words"]
+    assert definition["operational"] and definition["circular"] and "60th centile" in definition["text"]
     assert "same MRI images" in definition["circularity"]
     assert "same MRI images the model reads" in res.out.joinpath("report.html").read_text()
+
+
+def test_patients_outside_the_reference_ages_are_counted(label_tables, tmp_path, caplog):
+    ref_f, ref_c = label_tables("ref", n_per_sex=40, seed=17)
+    dev_f, dev_c = label_tables("dev", n_per_sex=10, seed=18, ages=(25, 50))
+    with caplog.at_level("WARNING", logger="cdeg"):
+        res = derive_label(dev_f, dev_c, ref_f, ref_c, tmp_path / "out")
+    ages = res.manifest["ages"]
+    young = pd.read_csv(dev_c).query("age < @ages['reference'][0]")
+    assert ages["n_outside"] == len(young) > 0 and sorted(ages["outside"]) == sorted(young["patient_id"])
+    assert "outside the reference cohort's ages" in caplog.text

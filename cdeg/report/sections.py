@@ -465,16 +465,24 @@ def _outcome_definition(data: Any, target: str, fit: dict[str, Any]) -> str:
 
     definition = fit.get("outcome_definition")
     spec = data.cfg.targets[target]
-    if definition is None and spec.label is not None:
-        record = data.run.label(target, spec.development).read()
-        if record is not None:
-            sets = data.cfg.fit.feature_set or "clinical,mri,xray"
-            definition = {
-                "operational": True,
-                "words": record["rule"]["words"],
-                "circularity": circularity(record, sets.split(",")),
-            }
-    return outcome_block(definition)
+    record = data.run.label(target, spec.development).read() if spec.label is not None else None
+    if not (definition or {}).get("text") and record is not None:
+        sets = data.cfg.fit.feature_set or "clinical,mri,xray"
+        definition = {
+            "operational": True,
+            "text": record["rule"]["words"],
+            "circularity": circularity(record, sets.split(",")),
+        }
+    out = outcome_block(definition)
+    ages = (record or {}).get("ages") or {}
+    if ages.get("n_outside"):
+        lo, hi = ages["reference"]
+        out += (
+            f'<p class="warn">{ages["n_outside"]} of {record["counts"]["patients"]} development patients are '
+            f"outside the reference cohort's ages ({lo:g} to {hi:g} years): their age norms are extrapolated, so "
+            "their labels depend on the shape of the norm where the reference has no patients.</p>"
+        )
+    return out
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
