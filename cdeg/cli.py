@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cdeg.features.cli:agreement_command",
         "Agreement (ICC, Bland-Altman) of the features of two mask sets of the same patients.",
     ),
+    "label": (
+        "cdeg.modeling.label_cli:label_command",
+        "Derive an operational target label: a standardised degeneration score above a reference centile.",
+    ),
     "fit": (
         "cdeg.modeling.cli:fit_command",
         "Nested-CV XGBoost vs logistic regression, final model, SHAP, report.",

@@ -15,6 +15,7 @@ them, so no stage output's file name is spelled anywhere else. ::
     FeatureFolder         `cdeg extract`: features.parquet, features.csv, features_long.parquet, errors.csv,
                           provenance.json, cache/
     AgreementRun          `cdeg extract-agreement`: agreement.csv, stable_features.csv, agreement.json
+    LabelRun              `cdeg label`: labels.csv, clinical.csv (the clinical table with the label), label.json
     FitRun                `cdeg fit`: metrics.json, oof_predictions.csv, report.html, plots/, optuna.db, model/
     ModelFolder           the model inside a fit run: model.json, <model>.model.json, <model>.preprocess.json,
                           development/ (oof_mean.csv, metrics.json, plots)
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cdeg import __version__
-from cdeg.cohort import ID_COLUMN, check_modality, mask_path
+from cdeg.cohort import CLINICAL_CSV, ID_COLUMN, check_modality, mask_path
 from cdeg.errors import CdegError
 from cdeg.io import read_json, write_json
 
@@ -48,6 +49,7 @@ STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     # The distributions whose versions decide the feature values (a Dask worker must match the client).
     "extract": ("pyradiomics", "SimpleITK", "numpy", "scipy", "PyWavelets"),
     "agreement": ("numpy", "pandas", "scipy"),
+    "label": ("numpy", "pandas"),
     "model": ("numpy", "pandas", "scikit-learn", "xgboost", "optuna", "shap"),
 }
 ALL_LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(p for libs in STAGE_LIBRARIES.values() for p in libs))
@@ -454,6 +456,62 @@ class AgreementRun:
         return _read_optional_table(self.table)
 
 
+@dataclass(frozen=True)
+class LabelRun:
+    """`cdeg label` output: an operational study label derived by a stated rule from measurements.
+
+    labels.csv has one row per patient of the clinical table (:data:`LABEL_COLUMNS`: the standardised score,
+    its centile in the reference cohort, the stratum whose norms and threshold were used, the label; empty
+    score and label where no score could be computed); clinical.csv is the input clinical table with the label
+    added as a column named as the label (what `cdeg fit` and `cdeg validate` read); label.json records the
+    rule in words and as data, the reference cohort (paths, SHA-256, patients) and the thresholds.
+    """
+
+    root: Path
+    LABELS: ClassVar[str] = "labels.csv"
+    CLINICAL: ClassVar[str] = CLINICAL_CSV
+    MANIFEST: ClassVar[str] = "label.json"
+    LABEL_COLUMNS: ClassVar[tuple[str, ...]] = (
+        ID_COLUMN,
+        "score",
+        "reference_centile",
+        "stratum",
+        "label",
+        "why_missing",
+    )
+    MANIFEST_KEYS: ClassVar[tuple[str, ...]] = ("name", "rule", "thresholds", "reference", "counts")
+
+    @property
+    def labels(self) -> Path:
+        return Path(self.root) / self.LABELS
+
+    @property
+    def clinical(self) -> Path:
+        return Path(self.root) / self.CLINICAL
+
+    @property
+    def manifest(self) -> Path:
+        return Path(self.root) / self.MANIFEST
+
+    def read(self) -> dict[str, Any] | None:
+        """label.json, or None when the stage did not run."""
+        return _read_optional_json(self.manifest)
+
+    def read_labels(self) -> Any:
+        """labels.csv as a DataFrame, or None."""
+        return _read_optional_table(self.labels, dtype={ID_COLUMN: str})
+
+    @classmethod
+    def beside(cls, clinical: str | Path, target: str) -> dict[str, Any] | None:
+        """The label.json of the `cdeg label` run that wrote clinical table `clinical`, when its label is
+        `target` (how `cdeg fit` and `cdeg validate` learn the outcome definition); None otherwise."""
+        run = cls(Path(clinical).parent)
+        if Path(clinical).name != cls.CLINICAL:
+            return None
+        data = run.read()
+        return data if data is not None and data.get("name") == target else None
+
+
 # ----------------------------------------------------------------------------------------------------------
 # models
 # ----------------------------------------------------------------------------------------------------------
@@ -687,6 +745,7 @@ class RunFolder:
     features/<cohort>/               a FeatureFolder
     reference-features/<cohort>/     a FeatureFolder from the cohort's reference masks (agreement patients only)
     agreement/<cohort>/              an AgreementRun: predicted-mask features vs reference-mask features
+    labels/<target>/<cohort>/        a LabelRun: the target derived by its rule (targets with a label section)
     models/<target>/                 a FitRun
     validation/<target>/             a ValidationRun
     predictions/<target>/            a PredictionRun on the development cohort (patient cards)
@@ -728,6 +787,9 @@ class RunFolder:
 
     def agreement(self, key: str) -> AgreementRun:
         return AgreementRun(Path(self.root) / "agreement" / key)
+
+    def label(self, target: str, key: str) -> LabelRun:
+        return LabelRun(Path(self.root) / "labels" / target / key)
 
     def fit(self, target: str) -> FitRun:
         return FitRun(Path(self.root) / "models" / target)

@@ -4,6 +4,7 @@
   final model (JSON), SHAP, report
 * :func:`cdeg.modeling.predict.predict`   - probabilities and SHAP waterfalls for new patients
 * :func:`cdeg.modeling.validate.validate` - external validation beside the development figures
+* :func:`cdeg.modeling.label.derive_label` - an operational target label by a stated rule (``cdeg label``)
 * :class:`cdeg.modeling.bundle.ModelBundle`        - a saved model folder, shared by predict and validate
 * :class:`cdeg.modeling.models.TabularClassifier` - preprocessing + estimator (scikit-learn conventions)
 * :func:`cdeg.modeling.explain.shap_values`       - SHAP values of a fitted classifier (log-odds)

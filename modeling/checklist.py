@@ -126,7 +126,8 @@ TRIPOD_AI: tuple[Item, ...] = (
         "Outcome",
         "Outcome definition, time horizon, how and when assessed, rationale, consistency across groups",
         "partly",
-        "target column, title and description in run.json config. Missing: assessment, horizon, rationale",
+        "target column, title and description in run.json config; an operational label's rule, reference and "
+        "thresholds in metrics.json outcome_definition (`cdeg label`). Missing: assessment, horizon, rationale",
     ),
     _t("8b", "Outcome", "Qualifications and demographics of outcome assessors, if subjective", "user"),
     _t("8c", "Outcome", "Blinding of outcome assessment", "user"),

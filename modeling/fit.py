@@ -47,6 +47,7 @@ from cdeg.modeling.data import (
     parse_names,
 )
 from cdeg.modeling.explain import grouped_importance, shap_values
+from cdeg.modeling.label import outcome_definition
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
 from cdeg.modeling.nested_cv import CVResult, nested_cv, permutation_test
@@ -201,6 +202,9 @@ def fit(
         run.ds.report["missing_in_other_table"] = {"table": str(exclude_missing_in), "columns": lacking}
     cv, metrics = estimate(run, progress)
     metrics["permutation_test"] = permutation(run, progress)
+    metrics["outcome_definition"] = outcome_definition(
+        clinical, target, run.ds.columns_of(run.cfg.feature_sets)
+    )
     t_cv = time.perf_counter()
     finals, manifest_models = finalise(run, cv, metrics)
     t_final = time.perf_counter()

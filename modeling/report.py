@@ -431,6 +431,18 @@ _FIT_NAV = [
 ]
 
 
+def outcome_block(definition: dict[str, Any] | None) -> str:
+    """The outcome definition of an operational label (metrics.json ``outcome_definition``) in one sentence,
+    and, when the model reads images of the modality the label is read from, why the task is then to automate
+    that reading; "" for a plain clinical-table column."""
+    if not definition or not definition.get("operational") or not definition.get("text"):
+        return ""
+    out = f"<p><b>Outcome definition.</b> {esc(definition['text'])}</p>"
+    if definition.get("circularity"):
+        out += f"<p class='warn'>{esc(definition['circularity'])}</p>"
+    return out
+
+
 def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -> str:
     """report.html of a `cdeg fit` run folder (`cfg`: its :class:`~cdeg.modeling.config.FitConfig`)."""
     d = metrics["data"]
@@ -438,6 +450,7 @@ def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -
         f"<p>Target <code>{esc(metrics['target'])}</code>: {metrics['n_patients']} patients, {metrics['events']} events "
         f"(prevalence {metrics['prevalence']:.1%}), {metrics['n_features']} candidate variables "
         f"({esc(', '.join(f'{k}: {v}' for k, v in d['column_sets'].items()))}).</p>",
+        outcome_block(metrics.get("outcome_definition")),
         *_cv_section(metrics, figs, cfg),
         *_shap_section(metrics, figs, cfg),
         section("data", "Data"),
@@ -577,6 +590,7 @@ def validate_report(metrics: dict[str, Any], figs: dict[str, list[Path]]) -> str
         f"<p>Target <code>{esc(metrics['target'])}</code>: {metrics['n_patients']} external patients, "
         f"{metrics['events']} events (prevalence {metrics['prevalence']:.1%}); development: {dev['n_patients']} "
         f"patients (prevalence {dev['prevalence']:.1%}).</p>",
+        outcome_block(metrics.get("outcome_definition")),
         table(
             [
                 "model",

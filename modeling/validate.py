@@ -22,6 +22,7 @@ from cdeg.modeling.bundle import (
     read_inputs,
 )
 from cdeg.modeling.data import parse_target
+from cdeg.modeling.label import outcome_definition
 from cdeg.modeling.predict import write_waterfalls
 from cdeg.modeling.recalibration import check_method, recalibration
 
@@ -120,6 +121,7 @@ def validate(
     metrics["transport"] = _transport(bundle, inp, metrics["subgroups"], ValidationRun(out))
     metrics["recalibration"] = recalibration(y, _probabilities(bundle, preds), recalibrate)
     metrics["max_imputed"] = max_imputed
+    metrics["outcome_definition"] = outcome_definition(clinical, target, bundle.input_columns)
     metrics["skipped_patients"] = check.skipped
     metrics["auc_ci_method"] = "DeLong"
     metrics["model"] = str(bundle.path)

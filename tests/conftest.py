@@ -210,3 +210,42 @@ def _restore_cdeg_log_level():
     level = logger.level
     yield
     logger.setLevel(level)
+
+
+@pytest.fixture
+def label_tables(tmp_path: Path):
+    """A factory of hand-made cohorts for `cdeg label`: ``make(name, n_per_sex, seed, male_spread=1.0,
+    columns=None)`` writes ``<name>/features.csv`` and ``<name>/clinical.csv`` under tmp_path and returns their
+    paths. Ages uniform in `ages` (40-80); MRI disc height index and disc/CSF signal ratio at four discs, falling with age, with
+    noise whose spread is `male_spread` times larger in men; `columns` keeps only those measurements."""
+    import numpy as np
+    import pandas as pd
+
+    def make(
+        name: str, n_per_sex: int = 100, seed: int = 0, male_spread: float = 1.0, columns=None, ages=(40, 80)
+    ):
+        rng = np.random.default_rng(seed)
+        n = 2 * n_per_sex
+        sex = np.array(["F"] * n_per_sex + ["M"] * n_per_sex)
+        age = rng.uniform(*ages, n)
+        spread = np.where(sex == "M", male_spread, 1.0)
+        ids = [f"{name}{i:04d}" for i in range(n)]
+        feats = {"patient_id": ids}
+        for disc in ("C3-C4", "C4-C5", "C5-C6", "C6-C7"):
+            common = rng.normal(0, 1, n) * spread
+            for m, base, slope, sd in (
+                ("disc_height_index", 0.40, -0.002, 0.03),
+                ("disc_csf_signal_ratio", 0.80, -0.004, 0.08),
+            ):
+                if columns is None or m in columns:
+                    noise = (0.7 * common + 0.7 * rng.normal(0, 1, n) * spread) * sd
+                    feats[f"mri__{disc}__{m}"] = base + slope * (age - 60) + noise
+            feats[f"mri__{disc}__disc_angle_deg"] = rng.normal(5, 2, n)
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame(feats).to_csv(folder / "features.csv", index=False)
+        clinical = pd.DataFrame({"patient_id": ids, "age": age.round(1), "sex": sex, "bmi": 25.0})
+        clinical.to_csv(folder / "clinical.csv", index=False)
+        return folder / "features.csv", folder / "clinical.csv"
+
+    return make

@@ -178,7 +178,7 @@ def test_synthesize_writes_the_ceilings_after_the_patient_columns(tmp_path, cach
     out = synthesize(tmp_path / "c", n=3, seed=2, config=config, modalities="xray", progress=False)
     patients = read_table(Cohort.open(out).truth_patients_path)
     expected = ceiling_columns(("accelerated", "poor_outcome_2y"))
-    assert list(patients.columns) == [*PATIENT_COLUMNS, *expected]
+    assert list(patients.columns) == [*PATIENT_COLUMNS, *expected, "accelerated_operational"]
     probs = ceiling_probabilities(CFG, "neck", sample_cohort(CFG, "neck", 3, seed=2), n=N_LARGE)
     assert np.allclose(patients[expected].to_numpy(), probs[expected].to_numpy(), atol=1e-4)
     assert np.allclose(patients["p_latent_accelerated"], patients["p_oracle"])

@@ -14,6 +14,7 @@ from typing import Any
 from cdeg.choices import DEVICES, FOLDS, RECALIBRATION_METHODS, SEGMENT_PRESETS, SYNTH_PROFILES
 from cdeg.cohort import MODALITIES
 from cdeg.config import ConfigError, deep_merge, from_dict, load_yaml
+from cdeg.modeling.label import LabelRule
 
 __all__ = [
     "DEVICES",
@@ -175,6 +176,25 @@ class FitSpec:
 
 
 @dataclass(frozen=True)
+class LabelSpec(LabelRule):
+    """An operational target (`cdeg label`): the target column is derived by this rule, with the same rule and
+    reference, for the development and the external cohort before the models are fitted."""
+
+    reference: str | None = field(
+        default=None,
+        metadata={"help": "cohort key whose features and clinical table give the norms and the centile"},
+    )
+
+    def rule(self) -> LabelRule:
+        """The rule without the study's cohort key."""
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data.pop("reference")
+        return LabelRule(**data)
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """One study question: a 0/1 column of the development cohort's clinical table."""
 
@@ -214,6 +234,13 @@ class TargetSpec:
         },
     )
     description: str = field(default="", metadata={"help": "how the outcome is defined, for the report"})
+    label: LabelSpec | None = field(
+        default=None,
+        metadata={
+            "help": "derive the target column by a stated rule (an operational label) instead of reading it "
+            "from the clinical tables"
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -337,6 +364,8 @@ def check_run_config(cfg: RunConfig, source: str | Path | None = None) -> None: 
                 path=source,
             )
     _check_agreement(cfg, source)
+    for t, spec in cfg.targets.items():
+        _check_label(cfg, t, spec.label, source)
     ref = cfg.fit.age_reference
     if ref is not None and ref not in cfg.cohorts:
         raise ConfigError(
@@ -373,6 +402,29 @@ def _check_agreement(cfg: RunConfig, source: str | Path | None) -> None:
             "come from the reference masks",
             path=source,
         )
+
+
+def _check_label(cfg: RunConfig, target: str, spec: LabelSpec | None, source: str | Path | None) -> None:
+    """A label section: a reference cohort the study defines, a modality it extracts, a valid rule."""
+    if spec is None:
+        return
+    where = f"targets.{target}.label"
+    if spec.reference is None or spec.reference not in cfg.cohorts:
+        raise ConfigError(
+            f"{where}.reference = {spec.reference!r} is not a cohort (the cohort whose norms and centile define "
+            f"the label); cohorts: {', '.join(cfg.cohorts)}",
+            path=source,
+        )
+    if spec.modality not in cfg.extract.modalities:
+        raise ConfigError(
+            f"{where}.modality = {spec.modality!r} is not extracted (extract.modalities: "
+            f"{', '.join(cfg.extract.modalities)})",
+            path=source,
+        )
+    try:
+        spec.rule().check()
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}", path=source) from None
 
 
 def agreement_cohort(cfg: RunConfig) -> str | None:
@@ -418,7 +470,8 @@ def cohort_roles(cfg: RunConfig) -> dict[str, list[str]]:
     """Which cohorts are segmented/extracted (used by a target) and which trains the segmentation."""
     used: list[str] = []
     for spec in cfg.targets.values():
-        for key in (spec.development, spec.external, cfg.fit.age_reference):
+        label_ref = spec.label.reference if spec.label is not None else None
+        for key in (spec.development, spec.external, cfg.fit.age_reference, label_ref):
             if key is not None and key not in used:
                 used.append(key)
     train = (

@@ -4,7 +4,8 @@ A :class:`Stage` names its folder, its upstream stages, the user files it reads,
 that produces its outputs. :func:`build_stages` turns a :class:`~cdeg.pipeline.config.RunConfig` into the
 ordered list: synth (synthetic cohorts only) -> segment-train -> segment-predict -> segment-evaluate (where
 reference masks exist) -> extract (on predicted masks) -> extract-reference and agreement (a few patients'
-features from their reference masks, compared with those from predicted masks) -> fit -> validate (external
+features from their reference masks, compared with those from predicted masks) -> label (targets derived by a
+rule) -> fit -> validate (external
 cohort) -> predict (per-patient explanations for the report) -> report.
 
 Run folder layout (``OUT``)::
@@ -16,6 +17,7 @@ Run folder layout (``OUT``)::
     features/<cohort>/               `cdeg extract` output
     reference-features/<cohort>/     `cdeg extract --patients` on the cohort's reference masks (agreement)
     agreement/<cohort>/              `cdeg extract-agreement` (predicted vs reference masks)
+    labels/<target>/<cohort>/        `cdeg label` (targets with a label section): clinical.csv with the label
     models/<target>/                 `cdeg fit` run folder (model/ inside)
     validation/<target>/             `cdeg validate` output
     predictions/<target>/            `cdeg predict` output on the development cohort (SHAP waterfalls)
@@ -147,6 +149,7 @@ def build_stages(ctx: Context) -> list[Stage]:
         + _segmentation_stages(ctx)
         + _extract_stages(ctx)
         + _agreement_stages(ctx)
+        + _label_stages(ctx)
         + _model_stages(ctx)
     )
     report_deps = {s.name: s.name for s in stages}
@@ -329,6 +332,46 @@ def agreement_patients(ctx: Context, key: str, modalities: tuple[str, ...]) -> l
     return ids[:n] if n else ids
 
 
+def _label_stages(ctx: Context) -> list[Stage]:
+    """label (targets with a label section): the target derived by its rule on the development and the external
+    cohort, against the same reference."""
+    stages = []
+    for target, spec in ctx.cfg.targets.items():
+        if spec.label is None:
+            continue
+        ref = spec.label.reference or ""
+        for key in dict.fromkeys(k for k in (spec.development, spec.external) if k is not None):
+            deps, paths = _cohort_input(ctx, key)
+            d2, p2 = _cohort_input(ctx, ref)
+            deps = {**deps, **d2, "features": f"extract:{key}", "reference features": f"extract:{ref}"}
+            stages.append(
+                Stage(
+                    f"label:{target}:{key}",
+                    "label",
+                    ctx.run.label(target, key).root,
+                    deps,
+                    {**paths, **p2},
+                    lambda c, t=target, k=key: _label_params(c, t, k),
+                    _run_label,
+                )
+            )
+    return stages
+
+
+def clinical_table(ctx: Context, target: str, key: str) -> Path:
+    """The clinical table the model stages of `target` read for cohort `key`: the one with the derived label
+    for a target with a label section, else the cohort's own."""
+    if ctx.cfg.targets[target].label is not None:
+        return ctx.run.label(target, key).clinical
+    return ctx.cohort_folder(key) / CLINICAL_CSV
+
+
+def _label_dep(ctx: Context, target: str, key: str | None) -> dict[str, str]:
+    if key is None or ctx.cfg.targets[target].label is None:
+        return {}
+    return {f"label {key}": f"label:{target}:{key}"}
+
+
 def _model_stages(ctx: Context) -> list[Stage]:
     """fit, then validate (external cohort) and predict (patient cards) for every target."""
     cfg = ctx.cfg
@@ -344,6 +387,7 @@ def _model_stages(ctx: Context) -> list[Stage]:
                 paths.update(p2)
         if cfg.fit.age_reference is not None:
             deps["age reference features"] = f"extract:{cfg.fit.age_reference}"
+        deps.update(_label_dep(ctx, target, spec.development))
         stages.append(
             Stage(
                 f"fit:{target}",
@@ -364,7 +408,12 @@ def _model_stages(ctx: Context) -> list[Stage]:
                     f"validate:{target}",
                     "validate",
                     ctx.run.validation(target).root,
-                    {**d3, "model": f"fit:{target}", "features": f"extract:{spec.external}"},
+                    {
+                        **d3,
+                        **_label_dep(ctx, target, spec.external),
+                        "model": f"fit:{target}",
+                        "features": f"extract:{spec.external}",
+                    },
                     p3,
                     lambda c, t=target: {
                         "target": t,
@@ -382,7 +431,12 @@ def _model_stages(ctx: Context) -> list[Stage]:
                     f"predict:{target}",
                     "predict",
                     ctx.run.predictions(target).root,
-                    {**d4, "model": f"fit:{target}", "features": f"extract:{spec.development}"},
+                    {
+                        **d4,
+                        **_label_dep(ctx, target, spec.development),
+                        "model": f"fit:{target}",
+                        "features": f"extract:{spec.development}",
+                    },
                     p4,
                     lambda c, t=target: {
                         "target": t,
@@ -481,6 +535,14 @@ def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
         "permutations": f.permutations,
         "age_reference": f.age_reference,
     }
+
+
+def _label_params(ctx: Context, target: str, key: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    label = ctx.cfg.targets[target].label
+    assert label is not None
+    return {"target": target, "cohort": key, "reference": label.reference, "rule": asdict(label.rule())}
 
 
 def _report_params(ctx: Context) -> dict[str, Any]:
@@ -663,13 +725,30 @@ def _run_agreement(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[s
     }
 
 
+def _run_label(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from cdeg.modeling.label import LabelRule, derive_label
+
+    key, ref = params["cohort"], params["reference"]
+    rule = params["rule"]
+    r = derive_label(
+        FeatureFolder(ctx.features_folder(key)).features,
+        ctx.cohort_folder(key) / CLINICAL_CSV,
+        FeatureFolder(ctx.features_folder(ref)).features,
+        ctx.cohort_folder(ref) / CLINICAL_CSV,
+        stage.folder,
+        rule=LabelRule(**{**rule, "measurements": tuple(rule["measurements"])}),
+        name=params["target"],
+    )
+    return dict(r.manifest["counts"])
+
+
 def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     from cdeg.modeling.fit import fit
 
     key, missing_in = params["cohort"], params.get("exclude_missing_in")
     r = fit(
         FeatureFolder(ctx.features_folder(key)).features,
-        ctx.cohort_folder(key) / CLINICAL_CSV,
+        clinical_table(ctx, params["target"], key),
         params["target"],
         stage.folder,
         exclude=params["exclude"] or None,
@@ -706,7 +785,7 @@ def _run_validate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
     r = validate(
         ctx.run.fit(target).model.root,
         FeatureFolder(ctx.features_folder(key)).features,
-        ctx.cohort_folder(key) / CLINICAL_CSV,
+        clinical_table(ctx, target, key),
         target,
         stage.folder,
         max_imputed=params.get("max_imputed", 0.5),
@@ -725,7 +804,7 @@ def _run_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str
         ctx.run.fit(target).model.root,
         FeatureFolder(ctx.features_folder(key)).features,
         stage.folder,
-        clinical=ctx.cohort_folder(key) / CLINICAL_CSV,
+        clinical=clinical_table(ctx, target, key),
         waterfalls=params["waterfalls"],
         progress=ctx.progress,
         strict=ctx.strict,

@@ -38,6 +38,15 @@ def auc_text(s: dict[str, Any] | None) -> str:
     return f"{s['auc']:.2f} ({fmt(ci[0])} to {fmt(ci[1])})"
 
 
+def _label_share(data: Any, target: str, key: str) -> str:
+    """Share labelled 1 among the patients with an operational label of `target` in cohort `key`."""
+    table = data.run.label(target, key).read_labels()
+    if table is None:
+        return "not labelled"
+    v = table["label"].dropna()
+    return f"{(v == 1).mean():.0%} ({int((v == 1).sum())} of {len(v)})" if len(v) else "-"
+
+
 # --------------------------------------------------------------------------------------------------------------
 def cohorts_section(data: Any) -> str:
     """Development vs external (and annotated) cohorts: age, sex, outcome prevalence, missing data."""
@@ -76,7 +85,11 @@ def cohorts_section(data: Any) -> str:
     row("BMI, kg/m²: mean (SD)", lambda c: mean_sd(c, "bmi"))
     row("current smokers", lambda c: share(c, "smoking", "current"))
     for t in data.cfg.targets:
-        row(f"{data.target_words(t)} (outcome)", lambda c, t=t: share(c, t))
+        words = f"{data.target_words(t)} (outcome)"
+        if data.cfg.targets[t].label is None:
+            row(words, lambda c, t=t: share(c, t))
+        else:  # an operational label: the share labelled 1 by `cdeg label`, in the cohorts it labels
+            rows.append([words] + [_label_share(data, t, k) for k in cols])
     row("NDI before surgery / at baseline, 0-100: mean (SD)", lambda c: mean_sd(c, "ndi_0"))
     row("patients without MRI", lambda c: str(c["no_image"].get("mri", "-")))
     row("patients without radiograph", lambda c: str(c["no_image"].get("xray", "-")))
@@ -400,6 +413,7 @@ def target_section(data: Any, target: str) -> str:
     parts = [f'<h2 id="target-{esc(target)}">{esc(spec.title or data.target_words(target))}</h2>']
     if spec.description:
         parts.append(f"<p>{esc(spec.description)}</p>")
+    parts.append(_outcome_definition(data, target, fit))
     cv = fit.get("cv", {})
     parts.append(
         howto(
@@ -442,6 +456,34 @@ def _limitations(fit: dict[str, Any], val: dict[str, Any] | None) -> str:
     from cdeg.modeling.report import limitations_block
 
     return limitations_block(fit, val)
+
+
+def _outcome_definition(data: Any, target: str, fit: dict[str, Any]) -> str:
+    """The rule of an operational target (fit metrics.json, else the label stage's label.json) and, when the
+    model reads images of the label's modality, what predicting it can and cannot show."""
+    from cdeg.modeling.label import circularity
+    from cdeg.modeling.report import outcome_block
+
+    definition = fit.get("outcome_definition")
+    spec = data.cfg.targets[target]
+    record = data.run.label(target, spec.development).read() if spec.label is not None else None
+    if not (definition or {}).get("text") and record is not None:
+        sets = data.cfg.fit.feature_set or "clinical,mri,xray"
+        definition = {
+            "operational": True,
+            "text": record["rule"]["words"],
+            "circularity": circularity(record, sets.split(",")),
+        }
+    out = outcome_block(definition)
+    ages = (record or {}).get("ages") or {}
+    if ages.get("n_outside"):
+        lo, hi = ages["reference"]
+        out += (
+            f'<p class="warn">{ages["n_outside"]} of {record["counts"]["patients"]} development patients are '
+            f"outside the reference cohort's ages ({lo:g} to {hi:g} years): their age norms are extrapolated, so "
+            "their labels depend on the shape of the norm where the reference has no patients.</p>"
+        )
+    return out
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:

@@ -12,7 +12,9 @@ truth/corners.csv (with radiographs) holds the true corners of each vertebral bo
 
 truth/patients.csv holds :data:`cdeg.synth.model.PATIENT_COLUMNS`, then (unless ``ceiling.enabled`` is
 false) the ceiling columns of :func:`cdeg.synth.ceiling.ceiling_columns`: per outcome with synthetic truth
-(accelerated; poor_outcome_2y in the surgical profile), ``p_observable_<outcome>`` then ``p_latent_<outcome>``.
+(accelerated; poor_outcome_2y in the surgical profile), ``p_observable_<outcome>`` then ``p_latent_<outcome>``,
+then ``accelerated_operational``: `cdeg label`'s operational label computed from the true measurements against
+a large population-profile sample (:mod:`cdeg.synth.oplabel`).
 """
 
 from __future__ import annotations
@@ -159,8 +161,9 @@ def synthesize(
         patient/study/series folders, realistic identifying tags, decoy series; no masks or truth), the
         input that ``cdeg import-dicom`` is tested with.
     ceiling : bool, optional
-        Write the ceiling columns into truth/patients.csv (:mod:`cdeg.synth.ceiling`; the first cohort of a
-        configuration fits the ceiling models, later ones load them from the cache). None: as
+        Write the ceiling columns and the operational label into truth/patients.csv (:mod:`cdeg.synth.ceiling`,
+        :mod:`cdeg.synth.oplabel`; the first cohort of a configuration fits the ceiling models and the label's
+        reference, later ones load them from the cache). None: as
         ``ceiling.enabled`` of the configuration says. A DICOM export has no truth, hence no ceiling.
     progress : bool or callable
         Progress per patient (:mod:`cdeg.progress`).
@@ -190,6 +193,9 @@ def synthesize(
 
         probs = ceiling_probabilities(cfg.model, profile, tables, n=cfg.ceiling.n)
         patients = patients.merge(probs, on=ID_COLUMN, how="left", validate="one_to_one")
+        from cdeg.synth.oplabel import OPERATIONAL_COLUMN, operational_labels
+
+        patients[OPERATIONAL_COLUMN] = operational_labels(cfg.model, tables, n=cfg.ceiling.n).to_numpy()
 
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:

@@ -101,7 +101,10 @@ BASELINE_CLINICAL: tuple[str, ...] = (
 class CeilingConfig:
     """The ceiling columns of truth/patients.csv (``ceiling:`` section of configs/synth.yaml)."""
 
-    enabled: bool = _f("write the ceiling columns (fits or loads the ceiling models)")
+    enabled: bool = _f(
+        "write the ceiling columns and the operational label (fits or loads the ceiling models and the label's "
+        "reference, cdeg.synth.oplabel)"
+    )
     n: int = _f("patients of the large cohort the ceiling models are fitted on", (500, 1_000_000))
 
 

@@ -6,7 +6,9 @@ truth); the renderer turns the truth into images. The model follows the project'
 * a patient predisposition ``u ~ N(shift[smoking], 1)``; *accelerated* means ``u`` above the 0.78
   quantile of the profile's ``u`` distribution (prevalence 22 %);
 * a latent degeneration per disc level ``d_l = f(age) w_l + b u + e_l`` (+ a shift at the operated
-  level), with AR(1)-correlated Gaussian ``e_l``, in units of Miyazaki grades;
+  level), with AR(1)-correlated Gaussian ``e_l``, in units of Miyazaki grades; with
+  ``degeneration.acceleration: rate``, ``d_l = f(age) w_l exp(c u) + e_l`` instead (degeneration grows faster
+  with age for a high ``u``; the oracle is then computed by quadrature over ``u``);
 * grades (Miyazaki, Kellgren-Lawrence, Modic), height loss, T2 signal loss, osteophytes, sclerosis
   and bulging as noisy monotone functions of ``d_l``;
 * an exact sagittal geometry: heights at the positions of :data:`cdeg.measures.POSITIONS`, disc and
@@ -58,6 +60,7 @@ __all__ = [
     "age_curve",
     "load_model_config",
     "oracle_probability",
+    "posterior_tail",
     "sample_cohort",
     "threshold_u",
 ]
@@ -313,8 +316,73 @@ def oracle_probability(
     bad = sorted({str(s) for s in smoking} - set(SMOKING_STATUSES))
     if bad:
         raise ValueError(f"unknown smoking status {', '.join(bad)}; valid: {', '.join(SMOKING_STATUSES)}")
+    if cfg.degeneration.acceleration == "rate":
+        return posterior_tail(
+            cfg, age, d, smoking, _index_positions(index_level, n), threshold_u(cfg, profile)
+        )
     mean, sd = _posterior_u(cfg, age, d.copy(), smoking, _index_positions(index_level, n))
     return 1.0 - ndtr((threshold_u(cfg, profile) - mean) / sd)
+
+
+#: Grid of the quadrature over u (:func:`posterior_tail`): u from -9 to 9 SD, 3,601 points.
+_U_GRID = np.linspace(-9.0, 9.0, 3601)
+
+
+def _mean_terms(
+    cfg: ModelConfig, age: np.ndarray, u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean of d given u written as a0 + h(u) a1: (a0 (n, 6), a1 (n, 6), h(u) on `u`)."""
+    g = cfg.degeneration
+    aged = age_curve(cfg, age)[:, None] * _level_weights(cfg)[None, :]
+    if g.acceleration == "rate":
+        return np.zeros_like(aged), aged, np.exp(g.rate_loading * u)
+    return aged, np.full_like(aged, g.predisposition_loading), u
+
+
+def posterior_tail(
+    cfg: ModelConfig,
+    age: np.ndarray,
+    d: np.ndarray,
+    smoking: np.ndarray,
+    index_pos: np.ndarray,
+    threshold: float,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """P(u > threshold | age, all d_l, smoking, index level) by quadrature over u, for any mean of d of the form
+    a0 + h(u) a1 (offset: a0 = f(age) w, a1 = b, h(u) = u; rate: a0 = 0, a1 = f(age) w, h(u) = exp(c u)).
+
+    The posterior density is proportional to N(u; mu_smoking, 1) exp(h(u) a1'P r - h(u)^2 a1'P a1 / 2), with
+    r = d - a0 - index shift and P the inverse covariance of the level noise (plus the index-shift variance at the
+    index level); it is integrated with the trapezoidal rule on :data:`_U_GRID` plus the threshold itself, so the
+    tail starts exactly there. For the offset model the closed form of :func:`oracle_probability` is exact and
+    this agrees with it (tests/test_synth_oplabel.py).
+    """
+    g = cfg.degeneration
+    shift = cfg.predisposition.smoking_shift
+    prior = np.array([shift[s] for s in smoking], dtype=float)
+    grid = np.union1d(_U_GRID, [threshold])
+    a0, a1, h = _mean_terms(cfg, age, grid)
+    r = d - a0
+    has_index = index_pos >= 0
+    r[has_index, index_pos[has_index]] -= g.index_shift_mean
+    A, B = np.empty(len(age)), np.empty(len(age))
+    for j in np.unique(index_pos):  # one covariance per index level, as in _posterior_u
+        cov = _noise_cov(cfg)
+        if j >= 0:
+            cov[j, j] += g.index_shift_sd**2
+        P = np.linalg.inv(cov)
+        rows = index_pos == j
+        A[rows] = np.einsum("ij,jk,ik->i", a1[rows], P, r[rows])
+        B[rows] = np.einsum("ij,jk,ik->i", a1[rows], P, a1[rows])
+    above = grid >= threshold
+    out = np.empty(len(age))
+    for start in range(0, len(age), chunk):
+        sl = slice(start, start + chunk)
+        logp = -0.5 * (grid[None, :] - prior[sl, None]) ** 2 + A[sl, None] * h - 0.5 * B[sl, None] * h**2
+        w = np.exp(logp - logp.max(axis=1, keepdims=True))
+        total = np.trapezoid(w, grid, axis=1)
+        out[sl] = np.trapezoid(w[:, above], grid[above], axis=1) / total
+    return out
 
 
 # --- sampling ----------------------------------------------------------------------------------------
@@ -434,12 +502,21 @@ def _sample_degeneration(
     chol = np.linalg.cholesky(_noise_cov(cfg))
     e = z[:, _Z.index["e"]] @ chol.T
     shift = g.index_shift_mean + g.index_shift_sd * z[:, _Z.index["index_shift"]]
-    d = (
-        age_curve(cfg, pat["age"])[:, None] * _level_weights(cfg)[None, :]
-        + g.predisposition_loading * pat["u"][:, None]
-        + e
-        + is_index * shift
-    )
+    if g.acceleration == "rate":  # degeneration grows faster with age for a high u
+        d = (
+            age_curve(cfg, pat["age"])[:, None]
+            * _level_weights(cfg)[None, :]
+            * np.exp(g.rate_loading * pat["u"])[:, None]
+            + e
+            + is_index * shift
+        )
+    else:
+        d = (
+            age_curve(cfg, pat["age"])[:, None] * _level_weights(cfg)[None, :]
+            + g.predisposition_loading * pat["u"][:, None]
+            + e
+            + is_index * shift
+        )
     miyazaki = 1 + (
         (d + gr.miyazaki_noise_sd * z[:, _Z.index["miyazaki"]])[:, :, None] > np.array(gr.miyazaki_cuts)
     ).sum(axis=2)

@@ -23,6 +23,8 @@ from cdeg.defaults import shipped_defaults
 PROFILE_NAMES: tuple[str, ...] = SYNTH_PROFILES  # the order gives each profile its code in the generator
 SMOKING_STATUSES: tuple[str, ...] = ("never", "former", "current")
 ARMS: tuple[str, ...] = ("ACD", "ACDF", "ACDA")
+#: How the predisposition u acts on degeneration: a constant offset (b u) or a faster rate with age (exp(c u)).
+ACCELERATION_MODES: tuple[str, ...] = ("offset", "rate")
 
 
 def _check_keys(where: str, mapping: dict[str, Any], expected: tuple[str, ...]) -> None:
@@ -135,7 +137,8 @@ class PredispositionConfig:
 @dataclass(frozen=True)
 @shipped_defaults("model.degeneration")
 class DegenerationConfig:
-    """Latent degeneration d_l = f(age) w_l + b u + e_l (+ index shift), in Miyazaki-grade units."""
+    """Latent degeneration d_l = f(age) w_l + b u + e_l (+ index shift), in Miyazaki-grade units; with
+    ``acceleration: rate``, d_l = f(age) w_l exp(c u) + e_l (+ index shift)."""
 
     age_knots: tuple[float, ...] = _f("ages (years) at which f(age) is given")
     age_curve: tuple[float, ...] = _f("f(age) at the knots (linear in between, constant outside)")
@@ -145,6 +148,14 @@ class DegenerationConfig:
     neighbour_correlation: float = _f("AR(1) correlation of e_l between neighbouring levels", (0, 0.95))
     index_shift_mean: float = _f("mean extra degeneration of the index level (grades)", (0, 5))
     index_shift_sd: float = _f("SD of the extra degeneration of the index level", (0, 2))
+    acceleration: str = _f(
+        "how the predisposition acts: offset (d = f(age) w + b u + e) or rate (d = f(age) w exp(c u) + e: "
+        "degeneration grows faster with age for high u)",
+        choices=ACCELERATION_MODES,
+    )
+    rate_loading: float = _f(
+        "c: log rate of degeneration per SD of predisposition (acceleration: rate)", (0, 2)
+    )
 
     def __post_init__(self) -> None:
         _check_keys("degeneration.level_weights", self.level_weights, labels.DISC_NAMES)
