@@ -38,6 +38,22 @@ from cdeg.modeling.names import describe
 
 from cdeg.cohort import MODALITIES
 
+#: Why age can lower the risk at equal degeneration (the reports, and the patient card when it does).
+AGE_SENTENCE = (
+    "Why age can lower the risk: the question is degeneration beyond what is expected for the patient's age, so "
+    "for the same images an older patient is less 'accelerated' than a younger one. At equal degeneration a higher "
+    "age therefore lowers the predicted risk; this follows from the definition of the target, it is not a "
+    "protective effect of age."
+)
+#: How to read ``shap_stability`` (metrics.json, the fit report and the study report).
+STABILITY_HOW = (
+    "Each outer-fold model ranks the variables by mean |SHAP| on the patients it predicted. Rank agreement is "
+    "Spearman's correlation of two fold models' mean |SHAP| over the union of their top {top}, averaged over all "
+    "pairs of the {models} fold models: 1 = the same order, 0 = unrelated orders. 'In top {top}' counts the fold "
+    "models in which the variable is among the {top} most influential: a variable in few of them is a weak "
+    "finding, whatever its rank in the final model."
+)
+
 #: Ways of grouping variables (:meth:`cdeg.modeling.groups.Group.key`).
 GROUPINGS: tuple[str, ...] = ("level", "concept", "level_concept")
 

@@ -48,7 +48,13 @@ from cdeg.modeling.data import (
     match_patterns,
     parse_names,
 )
-from cdeg.modeling.explain import fold_importance, grouped_importance, shap_stability, shap_values
+from cdeg.modeling.explain import (
+    STABILITY_HOW,
+    fold_importance,
+    grouped_importance,
+    shap_stability,
+    shap_values,
+)
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
 from cdeg.modeling.nested_cv import CVResult, nested_cv, permutation_test
@@ -514,16 +520,6 @@ def explain(
         for by in ("level", "concept")
     }
     return figs
-
-
-#: How to read ``shap_stability`` (metrics.json, the fit report and the study report).
-STABILITY_HOW = (
-    "Each outer-fold model ranks the variables by mean |SHAP| on the patients it predicted. Rank agreement is "
-    "Spearman's correlation of two fold models' mean |SHAP| over the union of their top {top}, averaged over all "
-    "pairs of the {models} fold models: 1 = the same order, 0 = unrelated orders. 'in top {top}' counts the fold "
-    "models in which the variable is among the {top} most influential: a variable in few of them is a weak "
-    "finding, whatever its rank in the final model."
-)
 
 
 def explain_cv(run: PreparedFit, cv: CVResult, metrics: dict[str, Any], top: int = 10) -> list[Path]:
