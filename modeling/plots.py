@@ -324,7 +324,7 @@ def shap_waterfall(
     return save(fig, stem, svg=False, dpi=90, tight=False)
 
 
-def _present(sr: ShapResult, absent: Sequence[str]) -> tuple[ShapResult, list[tuple[str, float]], np.ndarray]:
+def _present(sr: ShapResult, absent: Sequence[str]) -> tuple[ShapResult, list[tuple[str, np.ndarray]]]:
     """`sr` without the variables of the `absent` modalities, one bar per absent modality ("no MRI: imputed
     values (12 variables)", the sum of their SHAP values) per patient, as (text, column indices) pairs."""
     mods = [modality_of(c) for c in sr.feature_names]
@@ -335,7 +335,7 @@ def _present(sr: ShapResult, absent: Sequence[str]) -> tuple[ShapResult, list[tu
         if len(cols):
             lines.append((f"no {MODALITY_WORDS.get(m, m)}: imputed values ({len(cols)} variables)", cols))
     sub = ShapResult(sr.values[:, keep], sr.base_value, sr.data.loc[:, keep], sr.mean_risk)
-    return sub, lines, keep
+    return sub, lines
 
 
 def _with_lump(
@@ -357,7 +357,7 @@ def variable_rows(
     """Waterfall bars of patient `i`: the `top` variables by |SHAP| ("disc height C5-C6 = 5.1 mm"), one bar per
     modality of `absent` (the patient has no such scan: all its variables are imputed), and the rest, whose
     label gives their share of the total effect (sum of the |SHAP| of the bars before lumping)."""
-    present, lines, _ = _present(sr, absent)
+    present, lines = _present(sr, absent)
     v = present.values[i]
     order = np.argsort(-np.abs(v), kind="stable")
     named: list[tuple[str, float]] = []
@@ -392,7 +392,7 @@ def shap_waterfall_grouped(
 def grouped_rows(sr: ShapResult, i: int, top: int = 8, absent: Sequence[str] = ()) -> list[tuple[str, float]]:
     """Waterfall bars of patient `i`: the `top` levels by |summed SHAP| (:func:`group_words`), one bar per
     modality of `absent` (no such scan), and the rest with their share of the total effect."""
-    present, lines, _ = _present(sr, absent)
+    present, lines = _present(sr, absent)
     g = grouped_shap(present, "level")
     v = g.iloc[i].to_numpy(dtype=float)
     order = np.argsort(-np.abs(v), kind="stable")
