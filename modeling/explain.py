@@ -245,13 +245,15 @@ def shap_stability(importances: Sequence[pd.Series], top: int = 10) -> dict[str,
 
     For each pair of fold models, Spearman's rank correlation of their mean |SHAP| over the union of their
     `top` variables (a variable a model lacks or does not use counts 0); then the mean, lowest and highest over
-    the pairs (1 = the same ranking). And, for the `top` variables by mean |SHAP| over all folds, in how many fold
-    models each is among the `top`. Spearman's rho is the Pearson correlation of the ranks, ties given their
+    the pairs that both rank at least two variables (1 = the same ranking; None when no pair does: e.g. fold
+    models that use no variable). Variables with no contribution in a model are not in its top. And, for the `top`
+    variables by mean |SHAP| over all folds, in how many fold models each is among the `top`. Spearman's rho is the Pearson correlation of the ranks, ties given their
     mean rank (scipy.stats.spearmanr, https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.spearmanr.html).
     """
     from scipy.stats import spearmanr
 
-    imps = [s[s.index.notna()] for s in importances]
+    # A variable a model gives no contribution at all is in nobody's top: ties at 0 are not a ranking.
+    imps = [s[s.index.notna() & (s > 0)] for s in importances]
     tops = [set(s.index[:top]) for s in imps]
     rhos = []
     for a, b in combinations(range(len(imps)), 2):
@@ -259,13 +261,14 @@ def shap_stability(importances: Sequence[pd.Series], top: int = 10) -> dict[str,
         x = imps[a].reindex(union, fill_value=0.0).to_numpy(dtype=float)
         y = imps[b].reindex(union, fill_value=0.0).to_numpy(dtype=float)
         if len(union) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-            rhos.append(1.0 if np.array_equal(x, y) else 0.0)  # no ranking to correlate: equal or not
-            continue
+            continue  # one of the two ranks nothing (no or one variable used): no order to compare
         rhos.append(float(spearmanr(x, y).statistic))
-    overall = pd.concat(imps, axis=1).fillna(0.0).mean(axis=1).sort_values(ascending=False, kind="stable")
+    overall = pd.concat(imps, axis=1).fillna(0.0).mean(axis=1) if imps else pd.Series(dtype=float)
+    overall = overall.sort_values(ascending=False, kind="stable")
     return {
         "models": len(imps),
         "top": top,
+        "pairs": len(rhos),
         "mean_spearman": float(np.mean(rhos)) if rhos else None,
         "min_spearman": float(np.min(rhos)) if rhos else None,
         "max_spearman": float(np.max(rhos)) if rhos else None,

@@ -168,7 +168,7 @@ def test_average_patient_is_the_mean_risk_not_the_expit_of_the_base_value() -> N
 
 
 def test_identical_fold_rankings_agree_fully_and_reversed_ones_do_not() -> None:
-    imp = pd.Series({f"v{k}": 10.0 - k for k in range(12)})
+    imp = pd.Series({f"v{k}": 12.0 - k for k in range(12)})
     same = shap_stability([imp, imp, imp], top=10)
     assert same["mean_spearman"] == pytest.approx(1.0) and same["min_spearman"] == pytest.approx(1.0)
     assert [t["folds_in_top"] for t in same["top_variables"]] == [3] * 10
@@ -176,6 +176,9 @@ def test_identical_fold_rankings_agree_fully_and_reversed_ones_do_not() -> None:
     reversed_ = pd.Series(imp.to_numpy()[::-1], index=imp.index)
     opposite = shap_stability([imp, reversed_], top=12)
     assert opposite["mean_spearman"] == pytest.approx(-1.0)
+    # fold models that use no variable rank nothing: no agreement to report, no variable in any top
+    nothing = shap_stability([imp * 0, imp * 0], top=10)
+    assert nothing["mean_spearman"] is None and nothing["pairs"] == 0 and nothing["top_variables"] == []
 
 
 def test_fold_importance_from_the_table() -> None:
