@@ -434,16 +434,23 @@ def stability_html(stability: dict[str, Any] | None) -> list[str]:
         s = stability.get(key)
         if not s:
             continue
-        parts.append(
-            f"<p>Rank agreement of the top {s['top']} by {words}: mean Spearman {fmt(s['mean_spearman'], 2)} "
-            f"(lowest {fmt(s['min_spearman'], 2)}, highest {fmt(s['max_spearman'], 2)}; {s['models']} fold "
-            "models).</p>"
-        )
+        if s.get("mean_spearman") is None:
+            parts.append(
+                f"<p>Rank agreement of the top {s['top']} by {words}: none to compute, no two of the "
+                f"{s['models']} fold models rank two or more {words}s with a contribution.</p>"
+            )
+        else:
+            parts.append(
+                f"<p>Rank agreement of the top {s['top']} by {words}: mean Spearman {fmt(s['mean_spearman'], 2)} "
+                f"(lowest {fmt(s['min_spearman'], 2)}, highest {fmt(s['max_spearman'], 2)}; {s['models']} fold "
+                "models).</p>"
+            )
         rows = [
-            [t["label"], fmt(t["mean_abs_shap"], 3), f"{t['folds_in_top']} of {s['models']}"]
+            [t.get("label", t["name"]), fmt(t["mean_abs_shap"], 3), f"{t['folds_in_top']} of {s['models']}"]
             for t in s["top_variables"]
         ]
-        parts.append(table([words, "mean |SHAP| over the fold models", f"in top {s['top']}"], rows))
+        if rows:
+            parts.append(table([words, "mean |SHAP| over the fold models", f"in top {s['top']}"], rows))
     return parts
 
 

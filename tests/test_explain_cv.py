@@ -196,3 +196,13 @@ def test_fold_importance_from_the_table() -> None:
     sr0 = from_table(table[table["fold"] == 0], "patient_id")
     np.testing.assert_allclose(sr0.values, [[1.0, -0.5], [-3.0, 0.5]])
     assert sr0.mean_risk == pytest.approx(0.3) and list(sr0.data.index) == ["P0a", "P0b"]
+
+
+def test_report_says_when_no_rank_agreement_can_be_computed() -> None:
+    from cdeg.modeling.report import stability_html
+
+    none = shap_stability([pd.Series({"a": 0.0}), pd.Series({"a": 0.0})])
+    some = shap_stability([pd.Series({"a": 2.0, "b": 1.0})] * 2)
+    html = "".join(stability_html({"how": "how to read", "variables": none, "level": some}))
+    assert "by variable: none to compute" in html
+    assert "by level: mean Spearman 1.00" in html and "<td>2 of 2</td>" in html
