@@ -17,6 +17,8 @@ them, so no stage output's file name is spelled anywhere else. ::
     AgreementRun          `cdeg extract-agreement`: agreement.csv, stable_features.csv, agreement.json
     LabelRun              `cdeg label`: labels.csv, clinical.csv (the clinical table with the label), label.json
     FitRun                `cdeg fit`: metrics.json, oof_predictions.csv, report.html, plots/, optuna.db, model/
+    FitRun                `cdeg fit`: metrics.json, oof_predictions.csv, oof_shap.csv, report.html, plots/,
+                          waterfalls/ (by_level/ inside), optuna.db, model/
     ModelFolder           the model inside a fit run: model.json, <model>.model.json, <model>.preprocess.json,
                           development/ (oof_mean.csv, metrics.json, plots)
     ValidationRun         `cdeg validate`: metrics.json, predictions.csv, transport.csv, plots/, report.html,
@@ -580,8 +582,12 @@ class FitRun:
     root: Path
     METRICS: ClassVar[str] = "metrics.json"
     OOF: ClassVar[str] = "oof_predictions.csv"
+    #: SHAP values of the primary model's outer-fold models on the patients each predicted (all repeats).
+    OOF_SHAP: ClassVar[str] = "oof_shap.csv"
     REPORT: ClassVar[str] = "report.html"
     PLOTS_DIR: ClassVar[str] = "plots"
+    #: Per-patient waterfalls of the cross-validated risk (first repeat's outer-fold model; by_level/ inside).
+    WATERFALLS_DIR: ClassVar[str] = "waterfalls"
     MODEL_DIR: ClassVar[str] = "model"
     OPTUNA_DB: ClassVar[str] = "optuna.db"
     #: Files of the Optuna study a re-run resumes (SQLite and its write-ahead log).
@@ -622,6 +628,26 @@ class FitRun:
     def read_oof(self) -> Any:
         """oof_predictions.csv (one row per patient, repeat and model column), or None."""
         return _read_optional_table(self.oof, dtype={ID_COLUMN: str})
+
+    @property
+    def oof_shap(self) -> Path:
+        return Path(self.root) / self.OOF_SHAP
+
+    def read_oof_shap(self) -> Any:
+        """oof_shap.csv (one row per patient, repeat and variable of its outer-fold model), or None."""
+        return _read_optional_table(self.oof_shap, dtype={ID_COLUMN: str})
+
+    @property
+    def waterfalls(self) -> Path:
+        return Path(self.root) / self.WATERFALLS_DIR
+
+    def waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+        """A patient's waterfall of the cross-validated risk (the id made safe as a file name)."""
+        return self.waterfalls / f"{waterfall_stem(patient_id)}{suffix}"
+
+    def grouped_waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+        """A patient's waterfall of the cross-validated risk with the variables summed per level."""
+        return self.waterfalls / f"{grouped_waterfall_stem(patient_id)}{suffix}"
 
 
 @dataclass(frozen=True)

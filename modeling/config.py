@@ -380,6 +380,13 @@ class FitConfig:
         default=_default("shap_dependence"),
         metadata={"help": "SHAP dependence plots for this many top variables", "range": (0, 50)},
     )
+    waterfalls: bool = field(
+        default=_default("waterfalls"),
+        metadata={
+            "help": "draw a SHAP waterfall of each development patient's cross-validated risk (waterfalls/ of "
+            "the run folder, for the patient cards)"
+        },
+    )
     preprocess: PreprocessOptions = field(
         default_factory=PreprocessOptions, metadata={"help": "preprocessing"}
     )
@@ -416,7 +423,7 @@ class FitConfig:
         from cdeg.config import to_dict
 
         d = to_dict(self)
-        for runtime in ("trials", "jobs", "shap_dependence", "primary_model"):
+        for runtime in ("trials", "jobs", "shap_dependence", "primary_model", "waterfalls"):
             d.pop(runtime)
         return d
 

@@ -2,7 +2,9 @@
 
 :func:`fit` prepares the data (:func:`prepare`), then calls :func:`estimate` (nested cross-validation),
 :func:`finalise` (the final models, tuned and fitted on all patients), :func:`explain` (SHAP of the primary
-model) and :func:`write` (tables, performance figures, the model manifest, metrics.json and report.html).
+model; and of its outer-fold models: the explanations of the cross-validated risks, their waterfalls and how
+stable the top variables are across folds, :func:`explain_cv`) and :func:`write` (tables, performance figures,
+the model manifest, metrics.json and report.html).
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ from cdeg.modeling.data import (
     match_patterns,
     parse_names,
 )
-from cdeg.modeling.explain import grouped_importance, shap_values
+from cdeg.modeling.explain import (
+    STABILITY_HOW,
+    fold_importance,
+    grouped_importance,
+    shap_stability,
+    shap_values,
+)
 from cdeg.modeling.label import outcome_definition
 from cdeg.modeling.models import TabularClassifier
 from cdeg.modeling.names import describe
@@ -215,7 +223,10 @@ def fit(
     metrics["development_distribution"] = development_summary(
         finals[primary], primary, run.ds.X[run.columns[primary]], metrics["shap_top"]
     )
-    marks = {"start": t_start, "cv": t_cv, "final": t_final}
+    t_explained = time.perf_counter()
+    explain_cv(run, cv, metrics)
+    marks = {"start": t_start, "cv": t_cv, "final": t_final, "explained": t_explained}
+    marks["cv_explained"] = time.perf_counter()
     figs = write(run, cv, metrics, manifest_models, primary, shap_figs, marks)
     oof_out = cv.oof.rename(columns={"target": target})
     return FitResult(
@@ -478,6 +489,8 @@ def finalise(
         finals[m] = clf
         manifest_models[m] = {
             "files": clf.save(run.model_dir, m),
+            # the "average patient" of its waterfalls: the mean predicted risk, not the expit of the SHAP base value
+            "mean_training_risk": float(np.mean(clf.predict_proba(run.ds.X[run.columns[m]])[:, 1])),
             "params": cv.final_params[m],
             "input_columns": run.columns[m],
             "used_columns": clf.used_inputs_,
@@ -493,7 +506,8 @@ def explain(
     """SHAP of the final model `name` on the development patients: figures, and in `metrics` the top variables
     (``shap_top``) and the top groups of variables summed per level and per kind of finding (``shap_groups``)."""
     folder, target = run.folder, run.target
-    sr = shap_values(model, run.ds.X[run.columns[name]])
+    X = run.ds.X[run.columns[name]]
+    sr = shap_values(model, X, mean_risk=float(np.mean(model.predict_proba(X)[:, 1])))
     figs = {
         "shap_bar": plots.shap_bar(sr, folder.plot("shap_bar", ""), target),
         "shap_bar_level": plots.shap_bar_grouped(sr, folder.plot("shap_bar_level", ""), target, by="level"),
@@ -518,6 +532,31 @@ def explain(
     return figs
 
 
+def explain_cv(run: PreparedFit, cv: CVResult, metrics: dict[str, Any], top: int = 10) -> list[Path]:
+    """The explanations of the cross-validated risks: oof_shap.csv (SHAP values of the primary model's outer-fold
+    models on the patients each predicted), a waterfall per development patient of its first-repeat
+    cross-validated risk, and in `metrics` the stability of the top variables and levels across the fold models
+    (``shap_stability``). Returns the waterfall files."""
+    from cdeg.modeling.predict import write_oof_waterfalls
+
+    table, idc = cv.shap, run.cfg.id_column
+    if table is None or table.empty:
+        return []
+    write_table(run.folder.oof_shap, table)
+    stability: dict[str, Any] = {
+        "how": STABILITY_HOW.format(top=top, models=table.groupby(["repeat", "fold"]).ngroups)
+    }
+    for by in (None, "level"):
+        res = shap_stability(list(fold_importance(table, idc, by).values()), top=top)
+        for row in res["top_variables"]:
+            row["label"] = describe(row["name"]).label if by is None else row["name"]
+        stability["variables" if by is None else by] = res
+    metrics["shap_stability"] = stability
+    if not run.cfg.waterfalls:
+        return []
+    return write_oof_waterfalls(table, run.ds.X, run.folder, run.target, idc)
+
+
 def write(
     run: PreparedFit,
     cv: CVResult,
@@ -529,7 +568,8 @@ def write(
 ) -> dict[str, list[Path]]:
     """Out-of-fold tables, performance figures, model.json, metrics.json and report.html; returns the figures.
 
-    `marks` holds the perf_counter times at the start, after the nested CV and after the final fit.
+    `marks` holds the perf_counter times at the start, after the nested CV, after the final fit, and before
+    and after the explanations of the cross-validated risks (``explained``, ``cv_explained``).
     """
     dev_mean = _write_tables(run, cv, metrics)
     figs = _performance_figures(run, dev_mean, metrics)
@@ -539,6 +579,8 @@ def write(
         "nested_cv": round(marks["cv"] - marks["start"], 2),
         "final_models": round(marks["final"] - marks["cv"], 2),
         "plots_and_shap": round(t_end - marks["final"], 2),
+        # part of plots_and_shap: oof_shap.csv, the stability of the top variables, the patients' waterfalls
+        "cv_explanations": round(marks["cv_explained"] - marks["explained"], 2),
         "total": round(t_end - marks["start"], 2),
     }
     metrics["new_trials"] = cv.new_trials

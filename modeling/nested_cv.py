@@ -2,7 +2,9 @@
 
 Every (model, repeat, outer fold) is one task: tune on the outer training part only (its own Optuna study, its
 own inner folds, preprocessing refitted inside each inner training part), refit preprocessing + model with the
-best hyperparameters on the whole outer training part, predict the outer test part. One more task per tuned
+best hyperparameters on the whole outer training part, predict the outer test part (and, for the primary model,
+explain it: the SHAP values of its test patients, so that each cross-validated risk has the explanation of the
+model that gave it). One more task per tuned
 model tunes on all patients for the final model. Tasks are independent and seeded, so running them in
 ``jobs`` worker processes gives the same numbers as running them one by one.
 
@@ -29,6 +31,9 @@ from cdeg.progress import ProgressArg, track
 
 log = logging.getLogger(__name__)
 
+#: Column of a task's SHAP table holding the row position in X (replaced by the patient id in :func:`nested_cv`).
+ROW = "row"
+
 
 @dataclass(frozen=True)
 class Task:
@@ -44,6 +49,8 @@ class Task:
     labels: np.ndarray | None = None
     tag: str | None = None
     trials: int | None = None
+    #: Also return the SHAP values of the test rows (the primary model's outer folds).
+    explain: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -65,6 +72,8 @@ class TaskResult:
     new_trials: int
     seconds: float
     study: str | None
+    #: :func:`cdeg.modeling.explain.shap_table` of the test rows (``row`` = position in X), when explained.
+    shap: pd.DataFrame | None = None
 
 
 @dataclass
@@ -79,6 +88,9 @@ class CVResult:
         Per task: model, repeat, fold, study, best inner score, hyperparameters, trials, seconds.
     final_params : dict
         Model -> hyperparameters tuned on all patients.
+    shap : DataFrame or None
+        SHAP values of the primary model's outer-fold models on their test patients
+        (:func:`cdeg.modeling.explain.shap_table`, all repeats); None when the primary model was not run.
     """
 
     oof: pd.DataFrame
@@ -87,6 +99,7 @@ class CVResult:
     seconds: float
     new_trials: int = 0
     models: list[str] = field(default_factory=list)
+    shap: pd.DataFrame | None = None
 
     @property
     def main_models(self) -> list[str]:
@@ -126,8 +139,11 @@ def make_tasks(y: np.ndarray, cfg: FitConfig, columns: dict[str, list[str]]) -> 
         kind, tier = split_arm(model)
         if kind in TUNED_MODELS and tier is None:
             tasks.append(Task(model, None, None, everyone, None, cols))
+        explain = model == cfg.primary_model  # TreeSHAP of a small model on ~1/K of the patients: cheap
         for i, (tr, te) in enumerate(splits):
-            tasks.append(Task(model, i // cfg.outer_folds, i % cfg.outer_folds, tr, te, cols))
+            tasks.append(
+                Task(model, i // cfg.outer_folds, i % cfg.outer_folds, tr, te, cols, explain=explain)
+            )
     return tasks
 
 
@@ -164,11 +180,14 @@ def run_task(
         params, best_value, n_trials, new = res.best_params, res.best_value, res.n_trials, res.new_trials
     else:
         params = fixed_params(kind, cfg)
-    proba = None
+    proba = shap = None
     if not task.is_final:
         clf = TabularClassifier(kind, params=params, preprocess=cfg.preprocess, random_state=cfg.seed)
         clf.fit(Xtr, ytr)
-        proba = clf.predict_proba(X.iloc[task.test][list(task.columns)])[:, 1]
+        Xte = X.iloc[task.test][list(task.columns)]
+        proba = clf.predict_proba(Xte)[:, 1]
+        if task.explain:
+            shap = _explain_fold(clf, Xtr, Xte, task)
     return TaskResult(
         task.model,
         task.repeat,
@@ -181,7 +200,17 @@ def run_task(
         new,
         time.perf_counter() - t0,
         name,
+        shap,
     )
+
+
+def _explain_fold(clf: TabularClassifier, Xtr: pd.DataFrame, Xte: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """SHAP values of an outer-fold model on its test rows, with the mean risk of its training rows."""
+    from cdeg.modeling.explain import shap_table, shap_values
+
+    mean_risk = float(np.mean(clf.predict_proba(Xtr)[:, 1]))
+    sr = shap_values(clf, Xte, mean_risk=mean_risk)
+    return shap_table(sr, list(task.test), int(task.repeat or 0), int(task.fold or 0), ROW)
 
 
 # --- worker processes -----------------------------------------------------------------------------------------
@@ -273,6 +302,7 @@ def nested_cv(
     folds = {r: np.full(n, -1) for r in range(cfg.repeats)}
     tuning: list[dict[str, Any]] = []
     final: dict[str, dict[str, Any]] = {}
+    shap: list[pd.DataFrame] = []
     new_trials = 0
     results = run_tasks(tasks, X, y, cfg, storage, key, shared, jobs)
     for res in track(results, progress, "nested CV", total=len(tasks)):
@@ -282,6 +312,8 @@ def nested_cv(
         else:
             probs[(res.model, res.repeat)][res.test] = res.proba
             folds[res.repeat][res.test] = res.fold
+            if res.shap is not None:
+                shap.append(res.shap)
         tuning.append(
             {
                 "model": res.model,
@@ -319,7 +351,24 @@ def nested_cv(
     tuning.sort(
         key=lambda d: (models.index(d["model"]), -1 if d["repeat"] is None else d["repeat"], d["fold"] or 0)
     )
-    return CVResult(oof, tuning, final, time.perf_counter() - t0, new_trials, models)
+    return CVResult(
+        oof,
+        tuning,
+        final,
+        time.perf_counter() - t0,
+        new_trials,
+        models,
+        _shap_by_id(shap, ids, cfg.id_column),
+    )
+
+
+def _shap_by_id(tables: list[pd.DataFrame], ids: list[str], id_column: str) -> pd.DataFrame | None:
+    """The tasks' SHAP tables in one, sorted by repeat, fold and patient, the row position replaced by the id."""
+    if not tables:
+        return None
+    df = pd.concat(tables, ignore_index=True).sort_values(["repeat", "fold", ROW], kind="stable")
+    df.insert(0, id_column, np.asarray(ids, dtype=object)[df.pop(ROW).to_numpy(dtype=int)])
+    return df.reset_index(drop=True)
 
 
 # --- label-permutation test -----------------------------------------------------------------------------------

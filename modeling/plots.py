@@ -22,12 +22,13 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from cdeg.modeling import metrics as M
-from cdeg.modeling.explain import ShapResult, grouped_importance, grouped_shap
+from cdeg.modeling.explain import ShapResult, grouped_importance, grouped_shap, modality_of
 from cdeg.modeling.groups import CLINICAL, base_variable, group_of, without_age_z
 from cdeg.modeling.names import describe
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cdeg.cohort import MODALITY_WORDS
 from cdeg.io import atomic_path
 
 MODEL_LABELS: dict[str, str] = {
@@ -325,46 +326,101 @@ def shap_dependence_figure(sr: ShapResult, feature: str, target: str) -> Figure:
 
 
 def shap_waterfall(
-    sr: ShapResult, i: int, stem: Path, target: str, patient: str, top: int = 10, note: str = ""
+    sr: ShapResult,
+    i: int,
+    stem: Path,
+    target: str,
+    patient: str,
+    top: int = 10,
+    note: str = "",
+    absent: Sequence[str] = (),
+    what: str = "predicted probability",
 ) -> list[Path]:
-    """One patient's explanation: bars move the log-odds from the average patient to this patient's value."""
-    fig = waterfall_figure(variable_rows(sr, i, top), sr.base_value, target, patient, note)
+    """One patient's explanation: bars move the log-odds from the base value to this patient's value.
+
+    `absent`: modalities the patient has no scan of (:func:`cdeg.modeling.explain.absent_modalities`); their
+    imputed variables are one bar. `what` names the probability in the title."""
+    fig = waterfall_figure(
+        variable_rows(sr, i, top, absent), sr.base_value, target, patient, note, sr.mean_risk, what
+    )
     return save(fig, stem, svg=False, dpi=90, tight=False)
 
 
-def variable_rows(sr: ShapResult, i: int, top: int = 10) -> list[tuple[str, float]]:
-    """Waterfall bars of patient `i`: the `top` variables by |SHAP| ("disc height C5-C6 = 5.1 mm") and the rest."""
-    v = sr.values[i]
-    order = np.argsort(-np.abs(v), kind="stable")
-    rows: list[tuple[str, float]] = []
-    for j in order[:top]:
-        d = describe(sr.feature_names[j])
-        value = float(sr.data.iloc[i, j])
-        unit = f" {d.unit}" if d.unit and d.unit != "0-100" else ""
-        rows.append((f"{d.text} = {_fmt(value)}{unit}", float(v[j])))
-    if len(order) > top:
-        rows.append((f"{len(order) - top} other variables", float(v[order[top:]].sum())))
+def _present(sr: ShapResult, absent: Sequence[str]) -> tuple[ShapResult, list[tuple[str, np.ndarray]]]:
+    """`sr` without the variables of the `absent` modalities, one bar per absent modality ("no MRI: imputed
+    values (12 variables)", the sum of their SHAP values) per patient, as (text, column indices) pairs."""
+    mods = [modality_of(c) for c in sr.feature_names]
+    keep = np.array([m not in absent for m in mods], dtype=bool)
+    lines = []
+    for m in absent:
+        cols = np.flatnonzero([x == m for x in mods])
+        if len(cols):
+            lines.append((f"no {MODALITY_WORDS.get(m, m)}: imputed values ({len(cols)} variables)", cols))
+    sub = ShapResult(sr.values[:, keep], sr.base_value, sr.data.loc[:, keep], sr.mean_risk)
+    return sub, lines
+
+
+def _with_lump(
+    named: list[tuple[str, float]], others: np.ndarray, what: str, absent_rows: list[tuple[str, float]]
+) -> list[tuple[str, float]]:
+    """The named bars and the absent-scan bars by size, then the lump of the `others` (their values) with its
+    share of the total effect: the sum of the sizes of all bars before lumping."""
+    rows = sorted(named + absent_rows, key=lambda r: -abs(r[1]))
+    if len(others):
+        total = sum(abs(w) for _, w in rows) + float(np.abs(others).sum())
+        share = float(np.abs(others).sum()) / total if total > 0 else 0.0
+        rows.append((f"{len(others):,} other {what} ({share:.0%} of the total effect)", float(others.sum())))
     return rows
+
+
+def variable_rows(
+    sr: ShapResult, i: int, top: int = 10, absent: Sequence[str] = ()
+) -> list[tuple[str, float]]:
+    """Waterfall bars of patient `i`: the `top` variables by |SHAP| ("disc height C5-C6 = 5.1 mm"), one bar per
+    modality of `absent` (the patient has no such scan: all its variables are imputed), and the rest, whose
+    label gives their share of the total effect (sum of the |SHAP| of the bars before lumping)."""
+    present, lines = _present(sr, absent)
+    v = present.values[i]
+    order = np.argsort(-np.abs(v), kind="stable")
+    named: list[tuple[str, float]] = []
+    for j in order[:top]:
+        d = describe(present.feature_names[j])
+        value = float(present.data.iloc[i, j])
+        unit = f" {d.unit}" if d.unit and d.unit != "0-100" else ""
+        named.append((f"{d.text} = {_fmt(value)}{unit}", float(v[j])))
+    absent_rows = [(text, float(sr.values[i, cols].sum())) for text, cols in lines]
+    return _with_lump(named, v[order[top:]], "variables", absent_rows)
 
 
 def shap_waterfall_grouped(
-    sr: ShapResult, i: int, stem: Path, target: str, patient: str, top: int = 8, note: str = ""
+    sr: ShapResult,
+    i: int,
+    stem: Path,
+    target: str,
+    patient: str,
+    top: int = 8,
+    note: str = "",
+    absent: Sequence[str] = (),
+    what: str = "predicted probability",
 ) -> list[Path]:
     """One patient's explanation per level: each bar is the sum of the SHAP values of one level's variables
-    ("disc C5-C6: height, signal (below the age norm)"), from the average patient's log-odds to this patient's."""
-    fig = waterfall_figure(grouped_rows(sr, i, top), sr.base_value, target, patient, note)
+    ("disc C5-C6: height, signal (below the age norm)"), from the base value to this patient's log-odds."""
+    fig = waterfall_figure(
+        grouped_rows(sr, i, top, absent), sr.base_value, target, patient, note, sr.mean_risk, what
+    )
     return save(fig, stem, svg=False, dpi=90, tight=False)
 
 
-def grouped_rows(sr: ShapResult, i: int, top: int = 8) -> list[tuple[str, float]]:
-    """Waterfall bars of patient `i`: the `top` levels by |summed SHAP| (:func:`group_words`) and the rest."""
-    g = grouped_shap(sr, "level")
+def grouped_rows(sr: ShapResult, i: int, top: int = 8, absent: Sequence[str] = ()) -> list[tuple[str, float]]:
+    """Waterfall bars of patient `i`: the `top` levels by |summed SHAP| (:func:`group_words`), one bar per
+    modality of `absent` (no such scan), and the rest with their share of the total effect."""
+    present, lines = _present(sr, absent)
+    g = grouped_shap(present, "level")
     v = g.iloc[i].to_numpy(dtype=float)
     order = np.argsort(-np.abs(v), kind="stable")
-    rows = [(group_words(sr, i, str(g.columns[k])), float(v[k])) for k in order[:top]]
-    if len(order) > top:
-        rows.append((f"{len(order) - top} other groups", float(v[order[top:]].sum())))
-    return rows
+    named = [(group_words(present, i, str(g.columns[k])), float(v[k])) for k in order[:top]]
+    absent_rows = [(text, float(sr.values[i, cols].sum())) for text, cols in lines]
+    return _with_lump(named, v[order[top:]], "groups", absent_rows)
 
 
 def group_words(sr: ShapResult, i: int, level: str, most: int = 3) -> str:
@@ -385,23 +441,41 @@ def group_words(sr: ShapResult, i: int, level: str, most: int = 3) -> str:
     return f"{level}: {', '.join(kinds[:most])}{', ...' if len(kinds) > most else ''}{norm}"
 
 
+def waterfall_title(patient: str, total: float, mean_risk: float | None, what: str) -> str:
+    """The words above a waterfall: this patient's probability, and the average patient's as the mean predicted
+    risk of the model's training patients (the expit of the base value, a mean log-odds, is not that mean)."""
+    average = (
+        f"Average patient: {mean_risk:.0%}, the mean predicted risk of the model's training patients."
+        if mean_risk is not None
+        else ""
+    )
+    return (
+        f"Patient {patient}: {what} {_expit(total):.0%} (log-odds {total:+.2f}). {average} "
+        "Red raises, blue lowers the probability."
+    ).replace("  ", " ")
+
+
 def waterfall_figure(
-    rows: list[tuple[str, float]], base: float, target: str, patient: str, note: str
+    rows: list[tuple[str, float]],
+    base: float,
+    target: str,
+    patient: str,
+    note: str,
+    mean_risk: float | None = None,
+    what: str = "predicted probability",
 ) -> Figure:
-    """Draw waterfall `rows` (text, log-odds contribution; largest first) from `base` to base + their sum."""
+    """Draw waterfall `rows` (text, log-odds contribution; largest first) from `base` to base + their sum.
+
+    `base` is the SHAP base value, the model's average log-odds over its training patients, where the bars start;
+    `mean_risk` the mean predicted probability of those patients (the "average patient" of the title)."""
     rows = rows[::-1]  # drawn bottom-up: least important first, so the top bar ends at the patient's value
     total = base + float(sum(w for _, w in rows))
     lefts = base + np.concatenate([[0.0], np.cumsum([w for _, w in rows])[:-1]])
     names, lines = _names([r[0] for r in rows], _NAME_SHARE * WATERFALL_WIDTH - 0.15)
-    title = wrap(
-        f"Patient {patient}: predicted probability {_expit(total):.0%} (log-odds {total:+.2f}); average patient "
-        f"{_expit(base):.0%} (log-odds {base:+.2f}). Red raises, blue lowers the probability.",
-        WATERFALL_WIDTH - 0.3,
-        FONT,
-    )
+    title = wrap(waterfall_title(patient, total, mean_risk, what), WATERFALL_WIDTH - 0.3, FONT)
     xlabel = wrap(
-        f"log-odds of {_target_words(target)} (dotted: average patient, dashed: this patient; +1 multiplies the "
-        "odds by 2.7)",
+        f"log-odds of {_target_words(target)} (dotted: base value {base:+.2f}, the model's average log-odds over "
+        "its training patients; dashed: this patient; +1 multiplies the odds by 2.7)",
         (1 - _NAME_SHARE) * WATERFALL_WIDTH - 0.3,
         SMALL,
     )

@@ -1,4 +1,5 @@
-"""`cdeg predict`: probabilities and SHAP waterfalls for new patients from a saved model."""
+"""`cdeg predict`: probabilities and SHAP waterfalls for new patients from a saved model; and the waterfalls of
+the development patients' cross-validated risks that `cdeg fit` draws (:func:`write_oof_waterfalls`)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,19 @@ from cdeg.modeling.bundle import (
     predict_table,
     read_inputs,
 )
-from cdeg.modeling.explain import shap_values
+from cdeg.modeling.explain import absent_modalities, from_table, shap_values
 from cdeg.modeling.names import describe
 
+from cdeg.cohort import MODALITY_WORDS
 from cdeg.io import write_table
-from cdeg.outputs import PredictionRun, grouped_waterfall_stem, versions, waterfall_stem, write_manifest
+from cdeg.outputs import (
+    FitRun,
+    PredictionRun,
+    grouped_waterfall_stem,
+    versions,
+    waterfall_stem,
+    write_manifest,
+)
 from cdeg.progress import ProgressArg, shown, track
 
 log = logging.getLogger(__name__)
@@ -116,10 +125,12 @@ def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: P
     m = bundle.primary
     clf = bundle.models[m]
     cols = bundle.manifest["models"][m]["input_columns"]
-    sr = shap_values(clf, inp.X[cols])
+    # Models saved before the mean training risk was recorded leave it out of the title (None).
+    sr = shap_values(clf, inp.X[cols], mean_risk=bundle.manifest["models"][m].get("mean_training_risk"))
     target = bundle.manifest["target"]
     used = bundle.manifest["models"][m]["used_columns"]
     na = inp.X[used].isna().to_numpy()  # row access on a wide DataFrame per patient would dominate the cost
+    absent = absent_modalities(inp.X[cols])
     files = []
     for i, pid in enumerate(track(list(inp.X.index), progress, "waterfalls")):
         imputed = [c for c, missing in zip(used, na[i], strict=True) if missing]
@@ -129,8 +140,49 @@ def write_waterfalls(bundle: ModelBundle, inp: Inputs, folder: Path, progress: P
             if imputed
             else ""
         )
-        files += plots.shap_waterfall(sr, i, folder / waterfall_stem(str(pid)), target, str(pid), note=note)
+        note = " ".join(filter(None, [_absent_words(absent[str(pid)]), note]))
+        kw = {"note": note, "absent": absent[str(pid)]}
+        files += plots.shap_waterfall(sr, i, folder / waterfall_stem(str(pid)), target, str(pid), **kw)
         files += plots.shap_waterfall_grouped(
-            sr, i, folder / grouped_waterfall_stem(str(pid)), target, str(pid), note=note
+            sr, i, folder / grouped_waterfall_stem(str(pid)), target, str(pid), **kw
         )
+    return files
+
+
+def _absent_words(absent: list[str]) -> str:
+    """The sentence saying which scans the patient lacks ("" when none)."""
+    if not absent:
+        return ""
+    scans = " and ".join(MODALITY_WORDS.get(m, m) for m in absent)
+    return f"No {scans}: the model saw only imputed values for those variables (one bar)."
+
+
+def write_oof_waterfalls(
+    table: pd.DataFrame, X: pd.DataFrame, folder: FitRun, target: str, id_column: str
+) -> list[Path]:
+    """Two waterfalls per development patient of its cross-validated risk, in ``folder.waterfalls``: the SHAP
+    values of the first repeat's outer-fold model that predicted the patient (`table`:
+    :func:`cdeg.modeling.explain.shap_table` rows), per variable and summed per level. They end at that model's
+    probability, the patient's out-of-fold prediction of repeat 1. `X` holds the raw inputs (index = ids)."""
+    first = table[table["repeat"] == table["repeat"].min()]
+    absent = absent_modalities(X)
+    files: list[Path] = []
+    for fold, rows in first.groupby("fold", sort=True):
+        sr = from_table(rows, id_column)
+        for i, pid in enumerate(sr.data.index):
+            note = " ".join(
+                filter(
+                    None,
+                    [
+                        f"Explains the model of outer fold {int(fold) + 1} (repeat 1), which did not see this "
+                        "patient.",
+                        _absent_words(absent.get(str(pid), [])),
+                    ],
+                )
+            )
+            kw = {"note": note, "absent": absent.get(str(pid), []), "what": "cross-validated probability"}
+            files += plots.shap_waterfall(sr, i, folder.waterfall(pid, ""), target, str(pid), **kw)
+            files += plots.shap_waterfall_grouped(
+                sr, i, folder.grouped_waterfall(pid, ""), target, str(pid), **kw
+            )
     return files

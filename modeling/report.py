@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cdeg.modeling.explain import AGE_SENTENCE
 from cdeg.modeling.plots import MODEL_LABELS
 
 from cdeg.report.html import esc, figure, fmt, page, section, table
@@ -535,8 +536,10 @@ def _shap_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any
             f"What drives the {MODEL_LABELS.get(cfg.primary_model, cfg.primary_model)} model "
             "(SHAP, final model, development patients)",
         ),
-        "<p class='muted'>SHAP values are contributions to the log-odds; they add up from the average "
-        "patient's log-odds to each patient's. They explain the model, not causation.</p>",
+        "<p class='muted'>SHAP values are contributions to the log-odds; they add up from the model's average "
+        "log-odds over its training patients (the base value) to each patient's. They explain the model, not "
+        "causation.</p>",
+        f"<p class='muted'>{esc(AGE_SENTENCE)}</p>",
         figure_block(figs, [("shap_bar", "Mean |SHAP|"), ("shap_beeswarm", "SHAP per patient")]),
         figure_block(
             figs,
@@ -545,7 +548,40 @@ def _shap_section(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any
                 for k, t in enumerate(metrics["shap_top"][: cfg.shap_dependence])
             ],
         ),
+        *stability_html(metrics.get("shap_stability")),
     ]
+
+
+def stability_html(stability: dict[str, Any] | None) -> list[str]:
+    """The stability of the top variables and levels across the outer-fold models (``shap_stability``)."""
+    if not stability:
+        return []
+    parts = [
+        "<h3>Stability across the outer folds</h3>",
+        f"<p class='muted'>{esc(stability['how'])}</p>",
+    ]
+    for key, words in (("variables", "variable"), ("level", "level")):
+        s = stability.get(key)
+        if not s:
+            continue
+        if s.get("mean_spearman") is None:
+            parts.append(
+                f"<p>Rank agreement of the top {s['top']} by {words}: none to compute, no two of the "
+                f"{s['models']} fold models rank two or more {words}s with a contribution.</p>"
+            )
+        else:
+            parts.append(
+                f"<p>Rank agreement of the top {s['top']} by {words}: mean Spearman {fmt(s['mean_spearman'], 2)} "
+                f"(lowest {fmt(s['min_spearman'], 2)}, highest {fmt(s['max_spearman'], 2)}; {s['models']} fold "
+                "models).</p>"
+            )
+        rows = [
+            [t.get("label", t["name"]), fmt(t["mean_abs_shap"], 3), f"{t['folds_in_top']} of {s['models']}"]
+            for t in s["top_variables"]
+        ]
+        if rows:
+            parts.append(table([words, "mean |SHAP| over the fold models", f"in top {s['top']}"], rows))
+    return parts
 
 
 def _data_rows(d: dict[str, Any]) -> list[list[str]]:

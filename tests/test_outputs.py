@@ -82,6 +82,14 @@ def test_fit_run_and_model_contract(tiny_run):
     assert manifest["target"] == "accelerated" and manifest["primary_model"] in manifest["models"]
     assert fit.model.oof_mean.is_file() and fit.model.dev_metrics.is_file()
     assert fit.optuna_db.is_file() and fit.report.is_file()
+    # the explanations of the cross-validated risks: every patient explained once per repeat, a waterfall each
+    shap = fit.read_oof_shap()
+    assert shap is not None and set(shap["patient_id"]) == set(oof["patient_id"])
+    assert (shap.groupby(["repeat", "patient_id"])["fold"].nunique() == 1).all()
+    assert all(
+        fit.waterfall(p).is_file() and fit.grouped_waterfall(p).is_file() for p in set(oof["patient_id"])
+    )
+    assert {"variables", "level", "how"} <= set(metrics["shap_stability"])
 
 
 @pytest.mark.slow

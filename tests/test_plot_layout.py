@@ -74,6 +74,25 @@ def figures(sr: ShapResult) -> dict[str, Figure]:
         "waterfall_grouped": plots.waterfall_figure(
             plots.grouped_rows(sr, 0), sr.base_value, TARGET, str(sr.data.index[0]), note
         ),
+        # a patient without MRI (one bar for its imputed variables), the lump's share, the mean risk in the title
+        "waterfall_no_mri": plots.waterfall_figure(
+            plots.variable_rows(sr, 0, top=4, absent=["mri"]),
+            sr.base_value,
+            TARGET,
+            str(sr.data.index[0]),
+            note,
+            0.234,
+            "cross-validated probability",
+        ),
+        "waterfall_grouped_no_mri": plots.waterfall_figure(
+            plots.grouped_rows(sr, 0, top=3, absent=["mri"]),
+            sr.base_value,
+            TARGET,
+            str(sr.data.index[0]),
+            note,
+            0.234,
+            "cross-validated probability",
+        ),
     }
     return figs
 

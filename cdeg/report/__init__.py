@@ -44,6 +44,8 @@ class ReportData:
 
         ctx = Context.from_run_dir(run_dir)
         self._primary: dict[str, str] = {}
+        self._absent: dict[str, list[str]] | None = None
+        self._age_column: dict[str, str] = {}
         self.ctx, self.cfg, self.out, self.run = ctx, ctx.cfg, Path(ctx.out), ctx.run
         self._read_cohorts()
         self._read_stage_outputs()
@@ -114,12 +116,18 @@ class ReportData:
             folder = run.agreement(key)
             self.agreement = {"cohort": key, "manifest": folder.read(), "table": folder.read_table()}
         self.fits, self.validations, self.oof, self.final = {}, {}, {}, {}
+        self.oof_first: dict[str, dict[str, float]] = {}
+        self.oof_shap: dict[str, Any] = {}
         for t in self.cfg.targets:
             self.fits[t] = run.fit(t).read()
             self.validations[t] = run.validation(t).read()
             oof, primary = run.fit(t).read_oof(), self.primary_model(t)
             if oof is not None and primary in oof:
                 self.oof[t] = oof.groupby(ID_COLUMN)[primary].mean().to_dict()
+                # the first repeat's out-of-fold risk: the one the cross-validated waterfall explains
+                first = oof[oof["repeat"] == oof["repeat"].min()]
+                self.oof_first[t] = first.set_index(ID_COLUMN)[primary].to_dict()
+            self.oof_shap[t] = run.fit(t).read_oof_shap()
             pr = run.predictions(t).read()
             if pr is not None:
                 self.final[t] = pr.set_index(ID_COLUMN)["probability"].to_dict()
@@ -148,7 +156,45 @@ class ReportData:
         return list((data.get("missing_in_other_table") or {}).get("columns") or [])
 
     def oof_risk(self, target: str, pid: str) -> float | None:
+        """The cross-validated risk: the mean of the out-of-fold probabilities over the repeats."""
         return self.oof.get(target, {}).get(pid)
+
+    def oof_first_risk(self, target: str, pid: str) -> float | None:
+        """The first repeat's out-of-fold probability, which the cross-validated waterfall explains."""
+        return self.oof_first.get(target, {}).get(pid)
+
+    def repeats(self, target: str) -> int:
+        """Repeats of the outer cross-validation of `target`'s fit (1 when unknown)."""
+        tuning = (self.fits.get(target) or {}).get("tuning") or []
+        return len({r["repeat"] for r in tuning if r.get("repeat") is not None}) or 1
+
+    def age_contribution(self, target: str, pid: str) -> float | None:
+        """The SHAP value of age in the model that gave the patient's first-repeat cross-validated risk (None
+        when age is not among its variables or no SHAP table was written)."""
+        table = self.oof_shap.get(target)
+        if table is None:
+            return None
+        first = table[(table["repeat"] == table["repeat"].min()) & (table[ID_COLUMN] == pid)]
+        age = first.loc[first["variable"] == self.age_column(target), "shap"]
+        return float(age.iloc[0]) if len(age) else None
+
+    def age_column(self, target: str) -> str:
+        """The clinical column of age in `target`'s fit (``preprocess.age_column``; "age" when unknown)."""
+        if target not in self._age_column:
+            model = self.run.fit(target).model
+            manifest = model.read() if model.manifest.is_file() else {}
+            pre = (manifest.get("config") or {}).get("preprocess") or {}
+            self._age_column[target] = pre.get("age_column") or "age"
+        return self._age_column[target]
+
+    def absent_scans(self, pid: str) -> list[str]:
+        """Modalities of the development features table of which the patient has no value at all (no scan)."""
+        if self._absent is None:
+            from cdeg.modeling.explain import absent_modalities
+
+            table = self.features.get(self.dev_key) if self.dev_key else None
+            self._absent = {} if table is None else absent_modalities(table.set_index(ID_COLUMN))
+        return self._absent.get(pid, [])
 
     def final_risk(self, target: str, pid: str) -> float | None:
         return self.final.get(target, {}).get(pid)

@@ -687,7 +687,7 @@ def _explanations(data: Any, target: str, fit: dict[str, Any]) -> str:
             "(or of one kind: height, signal, shape, texture, age-adjusted, clinical) added up, since SHAP values add "
             "up. <b>Bar chart</b>: the variables with the largest average contribution. <b>Beeswarm</b>: "
             "one dot per patient; red = high value of the variable, blue = low; dots right of the centre push the "
-            "risk up. These show associations the model uses, not causes."
+            "risk up. These show associations the model uses, not causes. " + _age_sentence()
         ),
     ]
     if tops:
@@ -717,7 +717,17 @@ def _explanations(data: Any, target: str, fit: dict[str, Any]) -> str:
     if top:
         trs = [[t["label"], fmt(t["mean_abs_shap"], 3)] for t in top[:10]]
         parts.append(table(["variable", "mean |SHAP|, log-odds"], trs))
+    if fit.get("shap_stability"):
+        from cdeg.modeling.report import stability_html
+
+        parts += stability_html(fit["shap_stability"])
     return "".join(parts)
+
+
+def _age_sentence() -> str:
+    from cdeg.modeling.explain import AGE_SENTENCE
+
+    return AGE_SENTENCE
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -771,7 +781,7 @@ def patients_section(data: Any) -> str:
 
 
 def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
-    """One patient's card: facts, predictions with SHAP waterfalls, QC overlays."""
+    """One patient's card: facts, predictions with SHAP waterfalls of the cross-validated risk, QC overlays."""
     facts = []
     for col, words in (
         ("age", "age, years"),
@@ -785,26 +795,23 @@ def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
     ):
         if col in c.index:
             facts.append([words, esc(c[col]) if c[col] == c[col] else "missing"])
-    preds = []
-    figs = []
-    for t in targets:
-        p_cv, p_final = data.oof_risk(t, pid), data.final_risk(t, pid)
-        preds.append(
-            [
-                esc(data.target_words(t)),
-                fmt(p_cv, 2, pct=True) if p_cv is not None else "-",
-                fmt(p_final, 2, pct=True) if p_final is not None else "-",
-                esc(_yes_no(c.get(t))),
-            ]
+    preds, figs, notes = [], [], []
+    absent = data.absent_scans(pid)
+    if absent:
+        scans = " and ".join(MODALITY_WORDS.get(m, m) for m in absent)
+        notes.append(
+            f"This patient has no {scans}: the model saw only imputed (development median) values for those "
+            "variables; the waterfalls show them as one bar, not as findings."
         )
-        model = MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))
-        run = data.run.predictions(t)
-        for path, how in (
-            (run.grouped_waterfall(pid), "per level (SHAP values summed per level"),
-            (run.waterfall(pid), "(SHAP waterfall"),
-        ):
-            caption = f"Why this risk of {data.target_words(t)} {how}, final {model} model)"
-            figs.append(figure(path, caption, width=1000, colours=64, css_width=520))
+    lowered = []
+    for t in targets:
+        preds.append(_card_risks(data, t, pid, c))
+        figs += _card_waterfalls(data, t, pid)
+        age = data.age_contribution(t, pid)
+        if age is not None and age < 0:
+            lowered.append(f"{data.target_words(t)} ({age:+.2f} log-odds)")
+    if lowered:
+        notes.append(f"Age lowers this patient's risk of {'; '.join(lowered)}. {_age_sentence()}")
     for mod in data.cfg.segmentation.modalities if data.cfg.segmentation.enabled else ():
         path = data.qc_png(data.dev_key, pid, mod)
         findings = data.qc[data.dev_key]["findings"].get((pid, mod), []) if data.dev_key in data.qc else []
@@ -816,15 +823,78 @@ def patient_card(data: Any, pid: str, c: Any, targets: list[str]) -> str:
                 colours=96,
             )
         )
+    cv_shown = any(data.run.fit(t).waterfall(pid).is_file() for t in targets)
     return (
         f'<section class="card" id="patient-{esc(pid)}"><a class="close" href="#patients">back to the patient '
         f"table</a><h3>Patient {esc(pid)}</h3>"
         + table(["patient", pid], facts, raw=True)
-        + table(["question", "risk, cross-validated", "risk, final model", "observed"], preds, raw=True)
-        + '<p class="muted">The cross-validated risk is the honest estimate for this patient; the final model was '
-        "trained on all development patients including this one, and its waterfall shows how it arrives at its "
-        "risk.</p>" + f'<div class="figs">{"".join(figs)}</div></section>'
+        + table(
+            [
+                "question",
+                "risk, cross-validated (explained below)",
+                "mean over the repeats",
+                "risk, final model",
+                "observed",
+            ],
+            preds,
+            raw=True,
+        )
+        + f'<p class="muted">{_CARD_CV if cv_shown else _CARD_FINAL}</p>'
+        + "".join(f"<p>{esc(n)}</p>" for n in notes)
+        + f'<div class="figs">{"".join(figs)}</div></section>'
     )
+
+
+#: What the card's risks and waterfalls are: with the cross-validated waterfalls (fit runs since they exist), and
+#: with only the final model's (older runs).
+_CARD_CV = (
+    "The cross-validated risk is the honest estimate for this patient: it comes from the model of an outer fold "
+    "that was trained without this patient, and the waterfalls explain exactly that model (first repeat; the bars "
+    "add up from its average log-odds to its log-odds of this patient). With several repeats each gives one such "
+    "model, and the mean over the repeats averages their probabilities. The final model was trained on all "
+    "development patients including this one; its risk is shown for comparison only."
+)
+_CARD_FINAL = (
+    "The cross-validated risk is the honest estimate for this patient; the final model was trained on all "
+    "development patients including this one, and its waterfall shows how it arrives at its risk."
+)
+
+
+def _card_risks(data: Any, t: str, pid: str, c: Any) -> list[str]:
+    """A row of the card's risk table: first-repeat and mean cross-validated risk, final model, observed."""
+    p_first, p_mean, p_final = data.oof_first_risk(t, pid), data.oof_risk(t, pid), data.final_risk(t, pid)
+    n = data.repeats(t)
+    return [
+        esc(data.target_words(t)),
+        fmt(p_first, 2, pct=True) if p_first is not None else "-",
+        (fmt(p_mean, 2, pct=True) + f" ({n} repeat{'s' if n > 1 else ''})") if p_mean is not None else "-",
+        fmt(p_final, 2, pct=True) if p_final is not None else "-",
+        esc(_yes_no(c.get(t))),
+    ]
+
+
+def _card_waterfalls(data: Any, t: str, pid: str) -> list[str]:
+    """The waterfalls of the cross-validated risk (fit run); a run without them shows the final model's, so
+    labelled."""
+    model = MODEL_NAMES.get(data.primary_model(t), data.primary_model(t))
+    fit_run = data.run.fit(t)
+    if fit_run.waterfall(pid).is_file():
+        where, whose = fit_run, f"cross-validated {model} model of the outer fold that predicted this patient"
+    else:
+        where, whose = data.run.predictions(t), f"final {model} model"
+    return [
+        figure(
+            path,
+            f"Why this risk of {data.target_words(t)} {how}, {whose})",
+            width=1000,
+            colours=64,
+            css_width=520,
+        )
+        for path, how in (
+            (where.grouped_waterfall(pid), "per level (SHAP values summed per level"),
+            (where.waterfall(pid), "(SHAP waterfall"),
+        )
+    ]
 
 
 def _first(items: list[str], n: int) -> str:
