@@ -112,7 +112,7 @@ def validate(
     metrics["subgroups"] = _subgroups(bundle, inp, preds, y)
     metrics["max_imputed"] = max_imputed
     metrics["skipped_patients"] = check.skipped
-    metrics["auc_ci_method"] = "DeLong"
+    metrics["auc_ci_method"] = M.AUC_CI_METHOD
     metrics["model"] = str(bundle.path)
     metrics["versions"] = versions("model")
     figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), ValidationRun(out).plots)
