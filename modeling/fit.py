@@ -651,7 +651,7 @@ def _cv_metrics(
             "run_key": key,
             "storage": storage,
             "oof": "one prediction per patient per repeat; metrics per repeat, then averaged",
-            "auc_ci": f"{M.CV_AUC_CI_METHOD}; {M.CV_AUC_CI_COVERAGE}",
+            "auc_ci": f"{M.CV_AUC_CI_METHOD}. {M.CV_AUC_CI_COVERAGE}",
             "auc_ci_others": {
                 "auc_ci_influence_curve": M.IC_METHOD,
                 "auc_ci_delong_pooled": M.POOLED_DELONG_METHOD,

@@ -19,8 +19,10 @@ learning algorithm, in the repeated K-fold form of Bouckaert & Frank (2004, PAKD
 
     mean(AUC_j) +- t_{J-1} * sqrt((1/J + n_test/n_train) * s^2),   s^2 = sample variance of the J fold AUCs.
 
-The term n_test/n_train is there because the folds' training sets overlap: the spread of the fold AUCs alone
-(1/J) would treat them as independent. The spread of the fold AUCs also carries the instability of the
+Nadeau & Bengio derive it for a mean of per-example losses; the AUC of a test fold is not one, so taking the
+fold AUCs as the per-split measures is our adaptation (the same one :mod:`cdeg.modeling.compare` makes for AUC
+differences), and the coverage simulation below is its check. The term n_test/n_train is there because the
+folds' training sets overlap: the spread of the fold AUCs alone (1/J) would treat them as independent. The spread of the fold AUCs also carries the instability of the
 fitting (and tuning) from one training set to the next, which an interval built on one set of predictions
 cannot see.
 

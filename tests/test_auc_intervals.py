@@ -144,3 +144,12 @@ def test_the_coverage_simulation_runs_in_a_tiny_configuration(bench, tmp_path):
             assert c["hits"] <= 4 and c["ci"][0] <= c["coverage"] <= c["ci"][1]
     # Seeded: the same arguments give the same figures.
     assert bench.main(args)["methods"] == res["methods"]
+
+
+def test_the_study_report_quotes_the_interval_method_and_its_measured_coverage():
+    from cdeg.report.sections import _interval_note
+
+    s = {"auc_ci_method": M.CV_AUC_CI_METHOD, "auc_ci_coverage": M.CV_AUC_CI_COVERAGE}
+    note = _interval_note({"cv": {"xgboost": s}})
+    assert "corrected resampled t interval" in note and "95.3%" in note
+    assert _interval_note({"cv": {"xgboost": {"auc_ci_method": "DeLong"}}}) == ""  # an older fit run

@@ -439,9 +439,7 @@ def _interval_note(fit: dict[str, Any]) -> str:
     s = next(iter(fit.get("cv", {}).values()), {})
     if not s.get("auc_ci_coverage"):
         return ""  # a fit run written before the interval carried its coverage
-    return (
-        f'<p class="muted">Development AUC interval: {esc(s["auc_ci_method"])}. {esc(s["auc_ci_coverage"])}</p>'
-    )
+    return f'<p class="muted">Development AUC interval: {esc(s["auc_ci_method"])}. {esc(s["auc_ci_coverage"])}</p>'
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
