@@ -38,7 +38,8 @@ The three first share one point estimate (the mean test-fold AUC); ``delong_pool
 pooled AUC.
 
 Run: .venv/bin/python benchmarks/bench_coverage.py [--out benchmarks/results] [--cohorts 300] [--n 109]
-[--seed 0]. Writes OUT/coverage.json.
+[--seed 0] [--noise 0.3]. Writes OUT/coverage.json (benchmarks/results/coverage_noise1.json is the run with
+--noise 1.0, copied there).
 """
 
 from __future__ import annotations

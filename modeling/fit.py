@@ -650,7 +650,7 @@ def _cv_metrics(
             "feature_sets": list(cfg.feature_sets),
             "run_key": key,
             "storage": storage,
-            "oof": "one prediction per patient per repeat; metrics per repeat, then averaged",
+            "oof": "one prediction per patient per repeat; AUC per test fold, other metrics per repeat, then averaged",
             "auc_ci": f"{M.CV_AUC_CI_METHOD}. {M.CV_AUC_CI_COVERAGE}",
             "auc_ci_others": {
                 "auc_ci_influence_curve": M.IC_METHOD,
