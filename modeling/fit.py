@@ -666,9 +666,10 @@ def _cv_metrics(
     y = ds.y
     per_model: dict[str, Any] = {}
     P: dict[str, list[np.ndarray]] = {}
+    folds = [cv.oof.loc[cv.oof["repeat"] == r, "fold"].to_numpy() for r in range(cfg.repeats)]
     for m in cv.models:
         P[m] = [cv.oof.loc[cv.oof["repeat"] == r, m].to_numpy() for r in range(cfg.repeats)]
-        s = M.summarize_repeats(y, P[m])
+        s = M.summarize_repeats(y, P[m], folds=folds)
         s["n_input_variables"] = len(columns[m])
         if m in cv.final_params:
             s["final_params"] = cv.final_params[m]
@@ -702,8 +703,12 @@ def _cv_metrics(
             "feature_sets": list(cfg.feature_sets),
             "run_key": key,
             "storage": storage,
-            "oof": "one prediction per patient per repeat; metrics per repeat, then averaged",
-            "auc_ci": "DeLong per repeat; mean AUC +- 1.96 sqrt(mean DeLong variance) (conservative)",
+            "oof": "one prediction per patient per repeat; AUC per test fold, other metrics per repeat, then averaged",
+            "auc_ci": f"{M.CV_AUC_CI_METHOD}. {M.CV_AUC_CI_COVERAGE}",
+            "auc_ci_others": {
+                "auc_ci_influence_curve": M.IC_METHOD,
+                "auc_ci_delong_pooled": M.POOLED_DELONG_METHOD,
+            },
         },
         "tuning": cv.tuning,
         "data": {**ds.report, "column_sets": _count(ds.column_sets.values()), "categorical": ds.categorical},

@@ -123,7 +123,7 @@ def validate(
     metrics["max_imputed"] = max_imputed
     metrics["outcome_definition"] = outcome_definition(clinical, target, bundle.input_columns)
     metrics["skipped_patients"] = check.skipped
-    metrics["auc_ci_method"] = "DeLong"
+    metrics["auc_ci_method"] = M.AUC_CI_METHOD
     metrics["model"] = str(bundle.path)
     metrics["versions"] = versions("model")
     figs = plots.performance_figures(_panels(bundle, preds, y, metrics["external"]), ValidationRun(out).plots)

@@ -47,6 +47,21 @@ def test_bootstrap_intervals_and_the_corrected_t_test_are_in_the_metrics(run):
     assert "corrected resampled t-test" in html and "TRIPOD+AI" in html and "PROBAST+AI" in html
 
 
+def test_metrics_json_names_the_cv_auc_interval_and_the_report_drops_conservative(run):
+    from cdeg.modeling import metrics as M
+
+    from cdeg.outputs import FitRun
+
+    saved = FitRun(run.out).read()
+    for m, s in saved["cv"].items():
+        assert s["auc_ci_method"] == M.CV_AUC_CI_METHOD, m
+        assert s["auc_ci"][0] <= s["auc"] <= s["auc_ci"][1]
+        assert len(s["auc_ci_influence_curve"]) == 2 and len(s["auc_ci_delong_pooled"]) == 2
+    assert M.CV_AUC_CI_METHOD in saved["protocol"]["auc_ci"]
+    html = (run.out / "report.html").read_text()
+    assert "corrected resampled t interval" in html and "conservative" not in html
+
+
 def test_age_norms_from_a_reference_cohort_through_the_command_line(tmp_path):
     f, c = measurement_signal_tables(tmp_path / "dev", n=60)
     rf, rc = measurement_signal_tables(tmp_path / "ref", n=120, seed=9, prefix="R")

@@ -441,6 +441,7 @@ def target_section(data: Any, target: str) -> str:
         parts.append('<p class="warn">No model results (the fit stage has not run).</p>')
         return "".join(parts)
     parts.append(_metrics_table(data, target, fit, val))
+    parts.append(_interval_note(fit))
     parts.append(_subgroups(data, target, val))
     parts.append(_transport(data, target, val))
     parts.append(_left_out_note(data, target, fit, val))
@@ -484,6 +485,14 @@ def _outcome_definition(data: Any, target: str, fit: dict[str, Any]) -> str:
             "their labels depend on the shape of the norm where the reference has no patients.</p>"
         )
     return out
+
+
+def _interval_note(fit: dict[str, Any]) -> str:
+    """How the development AUC's interval was computed and how often it covered in simulation (fit's words)."""
+    s = next(iter(fit.get("cv", {}).values()), {})
+    if not s.get("auc_ci_coverage"):
+        return ""  # a fit run written before the interval carried its coverage
+    return f'<p class="muted">Development AUC interval: {esc(s["auc_ci_method"])}. {esc(s["auc_ci_coverage"])}</p>'
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
