@@ -398,6 +398,9 @@ def target_section(data: Any, target: str) -> str:
     parts = [f'<h2 id="target-{esc(target)}">{esc(spec.title or data.target_words(target))}</h2>']
     if spec.description:
         parts.append(f"<p>{esc(spec.description)}</p>")
+    note = _exploratory(data.ceilings.get(target) or {})
+    if note:
+        parts.append(f'<p class="warn">{esc(note)}</p>')
     cv = fit.get("cv", {})
     parts.append(
         howto(
@@ -431,6 +434,13 @@ def target_section(data: Any, target: str) -> str:
     parts.append(_curves(data, target, val))
     parts.append(_explanations(data, target, fit))
     return "".join(parts)
+
+
+def _exploratory(ceilings: dict[str, dict[str, float | None]]) -> str | None:
+    """The exploratory sentence of a target whose development ceiling is low (:data:`EXPLORATORY_CEILING`)."""
+    from cdeg.modeling.report import exploratory_note
+
+    return exploratory_note({kind: (by_role or {}).get("development") for kind, by_role in ceilings.items()})
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:
