@@ -67,8 +67,8 @@ def ceiling_column(kind: str, target: str) -> str:
 
 
 #: The two ceilings of an outcome in truth/patients.csv (synthetic cohorts; :mod:`cdeg.synth.ceiling`):
-#: "latent", the probability given the true latent degeneration (for accelerated the exact posterior
-#: p_oracle; for the others a model fitted on a large cohort), which no image can reach; "observable", a
+#: "latent", the probability given the true latent degeneration (exact where the generator has a formula:
+#: p_oracle for accelerated, the closed form of poor_outcome_2y), which no image can reach; "observable", a
 #: model fitted on a large cohort from what the images and the clinical table show, the AUC a study can
 #: hope for. An outcome missing here has no known ceiling.
 TRUTH_CEILINGS: dict[str, dict[str, str]] = {

@@ -159,8 +159,8 @@ TRIPOD_AI: tuple[Item, ...] = (
         "10",
         "Sample size",
         "How the study size was arrived at and why it suffices; any sample size calculation",
-        "partly",
-        f"{_FIT} n_patients, events, prevalence. Missing: justification or calculation",
+        "cdeg",
+        f"{_FIT} sample_size (Riley criteria for the candidate parameters, n_patients, events): fit report",
     ),
     _t(
         "11",
@@ -371,8 +371,8 @@ PROBAST_AI_DEVELOPMENT: tuple[Item, ...] = (
         "4.1",
         "Analysis",
         "Evidence that the sample size was reasonable",
-        "partly",
-        f"{_FIT} n_patients, events, n_input_variables per model. Missing: sample size justification",
+        "cdeg",
+        f"{_FIT} sample_size: Riley criteria for the candidate parameters vs n_patients (fit report)",
     ),
     _p(
         "development",

@@ -63,7 +63,7 @@ from cdeg.modeling.transport import development_summary
 
 from cdeg import outputs
 from cdeg.errors import CdegError
-from cdeg.io import remove_stale_temporaries, write_bytes, write_json, write_table, write_text
+from cdeg.io import read_table, remove_stale_temporaries, write_bytes, write_json, write_table, write_text
 from cdeg.outputs import versions, write_manifest
 from cdeg.progress import ProgressArg, shown
 
@@ -217,6 +217,8 @@ def fit(
     finals, manifest_models = finalise(run, cv, metrics)
     t_final = time.perf_counter()
     primary = run.cfg.primary_model if run.cfg.primary_model in finals else cv.main_models[0]
+    metrics["sample_size"] = sample_size(metrics, primary)
+    metrics["ceilings"] = truth_ceilings(clinical, run.ds)
     shap_figs = explain(run, finals[primary], primary, metrics)
     # The development distribution of the top variables travels in model.json, for `cdeg validate`'s
     # development-vs-external table (summaries only, no patient rows).
@@ -498,6 +500,64 @@ def finalise(
         }
         metrics["cv"][m]["n_variables_final"] = len(clf.preprocessor_.columns_)
     return finals, manifest_models
+
+
+def sample_size(metrics: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Riley et al. minimum sample size for `model`'s candidate parameters (metrics.json ``sample_size``).
+
+    Two counts of candidate parameters p: ``after_reduction``, the variables the final model chooses from
+    after the preprocessing (encoding, near-constant and correlated-group reduction: ``n_variables_final``),
+    and ``raw``, the input columns it was given (``n_input_variables``). The outcome proportion is the
+    development cohort's; the anticipated Cox-Snell R2 is 15% of its maximum (:mod:`cdeg.modeling.samplesize`).
+    An outcome with a single class has no calculation (``None``).
+    """
+    from cdeg.modeling.samplesize import riley_sample_size
+
+    prevalence = float(metrics["prevalence"])
+    per_model = metrics["cv"][model]
+    counts = {
+        "after_reduction": per_model.get("n_variables_final"),
+        "raw": per_model.get("n_input_variables"),
+    }
+    out: dict[str, Any] = {
+        "method": "Riley et al. 2020 (BMJ 368:m441), criteria as pmsampsize computes them; anticipated "
+        "Cox-Snell R2 = 15% of its maximum",
+        "model": model,
+        "n_patients": int(metrics["n_patients"]),
+        "events": int(metrics["events"]),
+        "prevalence": prevalence,
+    }
+    for key, p in counts.items():
+        ok = p is not None and int(p) >= 1 and 0.0 < prevalence < 1.0
+        out[key] = riley_sample_size(int(p), prevalence).to_dict() if ok else None
+    return out
+
+
+def truth_ceilings(clinical: str | Path, ds: Dataset) -> dict[str, float | None]:
+    """AUC of the synthetic-truth ceilings of the target on the fitted patients (metrics.json ``ceilings``).
+
+    Only a synthetic cohort has them: truth/patients.csv beside the clinical table, with the columns of
+    :data:`cdeg.cohort.TRUTH_CEILINGS`. They never reach a model; the report uses them to say when a target
+    can only be exploratory. Empty for a real cohort or a target without a ceiling.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from cdeg.cohort import ID_COLUMN, TRUTH_CEILINGS, TRUTH_DIR, TRUTH_PATIENTS
+
+    columns = TRUTH_CEILINGS.get(ds.target, {})
+    path = Path(clinical).parent / TRUTH_DIR / TRUTH_PATIENTS
+    if not columns or not path.is_file() or len(set(ds.y)) < 2:
+        return {}
+    truth = read_table(path, dtype={ID_COLUMN: str}).set_index(ID_COLUMN)
+    out: dict[str, float | None] = {}
+    for kind, column in columns.items():
+        if column not in truth:
+            continue
+        p = pd.to_numeric(truth[column].reindex(ds.ids), errors="coerce").to_numpy(dtype=float)
+        keep = ~np.isnan(p)
+        y = ds.y[keep]
+        out[kind] = float(roc_auc_score(y, p[keep])) if len(set(y)) == 2 else None
+    return out
 
 
 def explain(

@@ -390,6 +390,69 @@ def answers_block(rows: list[list[str]]) -> str:
     return "<h3>Answered from this run</h3>" + table(("item", "question", "answer from this run"), rows)
 
 
+#: A target whose ceiling AUC (the observable one, else the latent oracle) is below this is presented as
+#: exploratory: even a perfect reading of the data predicts it only weakly.
+EXPLORATORY_CEILING = 0.70
+_CEILING_WORDS = {"observable": "observable ceiling", "latent": "latent oracle"}
+
+
+def exploratory_note(ceilings: dict[str, float | None]) -> str | None:
+    """One sentence presenting a target as exploratory when its ceiling AUC is low, else None.
+
+    Parameters
+    ----------
+    ceilings : dict
+        Ceiling kind ("observable", "latent") -> AUC on the development patients (synthetic truth); the
+        observable ceiling decides where there is one, else the latent oracle.
+    """
+    known = [(k, float(v)) for k in ("observable", "latent") if (v := ceilings.get(k)) is not None]
+    if not known or known[0][1] >= EXPLORATORY_CEILING:
+        return None
+    kind, value = known[0]
+    return (
+        f"Exploratory target: its {_CEILING_WORDS[kind]} is only {value:.2f} (below {EXPLORATORY_CEILING:.2f}), "
+        "so even a perfect reading of these data predicts it weakly; read its models as hypotheses to test, "
+        "not as a usable prediction."
+    )
+
+
+def ceiling_block(ceilings: dict[str, float | None]) -> str:
+    """The synthetic-truth ceilings of a fit and, when they are low, the exploratory sentence."""
+    shown = {k: v for k, v in ceilings.items() if v is not None}
+    if not shown:
+        return ""
+    text = "; ".join(f"{_CEILING_WORDS.get(k, k)} {v:.3f}" for k, v in shown.items())
+    note = exploratory_note(ceilings)
+    return f"<p>Synthetic truth on these patients (AUC): {esc(text)}.</p>" + (
+        f"<p class='warn'>{esc(note)}</p>" if note else ""
+    )
+
+
+def sample_size_text(ss: dict[str, Any]) -> str:
+    """The Riley criteria against the study's size, one sentence (metrics.json ``sample_size``)."""
+    reduced, raw = ss.get("after_reduction"), ss.get("raw")
+    if not reduced and not raw:
+        return ""
+    main = reduced or raw
+    parts = [
+        f"The Riley criteria need {main['n_required']} patients ({main['events_required']:.0f} events) for "
+        f"{main['n_params']} candidate parameters" + (" after the preprocessing reduction" if reduced else "")
+    ]
+    if reduced and raw and raw["n_params"] != reduced["n_params"]:
+        parts.append(f" and {raw['n_required']} for the {raw['n_params']} input columns")
+    enough = ss["n_patients"] >= main["n_required"]
+    parts.append(
+        f"; this study has {ss['n_patients']} ({ss['events']} events): "
+        + ("enough." if enough else "too few, so expect overfitting and optimistic apparent performance.")
+    )
+    return (
+        "".join(parts)
+        + f" <span class='muted'>Anticipated Cox-Snell R2 {main['r2_cs']:.3f} ({main['r2_source']}); "
+        f"shrinkage {main['n_shrinkage']}, optimism {main['n_optimism']}, overall risk {main['n_risk']} "
+        "patients (criteria 1-3).</span>"
+    )
+
+
 def checklist_block() -> str:
     """The TRIPOD+AI and PROBAST+AI items: which cdeg answers, which the study's authors must."""
     from cdeg.modeling.checklist import CHECKLIST_HEAD, checklist_rows, owner_counts
@@ -452,6 +515,8 @@ def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -
         f"(prevalence {metrics['prevalence']:.1%}), {metrics['n_features']} candidate variables "
         f"({esc(', '.join(f'{k}: {v}' for k, v in d['column_sets'].items()))}).</p>",
         outcome_block(metrics.get("outcome_definition")),
+        ceiling_block(metrics.get("ceilings") or {}),
+        _sample_size_paragraph(metrics.get("sample_size") or {}),
         *_cv_section(metrics, figs, cfg),
         *_shap_section(metrics, figs, cfg),
         section("data", "Data"),
@@ -483,6 +548,12 @@ def fit_report(metrics: dict[str, Any], figs: dict[str, list[Path]], cfg: Any) -
         ),
     ]
     return page(f"cdeg fit: {metrics['target']}", _fit_subtitle(metrics), _FIT_NAV, body)
+
+
+def _sample_size_paragraph(ss: dict[str, Any]) -> str:
+    text = sample_size_text(ss) if ss else ""
+    # sample_size_text escapes nothing itself: its numbers and fixed words carry no markup of the user's.
+    return f"<p>{text}</p>" if text else ""
 
 
 def _primary_auc(per_model: dict[str, Any], primary: Any) -> tuple[str, float] | None:

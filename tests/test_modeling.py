@@ -276,6 +276,13 @@ def test_validate_reports_external_metrics_beside_development(signal_run, tmp_pa
 def test_fit_report_is_self_contained(signal_run):
     _, res = signal_run
     _assert_self_contained(res.out / "report.html", min_images=8)
+    # The Riley sample size of the primary model's candidate parameters, in metrics.json and the report.
+    ss = json.loads((res.out / "metrics.json").read_text())["sample_size"]
+    assert ss["n_patients"] == 120 and ss["after_reduction"]["n_params"] >= 1 and ss["raw"]["n_params"] >= 80
+    assert (
+        f"The Riley criteria need {ss['after_reduction']['n_required']} patients"
+        in (res.out / "report.html").read_text()
+    )
     for name in ("roc", "calibration", "decision_curve", "shap_beeswarm", "shap_bar", "shap_dependence_1"):
         assert (res.out / "plots" / f"{name}.png").stat().st_size > 1000
 

@@ -108,14 +108,20 @@ def test_poor_outcome_ceilings_only_where_there_is_surgery(neck_test, population
     for kind, column in TRUTH_CEILINGS["poor_outcome_2y"].items():
         p = probs[column]
         assert p.between(0, 1).all() and p.std() > 0.01, kind
-        # The outcome is mostly chance after surgery; the ceilings still rank better than a coin toss.
-        assert roc_auc_score(tables.clinical["poor_outcome_2y"], p) > 0.52, kind
+        # Clinical prognostic factors and degeneration give the outcome some signal, far from certainty (the
+        # observable model of these tests is fitted on 2,000 patients only: lower than the shipped 20,000's).
+        low = 0.6 if kind == "latent" else 0.53
+        assert low < roc_auc_score(tables.clinical["poor_outcome_2y"], p) < 0.75, kind
+    # The latent ceiling is the exact oracle the generator wrote, not a fitted model.
+    assert np.allclose(probs["p_latent_poor_outcome_2y"], tables.oracles["poor_outcome_2y"])
 
 
 def test_held_out_metrics_compare_both_estimators(neck_test):
     m = ceiling_models(CFG, "neck", N_LARGE)
-    assert m.metrics["accelerated"]["latent"]["exact_auc"] > m.metrics["accelerated"]["observable"]["hgb_auc"]
-    for target, kind in (("accelerated", "observable"), ("poor_outcome_2y", "latent")):
+    for target in ("accelerated", "poor_outcome_2y"):  # both have an exact latent oracle: no latent model
+        assert m.metrics[target]["latent"]["exact_auc"] > m.metrics[target]["observable"]["hgb_auc"] - 0.02
+        assert (target, "latent") not in m.models
+    for target, kind in (("accelerated", "observable"), ("poor_outcome_2y", "observable")):
         entry = m.metrics[target][kind]
         best = max(entry["hgb_auc"], entry["logistic_auc"])
         assert entry[f"{entry['chosen']}_auc"] == best

@@ -414,6 +414,9 @@ def target_section(data: Any, target: str) -> str:
     if spec.description:
         parts.append(f"<p>{esc(spec.description)}</p>")
     parts.append(_outcome_definition(data, target, fit))
+    note = _exploratory(data.ceilings.get(target) or {})
+    if note:
+        parts.append(f'<p class="warn">{esc(note)}</p>')
     cv = fit.get("cv", {})
     parts.append(
         howto(
@@ -493,6 +496,13 @@ def _interval_note(fit: dict[str, Any]) -> str:
     if not s.get("auc_ci_coverage"):
         return ""  # a fit run written before the interval carried its coverage
     return f'<p class="muted">Development AUC interval: {esc(s["auc_ci_method"])}. {esc(s["auc_ci_coverage"])}</p>'
+
+
+def _exploratory(ceilings: dict[str, dict[str, float | None]]) -> str | None:
+    """The exploratory sentence of a target whose development ceiling is low (:data:`EXPLORATORY_CEILING`)."""
+    from cdeg.modeling.report import exploratory_note
+
+    return exploratory_note({kind: (by_role or {}).get("development") for kind, by_role in ceilings.items()})
 
 
 def _metrics_table(data: Any, target: str, fit: dict[str, Any], val: dict[str, Any] | None) -> str:

@@ -7,9 +7,9 @@ outcome, with two models fitted on a large synthetic cohort of the same configur
 
 * *observable*: on :func:`observable_table`, the image markers of every level as the truth records them (a
   perfect reading of the images), the demographics and the clinical scores known before surgery;
-* *latent*: on :func:`latent_table`, the same with ``d_latent`` in place of the image markers. It is the oracle
-  of outcomes without an exact formula (``poor_outcome_2y``); for ``accelerated`` the latent ceiling stays the
-  exact ``p_oracle``.
+* *latent*: on :func:`latent_table`, the same with ``d_latent`` in place of the image markers: the oracle of
+  outcomes without an exact formula. ``accelerated`` and ``poor_outcome_2y`` have one, so their latent ceiling is
+  exact: ``p_oracle`` and :func:`cdeg.synth.model.poor_outcome_probability` (``CohortTables.oracles``).
 
 Each model is a scikit-learn HistGradientBoostingClassifier (early stopping on a seeded validation split),
 compared on a held-out fifth of the large cohort with a logistic regression on the same table; the better of
@@ -68,7 +68,7 @@ CEILING_SEED = 2**32
 #: Environment variable naming the cache folder (default ``~/.cache/cdeg``); the models go in ``ceiling/``.
 CACHE_ENV = "CDEG_CACHE_DIR"
 # Bump when the tables or the models change: every cached fit is then refitted.
-_METHOD_VERSION = 1
+_METHOD_VERSION = 2  # 2: poor_outcome_2y's latent ceiling is its exact oracle
 _HELD_OUT = 0.2  # fraction of the large cohort kept for the HGB vs logistic comparison
 
 #: Image markers of a disc level (truth/levels.csv disc rows) in the observable table.
@@ -223,10 +223,11 @@ class CeilingModels:
     columns : dict
         Kind ("observable", "latent") -> the table columns the models take, in order.
     models : dict
-        (outcome, kind) -> fitted classifier; accelerated has no latent model (its ceiling is p_oracle).
+        (outcome, kind) -> fitted classifier; an outcome with an exact oracle (:func:`_exact_latent`) has no
+        latent model.
     metrics : dict
         outcome -> kind -> held-out AUCs: ``hgb_auc``, ``logistic_auc``, ``chosen`` ("hgb" or "logistic"),
-        ``n_train``, ``n_held_out``; accelerated's latent entry has ``exact_auc`` (p_oracle) instead.
+        ``n_train``, ``n_held_out``; the latent entry of an outcome with an exact oracle has ``exact_auc`` instead.
     fit_seconds : float
         Time the fit took (sampling included) when it was made.
     """
@@ -247,9 +248,17 @@ class CeilingModels:
             col = ceiling_column(kind, target)
             if (target, kind) in self.models:
                 out[col] = self.models[(target, kind)].predict_proba(x[kind].to_numpy())[:, 1]
-            else:  # accelerated's latent ceiling: the exact posterior
-                out[col] = tables.patients["p_oracle"].to_numpy(dtype=float)
+            else:  # the latent ceiling of an outcome with an exact oracle
+                out[col] = _exact_latent(tables, target)
         return out
+
+
+def _exact_latent(tables: CohortTables, target: str) -> np.ndarray | None:
+    """The exact latent oracle of `target` (patients order), or None where the generator has no formula."""
+    if target == "accelerated":
+        return tables.patients["p_oracle"].to_numpy(dtype=float)
+    p = tables.oracles.get(target)
+    return None if p is None else np.asarray(p, dtype=float)
 
 
 def _candidates(seed: int) -> dict[str, Any]:
@@ -305,9 +314,9 @@ def _fit(cfg: ModelConfig, profile: str, n: int, key: str) -> CeilingModels:
         train = ~np.isin(rows, held)
         metrics[target] = {}
         for kind in CEILING_KINDS:
-            if target == "accelerated" and kind == "latent":
-                p = tables.patients["p_oracle"].to_numpy(dtype=float)
-                metrics[target][kind] = {"exact_auc": float(roc_auc_score(y[~train], p[~train]))}
+            exact = _exact_latent(tables, target) if kind == "latent" else None
+            if exact is not None:
+                metrics[target][kind] = {"exact_auc": float(roc_auc_score(y[~train], exact[~train]))}
                 continue
             # One thread: on a machine shared with other work (2 busy cores), OpenMP threads of
             # HistGradientBoosting waiting on each other made a fit ten times slower, never faster.
@@ -434,7 +443,8 @@ def ceiling_probabilities(
     -------
     DataFrame
         One row per patient in truth/patients.csv order: ``p_observable_<outcome>`` (the observable ceiling)
-        and ``p_latent_<outcome>`` (the latent oracle; for accelerated the exact ``p_oracle``) for accelerated
-        and, in the surgical profile, poor_outcome_2y.
+        and ``p_latent_<outcome>`` (the latent oracle: exact for both, ``p_oracle`` for accelerated and
+        :func:`cdeg.synth.model.poor_outcome_probability` for poor_outcome_2y) for accelerated and, in the
+        surgical profile, poor_outcome_2y.
     """
     return ceiling_models(cfg, profile, n).predict(tables)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ __all__ = [
     "age_curve",
     "load_model_config",
     "oracle_probability",
+    "poor_outcome_probability",
     "posterior_tail",
     "sample_cohort",
     "threshold_u",
@@ -119,11 +120,16 @@ class CohortTables:
         Per-patient truth (truth/patients.csv).
     levels : DataFrame
         Per patient x structure truth (truth/levels.csv), structures in :data:`cdeg.labels.STRUCTURES` order.
+    oracles : dict
+        Outcome -> its exact latent oracle per patient (patients order), for the outcomes other than
+        ``accelerated`` (whose oracle is ``p_oracle``) that have a closed form: ``poor_outcome_2y`` in the
+        surgical profile (:func:`poor_outcome_probability`).
     """
 
     clinical: pd.DataFrame
     patients: pd.DataFrame
     levels: pd.DataFrame
+    oracles: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_model_config(
@@ -439,7 +445,7 @@ def sample_cohort(cfg: ModelConfig, profile: str, n: int, seed: int) -> CohortTa
         pat["smoking"],
         np.where(pat["index_pos"] >= 0, pat["index_level"], ""),
     )
-    clinical = _clinical_table(cfg, prof.surgical, ids, pat, deg, z, uni)
+    clinical, oracles = _clinical_table(cfg, prof.surgical, ids, pat, deg, z, uni)
     patients = _patients_table(profile, ids, pat, anat)
     levels = _levels_table(ids, deg, anat)
     log.debug(
@@ -449,7 +455,7 @@ def sample_cohort(cfg: ModelConfig, profile: str, n: int, seed: int) -> CohortTa
         seed,
         100 * pat["accelerated"].mean(),
     )
-    return CohortTables(clinical=clinical, patients=patients, levels=levels)
+    return CohortTables(clinical=clinical, patients=patients, levels=levels, oracles=oracles)
 
 
 def _sample_patients(cfg: ModelConfig, profile: str, z: np.ndarray, uni: np.ndarray) -> dict[str, np.ndarray]:
@@ -675,8 +681,11 @@ def _clinical_table(
     deg: dict[str, np.ndarray],
     z: np.ndarray,
     uni: np.ndarray,
-) -> pd.DataFrame:
-    """clinical.csv: what the study records. Scores depend on u only through the degeneration excess."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """clinical.csv: what the study records. Scores depend on u only through the degeneration excess.
+
+    Also returns the exact latent oracle of each outcome that has one (surgical profile: poor_outcome_2y).
+    """
     c = cfg.clinical
     ex = deg["excess"]
     df = pd.DataFrame({
@@ -699,8 +708,9 @@ def _clinical_table(
         df["arm"] = np.array(c.arms, dtype=object)[
             np.minimum((uni[:, _U.index["arm"]].ravel() * len(c.arms)).astype(int), len(c.arms) - 1)
         ].astype(str)
-        _add_outcomes(cfg, df, ex, z, uni)
+        oracles = {"poor_outcome_2y": _add_outcomes(cfg, df, ex, z, uni)}
     else:
+        oracles = {}
         zero = uni[:, _U.index["population_zero"]].ravel() < c.population_ndi_zero_fraction
         # Exponential scores among those with complaints, slightly higher with more degeneration
         # (the weak link the literature reports).
@@ -716,11 +726,18 @@ def _clinical_table(
         df["vas_neck_0"] = np.where(zero, 0, np.rint(np.clip(vas, 0, 100))).astype(int)
     df["accelerated"] = pat["accelerated"].astype(int)
     _blank_missing(cfg, df, uni)
-    return df[list(CLINICAL_COLUMNS if surgical else POPULATION_CLINICAL_COLUMNS)].reset_index(drop=True)
+    columns = list(CLINICAL_COLUMNS if surgical else POPULATION_CLINICAL_COLUMNS)
+    return df[columns].reset_index(drop=True), oracles
 
 
-def _add_outcomes(cfg: ModelConfig, df: pd.DataFrame, ex: np.ndarray, z: np.ndarray, uni: np.ndarray) -> None:
-    """NDI, VAS, perceived recovery, poor outcome and reoperation of the surgical profile."""
+def _add_outcomes(
+    cfg: ModelConfig, df: pd.DataFrame, ex: np.ndarray, z: np.ndarray, uni: np.ndarray
+) -> np.ndarray:
+    """NDI, VAS, perceived recovery, poor outcome and reoperation of the surgical profile.
+
+    Returns the latent oracle of ``poor_outcome_2y`` (:func:`poor_outcome_probability`): its exact
+    probability given the baseline scores, the clinical prognostic factors and the degeneration beyond age.
+    """
     c = cfg.clinical
     # NDI is scored in steps of 2 points (10 items x 0-5, x2); VAS in whole millimetres.
     ndi0 = np.clip(
@@ -731,15 +748,6 @@ def _add_outcomes(cfg: ModelConfig, df: pd.DataFrame, ex: np.ndarray, z: np.ndar
         100,
     )
     ndi0 = 2 * np.rint(ndi0 / 2)
-    z_logit = z[:, _Z.index["ndi_logit"]].ravel()
-    logit1 = c.ndi_remaining_logit_mean + c.ndi_remaining_logit_sd * z_logit + c.excess_outcome_logit * ex
-    logit2 = logit1 + c.ndi_2y_logit_change_sd * z[:, _Z.index["ndi_change"]].ravel()
-    noise = c.ndi_noise_sd * z[:, _Z.index["ndi_noise"]]
-    ndi1 = 2 * np.rint(np.clip(ndi0 * expit(logit1) + noise[:, 0], 0, 100) / 2)
-    ndi2 = 2 * np.rint(np.clip(ndi0 * expit(logit2) + noise[:, 1], 0, 100) / 2)
-    df["ndi_0"], df["ndi_1y"], df["ndi_2y"] = ndi0.astype(int), ndi1.astype(int), ndi2.astype(int)
-
-    r = c.vas_ndi_correlation
     vas0 = np.clip(
         c.vas_baseline_mean
         + c.vas_baseline_sd * z[:, _Z.index["vas_0"]]
@@ -747,6 +755,18 @@ def _add_outcomes(cfg: ModelConfig, df: pd.DataFrame, ex: np.ndarray, z: np.ndar
         0,
         100,
     )
+    # The mean of the recovery logit: degeneration beyond age and the clinical prognostic factors. The
+    # random parts below use the same draws as before, so only the outcome columns depend on the factors.
+    centre = c.ndi_remaining_logit_mean + c.excess_outcome_logit * ex + _prognostic_logit(c, df, ndi0, vas0)
+    z_logit = z[:, _Z.index["ndi_logit"]].ravel()
+    logit1 = centre + c.ndi_remaining_logit_sd * z_logit
+    logit2 = logit1 + c.ndi_2y_logit_change_sd * z[:, _Z.index["ndi_change"]].ravel()
+    noise = c.ndi_noise_sd * z[:, _Z.index["ndi_noise"]]
+    ndi1 = 2 * np.rint(np.clip(ndi0 * expit(logit1) + noise[:, 0], 0, 100) / 2)
+    ndi2 = 2 * np.rint(np.clip(ndi0 * expit(logit2) + noise[:, 1], 0, 100) / 2)
+    df["ndi_0"], df["ndi_1y"], df["ndi_2y"] = ndi0.astype(int), ndi1.astype(int), ndi2.astype(int)
+
+    r = c.vas_ndi_correlation
     vas_logit1 = (
         c.vas_remaining_logit_mean
         + c.vas_remaining_logit_sd
@@ -766,9 +786,101 @@ def _add_outcomes(cfg: ModelConfig, df: pd.DataFrame, ex: np.ndarray, z: np.ndar
     # Likert 1 = completely recovered ... 7 = worse than ever: more disability left, worse rating.
     df["recovery_1y"] = 1 + ((logit1 + rnoise[:, 0])[:, None] > cuts).sum(axis=1)
     df["recovery_2y"] = 1 + ((logit2 + rnoise[:, 1])[:, None] > cuts).sum(axis=1)
-    df["poor_outcome_2y"] = ((ndi0 - ndi2) < np.maximum(7.5, 0.3 * ndi0)).astype(int)
+    df["poor_outcome_2y"] = ((ndi0 - ndi2) < _poor_outcome_margin(ndi0)).astype(int)
     p_reop = expit(_reoperation_intercept(c) + c.reoperation_excess_logodds * ex)
     df["reoperation_2y"] = (uni[:, _U.index["reoperation"]].ravel() < p_reop).astype(int)
+    return poor_outcome_probability(cfg, ndi0, centre)
+
+
+def _prognostic_logit(c: ClinicalConfig, df: pd.DataFrame, ndi0: np.ndarray, vas0: np.ndarray) -> np.ndarray:
+    """The clinical prognostic factors' shift of the recovery logit (positive: more disability left).
+
+    Smoking status, symptom duration (per doubling beyond the median), neck-dominant pain (baseline VAS neck
+    above VAS arm) and baseline NDI (per 10 points above its mean), as configs/synth.yaml documents them.
+    """
+    smoking = df["smoking"].map(c.smoking_outcome_logit).to_numpy(dtype=float)
+    duration = np.log2(df["symptom_duration_months"].to_numpy(dtype=float) / c.symptom_median_months)
+    neck_dominant = (np.rint(vas0[:, 1]) > np.rint(vas0[:, 0])).astype(float)
+    return (
+        smoking
+        + c.duration_outcome_logit_per_doubling * duration
+        + c.neck_dominant_outcome_logit * neck_dominant
+        + c.ndi_baseline_outcome_logit_per_10 * (ndi0 - c.ndi_baseline_mean) / 10.0
+    )
+
+
+def _poor_outcome_margin(ndi0: np.ndarray) -> np.ndarray:
+    """The NDI improvement below which the 2-year outcome is poor: 7.5 points or 30% of the baseline."""
+    return np.maximum(7.5, 0.3 * np.asarray(ndi0, dtype=float))
+
+
+def poor_outcome_probability(cfg: ModelConfig, ndi_0: np.ndarray, logit_mean: np.ndarray) -> np.ndarray:
+    """Exact P(poor_outcome_2y | baseline NDI, mean recovery logit) under the generative model.
+
+    The 2-year NDI is ``2 rint(clip(ndi_0 expit(L) + e, 0, 100) / 2)`` with ``L ~ N(logit_mean, s^2)``,
+    ``s^2 = ndi_remaining_logit_sd^2 + ndi_2y_logit_change_sd^2`` and ``e ~ N(0, ndi_noise_sd^2)``.
+    The outcome is poor when the improvement ``ndi_0 - ndi_2y`` stays below ``max(7.5, 0.3 ndi_0)``, i.e.
+    when ``ndi_2y >= k`` for the smallest even ``k`` above ``ndi_0 - margin``; rounding to steps of 2 makes
+    that ``clip(...) >= k - 1``. Given ``L`` this is ``Phi((ndi_0 expit(L) - (k - 1)) / sd_e)``; the mean over
+    ``L`` is a one-dimensional Gaussian integral, summed on a grid fine enough for the noise (within 1e-5 of a
+    direct integral); with less than half a point of noise the integral runs over ``e`` instead (exact
+    without noise).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        The model that generated the data.
+    ndi_0 : array (n,)
+        Baseline NDI as recorded (even whole numbers, 0-100).
+    logit_mean : array (n,)
+        Mean of the recovery logit: ``ndi_remaining_logit_mean + excess_outcome_logit x excess + the
+        clinical prognostic factors`` (the generator's latent state before the patient's own chance).
+
+    Returns
+    -------
+    ndarray (n,)
+        Probability of a poor 2-year outcome.
+    """
+    c = cfg.clinical
+    ndi0 = np.atleast_1d(np.asarray(ndi_0, dtype=float))
+    mean = np.broadcast_to(np.asarray(logit_mean, dtype=float), ndi0.shape)
+    margin = _poor_outcome_margin(ndi0)
+    # Smallest even k with ndi0 - k < margin, in the generator's own floating-point comparison.
+    k = 2.0 * np.floor((ndi0 - margin) / 2.0) + 2.0
+    k = np.where(ndi0 - (k - 2.0) < margin, k - 2.0, k)
+    cut = k - 1.0  # poor <=> clip(ndi0 expit(L) + e, 0, 100) >= cut (cut <= 99: the upper clip never matters)
+    sd = math.hypot(c.ndi_remaining_logit_sd, c.ndi_2y_logit_change_sd)
+    noise = c.ndi_noise_sd
+    if noise >= _SMALL_NOISE:
+        # Mean of Phi((ndi0 expit(L) - cut) / noise) over L on a uniform grid whose step follows the width of
+        # the steepest rise of Phi(.) (~ 4 noise / ndi0 in L): the integrand is smooth under a Gaussian, so
+        # the plain sum converges fast (within 1e-10 of a 200,001-point grid at noise 0.5 to 30 points).
+        step = min(0.25 * sd, _STEP_PER_NOISE * noise / max(float(ndi0.max(initial=0.0)), 1.0))
+        z = np.arange(-_HALF_WIDTH, _HALF_WIDTH + step / 2, step / sd)
+        w = np.exp(-0.5 * z * z)
+        w /= w.sum()
+        p = np.empty(len(ndi0))
+        for rows in np.array_split(np.arange(len(ndi0)), max(1, len(ndi0) * len(z) // 4_000_000)):
+            remaining = ndi0[rows, None] * expit(mean[rows, None] + sd * z[None, :])
+            p[rows] = ndtr((remaining - cut[rows, None]) / noise) @ w
+    else:
+        # Little or no measurement noise makes Phi(.) a step in L: integrate over the noise instead. Given e,
+        # poor <=> L >= logit((cut - e) / ndi0), a normal tail (exact without noise).
+        x, w = np.polynomial.hermite_e.hermegauss(_NOISE_NODES)
+        w = w / w.sum()
+        need = (cut[:, None] - noise * x[None, :]) / np.maximum(ndi0, 1e-12)[:, None]
+        ratio = np.clip(need, 1e-15, 1.0 - 1e-15)
+        tail = 1.0 - ndtr((np.log(ratio / (1.0 - ratio)) - mean[:, None]) / sd)
+        p = np.where(need <= 0, 1.0, np.where(need >= 1, 0.0, tail)) @ w
+    return np.where(cut <= 0, 1.0, p)  # the lower clip: a 2-year NDI of 0 is already >= cut
+
+
+# poor_outcome_probability: below _SMALL_NOISE NDI points of measurement noise it integrates over the noise
+# (Gauss-Hermite, _NOISE_NODES), above over the recovery logit on a grid of +-_HALF_WIDTH standard deviations.
+_SMALL_NOISE = 0.5
+_NOISE_NODES = 80
+_HALF_WIDTH = 8.5
+_STEP_PER_NOISE = 3.0  # grid step in L per point of noise over the largest baseline NDI (1e-11 accurate)
 
 
 def _reoperation_intercept(c: ClinicalConfig) -> float:

@@ -340,6 +340,18 @@ class ClinicalConfig:
     excess_outcome_logit: float = _f(
         "recovery logit per SD of degeneration beyond age (worse outcome)", (-5, 5)
     )
+    smoking_outcome_logit: dict[str, float] = _f(
+        "recovery logit added by smoking status (never, former, current; positive = worse outcome)"
+    )
+    duration_outcome_logit_per_doubling: float = _f(
+        "recovery logit per doubling of the symptom duration beyond its median (worse outcome)", (-5, 5)
+    )
+    neck_dominant_outcome_logit: float = _f(
+        "recovery logit added when neck pain dominates (baseline VAS neck above VAS arm)", (-5, 5)
+    )
+    ndi_baseline_outcome_logit_per_10: float = _f(
+        "recovery logit per 10 baseline NDI points above ndi_baseline_mean", (-5, 5)
+    )
     reoperation_rate_per_year: float = _f("reoperation rate per year in years 0-2", (0, 0.5))
     reoperation_excess_logodds: float = _f(
         "log-odds of reoperation per SD of degeneration beyond age", (-5, 5)
@@ -362,6 +374,7 @@ class ClinicalConfig:
         if bad or not self.arms:
             raise ValueError(f"clinical.arms: unknown arm(s) {bad}; valid: {', '.join(ARMS)}")
         _check_increasing("clinical.recovery_cuts", tuple(self.recovery_cuts), 6)
+        _check_keys("clinical.smoking_outcome_logit", self.smoking_outcome_logit, SMOKING_STATUSES)
 
 
 #: Clinical columns that may be blanked by :class:`MissingConfig` (values a real registry loses).
