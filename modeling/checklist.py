@@ -203,8 +203,9 @@ TRIPOD_AI: tuple[Item, ...] = (
         "12f",
         "Analytical methods",
         "Model updating (e.g. recalibration) after evaluation",
-        "user",
-        "cdeg validate applies the model unchanged",
+        "partly",
+        "cdeg validate applies the model unchanged unless asked: --recalibrate intercept|logistic "
+        "(targets.<t>.recalibrate), reported apart in validation metrics.json recalibration. Missing: why",
     ),
     _t(
         "12g",
@@ -230,7 +231,9 @@ TRIPOD_AI: tuple[Item, ...] = (
         "Differences between development and evaluation data: setting, eligibility, outcome, predictors",
         "partly",
         "cohorts side by side (report section Cohorts), variables left out for the external cohort and their "
-        "imputed share (validation metrics.json). Missing: setting, eligibility and outcome differences",
+        "imputed share, the top variables' development-vs-external distributions and the ages outside the "
+        "development range (validation metrics.json transport, transport.csv). Missing: setting, eligibility "
+        "and outcome differences",
     ),
     _t("17", "Ethical approval", "Ethics committee, informed consent or waiver", "user"),
     _t("18a", "Funding", "Funding source and role of funders", "user"),
@@ -267,8 +270,9 @@ TRIPOD_AI: tuple[Item, ...] = (
         "20c",
         "Participants",
         "Evaluation data compared with development data on important predictors and outcome",
-        "partly",
-        "report section Cohorts (side by side). Missing: comparison of the model's predictors",
+        "cdeg",
+        "report section Cohorts (side by side); the model's top variables, development vs external "
+        "(validation transport.csv, report section of the target)",
     ),
     _t(
         "21",
@@ -290,17 +294,32 @@ TRIPOD_AI: tuple[Item, ...] = (
         "Model performance",
         "Performance with confidence intervals, incl. key subgroups; plots",
         "partly",
-        f"{_CV}; comparison; {_TARGET}. Missing: subgroups",
+        f"{_CV}; comparison; subgroups by age band, sex, index level (validation metrics.json subgroups); "
+        f"{_TARGET}. Missing: subgroups of the development cohort, and other key subgroups",
     ),
     _t("23b", "Model performance", "Heterogeneity of performance across clusters", "user", "not analysed"),
-    _t("24", "Model updating", "Results of any model updating", "user", "cdeg validate does not update"),
+    _t(
+        "24",
+        "Model updating",
+        "Results of any model updating",
+        "partly",
+        "with --recalibrate: fitted intercept and slope, cross-validated figures beside the original ones "
+        "(validation metrics.json recalibration). Missing: other updating methods",
+    ),
     _t(
         "25",
         "Interpretation",
         "Overall interpretation, incl. fairness, against objectives and other studies",
         "user",
     ),
-    _t("26", "Limitations", "Limitations and their effect on bias, uncertainty and generalisability", "user"),
+    _t(
+        "26",
+        "Limitations",
+        "Limitations and their effect on bias, uncertainty and generalisability",
+        "partly",
+        "the limitations the run's own figures show (report section of the target, cdeg/modeling/tripod.py). "
+        "Missing: those of the study design",
+    ),
     _t(
         "27a",
         "Usability",

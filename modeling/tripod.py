@@ -66,13 +66,23 @@ def sample_size_answer(fit: Metrics) -> str:
     parts = [f"{n} patients, {events} events"]
     if p and events is not None:
         parts.append(f"{p:,} candidate variables ({events / p:.2f} events per candidate variable)")
-    riley = fit.get("sample_size") or {}
-    text = riley.get("text") if isinstance(riley, dict) else None
-    if text:
-        parts.append(text)
+    riley = _riley(fit)
+    if riley:
+        enough = n is not None and n >= riley["n_required"]
+        parts.append(
+            f"the Riley criteria need {riley['n_required']} patients for {riley['n_params']} candidate parameters "
+            f"after the preprocessing reduction ({'met' if enough else 'not met'}; anticipated Cox-Snell R2 "
+            f"{riley['r2_cs']:.3f}, {riley['r2_source']})"
+        )
     else:
         parts.append("no sample size calculation in this run")
     return "; ".join(parts)
+
+
+def _riley(fit: Metrics) -> dict[str, Any] | None:
+    """The Riley calculation for the variables the model chooses from (else its input columns), if any."""
+    ss = fit.get("sample_size") or {}
+    return ss.get("after_reduction") or ss.get("raw") if isinstance(ss, dict) else None
 
 
 def _outside_row(val: Metrics) -> dict[str, Any] | None:
@@ -145,6 +155,23 @@ def _circular(fit: Metrics, val: Metrics) -> str:
         return (
             "The outcome is derived from image measurements the model also reads: the figures measure how well "
             "the model automates that reading, not whether the images predict a clinical course."
+        )
+    return ""
+
+
+def _exploratory(fit: Metrics, val: Metrics) -> str:
+    from cdeg.modeling.report import exploratory_note
+
+    return exploratory_note(fit.get("ceilings") or {}) or ""
+
+
+def _too_few(fit: Metrics, val: Metrics) -> str:
+    riley = _riley(fit)
+    n = fit.get("n_patients")
+    if riley and n is not None and n < riley["n_required"]:
+        return (
+            f"{n} patients are fewer than the {riley['n_required']} the Riley criteria ask for "
+            f"{riley['n_params']} candidate parameters: expect overfitting, and optimistic apparent performance."
         )
     return ""
 
@@ -227,7 +254,9 @@ def _imputed(fit: Metrics, val: Metrics) -> str:
 
 _RULES: tuple[Callable[[Metrics, Metrics], str], ...] = (
     _circular,
+    _exploratory,
     _chance,
+    _too_few,
     _baseline,
     _wide,
     _slope,
