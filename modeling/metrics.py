@@ -125,7 +125,7 @@ POOLED_DELONG_METHOD = "DeLong per repeat on the pooled out-of-fold predictions;
 #: the cross-validated AUC intervals; the reports quote it beside the interval.
 CV_AUC_CI_COVERAGE = (
     "In simulation on the synthetic generator (300 cohorts of 109 surgical patients, logistic regression "
-    "without tuning, 5 x 2-fold cross-validation), this interval contained the true AUC of the model refitted "
+    "without tuning, 5-fold cross-validation repeated twice), this interval contained the true AUC of the model refitted "
     "on all patients in 95.3% of cohorts (95% CI 92.3-97.4%); the influence-curve interval in 90.3% and the "
     "pooled DeLong interval used before in 91.7%: both too narrow. Not measured with tuned XGBoost."
 )

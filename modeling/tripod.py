@@ -70,7 +70,7 @@ def sample_size_answer(fit: Metrics) -> str:
     if riley:
         enough = n is not None and n >= riley["n_required"]
         parts.append(
-            f"the Riley criteria need {riley['n_required']} patients for {riley['n_params']} candidate parameters "
+            f"the Riley criteria need {riley['n_required']:,} patients for {riley['n_params']:,} candidate parameters "
             f"after the preprocessing reduction ({'met' if enough else 'not met'}; anticipated Cox-Snell R2 "
             f"{riley['r2_cs']:.3f}, {riley['r2_source']})"
         )
@@ -132,7 +132,9 @@ def subgroups_answer(val: Metrics | None) -> str:
 
 def updating_answer(val: Metrics | None) -> str:
     """Items 12f / 24: recalibration, when the validation was asked for one."""
-    rec = (val or {}).get("recalibration") or {}
+    if not val:
+        return "no external validation in this run"
+    rec = val.get("recalibration") or {}
     if not isinstance(rec, dict) or rec.get("method") in (None, "none"):
         return "the model was applied unchanged (no recalibration asked for)"
     text = rec.get("text")
@@ -170,8 +172,8 @@ def _too_few(fit: Metrics, val: Metrics) -> str:
     n = fit.get("n_patients")
     if riley and n is not None and n < riley["n_required"]:
         return (
-            f"{n} patients are fewer than the {riley['n_required']} the Riley criteria ask for "
-            f"{riley['n_params']} candidate parameters: expect overfitting, and optimistic apparent performance."
+            f"{n} patients are fewer than the {riley['n_required']:,} the Riley criteria ask for "
+            f"{riley['n_params']:,} candidate parameters: expect overfitting, and optimistic apparent performance."
         )
     return ""
 

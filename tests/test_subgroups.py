@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from cdeg.modeling.fit import fit
-from cdeg.modeling.simulate import simulate
 from cdeg.modeling.subgroups import age_band, subgroup_table, subgroups_of
 from cdeg.modeling.validate import validate
 from click.testing import CliRunner
@@ -46,16 +44,12 @@ def test_subgroup_rows_count_patients_and_leave_auc_out_without_both_outcomes():
     assert outside["n"] == 3 and outside["events"] == 2
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("subgroups")
-    feat, clin = simulate(n=60, n_features=12, signal=2.0, prevalence=0.35, seed=4)
-    clin["index_level"] = np.random.default_rng(0).choice(["C5-C6", "C6-C7"], len(clin))
-    write_table(tmp / "f.csv", feat)
-    write_table(tmp / "c.csv", clin)
-    fit(tmp / "f.csv", tmp / "c.csv", "accelerated", tmp / "run", trials=2, outer_folds=2, repeats=1, jobs=1,
-        tiers="none", progress=False)  # fmt: skip
-    return tmp, feat, clin
+@pytest.fixture
+def fitted(small_fit, tmp_path):
+    """The shared small fit (conftest.py) seen from this test's own folder, where its outputs go."""
+    for name in ("run", "f.csv", "c.csv"):
+        (tmp_path / name).symlink_to(small_fit["dir"] / name)
+    return tmp_path, small_fit["features"], small_fit["clinical"]
 
 
 def test_validate_reports_subgroups_and_the_development_age_range(fitted):

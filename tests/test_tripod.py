@@ -77,6 +77,20 @@ def test_each_rule_fires_on_its_own_figure(fit, val, words):
     assert words in lines[0]
 
 
+def test_the_riley_calculation_and_a_low_ceiling_are_read():
+    riley = {"n_required": 2507, "n_params": 28, "r2_cs": 0.095, "r2_source": "15% of max"}
+    fit = {**_fit(), "sample_size": {"after_reduction": riley}, "ceilings": {"observable": 0.62}}
+    lines = T.limitations(fit)
+    assert lines[0].startswith("Exploratory target: its observable ceiling is only 0.62")
+    assert lines[1].startswith("109 patients are fewer than the 2,507 the Riley criteria ask for 28")
+    assert (
+        "need 2,507 patients for 28 candidate parameters after the preprocessing reduction (not met"
+        in (T.run_answers(fit)["TRIPOD+AI 10"])
+    )
+    enough = {**fit, "n_patients": 3000, "ceilings": {"observable": 0.9}}
+    assert T.limitations(enough) == []
+
+
 def test_the_primary_model_decides_which_figures_are_read():
     # The logistic model's interval is wide: flagged only when it is the study's primary model.
     fit = _fit()
@@ -99,4 +113,5 @@ def test_answers_without_validation_say_so():
     ans = T.run_answers(_fit())
     assert ans["TRIPOD+AI 16"] == "no external validation in this run"
     assert ans["TRIPOD+AI 23a"] == "no subgroup table in this run"
+    assert ans["TRIPOD+AI 24"] == "no external validation in this run"
     assert ans["TRIPOD+AI 8a"].startswith("column accelerated of the clinical table")
