@@ -9,7 +9,7 @@ import pytest
 
 from cdeg.cohort import Cohort
 from cdeg.io import read_table
-from cdeg.synth import load_synth_config, synthesize
+from cdeg.synth import load_synth_config, oplabel, synthesize
 from cdeg.synth.ceiling import CACHE_ENV
 from cdeg.synth.model import sample_cohort
 from cdeg.synth.oplabel import OPERATIONAL_COLUMN, operational_labels, true_features
@@ -20,10 +20,13 @@ CFG = load_synth_config(None).model
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    """A cache folder of this module's own, so nothing is read from or written to ~/.cache."""
+    """A cache folder of this module's own, so nothing is read from or written to ~/.cache; the references an
+    earlier test of the same worker process fitted (kept in memory) are forgotten, so this module fits and
+    caches its own."""
     path = tmp_path_factory.mktemp("cdeg-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(path))
+        mp.setattr(oplabel, "_FITTED", {})
         yield path
 
 
