@@ -85,10 +85,16 @@ def _riley(fit: Metrics) -> dict[str, Any] | None:
     return ss.get("after_reduction") or ss.get("raw") if isinstance(ss, dict) else None
 
 
-def _outside_row(val: Metrics) -> dict[str, Any] | None:
-    return next(
-        (r for r in val.get("subgroups") or [] if str(r.get("group", "")).startswith("outside")), None
-    )
+def _age_shift(val: Metrics) -> dict[str, Any] | None:
+    """The external patients outside the development ages as `cdeg validate` counted them
+    (:func:`cdeg.modeling.transport.age_shift`: among the patients with an age), when there are any."""
+    age = (val.get("transport") or {}).get("age") or {}
+    return age if age.get("n_outside") and age.get("development_range") else None
+
+
+def _outside_words(age: dict[str, Any]) -> str:
+    lo, hi = age["development_range"]
+    return f"have an age outside the development range ({lo:g}-{hi:g})"
 
 
 def differences_answer(val: Metrics | None) -> str:
@@ -96,12 +102,11 @@ def differences_answer(val: Metrics | None) -> str:
     if not val:
         return "no external validation in this run"
     parts = []
-    out = _outside_row(val)
-    if out:
+    age = _age_shift(val)
+    if age:
         parts.append(
-            f"{out['n']} of {val['n_patients']} external patients have an {out['variable']} {out['group']}; there "
-            "the mean predicted "
-            f"risk is {out['mean_risk']:.0%} against {out['observed']:.0%} observed"
+            f"{age['n_outside']} of {age['n_with_age']} external patients {_outside_words(age)}; there the mean "
+            f"predicted risk is {age['mean_risk_outside']:.0%} against {age['observed_outside']:.0%} observed"
         )
     primary = val.get("primary_model", "")
     share = (val.get("imputed_share") or {}).get(primary)
@@ -221,12 +226,12 @@ def _slope(fit: Metrics, val: Metrics) -> str:
 
 
 def _ages(fit: Metrics, val: Metrics) -> str:
-    out = _outside_row(val)
-    if out and val.get("n_patients") and out["n"] / val["n_patients"] > OUTSIDE_AGES_SHARE:
+    age = _age_shift(val)
+    if age and age["share_outside"] > OUTSIDE_AGES_SHARE:
         return (
-            f"{out['n'] / val['n_patients']:.0%} of the external patients have an {out['variable']} {out['group']}, "
-            "where the model "
-            f"extrapolates (mean predicted risk {out['mean_risk']:.0%}, observed {out['observed']:.0%})."
+            f"{age['share_outside']:.0%} of the external patients {_outside_words(age)}, where the model "
+            f"extrapolates (mean predicted risk {age['mean_risk_outside']:.0%}, observed "
+            f"{age['observed_outside']:.0%})."
         )
     return ""
 

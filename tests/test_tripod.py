@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cdeg.modeling import tripod as T
+from cdeg.modeling.transport import age_shift
 
 
 def _fit(auc=0.80, ci=(0.74, 0.86), slope=1.0, count=0.70, p=None, definition=None):
@@ -26,7 +27,7 @@ def _fit(auc=0.80, ci=(0.74, 0.86), slope=1.0, count=0.70, p=None, definition=No
 
 
 def _val(outside=10, n=300, intercept_ci=(-0.3, 0.3), imputed=0.0):
-    return {
+    val = {
         "n_patients": n,
         "primary_model": "xgboost",
         "imputed_share": {"xgboost": imputed},
@@ -50,6 +51,11 @@ def _val(outside=10, n=300, intercept_ci=(-0.3, 0.3), imputed=0.0):
             },
         ],
     }
+    # what `cdeg validate` writes: the age bands beside the outside row, counted by transport.age_shift
+    val["subgroups"].append({"variable": "age", "group": "31-62", "n": n - outside, "observed": 0.2})
+    val["subgroups"].append({"variable": "age", "group": "66+", "n": outside, "observed": 0.19})
+    val["transport"] = {"age": age_shift(val["subgroups"], [31, 62])}
+    return val
 
 
 def test_a_clean_run_flags_nothing():
