@@ -81,6 +81,11 @@ _strict = click.option(
 )
 @click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes [config].")
 @click.option(
+    "--waterfalls/--no-waterfalls",
+    default=None,
+    help="Draw a SHAP waterfall of each development patient's cross-validated risk [config: waterfalls].",
+)
+@click.option(
     "--exclude",
     multiple=True,
     help="Columns never used as predictors: names or glob patterns, comma-separated; repeatable.",
@@ -115,6 +120,7 @@ def fit_command(
     seed,
     storage,
     jobs,
+    waterfalls,
     exclude,
     exclude_missing_in,
     config,
@@ -135,6 +141,7 @@ def fit_command(
             "repeats": repeats,
             "seed": seed,
             "jobs": jobs,
+            "waterfalls": waterfalls,
             "feature_sets": list(parse_names(feature_set)) if feature_set else None,
             "tiers": parse_tiers(tiers),
             "permutation": {"n": permutations} if permutations is not None else None,
@@ -181,6 +188,7 @@ def fit_command(
         exclude=list(exclude) or None,
         exclude_missing_in=exclude_missing_in,
         config=config,
+        waterfalls=waterfalls,
         progress=progress_enabled(),
         strict=strict,
     )

@@ -128,6 +128,7 @@ def fit(
     exclude: str | list[str] | None = None,
     exclude_missing_in: str | Path | None = None,
     config: str | Path | None = None,
+    waterfalls: bool | None = None,
     progress: ProgressArg = None,
     strict: bool = False,
 ) -> FitResult:
@@ -178,6 +179,9 @@ def fit(
         `exclude`), recorded with them in metrics.json and model.json.
     config : path, optional
         YAML with configuration keys to override.
+    waterfalls : bool, optional
+        Draw a SHAP waterfall of each development patient's cross-validated risk [config: waterfalls]; the
+        study pipeline asks for them when its report shows patient cards.
     progress : bool or callable, optional
         Progress of the nested cross-validation, one unit per fold (:mod:`cdeg.progress`).
     strict : bool
@@ -195,6 +199,7 @@ def fit(
         "repeats": repeats,
         "seed": seed,
         "jobs": jobs,
+        "waterfalls": waterfalls,
     }
     if feature_set is not None:
         overrides["feature_sets"] = list(parse_names(feature_set))

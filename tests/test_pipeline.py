@@ -296,6 +296,7 @@ def test_fit_command_reproduces_the_pipelines_model(tiny_run: dict, tmp_path: Pa
         "--features", str(run.features("development").features), "--clinical", str(dev / "clinical.csv"),
         "--target", "accelerated", "--out", str(out), "--exclude-missing-in", str(ext / "clinical.csv"),
         "--trials", "2", "--outer-folds", "2", "--repeats", "1", "--seed", "7", "--permutations", "2",
+        "--waterfalls",  # the study's report shows patient cards
     ]  # fmt: skip
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output

@@ -534,6 +534,8 @@ def _fit_params(ctx: Context, target: str) -> dict[str, Any]:
         "tiers": f.tiers,
         "permutations": f.permutations,
         "age_reference": f.age_reference,
+        # The patient cards of the report show each patient's cross-validated risk with its waterfall.
+        "waterfalls": ctx.cfg.report.patient_cards,
     }
 
 
@@ -763,6 +765,7 @@ def _run_fit(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[str, An
         age_reference=_age_reference(ctx, params.get("age_reference")),
         jobs=ctx.jobs or None,
         config=ctx.cfg.fit.config,
+        waterfalls=params.get("waterfalls"),
         progress=ctx.progress,
         strict=ctx.strict,
     )
