@@ -46,7 +46,12 @@ _NUMERIC_SHARE = 0.8
 
 def is_text(s: pd.Series) -> bool:
     """True for a column of text (categorical) values: neither numeric nor boolean (pandas 2 object or 3 str)."""
-    return not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype))
+    return is_text_dtype(s.dtype)
+
+
+def is_text_dtype(dtype: Any) -> bool:
+    """:func:`is_text` of a column's dtype (``DataFrame.dtypes`` without taking every column out)."""
+    return not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
 
 
 def feature_set_of(column: str) -> str:
@@ -488,18 +493,18 @@ def univariate_auc(X: pd.DataFrame | np.ndarray, y: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
 
     A = np.asarray(X, dtype=float)
-    y = np.asarray(y)
+    pos = np.asarray(y) == 1
+    if A.ndim != 2 or A.shape[1] == 0:
+        return np.full(A.shape[1] if A.ndim == 2 else 0, np.nan)
+    ok = ~np.isnan(A)
+    # All columns at once: average ranks among each column's present values (missing values stay NaN).
+    R = rankdata(A, axis=0, nan_policy="omit")
+    n1 = (ok & pos[:, None]).sum(axis=0)
+    n0 = ok.sum(axis=0) - n1
+    s1 = np.where(ok & pos[:, None], R, 0.0).sum(axis=0)
     out = np.full(A.shape[1], np.nan)
-    for j in range(A.shape[1]):
-        col = A[:, j]
-        ok = ~np.isnan(col)
-        yj = y[ok]
-        n1 = int(yj.sum())
-        n0 = len(yj) - n1
-        if n1 == 0 or n0 == 0:
-            continue
-        r = rankdata(col[ok])
-        out[j] = (r[yj == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
+    defined = (n1 > 0) & (n0 > 0)
+    out[defined] = (s1[defined] - n1[defined] * (n1[defined] + 1) / 2) / (n1[defined] * n0[defined])
     return out
 
 

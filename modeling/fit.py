@@ -619,7 +619,7 @@ def explain_cv(run: PreparedFit, cv: CVResult, metrics: dict[str, Any], top: int
     metrics["shap_stability"] = stability
     if not run.cfg.waterfalls:
         return []
-    return write_oof_waterfalls(table, run.ds.X, run.folder, run.target, idc)
+    return write_oof_waterfalls(table, run.ds.X, run.folder, run.target, idc, jobs=run.cfg.jobs)
 
 
 def write(

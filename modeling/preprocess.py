@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from cdeg.modeling.data import SEP, is_text
+from cdeg.modeling.data import SEP, is_text, is_text_dtype
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -85,6 +85,10 @@ class JsonTransformer(TransformerMixin, BaseEstimator):
 
     def _check_input(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, self._state[0] if self._state else [])
+        # The chain hands each step the frame the previous step returned: its columns are already these, in this
+        # order, and selecting ~3,000 columns by name again costs more than the step itself.
+        if X.columns.tolist() == self.feature_names_in_:
+            return X
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(
@@ -128,9 +132,9 @@ class MissingFilter(JsonTransformer):
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> MissingFilter:
         self._start_fit(X)
-        share = X.isna().mean(axis=0)
-        self.missing_share_ = {c: float(share[c]) for c in X.columns}
-        self.columns_ = [c for c in X.columns if share[c] <= self.max_missing]
+        share = X.isna().to_numpy().mean(axis=0) if len(X) else np.zeros(X.shape[1])
+        self.missing_share_ = {c: float(v) for c, v in zip(X.columns, share, strict=True)}
+        self.columns_ = [c for c, v in zip(X.columns, share, strict=True) if v <= self.max_missing]
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -149,8 +153,8 @@ class CategoricalEncoder(JsonTransformer):
         self._start_fit(X)
         self.categories_: dict[str, list[str]] = {}
         self.modes_: dict[str, str] = {}
-        for c in X.columns:
-            if is_text(X[c]):
+        for c, dtype in X.dtypes.items():
+            if is_text_dtype(dtype):
                 values = X[c].dropna().astype(str)
                 levels = sorted(values.unique())
                 self.categories_[c] = levels
@@ -203,8 +207,13 @@ class MedianImputer(JsonTransformer):
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> MedianImputer:
         self._start_fit(X)
-        med = X.median(axis=0, skipna=True)
-        self.medians_ = {c: (float(med[c]) if np.isfinite(med[c]) else 0.0) for c in X.columns}
+        A = X.to_numpy(dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: 0 below
+            med = np.nanmedian(A, axis=0) if len(A) else np.full(A.shape[1], np.nan)
+        self.medians_ = {
+            c: (float(m) if np.isfinite(m) else 0.0) for c, m in zip(X.columns, med, strict=True)
+        }
         self.columns_ = list(X.columns)
         return self
 
@@ -298,21 +307,29 @@ class CorrelationFilter(JsonTransformer):
             return self
         R = rankdata(X.to_numpy(dtype=float), axis=0)
         R = (R - R.mean(axis=0)) / np.maximum(R.std(axis=0), 1e-12)
-        C = np.abs(R.T @ R) / R.shape[0]
-        order = sorted(range(X.shape[1]), key=lambda j: column_priority(X.columns[j]))  # stable: table order
-        keep: list[int] = []
-        for j in order:
-            if not keep:
-                keep.append(j)
+        names = X.columns.tolist()
+        order = np.array(
+            sorted(range(len(names)), key=lambda j: column_priority(names[j]))
+        )  # stable: table order
+        # The correlation matrix in visiting order, built in place: with ~3,000 columns it is 70 MB, and each
+        # extra pass over it costs more than the greedy loop.
+        Rp = R[:, order]
+        C = Rp.T @ Rp
+        np.abs(C, out=C)
+        C /= R.shape[0]
+        above = C > self.threshold
+        # A column is dropped when a column kept before it correlates above the threshold, for the kept one it
+        # correlates with most (the first of equals).
+        kept = np.ones(len(order), dtype=bool)
+        for i in range(1, len(order)):
+            partners = above[i, :i]
+            if not partners.any() or not (partners & kept[:i]).any():
                 continue
-            r = C[j, keep]
-            best = int(np.argmax(r))
-            if r[best] <= self.threshold:
-                keep.append(j)
-            else:
-                self.groups_.setdefault(X.columns[keep[best]], []).append(X.columns[j])
-        kept = set(keep)
-        self.columns_ = [c for j, c in enumerate(X.columns) if j in kept]
+            kept[i] = False
+            best = int(np.argmax(np.where(kept[:i], C[i, :i], -np.inf)))
+            self.groups_.setdefault(names[int(order[best])], []).append(names[int(order[i])])
+        keep = set(order[kept].tolist())
+        self.columns_ = [c for j, c in enumerate(names) if j in keep]
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -809,10 +826,13 @@ class LevelSummary(JsonTransformer):
         if any(s["agg"] in INDEX_OFFSETS for s in self.summaries_):
             index = np.array([disc_position(v) for v in X[self.index_column].to_numpy(dtype=object)])
         new = {}
+        # One float array and a name -> position map: a pandas column selection per summary (hundreds) costs more
+        # than the summaries themselves.
+        A, where = _numeric_view(X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a patient without any level: missing
             for s in self.summaries_:
-                V = X[list(s["levels"].values())].to_numpy(dtype=float)
+                V = A[:, [where[c] for c in s["levels"].values()]]
                 new[s["name"]] = _summarise(V, list(s["levels"]), s["agg"], s["sign"], index)
         return pd.concat([X, pd.DataFrame(new, index=X.index)], axis=1)
 
@@ -858,12 +878,15 @@ def degeneration_mean(
 ) -> np.ndarray:
     """Per row: each sign of degeneration is the mean of its signed columns, a level the mean of its signs, the
     result the mean over the levels (NaN with fewer than `min_levels` levels with a value)."""
+    A, where = _numeric_view(
+        X[sorted({c for kinds in levels.values() for cols in kinds.values() for c, _ in cols})]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a level or a row without any value: missing
         per_level = []
         for kinds in levels.values():
             signs = [
-                np.nanmean(np.column_stack([sign * X[c].to_numpy(dtype=float) for c, sign in cols]), axis=1)
+                np.nanmean(np.column_stack([sign * A[:, where[c]] for c, sign in cols]), axis=1)
                 for cols in kinds.values()
             ]
             per_level.append(np.nanmean(np.column_stack(signs), axis=1))
@@ -1007,6 +1030,19 @@ def _radiomics_groups(columns: Iterable[str]) -> dict[tuple[str, str, str], dict
     return {
         k: dict(sorted(v.items(), key=lambda kv: labels.structure(kv[0]).order)) for k, v in groups.items()
     }
+
+
+def _numeric_view(X: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+    """`X` as one float array (text columns as NaN: summaries never read them) and column -> position."""
+    numeric = [not is_text_dtype(d) for d in X.dtypes]
+    if all(numeric):
+        A = X.to_numpy(dtype=float)
+    else:
+        A = np.full(X.shape, np.nan)
+        idx = [j for j, ok in enumerate(numeric) if ok]
+        if idx:
+            A[:, idx] = X.iloc[:, idx].to_numpy(dtype=float)
+    return A, {c: j for j, c in enumerate(X.columns)}
 
 
 def _summarise(V: np.ndarray, levels: list[str], agg: str, sign: int, index: np.ndarray | None) -> np.ndarray:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -858,10 +859,11 @@ def _load_predictor(spec: ModelSpec, device_kind: str, cfg: SegmentConfig) -> An
 
     import torch
     from cdeg.segmentation.trainers import register_with_nnunet
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     register_with_nnunet()  # the trainer lookup inside initialize_from_trained_model_folder ends at once
-    predictor = nnUNetPredictor(
+    predictor = _batched_predictor_class()(
+        batch_tiles=cfg.predict.batch_tiles,
+        cpu_bf16=cfg.predict.cpu_bf16 and device_kind == "cpu",
         tile_step_size=cfg.predict.tile_step_size,
         use_gaussian=True,
         use_mirroring=cfg.predict.use_mirroring,
@@ -884,6 +886,74 @@ def _load_predictor(spec: ModelSpec, device_kind: str, cfg: SegmentConfig) -> An
             path=spec.results,
         ) from None
     return predictor
+
+
+@functools.cache
+def _batched_predictor_class() -> type:
+    """nnU-Net's predictor whose sliding window runs `batch_tiles` tiles per network call (optionally in bfloat16
+    on the CPU). Built on first use so that importing this module does not import torch."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import compute_gaussian, nnUNetPredictor
+
+    class BatchedPredictor(nnUNetPredictor):
+        """Same tiles, Gaussian weights, accumulation (float16, as nnU-Net) and mirroring as
+        ``nnUNetPredictor._internal_predict_sliding_window_return_logits`` (nnunetv2 2.8.1,
+        nnunetv2/inference/predict_from_raw_data.py), but the tiles go through the network in batches: a 2D
+        model on a 3D volume otherwise runs one slice at a time, which leaves a CPU's vector units mostly idle.
+        """
+
+        def __init__(self, *args: Any, batch_tiles: int = 1, cpu_bf16: bool = False, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.batch_tiles = int(batch_tiles)
+            self.cpu_bf16 = bool(cpu_bf16)
+
+        def _network_on(self, x: Any) -> Any:
+            if not self.cpu_bf16:
+                return self._internal_maybe_mirror_and_predict(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = self._internal_maybe_mirror_and_predict(x.contiguous(memory_format=torch.channels_last))
+            return out.float()
+
+        @torch.inference_mode()
+        def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
+            if self.batch_tiles <= 1 and not self.cpu_bf16:
+                return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+            if self.cpu_bf16:
+                self.network = self.network.to(memory_format=torch.channels_last)
+            results_device = self.device if do_on_device else torch.device("cpu")
+            data = data.to(results_device)
+            logits = torch.zeros(
+                (self.label_manager.num_segmentation_heads, *data.shape[1:]),
+                dtype=torch.half,
+                device=results_device,
+            )
+            n_pred = torch.zeros(data.shape[1:], dtype=torch.half, device=results_device)
+            gaussian = (
+                compute_gaussian(
+                    tuple(self.configuration_manager.patch_size),
+                    sigma_scale=1.0 / 8,
+                    value_scaling_factor=10,
+                    device=results_device,
+                )
+                if self.use_gaussian
+                else 1
+            )
+            for start in range(0, len(slicers), self.batch_tiles):
+                batch = slicers[start : start + self.batch_tiles]
+                x = torch.stack([data[sl] for sl in batch]).to(self.device)
+                pred = self._network_on(x).to(results_device)
+                for k, sl in enumerate(batch):
+                    p = pred[k]
+                    if self.use_gaussian:
+                        p = p * gaussian
+                    logits[sl] += p
+                    n_pred[sl[1:]] += gaussian
+            torch.div(logits, n_pred, out=logits)
+            if torch.any(torch.isinf(logits)):
+                raise RuntimeError("Encountered inf in predicted array (nnU-Net's check)")
+            return logits
+
+    return BatchedPredictor
 
 
 def segment_array(predictor: Any, image: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -161,6 +161,15 @@ class PredictOptions:
         "and mirroring make) so that uncertainty.csv reports how much they disagree (fold_dice, flip_dice); "
         "the segmentation is their mean logits, as nnU-Net's"
     )
+    batch_tiles: int = _f(
+        "sliding-window tiles the network sees at once (nnU-Net: 1); a 2D model on a 3D volume has one or more "
+        "tiles per slice, and on a CPU one batch of many is faster than many of one",
+        range=(1, 1024),
+    )
+    cpu_bf16: bool = _f(
+        "on a CPU, run the network in bfloat16 autocast with channels-last tensors (fast on CPUs with AMX or "
+        "AVX-512 BF16, slower elsewhere); logits are accumulated as nnU-Net does"
+    )
 
 
 @dataclass(frozen=True)

@@ -469,3 +469,24 @@ def test_describe_reads_the_new_names():
         describe(f"mri__discs_mean__{pp.DEGENERATION_SCORE}{pp.AGE_Z_SUFFIX}").label
         == "disc degeneration score, mean over the discs (MRI), SD from the age norm"
     )
+
+
+def test_univariate_auc_is_each_columns_mann_whitney_auc():
+    """All columns at once (ranks with missing values left out per column) equal one column at a time."""
+    import numpy as np
+    from cdeg.modeling.data import univariate_auc
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(40, 30)).round(1)  # rounding makes ties
+    A[rng.random(A.shape) < 0.2] = np.nan
+    A[:, 4] = np.nan  # no value at all
+    y = (rng.random(40) < 0.3).astype(int)
+    A[y == 1, 7] = np.nan  # no positive patient with a value
+    got = univariate_auc(A, y)
+    for j in range(A.shape[1]):
+        ok = ~np.isnan(A[:, j])
+        if len(set(y[ok])) < 2:
+            assert np.isnan(got[j]), j
+        else:
+            assert got[j] == pytest.approx(roc_auc_score(y[ok], A[ok, j]), abs=1e-12), j

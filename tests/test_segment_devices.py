@@ -93,3 +93,35 @@ def test_devices_are_checked_before_the_model_loads(cohort: Path, tmp_path: Path
          "--out", str(tmp_path / "o"), "--devices", "cpu:x"],
     )  # fmt: skip
     assert r.exit_code == 2 and "cpu:N" in r.output
+
+
+def test_batched_tiles_give_nnunets_logits(cohort: Path, model: Path):
+    """`predict.batch_tiles` runs several sliding-window tiles per network call; the logits are nnU-Net's own
+    (one tile per call) up to float rounding, and so are the masks. bfloat16 (`cpu_bf16`) changes the logits by
+    more, but barely the mask."""
+    import numpy as np
+    from cdeg.segmentation import geometry
+    from cdeg.segmentation.predict import _load_predictor, _preprocess, resolve_model
+    from cdeg.segmentation.presets import load_segment_config
+
+    from cdeg.io import read_image
+
+    spec = resolve_model(model, MODALITY)
+    pid = Cohort.open(cohort).patient_ids()[0]
+    image, _ = geometry.to_canonical(read_image(Cohort.open(cohort).image_path(pid, MODALITY)), MODALITY)
+
+    def logits(**predict_options):
+        cfg = load_segment_config({"predict": {"use_mirroring": False, **predict_options}})
+        predictor = _load_predictor(spec, "cpu", cfg)
+        data = _preprocess(predictor, image)["data"]
+        n_tiles = len(predictor._internal_get_sliding_window_slicers(data.shape[1:]))
+        return predictor.predict_sliding_window_return_logits(data).float().numpy(), n_tiles
+
+    one, n_tiles = logits(batch_tiles=1)
+    assert n_tiles > 3  # the test means something only with several tiles
+    batched, _ = logits(batch_tiles=4)  # the last batch is a partial one when n_tiles is not a multiple of 4
+    np.testing.assert_allclose(batched, one, atol=2e-2)
+    assert (batched.argmax(0) == one.argmax(0)).mean() > 0.999
+    bf16, _ = logits(batch_tiles=4, cpu_bf16=True)
+    assert np.abs(bf16 - one).max() > 0  # it did run in another precision
+    assert (bf16.argmax(0) == one.argmax(0)).mean() > 0.98
