@@ -916,7 +916,9 @@ def _batched_predictor_class() -> type:
 
         @torch.inference_mode()
         def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
-            if self.batch_tiles <= 1 and not self.cpu_bf16:
+            # 2D models only: a batch of 3D patches (sized by nnU-Net for a training batch of 2) can exhaust memory.
+            batch = self.batch_tiles if len(self.configuration_manager.patch_size) == 2 else 1
+            if batch <= 1 and not self.cpu_bf16:
                 return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
             if self.cpu_bf16:
                 self.network = self.network.to(memory_format=torch.channels_last)
@@ -938,11 +940,11 @@ def _batched_predictor_class() -> type:
                 if self.use_gaussian
                 else 1
             )
-            for start in range(0, len(slicers), self.batch_tiles):
-                batch = slicers[start : start + self.batch_tiles]
-                x = torch.stack([data[sl] for sl in batch]).to(self.device)
+            for start in range(0, len(slicers), batch):
+                tiles = slicers[start : start + batch]
+                x = torch.stack([data[sl] for sl in tiles]).to(self.device)
                 pred = self._network_on(x).to(results_device)
-                for k, sl in enumerate(batch):
+                for k, sl in enumerate(tiles):
                     p = pred[k]
                     if self.use_gaussian:
                         p = p * gaussian

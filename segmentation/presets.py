@@ -162,8 +162,9 @@ class PredictOptions:
         "the segmentation is their mean logits, as nnU-Net's"
     )
     batch_tiles: int = _f(
-        "sliding-window tiles the network sees at once (nnU-Net: 1); a 2D model on a 3D volume has one or more "
-        "tiles per slice, and on a CPU one batch of many is faster than many of one",
+        "sliding-window tiles a 2D model sees at once (nnU-Net: 1); a 2D model on a 3D volume has one or more "
+        "tiles per slice, and on a CPU one batch of many is faster than many of one. 3D models keep one tile "
+        "per call (their patches are sized for a training batch of 2)",
         range=(1, 1024),
     )
     cpu_bf16: bool = _f(

@@ -441,7 +441,9 @@ def _model_stages(ctx: Context) -> list[Stage]:
                     lambda c, t=target: {
                         "target": t,
                         "cohort": c.cfg.targets[t].development,
-                        "waterfalls": True,
+                        # The cards explain the cross-validated risk with the fit's waterfalls; this stage gives
+                        # the final model's risk beside it, so its own waterfalls would never be shown.
+                        "waterfalls": False,
                     },
                     _run_predict,
                 )
