@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -128,6 +129,14 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
         self.cpu_bf16: bool = bool(settings.get("cpu_bf16")) and self.device.type == "cpu"
 
     def on_train_start(self) -> None:
+        # nnU-Net seeds nothing. The weights are initialised in super().on_train_start() and, without background
+        # augmentation workers (n_proc_da 0), the patches and their augmentation come from the process's global
+        # generators: seeded here, such a training is repeatable. With workers it is not (their order depends
+        # on scheduling), nor is a time-budgeted one (the epochs that fit depend on the machine's speed).
+        seed = int(read_settings().get("seed") or 0)
+        random.seed(seed)
+        np.random.seed(seed)  # noqa: NPY002 - nnU-Net and its augmentations draw from the legacy generator
+        torch.manual_seed(seed)
         super().on_train_start()
         if self.cpu_bf16:
             self.network.to(memory_format=self._memory_format())

@@ -227,3 +227,19 @@ def test_cpu_bf16_trains_in_bfloat16_and_keeps_float32_weights(cohort: Path, tmp
         "network_weights"
     ]
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+
+
+def test_a_training_without_augmentation_workers_is_repeatable(cohort: Path, tmp_path: Path):
+    """Seeded (the trainer seeds the generators nnU-Net draws from): the same training twice gives the same
+    weights; the smoke preset augments in the main process (n_proc_da 0)."""
+    import torch
+
+    weights = []
+    for run in ("a", "b"):
+        m = train(
+            cohort=cohort, modality="xray", out=tmp_path / run, preset="smoke", device="cpu", progress=False
+        )
+        ckpt = tmp_path / run / m["results_folder"] / "fold_all" / "checkpoint_final.pth"
+        weights.append(torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
