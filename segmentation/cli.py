@@ -161,7 +161,8 @@ def train_command(
     default=None,
     metavar="0,1,...|cpu:N",
     help="Split the patients over one worker process per device: CUDA indices (0,1,...) or cpu:N "
-    "processes. Same masks and qc.csv as one process. Instead of --device.",
+    "processes. Same masks and qc.csv as one process (with batched tiles, up to float rounding: a worker has "
+    "fewer threads). Instead of --device.",
 )
 @click.option(
     "--label-map",

@@ -41,18 +41,25 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_two_cpu_workers_write_the_files_of_one_process(cohort: Path, model: Path, tmp_path: Path):
     calls: list[tuple[str, int, int]] = []
+    # One tile per network call, as nnU-Net: the convolutions then give the same bits with the one process's two
+    # threads and each worker's one. A batch of tiles may be computed another way per thread count (float
+    # rounding; test_batched_tiles_give_nnunets_logits), which a smoke network's near-tied logits turn into
+    # other voxels.
+    config = tmp_path / "one_tile.yaml"
+    config.write_text("predict: {batch_tiles: 1}\n")
     one = predict(
         cohort=cohort,
         modality=MODALITY,
         model=model,
         out=tmp_path / "one",
         device="cpu",
+        config=config,
         progress=lambda *a: calls.append(a),
     )
     r = CliRunner().invoke(
         cli,
         ["--no-progress", "segment", "predict", "--cohort", str(cohort), "--modality", MODALITY,
-         "--model", str(model), "--out", str(tmp_path / "two"), "--devices", "cpu:2"],
+         "--model", str(model), "--out", str(tmp_path / "two"), "--devices", "cpu:2", "--config", str(config)],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     two = json.loads((tmp_path / "two" / f"segment_predict_{MODALITY}.json").read_text())
