@@ -893,6 +893,7 @@ def _batched_predictor_class() -> type:
     """nnU-Net's predictor whose sliding window runs `batch_tiles` tiles per network call (optionally in bfloat16
     on the CPU). Built on first use so that importing this module does not import torch."""
     import torch
+    from cdeg.segmentation.trainers import channels_last
     from nnunetv2.inference.predict_from_raw_data import compute_gaussian, nnUNetPredictor
 
     class BatchedPredictor(nnUNetPredictor):
@@ -911,8 +912,11 @@ def _batched_predictor_class() -> type:
             if not self.cpu_bf16:
                 return self._internal_maybe_mirror_and_predict(x)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = self._internal_maybe_mirror_and_predict(x.contiguous(memory_format=torch.channels_last))
+                out = self._internal_maybe_mirror_and_predict(x.contiguous(memory_format=self._format()))
             return out.float()
+
+        def _format(self) -> Any:
+            return channels_last(len(self.configuration_manager.patch_size))
 
         @torch.inference_mode()
         def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
@@ -921,7 +925,7 @@ def _batched_predictor_class() -> type:
             if batch <= 1 and not self.cpu_bf16:
                 return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
             if self.cpu_bf16:
-                self.network = self.network.to(memory_format=torch.channels_last)
+                self.network = self.network.to(memory_format=self._format())
             results_device = self.device if do_on_device else torch.device("cpu")
             data = data.to(results_device)
             logits = torch.zeros(

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 SETTINGS_ENV = "CDEG_TRAINER_SETTINGS"
 SHIM_FILENAME = "cdeg_nnunet_trainers.py"
 MAX_ROTATION_DEG = 15.0
+#: The seed of every training: nnU-Net seeds nothing (see nnUNetTrainer_cdegBudget.on_train_start).
+TRAINING_SEED = 0
 #: Files a checkpoint write killed half-way leaves (cdeg.io.atomic_path names them .<stem>.<random>.tmp.pth).
 CHECKPOINT_TEMPORARIES = ".checkpoint_*.tmp*"
 
@@ -133,19 +135,16 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
         # augmentation workers (n_proc_da 0), the patches and their augmentation come from the process's global
         # generators: seeded here, such a training is repeatable. With workers it is not (their order depends
         # on scheduling), nor is a time-budgeted one (the epochs that fit depend on the machine's speed).
-        seed = int(read_settings().get("seed") or 0)
-        random.seed(seed)
-        np.random.seed(seed)  # noqa: NPY002 - nnU-Net and its augmentations draw from the legacy generator
-        torch.manual_seed(seed)
+        random.seed(TRAINING_SEED)
+        np.random.seed(TRAINING_SEED)  # noqa: NPY002 - nnU-Net and its augmentations draw from the legacy generator
+        torch.manual_seed(TRAINING_SEED)
         super().on_train_start()
         if self.cpu_bf16:
             self.network.to(memory_format=self._memory_format())
             self.print_to_log_file("cdeg: bfloat16 autocast, channels-last (CPU)")
 
     def _memory_format(self) -> torch.memory_format:
-        return (
-            torch.channels_last_3d if len(self.configuration_manager.patch_size) == 3 else torch.channels_last
-        )
+        return channels_last(len(self.configuration_manager.patch_size))
 
     def _cpu_bf16_batch(self, batch: dict) -> dict:
         if not self.cpu_bf16:
@@ -215,6 +214,11 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
                 f"cdeg: time budget holds {fits} more epoch(s) of {per_epoch:.1f} s; training ends after epoch "
                 f"{self.num_epochs} (planned {self.planned_epochs})"
             )
+
+
+def channels_last(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a 2D or 3D network's tensors (training and inference in bfloat16)."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 #: The trainers a preset may name (name -> class). The one list; presets.TRAINER_NAMES mirrors it.
