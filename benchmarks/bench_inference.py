@@ -4,7 +4,10 @@ Settings compared on the same trained model and the same patients (one process, 
 
 * ``nnunet``: nnU-Net's own sliding window (one tile per network call), float32: ``batch_tiles: 1``;
 * ``batched``: ``batch_tiles: 16``, float32;
-* ``batched_bf16``: ``batch_tiles: 16`` with ``cpu_bf16: true`` (bfloat16 autocast, channels-last).
+* ``batched_bf16``: ``batch_tiles: 16`` with ``cpu_bf16: true`` (bfloat16 autocast, channels-last);
+* ``batched_bf16_torchres``: and ``torch_resampling: true`` (the logits go back to the image grid with nnU-Net's
+  torch resampling instead of its per-slice scikit-image one); the first three set it false;
+* ``batched_bf16_torchres_2proc``: the same in two one-thread worker processes (``--devices cpu:2``).
 
 For each: wall seconds for the cohort, mean seconds per image (qc.csv), and `cdeg segment evaluate` against the
 reference masks (Dice of vertebrae and discs, level identification), so that a faster setting that changes the
@@ -30,9 +33,17 @@ from cdeg.segmentation.evaluate import evaluate
 from cdeg.segmentation.predict import predict
 
 SETTINGS = {
-    "nnunet": {"batch_tiles": 1, "cpu_bf16": False},
-    "batched": {"batch_tiles": 16, "cpu_bf16": False},
-    "batched_bf16": {"batch_tiles": 16, "cpu_bf16": True},
+    "nnunet": {"batch_tiles": 1, "cpu_bf16": False, "torch_resampling": False},
+    "batched": {"batch_tiles": 16, "cpu_bf16": False, "torch_resampling": False},
+    "batched_bf16": {"batch_tiles": 16, "cpu_bf16": True, "torch_resampling": False},
+    "batched_bf16_torchres": {"batch_tiles": 16, "cpu_bf16": True, "torch_resampling": True},
+    # the same in two worker processes of one thread each (`--devices cpu:2`), model loading included
+    "batched_bf16_torchres_2proc": {
+        "batch_tiles": 16,
+        "cpu_bf16": True,
+        "torch_resampling": True,
+        "devices": "cpu:2",
+    },
 }
 
 
@@ -55,14 +66,17 @@ def main() -> None:
         for name in a.settings.split(","):
             out = a.out / f"{modality}_{name}"
             shutil.rmtree(out, ignore_errors=True)
-            cfg = {"predict": {"use_mirroring": False, "qc_png": True, **SETTINGS[name]}}
+            setting = dict(SETTINGS[name])
+            devices = setting.pop("devices", None)
+            cfg = {"predict": {"use_mirroring": False, "qc_png": True, **setting}}
             t0 = time.perf_counter()
             s = predict(
                 a.cohort,
                 modality,
                 a.model_root / f"train-{modality}" / "model",
                 out,
-                device="cpu",
+                device="cpu" if devices is None else "auto",
+                devices=devices,
                 config=cfg,
             )
             wall = time.perf_counter() - t0
