@@ -254,7 +254,16 @@ def predict_command(
     help="--pred is another tool's output (spineps, totalspineseg, ... or a label map file); --ref must be the "
     "cohort. Converted masks are kept in <OUT stem>_masks/.",
 )
-def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None, label_map: str | None) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes comparing patients at once (0 = all cores).",
+)
+def evaluate_command(
+    pred: Path, ref: Path, out: Path, modality: str | None, label_map: str | None, jobs: int
+) -> None:
     """Dice, HD95, ASSD (mm) and level identification of predicted masks against reference masks.
 
     Writes the JSON (OUT) and, next to it with the same stem, a per-structure CSV.
@@ -269,6 +278,7 @@ def evaluate_command(pred: Path, ref: Path, out: Path, modality: str | None, lab
         modality=modality,
         label_map=label_map,
         progress=progress_enabled(),
+        jobs=jobs,
     )
     for mod, s in report["summary"].items():
         click.echo(

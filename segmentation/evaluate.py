@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -491,18 +493,16 @@ def _one_case(rpath: Path, ppath: Path, pid: str, mod: str) -> tuple[dict | None
 
 
 def _evaluate_modality(
-    pred_root: Path, ref_root: Path, ref_ids: list[str], mod: str, progress: ProgressArg = None
+    pred_root: Path, ref_root: Path, ref_ids: list[str], mod: str, progress: ProgressArg = None, jobs: int = 1
 ) -> tuple[dict[str, Any], dict[str, Any], int, list[str]]:
     """Cases, reference structures without a usable prediction, their count, and problem lines of one modality."""
     cases: dict[str, Any] = {}
     unpredicted: dict[str, Any] = {}
     n_missing = 0
     problems: list[str] = []
-    for pid in track(ref_ids, progress, f"evaluate {mod}"):
-        rpath = mask_path(ref_root, pid, mod)
-        if not rpath.is_file():
-            continue
-        case, missed, problem = _one_case(rpath, mask_path(pred_root, pid, mod), pid, mod)
+    todo = [pid for pid in ref_ids if mask_path(ref_root, pid, mod).is_file()]
+    args = [(mask_path(ref_root, pid, mod), mask_path(pred_root, pid, mod), pid, mod) for pid in todo]
+    for pid, (case, missed, problem) in zip(todo, _cases(args, jobs, progress, mod), strict=True):
         if case is not None:
             cases[pid] = case
             continue
@@ -511,6 +511,23 @@ def _evaluate_modality(
         if missed is not None:
             unpredicted[pid] = missed
     return cases, unpredicted, n_missing, problems
+
+
+def _cases(
+    args: list[tuple[Path, Path, str, str]], jobs: int, progress: ProgressArg, mod: str
+) -> Iterator[Any]:
+    """:func:`_one_case` of each argument tuple, in order; in `jobs` processes when more than one."""
+    workers = min((os.cpu_count() or 1) if jobs == 0 else jobs, len(args))
+    if workers <= 1:
+        yield from track((_one_case(*a) for a in args), progress, f"evaluate {mod}", total=len(args))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked process that inherited started BLAS threads can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        results = ex.map(_one_case, *zip(*args, strict=True), chunksize=4)
+        yield from track(results, progress, f"evaluate {mod}", total=len(args))
 
 
 def _import_foreign(
@@ -543,6 +560,7 @@ def evaluate(
     modality: str | None = None,
     label_map: str | Path | None = None,
     progress: ProgressArg = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Compare predicted masks with reference masks; write and return the metrics.
 
@@ -564,6 +582,8 @@ def evaluate(
         evaluated from there.
     progress : bool or callable
         Progress per patient (:mod:`cdeg.progress`).
+    jobs : int
+        Worker processes comparing patients at once (0 = all cores); the results do not depend on it.
 
     Returns
     -------
@@ -593,7 +613,7 @@ def evaluate(
     ref_ids = sorted(p.name for p in ref_root.iterdir() if p.is_dir())
     for mod in modalities:
         cases, unpredicted, n_missing, mod_problems = _evaluate_modality(
-            pred_root, ref_root, ref_ids, mod, progress
+            pred_root, ref_root, ref_ids, mod, progress, jobs
         )
         problems += mod_problems
         for pid, case in cases.items():

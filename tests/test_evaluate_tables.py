@@ -247,3 +247,13 @@ def test_cli_line_names_the_csv_and_the_missed_count(evaluated, tmp_path: Path):
     assert r.exit_code == 0, r.output
     assert "4 reference structures missed, 1 spurious" in r.output
     assert str(out.with_suffix(".csv").resolve()) in r.output
+
+
+def test_worker_processes_give_the_same_tables(evaluated, tmp_path: Path):
+    """`jobs` spreads the patients over processes; the metrics, the problems and the CSV stay the same."""
+    report, out, pred, ref = evaluated
+    out2 = tmp_path / "evaluation.json"
+    parallel = evaluate(pred=pred, ref=ref, out=out2, jobs=2)
+    for key in ("summary", "patients", "problems"):
+        assert parallel[key] == report[key]
+    pd.testing.assert_frame_equal(_csv(out2), _csv(out))

@@ -297,3 +297,12 @@ def test_a_cohort_without_reference_masks_has_no_agreement_unless_required(tmp_p
         CdegError, match="agreement.enabled is true but cohort 'development' has no reference masks"
     ):
         build_stages(_context(cfg, tmp_path))
+
+
+def test_predict_workers_is_checked_before_any_work(tmp_path: Path):
+    def workers(n: Any) -> Any:
+        return lambda data, tmp: data["segmentation"].__setitem__("predict_workers", n)
+
+    assert load_run_config(_study(tmp_path, workers(2))).segmentation.predict_workers == 2
+    with pytest.raises(ConfigError, match="segmentation.predict_workers"):
+        load_run_config(_study(tmp_path, workers(-1)))

@@ -89,6 +89,15 @@ class SegmentationSpec:
     evaluate: bool = field(
         default=True, metadata={"help": "Dice/HD95/level identification where reference masks exist"}
     )
+    predict_workers: int = field(
+        default=1,
+        metadata={
+            "help": "on the CPU, worker processes segment-predict splits each cohort over, one thread each "
+            "(`cdeg segment predict --devices cpu:N`; 0 = one per core): the steps around the network run "
+            "on one core, so two workers keep two cores busy. Masks equal up to float rounding",
+            "range": (0, 1024),
+        },
+    )
 
 
 @dataclass(frozen=True)

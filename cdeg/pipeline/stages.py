@@ -30,6 +30,7 @@ Every stage folder holds its ``cdeg_stage.json`` (see :mod:`cdeg.pipeline.cache`
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -615,13 +616,18 @@ def _run_segment_predict(stage: Stage, ctx: Context, params: dict[str, Any]) -> 
     key = stage.name.split(":", 1)[1]
     config = segment_config(params)
     counts = {}
+    device, devices = ctx.device, None
+    workers = ctx.cfg.segmentation.predict_workers or os.cpu_count() or 1
+    if workers > 1 and resolved_device(ctx) == "cpu":
+        device, devices = "auto", f"cpu:{workers}"
     for m in params["modalities"]:
         s = predict(
             ctx.cohort_folder(key),
             m,
             ctx.model_folder(m),
             stage.folder,
-            device=ctx.device,
+            device=device,
+            devices=devices,
             config=config,
             strict=ctx.strict,
             progress=ctx.progress,
@@ -644,6 +650,7 @@ def _run_evaluate(stage: Stage, ctx: Context, params: dict[str, Any]) -> dict[st
         Evaluation(stage.folder).json,
         modality=",".join(params["modalities"]),
         progress=ctx.progress,
+        jobs=ctx.jobs,
     )
     return {
         m: {
