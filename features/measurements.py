@@ -228,6 +228,31 @@ class Plane:
         vals = ndimage.map_coordinates(win, idx.T, order=1, mode="constant", cval=0.0)
         return vals.reshape(mm.shape[:-1])
 
+    def sample_grid(
+        self, label: int, centre: np.ndarray, a: np.ndarray, s: np.ndarray, u: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`sample` at the points of ``_grid(centre, a, s, u)``, shape (len(s), len(u)).
+
+        Those points are an affine image of the index grid when `s` and `u` are evenly spaced (every caller's
+        aranges and linspaces), so the window is resampled by ``affine_transform``, the same linear
+        interpolation and edge handling as ``map_coordinates``, without building the point and index arrays
+        (they were most of the measurement time). Uneven `s` or `u` take :meth:`sample`.
+        """
+        if not (_even(s) and _even(u)):
+            return self.sample(label, _grid(centre, a, s, u))
+        from scipy import ndimage
+
+        win, off = self.indicator(label)
+        ds = float(s[1] - s[0]) if len(s) > 1 else 0.0
+        du = float(u[1] - u[0]) if len(u) > 1 else 0.0
+        n = _perp(a)
+        # index(i, j) = index_of(centre + s_i a + u_j n) - off, affine in (i, j)
+        start = self.index_of(centre + float(s[0]) * a + float(u[0]) * n) - off
+        matrix = np.column_stack([self._inv @ a * ds, self._inv @ n * du])
+        return ndimage.affine_transform(
+            win, matrix, offset=start, output_shape=(len(s), len(u)), order=1, mode="constant", cval=0.0
+        )
+
     def sample_image(self, mm: np.ndarray) -> np.ndarray:
         """Image values (nearest pixel) at mm points; NaN outside the image."""
         assert self.image is not None
@@ -426,6 +451,14 @@ class Surfaces:
         return (s - self.s_ant) / (self.s_post - self.s_ant)
 
 
+def _even(x: np.ndarray) -> bool:
+    """Evenly spaced (1 or 2 values are)."""
+    if len(x) < 3:
+        return True
+    d = np.diff(x)
+    return bool(np.allclose(d, d[0], rtol=1e-9, atol=1e-12))
+
+
 def _grid(centre: np.ndarray, a: np.ndarray, s: np.ndarray, u: np.ndarray) -> np.ndarray:
     n = _perp(a)
     return centre[None, None, :] + s[:, None, None] * a[None, None, :] + u[None, :, None] * n[None, None, :]
@@ -576,7 +609,7 @@ def _body_in_frame(
     ps, pu = (pts - centre) @ a, (pts - centre) @ n
     s = np.arange(ps.min() - 2.0, ps.max() + 2.0, opts.line_step_mm)
     u = np.arange(pu.min() - 2.0, pu.max() + 2.0, opts.step_mm)
-    inside = plane.sample(vertebra, _grid(centre, a, s, u)) >= 0.5
+    inside = plane.sample_grid(vertebra, centre, a, s, u) >= 0.5
     column = _body_column(inside, s, opts.step_mm, centre, a, discs, is_c2)
     if column is None:
         return None
@@ -653,10 +686,9 @@ def _body_walls(
     Osteophytes (at the endplates, anterior) and pedicles (upper half, posterior; they join the arch in
     projections) push some exits outwards; the walls are the innermost exits.
     """
-    n = _perp(a)
     band = u_mid + h * np.linspace(-0.35, 0.35, 15)
-    base = _grid(centre, a, s, np.zeros(1))[:, 0, :]
-    lines = plane.sample(vertebra, base[None, :, :] + band[:, None, None] * n)
+    # points centre + s_j a + band_i n: the grid of (s, band), transposed to (band, s)
+    lines = plane.sample_grid(vertebra, centre, a, s, band).T
     start = np.full(len(band), c_idx)
     wa = _wall_fit(_innermost(-_crossing_up(lines, s, start, inside=True)) * -1, band, _K_WALL)
     wp = _wall_fit(_innermost(_crossing_down(lines, s, start, inside=True)), band, _K_WALL)
@@ -686,7 +718,7 @@ def _body_endplates(
     if sp_mid - sa_mid < 2.0:
         return None
     cols = np.arange(sa_mid, sp_mid + ss / 2, ss)
-    fv = plane.sample(vertebra, _grid(centre, a, cols, u))
+    fv = plane.sample_grid(vertebra, centre, a, cols, u)
     jm = np.full(len(cols), int(np.argmin(np.abs(u - u_mid))))
     sup = _crossing_up(fv, u, jm, inside=True)
     inf = _crossing_down(fv, u, jm, inside=True)
@@ -768,12 +800,11 @@ def disc_surfaces(
         ps, pu = (pts - centre) @ a, (pts - centre) @ n
         s = np.arange(ps.min() - 3.0, ps.max() + 3.0, opts.line_step_mm)
         u = np.arange(pu.min() - 4.0, pu.max() + 4.0, opts.step_mm)
-        grid = _grid(centre, a, s, u)
-        f_d = plane.sample(disc, grid)
+        f_d = plane.sample_grid(disc, centre, a, s, u)
         g = f_d.max(axis=1)
         j0 = f_d.argmax(axis=1)
-        up = _crossing_up(plane.sample(upper_v, grid), u, j0, inside=False)
-        lo = _crossing_down(plane.sample(lower_v, grid), u, j0, inside=False)
+        up = _crossing_up(plane.sample_grid(upper_v, centre, a, s, u), u, j0, inside=False)
+        lo = _crossing_down(plane.sample_grid(lower_v, centre, a, s, u), u, j0, inside=False)
         present = g >= 0.5
         up[~present] = np.nan
         lo[~present] = np.nan
@@ -868,8 +899,8 @@ def canal_samples(plane: Plane, disc: int, surf: Surfaces, opts: MeasureOptions)
         return np.empty(0)
     n = surf.n
     top, bottom = surf.point(1.0, "upper"), surf.point(1.0, "lower")
-    post_g = plane.sample(
-        disc, _grid(surf.centre, surf.a, np.arange(surf.s_post, surf.s_post + 20, 0.2), np.zeros(1))
+    post_g = plane.sample_grid(
+        disc, surf.centre, surf.a, np.arange(surf.s_post, surf.s_post + 20, 0.2), np.zeros(1)
     )
     leave = np.nonzero(post_g[:, 0] < 0.5)[0]  # the posterior bulge may reach beyond the endplate corners
     s0 = surf.s_post + (leave[0] * 0.2 if len(leave) else 0.0) + 0.5
