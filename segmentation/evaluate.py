@@ -198,12 +198,19 @@ def identification(
     return {"n_reference_structures": len(cr), "not_identified": not_identified}
 
 
-def naming(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
-    """Level identification of one mask: misnamed predicted labels (with what they lie on) and missed levels."""
+def naming(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    boxes: tuple[dict[int, tuple[slice, ...]], dict[int, tuple[slice, ...]]] | None = None,
+) -> dict[str, Any]:
+    """Level identification of one mask: misnamed predicted labels (with what they lie on) and missed levels.
+
+    `boxes`: the :func:`_boxes` of `pred` and `ref` when the caller has them; each label is looked at inside
+    its box, not over the whole image."""
     misnamed = []
-    pred_boxes = _boxes(pred)  # each label is looked at inside its box, not over the whole image
+    pred_boxes, ref_boxes = boxes if boxes is not None else (_boxes(pred), _boxes(ref))
     pred_labels = sorted(pred_boxes)
-    ref_labels = {int(v) for v in np.unique(ref) if v}
+    ref_labels = set(ref_boxes)
     for lab in pred_labels:
         box = pred_boxes[lab]
         under = ref[box][pred[box] == lab]
@@ -256,12 +263,13 @@ def evaluate_case(pred_img: Any, ref_img: Any) -> dict[str, Any]:
     ref = sitk.GetArrayFromImage(ref_img)
     _leave_out_unannotated(pred, ref)
     spacing = tuple(float(s) for s in pred_img.GetSpacing()[::-1])
-    in_pred, in_ref = _label_values(pred), _label_values(ref)
+    # One pass per mask finds every label's bounding box (no 'not annotated' value is left in either); each
+    # label is then compared inside the union of its two boxes: the same Dice and distances (both masks lie
+    # inside, and the box edge is surface either way) at a fraction of the whole-image cost.
+    boxes = _boxes(pred), _boxes(ref)
+    in_pred, in_ref = set(boxes[0]), set(boxes[1])
     _check_labels(in_pred | in_ref)
     per_label = {}
-    # Every label is compared inside the union of its two bounding boxes: the same Dice and distances
-    # (both masks lie inside, and the box edge is surface either way) at a fraction of the whole-image cost.
-    boxes = _boxes(pred), _boxes(ref)
     for lab in labels.sort_labels(in_pred | in_ref):
         box = _union_box(boxes[0].get(lab), boxes[1].get(lab))
         p, r = pred[box] == lab, ref[box] == lab
@@ -272,7 +280,7 @@ def evaluate_case(pred_img: Any, ref_img: Any) -> dict[str, Any]:
             "in_reference": lab in in_ref,
             "in_prediction": lab in in_pred,
         }
-    return {"labels": per_label, **naming(pred, ref), **identification(pred, ref, spacing, boxes)}
+    return {"labels": per_label, **naming(pred, ref, boxes), **identification(pred, ref, spacing, boxes)}
 
 
 def _missed_labels(ref: np.ndarray) -> dict[str, dict[str, Any]]:
