@@ -129,6 +129,7 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer_name!r}")
         self.planned_epochs = self.num_epochs
         self.cpu_bf16: bool = bool(settings.get("cpu_bf16")) and self.device.type == "cpu"
+        self.logger = _ProgressPlotWhenAsked(self.logger)
 
     def on_train_start(self) -> None:
         # nnU-Net seeds nothing. The weights are initialised in super().on_train_start() and, without background
@@ -170,6 +171,24 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
             self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay, amsgrad=True
         )
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def on_epoch_end(self) -> None:
+        """nnU-Net's epoch end, with ``progress.png`` drawn every ``save_every`` epochs and at the end.
+
+        nnU-Net redraws progress.png, a 3000 x 5400 pixel figure, after every epoch: 0.7 s on the 2-core CPU
+        of the README's benchmarks, 6% of a radiograph epoch of the ``fast`` preset and 9% of an MRI one,
+        taken from a time budget. It is drawn with the periodic checkpoints and by :meth:`on_train_end` instead.
+        """
+        self.logger.draw = (self.current_epoch + 1) % self.save_every == 0
+        try:
+            super().on_epoch_end()
+        finally:
+            self.logger.draw = True
+
+    def on_train_end(self) -> None:
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        super().on_train_end()
 
     def run_training(self) -> None:
         """nnU-Net's training loop, re-planning the number of epochs against the deadline after each."""
@@ -214,6 +233,22 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
                 f"cdeg: time budget holds {fits} more epoch(s) of {per_epoch:.1f} s; training ends after epoch "
                 f"{self.num_epochs} (planned {self.planned_epochs})"
             )
+
+
+class _ProgressPlotWhenAsked:
+    """nnU-Net's logger, whose ``plot_progress_png`` does nothing while ``draw`` is false (see
+    :meth:`nnUNetTrainer_cdegBudget.on_epoch_end`); everything else is the logger's own."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self.draw = True
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        if self.draw:
+            self._logger.plot_progress_png(output_folder)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
 
 
 def channels_last(spatial_dims: int) -> torch.memory_format:

@@ -221,6 +221,7 @@ def test_cpu_bf16_trains_in_bfloat16_and_keeps_float32_weights(cohort: Path, tmp
     fold = model / m["results_folder"] / "fold_all"
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert "bfloat16 autocast, channels-last" in log
+    assert (fold / "progress.png").is_file()  # drawn at the end (no longer after every epoch)
     losses = [float(v) for v in re.findall(r"train_loss (\S+)", log)]
     assert len(losses) == 2 and all(np.isfinite(losses))
     weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)[
