@@ -23,10 +23,11 @@ IMPORTED = {
     "nnunetv2.inference.export_prediction": ["convert_predicted_logits_to_segmentation_with_correct_shape"],
     "nnunetv2.inference.data_iterators": ["PreprocessAdapterFromNpy"],
     "nnunetv2.experiment_planning.plan_and_preprocess_api": [
-        "extract_fingerprints",
+        "extract_fingerprint_dataset",
         "plan_experiments",
         "preprocess",
     ],
+    "nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor": ["DatasetFingerprintExtractor"],
     "nnunetv2.experiment_planning.experiment_planners.network_topology": ["get_pool_and_conv_props"],
     "nnunetv2.training.nnUNetTrainer.nnUNetTrainer": ["nnUNetTrainer"],
     "nnunetv2.training.lr_scheduler.polylr": ["PolyLRScheduler"],
@@ -40,6 +41,8 @@ TRAINER_METHODS = [
     "configure_rotation_dummyDA_mirroring_and_inital_patch_size",
     "save_checkpoint",
     "on_train_start",
+    "on_epoch_end",
+    "on_train_end",
     "train_step",
     "validation_step",
     "configure_optimizers",
@@ -80,6 +83,23 @@ def test_trainer_methods_cdeg_overrides_exist():
     assert not missing, f"nnUNetTrainer no longer has {missing}"
     params = list(inspect.signature(nnUNetTrainer.__init__).parameters)
     assert params[:6] == ["self", "plans", "configuration", "fold", "dataset_json", "device"], params
+
+
+def test_what_the_training_setup_relies_on():
+    """train.py passes its own fingerprint extractor class (fewer intensity samples); the budget trainer wraps
+    nnU-Net's logger to draw progress.png less often."""
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import (
+        DatasetFingerprintExtractor,
+    )
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
+    from nnunetv2.training.logging.nnunet_logger import MetaLogger
+
+    params = list(inspect.signature(extract_fingerprint_dataset).parameters)
+    assert params[:2] == ["dataset_id", "fingerprint_extractor_class"], params
+    assert "num_foreground_voxels_for_intensitystats" in inspect.getsource(
+        DatasetFingerprintExtractor.__init__
+    )
+    assert callable(getattr(MetaLogger, "plot_progress_png", None))
 
 
 @pytest.mark.parametrize("method", sorted(PREDICTOR_CALLS))
