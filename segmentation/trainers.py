@@ -173,13 +173,14 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def on_epoch_end(self) -> None:
-        """nnU-Net's epoch end, with ``progress.png`` drawn every ``save_every`` epochs and at the end.
+        """nnU-Net's epoch end; under a time budget, ``progress.png`` is drawn every ``save_every`` epochs and at
+        the end instead of after every epoch.
 
         nnU-Net redraws progress.png, a 3000 x 5400 pixel figure, after every epoch: 0.7 s on the 2-core CPU
         of the README's benchmarks, 6% of a radiograph epoch of the ``fast`` preset and 9% of an MRI one,
-        taken from a time budget. It is drawn with the periodic checkpoints and by :meth:`on_train_end` instead.
+        taken from the budget. Without a budget (``full``) it is drawn after every epoch, as nnU-Net does.
         """
-        self.logger.draw = (self.current_epoch + 1) % self.save_every == 0
+        self.logger.draw = self.deadline is None or (self.current_epoch + 1) % self.save_every == 0
         try:
             super().on_epoch_end()
         finally:
