@@ -367,7 +367,7 @@ def _plan_and_preprocess(
         _fingerprint_extractor(),
         num_processes=n_proc,
         # nnU-Net's own check (off by default in its API, ``--verify_dataset_integrity`` in its CLI) reads every
-        # case again in a process pool: 2.5 s per modality of the demo's training budgets. Every case written
+        # case again in a process pool: 2.6-2.9 s per modality of the demo's training budgets. Every case written
         # here already passed check_training_cases (headers, dimensions, mask grid and labels).
         check_dataset_integrity=False,
         clean=True,

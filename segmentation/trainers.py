@@ -177,19 +177,23 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
         the end instead of after every epoch.
 
         nnU-Net redraws progress.png, a 3000 x 5400 pixel figure, after every epoch: 0.7 s on the 2-core CPU
-        of the README's benchmarks, 6% of a radiograph epoch of the ``fast`` preset and 9% of an MRI one,
+        of the README's benchmarks, 6% of a radiograph epoch of the ``fast`` preset and 12% of an MRI one,
         taken from the budget. Without a budget (``full``) it is drawn after every epoch, as nnU-Net does.
         """
-        self.logger.draw = self.deadline is None or (self.current_epoch + 1) % self.save_every == 0
+        self.logger.draw = self._plots_after(self.current_epoch + 1)
         try:
             super().on_epoch_end()
         finally:
             self.logger.draw = True
 
     def on_train_end(self) -> None:
-        if self.local_rank == 0:
+        if self.local_rank == 0 and not self._plots_after(self.current_epoch):  # the last epoch did not draw it
             self.logger.plot_progress_png(self.output_folder)
         super().on_train_end()
+
+    def _plots_after(self, epochs_done: int) -> bool:
+        """Whether the epoch end draws progress.png after `epochs_done` epochs (see :meth:`on_epoch_end`)."""
+        return self.deadline is None or epochs_done % self.save_every == 0
 
     def run_training(self) -> None:
         """nnU-Net's training loop, re-planning the number of epochs against the deadline after each."""
