@@ -187,7 +187,9 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
             self.logger.draw = True
 
     def on_train_end(self) -> None:
-        if self.local_rank == 0 and not self._plots_after(self.current_epoch):  # the last epoch did not draw it
+        if self.local_rank == 0 and not self._plots_after(
+            self.current_epoch
+        ):  # the last epoch did not draw it
             self.logger.plot_progress_png(self.output_folder)
         super().on_train_end()
 
