@@ -187,9 +187,8 @@ class nnUNetTrainer_cdegBudget(nnUNetTrainer_cdegSpine):
             self.logger.draw = True
 
     def on_train_end(self) -> None:
-        if self.local_rank == 0 and not self._plots_after(
-            self.current_epoch
-        ):  # the last epoch did not draw it
+        # Drawn here unless the last epoch's end drew it already.
+        if self.local_rank == 0 and not self._plots_after(self.current_epoch):
             self.logger.plot_progress_png(self.output_folder)
         super().on_train_end()
 
