@@ -112,6 +112,9 @@ def waterfall_stem(patient_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", str(patient_id))[:80] or "patient"
 
 
+#: File type of the per-patient waterfalls (SVG, words as text: cheaper to draw than a PNG, and smaller).
+WATERFALL_SUFFIX = ".svg"
+
 #: Sub-folder of a waterfalls folder with the waterfalls grouped per level (same file stem as the per-variable one).
 GROUPED_WATERFALLS_DIR = "by_level"
 
@@ -641,11 +644,11 @@ class FitRun:
     def waterfalls(self) -> Path:
         return Path(self.root) / self.WATERFALLS_DIR
 
-    def waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+    def waterfall(self, patient_id: str, suffix: str = WATERFALL_SUFFIX) -> Path:
         """A patient's waterfall of the cross-validated risk (the id made safe as a file name)."""
         return self.waterfalls / f"{waterfall_stem(patient_id)}{suffix}"
 
-    def grouped_waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+    def grouped_waterfall(self, patient_id: str, suffix: str = WATERFALL_SUFFIX) -> Path:
         """A patient's waterfall of the cross-validated risk with the variables summed per level."""
         return self.waterfalls / f"{grouped_waterfall_stem(patient_id)}{suffix}"
 
@@ -721,11 +724,11 @@ class PredictionRun:
     def waterfalls(self) -> Path:
         return Path(self.root) / self.WATERFALLS_DIR
 
-    def waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+    def waterfall(self, patient_id: str, suffix: str = WATERFALL_SUFFIX) -> Path:
         """A patient's SHAP waterfall (the id made safe as a file name)."""
         return self.waterfalls / f"{waterfall_stem(patient_id)}{suffix}"
 
-    def grouped_waterfall(self, patient_id: str, suffix: str = ".png") -> Path:
+    def grouped_waterfall(self, patient_id: str, suffix: str = WATERFALL_SUFFIX) -> Path:
         """A patient's SHAP waterfall with the variables summed per level."""
         return self.waterfalls / f"{grouped_waterfall_stem(patient_id)}{suffix}"
 

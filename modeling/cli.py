@@ -207,7 +207,7 @@ def fit_command(
 @click.option("--features", required=True, type=_path_in, help="Features table of the patients.")
 @click.option("--clinical", type=_path_in, default=None, help="Clinical table of the patients (optional).")
 @click.option("--id-column", default=None, help="Patient id column [the model's].")
-@click.option("--no-waterfalls", is_flag=True, help="Skip the per-patient SHAP waterfall PNGs.")
+@click.option("--no-waterfalls", is_flag=True, help="Skip the per-patient SHAP waterfalls (SVG).")
 @click.option("--out", required=True, type=_dir_out, help="Output folder.")
 @_strict
 def predict_command(model, features, clinical, id_column, no_waterfalls, out, strict) -> None:

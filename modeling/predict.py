@@ -57,7 +57,7 @@ def predict(
     progress: ProgressArg = None,
     strict: bool = False,
 ) -> PredictResult:
-    """Probabilities per patient from a saved model, and one SHAP waterfall PNG per patient.
+    """Probabilities per patient from a saved model, and one SHAP waterfall (SVG) per patient.
 
     Variables of the model missing from the input are imputed with the development values (the fitted
     imputer's medians / most frequent levels), named in a warning, and their share is reported in
@@ -77,8 +77,8 @@ def predict(
     features, clinical : path
         Tables of the new patients (clinical optional).
     out : path
-        Folder for predictions.csv, predict.json, waterfalls/<patient>.png and
-        waterfalls/by_level/<patient>.png.
+        Folder for predictions.csv, predict.json, waterfalls/<patient>.svg and
+        waterfalls/by_level/<patient>.svg.
     progress : bool or callable, optional
         Progress of the waterfalls (:mod:`cdeg.progress`).
     strict : bool

@@ -94,10 +94,10 @@ def test_cross_validated_waterfalls_are_drawn_per_patient(cv_fit, tmp_path):
     X = pd.read_csv(tmp / "f.csv", dtype={"patient_id": str}).set_index("patient_id")
     files = write_oof_waterfalls(first3, X, FitRun(tmp_path), "accelerated", "patient_id")
     assert {f.relative_to(tmp_path).as_posix() for f in files} == {
-        "waterfalls/P0000.png",
-        "waterfalls/by_level/P0000.png",
-        "waterfalls/P0005.png",
-        "waterfalls/by_level/P0005.png",
+        "waterfalls/P0000.svg",
+        "waterfalls/by_level/P0000.svg",
+        "waterfalls/P0005.svg",
+        "waterfalls/by_level/P0005.svg",
     }
 
 

@@ -253,7 +253,7 @@ def test_predict_imputes_missing_variables_with_a_warning(signal_run, tmp_path, 
     assert (
         len(preds) == 30 and preds["probability"].between(0, 1).all() and (preds["imputed_share"] > 0).all()
     )
-    assert len(list((tmp_path / "pred" / "waterfalls").glob("*.png"))) == 30
+    assert len(list((tmp_path / "pred" / "waterfalls").glob("*.svg"))) == 30
 
 
 @pytest.mark.slow

@@ -224,8 +224,8 @@ def test_patient_ids_agree_across_stages(tiny_run: dict) -> None:
             pred = pd.read_csv(out / "predictions" / target / "predictions.csv", dtype={"patient_id": str})
             assert set(pred["patient_id"]) == ids
             # the cards' waterfalls are the fit's (cross-validated risk); the final model's are not drawn again
-            assert {p.stem for p in (out / "models" / target / "waterfalls").glob("*.png")} == ids
-            assert not list((out / "predictions" / target).glob("waterfalls/*.png"))
+            assert {p.stem for p in (out / "models" / target / "waterfalls").glob("*.svg")} == ids
+            assert not list((out / "predictions" / target).glob("waterfalls/*.svg"))
     val = pd.read_csv(out / "validation" / "accelerated" / "predictions.csv", dtype={"patient_id": str})
     ext = pd.read_csv(out / "cohorts" / "external" / "clinical.csv", dtype={"patient_id": str})
     assert set(val["patient_id"]) == set(ext["patient_id"])

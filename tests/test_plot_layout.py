@@ -144,9 +144,9 @@ def test_wrapped_titles_keep_their_words(sr: ShapResult) -> None:
 
 @pytest.mark.parametrize(
     ("name", "css_width"),
-    # the report's css widths (cdeg/report/sections.py): one performance panel 350 px, SHAP charts 545 px,
-    # waterfalls 520 px; a PNG narrower than that would be enlarged and blurred
-    [("roc, one panel", 350), ("shap_bar", 545), ("shap_beeswarm", 545), ("waterfall_grouped", 520)],
+    # the report's css widths (cdeg/report/sections.py): one performance panel 350 px, SHAP charts 545 px;
+    # a PNG narrower than that would be enlarged and blurred
+    [("roc, one panel", 350), ("shap_bar", 545), ("shap_beeswarm", 545)],
 )
 def test_figures_are_written_at_least_as_wide_as_the_report_shows_them(
     figures: dict[str, Figure], tmp_path, name: str, css_width: int
@@ -154,9 +154,24 @@ def test_figures_are_written_at_least_as_wide_as_the_report_shows_them(
     from PIL import Image
 
     fig = figures[name]
-    dpi, tight = (90, False) if name.startswith("waterfall") else (120, True)
-    (png,) = plots.save(fig, tmp_path / "f", svg=False, dpi=dpi, tight=tight)
+    dpi = 120
+    (png,) = plots.save(fig, tmp_path / "f", svg=False, dpi=dpi)
     width_px = Image.open(png).width
     assert width_px >= css_width
     # ... and not much wider: a figure drawn for a larger page shows its 8-9 pt text below 7 px on screen
     assert width_px / dpi * 72 <= 1.6 * css_width
+
+
+def test_waterfall_svg_is_drawn_for_the_report_width_with_its_words_as_text(
+    figures: dict[str, Figure], tmp_path
+) -> None:
+    """The waterfalls are SVG (vector: no blur at any width) whose words stay text; drawn for the report's 520 px,
+    so that their 8 pt text shows at about 8 px."""
+    import re
+
+    (svg,) = plots.save(figures["waterfall_grouped"], tmp_path / "w", png=False, svg_text=True, tight=False)
+    text = svg.read_text()
+    width_pt = float(re.search(r'<svg[^>]* width="([0-9.]+)pt"', text).group(1))
+    assert 520 * 0.9 <= width_pt <= 520 * 1.1
+    assert "<text" in text and "Patient " in text and "log-odds" in text
+    assert "sans-serif" in text  # a generic family last: viewers without DejaVu Sans still draw a sans font

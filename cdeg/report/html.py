@@ -114,6 +114,11 @@ def png_data(path: str | Path, width: int | None = None, colours: int | None = N
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
 
 
+def svg_data(path: str | Path) -> str:
+    """An SVG file as a base64 data URI."""
+    return "data:image/svg+xml;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def figure(
     path: str | Path | None,
     caption: str,
@@ -121,12 +126,14 @@ def figure(
     colours: int | None = 128,
     css_width: int | None = None,
 ) -> str:
-    """A <figure> with an inline PNG and its caption; a note when the file is missing."""
+    """A <figure> with an inline PNG or SVG and its caption; a note when the file is missing. `width` and
+    `colours` shrink a PNG (:func:`png_data`); an SVG is embedded as it is."""
     if path is None or not Path(path).is_file():
         return f'<p class="muted">({esc(caption)}: not available)</p>'
     style = f' style="width:{css_width}px"' if css_width else ""
+    src = svg_data(path) if Path(path).suffix == ".svg" else png_data(path, width, colours)
     return (
-        f'<figure{style}><img alt="{esc(caption)}" src="{png_data(path, width, colours)}">'
+        f'<figure{style}><img alt="{esc(caption)}" src="{src}">'
         f"<figcaption>{esc(caption)}</figcaption></figure>"
     )
 
