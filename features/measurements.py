@@ -332,17 +332,37 @@ def _angle_deg(v: np.ndarray) -> float:
     return math.degrees(math.atan2(v[1], v[0]))
 
 
+def _median(a: np.ndarray) -> float:
+    """np.median of a short 1D array (the same value: the middle, or the mean of the two middle values, of
+    the sorted values), without np.median's per-call overhead (most of a trimmed fit's time)."""
+    a = np.sort(a)
+    n = len(a)
+    return float((a[(n - 1) // 2] + a[n // 2]) / 2)
+
+
+def _polyfit(x: np.ndarray, y: np.ndarray, deg: int) -> np.ndarray:
+    """Least-squares polynomial coefficients, highest power first (as np.polyfit). The fits here are of
+    positions normalised to [0, 1] at degree <= 3, whose normal equations are well conditioned: solved directly,
+    they agree with np.polyfit to ~1e-13 in a quarter of its time."""
+    v = np.vander(x, deg + 1)
+    try:
+        return np.linalg.solve(v.T @ v, v.T @ y)
+    except np.linalg.LinAlgError:
+        return np.polyfit(x, y, deg)  # fewer distinct positions than coefficients: its minimum-norm answer
+
+
 def _trimmed_fit(x: np.ndarray, y: np.ndarray, deg: int, keep: np.ndarray) -> np.ndarray:
     """Refit without points far off the curve (3 MAD, at least 0.15 mm), starting from `keep`."""
-    coef = np.polyfit(x[keep], y[keep], deg)
+    coef = _polyfit(x[keep], y[keep], deg)
     for _ in range(8):
         r = y - np.polyval(coef, x)
-        mad = 1.4826 * np.median(np.abs(r[keep] - np.median(r[keep])))
-        new = np.abs(r - np.median(r[keep])) <= max(3.0 * mad, 0.15)
+        centre = _median(r[keep])
+        mad = 1.4826 * _median(np.abs(r[keep] - centre))
+        new = np.abs(r - centre) <= max(3.0 * mad, 0.15)
         if new.sum() < deg + 3 or np.array_equal(new, keep):
             break
         keep = new
-        coef = np.polyfit(x[keep], y[keep], deg)
+        coef = _polyfit(x[keep], y[keep], deg)
     return coef
 
 
