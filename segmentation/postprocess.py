@@ -34,6 +34,7 @@ Algorithm (works on a canonical-orientation array, 2D or 3D):
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,10 @@ from cdeg import labels
 HARD_SKIP_COST = 10.0  # per skipped level where neighbours touch: effectively forbidden
 BODY_DEPTH_MM = 15.0  # antero-posterior depth of a cervical vertebral body (14.5-17 mm in adults)
 DROP_COST = 3.0  # leaving a structure out, per unit of confidence: the last resort, after renaming
+#: Naming two neighbours whose cranio-caudal order is ambiguous (a disc whose centre lies within the height of a
+#: vertebra's anterior column) in the other order: cheaper than one confident renaming, so the order that lets
+#: the names fit wins, and never taken for nothing.
+SWAP_COST = 0.3
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Instance:
     ap_center: float
     order_key: float  # cranio-caudal position of the anterior column (vertebral body or disc)
     weight: float
+    order_span: tuple[float, float] = (0.0, 0.0)  # cranio-caudal extent of that anterior column
     assigned: int | None = None
     duplicate_of: int | None = None  # set when the label has several instances
 
@@ -101,6 +107,7 @@ def _instance(
         ap_center=float(ap.mean()),
         order_key=float(si[front].mean()),
         weight=float(confidence[vox].mean()) if confidence is not None else 1.0,
+        order_span=(float(si[front].min()), float(si[front].max())),
     )
 
 
@@ -202,52 +209,108 @@ def _gap_mm(a: Instance, b: Instance, shape: tuple[int, ...], spacing: tuple[flo
     return max(0.0, d - float(max(spacing)))
 
 
+def _order_ambiguous(a: Instance, b: Instance) -> bool:
+    """A disc and a vertebra whose cranio-caudal order cannot be told from their anterior columns: the disc's
+    centre lies within the vertebra's height there (an undertrained network's vertebra that reaches over the
+    disc below, a tilted lower cervical spine). Their levels may then be taken in either order."""
+    if labels.is_vertebra(a.label) == labels.is_vertebra(b.label):
+        return False
+    vertebra, disc = (a, b) if labels.is_vertebra(a.label) else (b, a)
+    return vertebra.order_span[0] < disc.order_key < vertebra.order_span[1]
+
+
+def _fits(inst: Instance, o: int) -> bool:
+    """Vertebrae take the even positions of the level sequence, discs the odd ones."""
+    return (o % 2 == 0) == labels.is_vertebra(inst.label)
+
+
+def _step(p: int | None, inst: Instance, o: int, skip: float) -> float:
+    """Cost of naming `inst` level `o` after level `p` (None: first): a renaming weighs its confidence, and the
+    levels skipped between cost `skip` each beyond the one two neighbours of the same kind always skip (the
+    disc between two vertebrae), which costs ``min(skip, 1)``."""
+    c = 0.0 if o == inst.order else inst.weight
+    if p is not None:
+        forced = 1 if (p % 2) == (o % 2) else 0
+        c += min(skip, 1.0) * forced + skip * (o - p - 1 - forced)
+    return c
+
+
+def _moves(
+    instances: list[Instance],
+    k: int,
+    p: int | None,
+    prev: int,
+    skip_cost: Callable[[int, int], float],
+    swappable: frozenset[int],
+) -> Iterator[tuple[int, float, tuple[tuple[int, int], ...]]]:
+    """From `k` instances named (the last level `p`, the instance named last `prev`): each way to name the next
+    one, or the next two in swapped order, as (instances consumed, cost, ((instance, level), ...))."""
+    n_levels = len(labels.STRUCTURES)
+    first = 0 if p is None else p + 1
+    inst = instances[k]
+    skip = skip_cost(prev, k) if prev >= 0 else 0.0
+    for o in range(first, n_levels):
+        if _fits(inst, o):
+            yield 1, _step(p, inst, o, skip), ((k, o),)
+    if k not in swappable or k + 1 >= len(instances):
+        return
+    upper, lower = instances[k + 1], instances[k]
+    skip_upper = skip_cost(prev, k + 1) if prev >= 0 else 0.0
+    skip_lower = skip_cost(k + 1, k)
+    for o1 in (o for o in range(first, n_levels) if _fits(upper, o)):
+        c1 = SWAP_COST + _step(p, upper, o1, skip_upper)
+        for o2 in (o for o in range(o1 + 1, n_levels) if _fits(lower, o)):
+            yield 2, c1 + _step(o1, lower, o2, skip_lower), ((k + 1, o1), (k, o2))
+
+
 def assign_levels(
-    instances: list[Instance], skip_costs: list[float], drop_cost: float | None = None
+    instances: list[Instance],
+    skip_cost: Callable[[int, int], float],
+    drop_cost: float | None = None,
+    swappable: frozenset[int] = frozenset(),
 ) -> list[int | None] | None:
     """Cheapest strictly increasing, kind-respecting level orders for the sorted instances.
 
-    `skip_costs[k]` is the cost per level skipped between instance k-1 and k (index 0 unused) beyond the
-    one level that two neighbours of the same kind always skip (the disc between two vertebrae), which
-    costs ``min(skip_costs[k], 1)``. With `drop_cost`, an instance may also be left out (its order is None)
-    at ``drop_cost * weight``: the way out when no naming fits all structures. Returns None when no
-    assignment exists (only possible without `drop_cost`).
+    `skip_cost(i, j)` is the cost per level skipped between instance i and instance j named next (see
+    :func:`_step`). With `drop_cost`, an instance may also be left out (its order is None) at
+    ``drop_cost * weight``: the way out when no naming fits all structures. For k in `swappable`, instances
+    k and k + 1 may be named in the other order at :data:`SWAP_COST` (:func:`_order_ambiguous`). Returns each
+    instance's order, or None when no assignment exists (only possible without `drop_cost`).
     """
     n_levels = len(labels.STRUCTURES)
     none = n_levels  # state "nothing assigned yet"
-    inf = float("inf")
     n = len(instances)
-    cost = np.full((n + 1, n_levels + 1), inf)
-    back = np.full((n + 1, n_levels + 1), -1, dtype=int)
-    cost[0, none] = 0.0
-    for k, inst in enumerate(instances):
-        even = labels.is_vertebra(inst.label)
+    # cost[k, p, f]: the first k instances named, the last level p; f = 1 when the last step named a swapped
+    # pair, so that the instance named last is k - 2, not k - 1 (the skip cost of the next step depends on it).
+    cost = np.full((n + 1, n_levels + 1, 2), np.inf)
+    back: dict[tuple[int, int, int], tuple[tuple[int, int, int], tuple[tuple[int, int | None], ...]]] = {}
+    cost[0, none, 0] = 0.0
+
+    def relax(state: tuple[int, int, int], c: float, came: tuple, named: tuple) -> None:
+        # Strictly cheaper only: ties keep the lower previous level, which keeps names closest to the top anchor.
+        if c < cost[state] - 1e-12:
+            cost[state], back[state] = c, (came, named)
+
+    for k in range(n):
         for p in range(n_levels + 1):
-            base = cost[k, p]
-            if base == inf:
-                continue
-            if drop_cost is not None and base + drop_cost * inst.weight < cost[k + 1, p] - 1e-12:
-                cost[k + 1, p], back[k + 1, p] = base + drop_cost * inst.weight, p
-            for o in range(0 if p == none else p + 1, n_levels):
-                if (o % 2 == 0) != even:
+            for f in (0, 1):
+                base = cost[k, p, f]
+                if base == np.inf:
                     continue
-                c = base + (0.0 if o == inst.order else inst.weight)
-                if p != none:
-                    skipped = o - p - 1
-                    forced = 1 if (p % 2) == (o % 2) else 0  # same kind: the level between is always skipped
-                    c += min(skip_costs[k], 1.0) * forced + skip_costs[k] * (skipped - forced)
-                # Ties keep the lower previous level, which keeps names closest to the top anchor (C2).
-                if c < cost[k + 1, o] - 1e-12:
-                    cost[k + 1, o], back[k + 1, o] = c, p
+                if drop_cost is not None:
+                    relax((k + 1, p, 0), base + drop_cost * instances[k].weight, (k, p, f), ((k, None),))
+                last = None if p == none else p
+                for used, c, named in _moves(instances, k, last, k - 1 - f, skip_cost, swappable):
+                    relax((k + used, named[-1][1], used - 1), base + c, (k, p, f), named)
     if n == 0 or not np.isfinite(cost[n]).any():
         return None
-    state = int(np.argmin(cost[n]))
-    path: list[int | None] = []
-    for k in range(n, 0, -1):
-        prev = int(back[k, state])
-        path.append(None if prev == state else state)
-        state = prev
-    return path[::-1]
+    state = (n, *(int(v) for v in np.unravel_index(int(np.argmin(cost[n])), cost[n].shape)))
+    path: list[int | None] = [None] * n
+    while state[0] > 0:
+        state, named = back[state]
+        for i, o in named:
+            path[i] = o
+    return path
 
 
 def check_levels(
@@ -283,52 +346,42 @@ def check_levels(
         ]
     cache: dict[tuple[int, int], float] = {}
 
-    def gaps_and_costs() -> tuple[list[float], list[float]]:
-        gaps = [0.0]
-        for a, b in itertools.pairwise(instances):
-            key = (id(a), id(b))
-            if key not in cache:
-                cache[key] = _gap_mm(a, b, seg.shape, spacing)
-            gaps.append(cache[key])
-        return gaps, [opts.gap_penalty if g >= opts.room_mm else HARD_SKIP_COST for g in gaps]
+    def gap(a: Instance, b: Instance) -> float:
+        key = (id(a), id(b))
+        if key not in cache:
+            cache[key] = _gap_mm(a, b, seg.shape, spacing)
+        return cache[key]
 
-    gaps, skip_costs = gaps_and_costs()
-    path = assign_levels(instances, skip_costs)
-    while path is None and any(i.duplicate_of is not None for i in instances):
-        # More structures than levels: drop the smallest extra copy of a label (noise) and try again.
-        extra = [i for i in instances if i.duplicate_of is not None and i is not _primary(i.label, instances)]
-        if not extra:
-            break
-        drop = min(extra, key=lambda i: (i.size, i.weight))
-        instances = [i for i in instances if i is not drop]
-        findings.append(
-            Finding(
-                "fragments_removed",
-                f"extra {labels.name_of(drop.label)} copy ({drop.size} voxels) "
-                "removed: more structures than levels",
-                True,
-            )
+    def assign(drop_cost: float | None = None) -> list[int | None] | None:
+        def skip_cost(i: int, j: int) -> float:
+            return opts.gap_penalty if gap(instances[i], instances[j]) >= opts.room_mm else HARD_SKIP_COST
+
+        swappable = frozenset(
+            k for k, (a, b) in enumerate(itertools.pairwise(instances)) if _order_ambiguous(a, b)
         )
-        gaps, skip_costs = gaps_and_costs()
-        path = assign_levels(instances, skip_costs)
+        return assign_levels(instances, skip_cost, drop_cost, swappable)
+
+    path = assign()
     if path is None:
-        # Still no naming fits (e.g. a structure sorted far out of place): leave out the structures that
-        # cost least to lose instead of giving up on the whole mask.
-        path = assign_levels(instances, skip_costs, drop_cost=DROP_COST)
+        # No naming fits every structure (more structures than levels, or one sorted far out of place): leave
+        # out those that cost least to lose, extra copies of a label or not, instead of giving up on the mask.
+        path = assign(drop_cost=DROP_COST)
         assert path is not None  # dropping always makes a solution
         for inst, o in zip(instances, path, strict=True):
-            if o is None:
-                findings.append(
-                    Finding(
-                        "sequence",
-                        f"a {labels.name_of(inst.label)} structure ({inst.size} voxels) "
-                        "fits nowhere in the cranio-caudal sequence; removed",
-                        True,
-                    )
-                )
-        kept = [(i, o) for i, o in zip(instances, path, strict=True) if o is not None]
-        instances, path = [i for i, _ in kept], [o for _, o in kept]
-        gaps = [0.0] + [_gap_mm(a, b, seg.shape, spacing) for a, b in itertools.pairwise(instances)]
+            if o is not None:
+                continue
+            name = labels.name_of(inst.label)
+            if inst.duplicate_of is not None:
+                check, detail = "fragments_removed", f"extra {name} copy ({inst.size} voxels) removed: "
+                detail += "more structures than levels"
+            else:
+                check, detail = "sequence", f"a {name} structure ({inst.size} voxels) fits nowhere in the "
+                detail += "cranio-caudal sequence; removed"
+            findings.append(Finding(check, detail, True))
+    # The structures in the order of their levels (a swapped pair's order follows its names).
+    kept = sorted(((o, i) for i, o in zip(instances, path, strict=True) if o is not None), key=lambda t: t[0])
+    path, instances = [o for o, _ in kept], [i for _, i in kept]
+    gaps = [0.0] + [gap(a, b) for a, b in itertools.pairwise(instances)]
     out = np.zeros_like(seg)
     renamed = []
     for inst, o in zip(instances, path, strict=True):
@@ -340,11 +393,6 @@ def check_levels(
     findings.extend(_rename_findings(renamed, opts.repair))
     findings.extend(_gap_findings(instances, path, gaps))
     return out, findings
-
-
-def _primary(label: int, instances: list[Instance]) -> Instance:
-    """The copy of a label that is kept longest: the largest, then the most confident."""
-    return max((i for i in instances if i.label == label), key=lambda i: (i.size, i.weight))
 
 
 def _rename_findings(renamed: list[Instance], repaired: bool) -> list[Finding]:

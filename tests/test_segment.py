@@ -470,6 +470,21 @@ def test_more_copies_than_levels_drops_the_smallest_copies(xray_mask):
     assert (out > 0).sum() == 7 * 42 and any("more structures than levels" in f.detail for f in findings)
 
 
+def test_vertebra_reaching_over_the_disc_below_keeps_its_name(xray_mask):
+    # An undertrained network's C7 that reaches down in front of the C7-T1 disc (seen in the demo's
+    # radiographs): by their anterior columns C7-T1 sorts above C7, and no naming of that order keeps both C7
+    # and T1. The two overlap cranio-caudally, so they are named in the other order instead of C7 being dropped.
+    from cdeg.segmentation.postprocess import find_instances
+
+    mask = xray_mask.copy()
+    mask[66:81, 14:24] = labels.label_of("C7")
+    instances, _ = find_instances(mask, XRAY_SPACING, 0, None, PostprocessOptions())
+    names = [labels.name_of(i.label) for i in instances]
+    assert names[-3:] == ["C7-T1", "C7", "T1"]  # the premise: sorted out of order
+    out, findings = check_levels(mask, XRAY_SPACING, 0)
+    assert np.array_equal(out, mask) and findings == []
+
+
 def test_structure_out_of_sequence_is_dropped_not_the_whole_mask():
     # T1 predicted above C2: no naming keeps every structure, so that one structure is left out and
     # the other twelve keep their names.
