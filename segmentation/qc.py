@@ -6,6 +6,7 @@ level names: each structure is filled in its colour and labelled with its level 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ def mid_slice(mask: np.ndarray) -> int:
     return int(np.argmax(counts)) if counts.any() else mask.shape[0] // 2
 
 
+#: Width of a QC picture (px) and the size of its words: what the earlier matplotlib figure had (4.5 in at 110
+#: dpi; level names 7 pt bold, title 8 pt).
+QC_WIDTH_PX = 495
+_NAME_PX = 11
+_TITLE_PX = 12
+
+
+@functools.cache
+def _font(bold: bool, size: int) -> Any:
+    """DejaVu Sans from matplotlib's own fonts (a dependency), so the pictures look the same on every machine."""
+    import matplotlib
+    from PIL import ImageFont
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
 def write_qc_png(
     path: str | Path,
     image: np.ndarray,
@@ -65,6 +83,11 @@ def write_qc_png(
     title: str,
 ) -> Path:
     """Write an overlay of a 2D `mask` on a 2D `image` (rows superior->inferior, columns anterior->posterior).
+
+    The picture is :data:`QC_WIDTH_PX` wide with the true aspect ratio, each structure tinted in its colour and
+    named beside it (vertebrae to the right, discs to the left, so that the names do not collide), the title
+    above. Drawn with Pillow: about half the time a matplotlib figure took, and every patient gets one per
+    modality.
 
     Parameters
     ----------
@@ -77,10 +100,7 @@ def write_qc_png(
     title : str
         Shown above the picture.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from PIL import Image, ImageDraw
 
     img = image.astype(np.float32)
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
@@ -91,29 +111,24 @@ def write_qc_png(
         sel = mask == lab
         rgb[sel] = 0.45 * rgb[sel] + 0.55 * np.asarray(_colour(lab))
     h_mm, w_mm = mask.shape[0] * spacing[0], mask.shape[1] * spacing[1]
-    fig = Figure(figsize=(4.5, 4.5 * h_mm / max(w_mm, 1e-6)), dpi=110)
-    ax = fig.add_axes((0, 0, 1, 0.94))
-    ax.imshow(rgb, extent=(0, w_mm, h_mm, 0), interpolation="nearest")
+    width = QC_WIDTH_PX
+    height = max(1, round(width * h_mm / max(w_mm, 1e-6)))
+    band = _TITLE_PX + 8  # the title's band above the picture
+    picture = Image.fromarray(np.round(rgb * 255).astype(np.uint8)).resize((width, height), Image.NEAREST)
+    canvas = Image.new("RGB", (width, height + band), "white")
+    canvas.paste(picture, (0, band))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((width / 2, band / 2), title, fill="black", font=_font(False, _TITLE_PX), anchor="mm")
+    px_per_mm = width / max(w_mm, 1e-6)
     for lab in present:
         rows, cols = np.nonzero(mask == lab)
         s = labels.structure(lab)
-        # Vertebra names to the right of the structure, disc names to the left, so they do not collide.
-        x = (cols.max() + 2) * spacing[1] if s.kind == "vertebra" else max(cols.min() - 2, 0) * spacing[1]
-        ax.text(
-            x,
-            rows.mean() * spacing[0],
-            s.name,
-            color=_colour(lab),
-            fontsize=7,
-            va="center",
-            ha="left" if s.kind == "vertebra" else "right",
-            fontweight="bold",
-        )
-    ax.set_axis_off()
-    fig.suptitle(title, fontsize=8, y=0.99)
+        x_mm = (cols.max() + 2) * spacing[1] if s.kind == "vertebra" else max(cols.min() - 2, 0) * spacing[1]
+        xy = (x_mm * px_per_mm, band + rows.mean() * spacing[0] * px_per_mm)
+        anchor = "lm" if s.kind == "vertebra" else "rm"
+        draw.text(xy, s.name, fill=labels.colour(lab), font=_font(True, _NAME_PX), anchor=anchor)
     path = Path(path)
     with atomic_path(path) as tmp:
-        # zlib level 1: a third of level 6's encoding time (the largest part of drawing one overlay) for a file
-        # about a third larger; every patient gets one per modality.
-        fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 1})
+        # zlib level 1: a third of level 6's encoding time for a file about a third larger.
+        canvas.save(tmp, format="PNG", compress_level=1)
     return path
