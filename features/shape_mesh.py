@@ -4,8 +4,8 @@ PyRadiomics 3.0.1 computes them in one C function, ``radiomics._cshape.calculate
 (``radiomics/src/cshape.c``): a marching-cubes mesh whose vertices sit midway between a voxel inside and one
 outside the mask, its area and enclosed volume summed per cube, and the four diameters as the largest distance
 between any two mesh vertices (all of them; in the same slice, column or row). The diameters compare every pair
-of vertices: O(V^2), 70-90 ms for one vertebra of an MRI resampled to 0.5 mm in-plane, a third of `extract`'s
-time on an MRI (README, Benchmarks: "Extraction"). Here:
+of vertices: O(V^2), 60 ms per structure of an MRI resampled to 0.5 mm in-plane (15 ms here), a third of
+`extract`'s time on an MRI (`benchmarks/bench_shape_mesh.py`). Here:
 
 * **Area and volume** are sums over cubes of a term that depends only on the cube's corner pattern (256
   possible) and, for the volume, linearly on the cube's position (the C code sums the signed volume of the
