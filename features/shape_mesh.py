@@ -105,7 +105,16 @@ def _vertices(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
                 axis=1,
             )
         )
-    return np.concatenate(parts) if parts else np.zeros((0, 3))
+    return np.concatenate(parts)
+
+
+def _squared_norm(diff: np.ndarray) -> np.ndarray:
+    """Squared length of each difference vector (last axis), summed in axis order as the C code sums it, so that
+    the largest one is the same double."""
+    sq = diff[..., 0] * diff[..., 0]
+    for d in range(1, diff.shape[-1]):
+        sq = sq + diff[..., d] * diff[..., d]
+    return sq
 
 
 def _max_sq_distance(points: np.ndarray) -> float:
@@ -119,10 +128,7 @@ def _max_sq_distance(points: np.ndarray) -> float:
     best = 0.0
     for start in range(0, len(points), _ROWS_PER_BLOCK):  # blocks of rows: memory stays small for large hulls
         diff = points[start : start + _ROWS_PER_BLOCK, None, :] - points[None, :, :]
-        sq = diff[..., 0] * diff[..., 0]
-        for d in range(1, points.shape[1]):
-            sq = sq + diff[..., d] * diff[..., d]
-        best = max(best, float(sq.max()))
+        best = max(best, float(_squared_norm(diff).max()))
     return best
 
 
@@ -181,11 +187,7 @@ def _max_sq_in_planes(points: np.ndarray, axis: int) -> float:
         plane = np.repeat(np.arange(len(n)), n * n)
         k = np.arange(int((n * n).sum())) - np.repeat(np.cumsum(n * n) - n * n, n * n)
         i, j = s[plane] + k // n[plane], s[plane] + k % n[plane]
-        diff = candidates[i] - candidates[j]
-        sq = diff[:, 0] * diff[:, 0]
-        for d in range(1, diff.shape[1]):
-            sq = sq + diff[:, d] * diff[:, d]
-        best = max(best, float(sq.max()))
+        best = max(best, float(_squared_norm(candidates[i] - candidates[j]).max()))
     return best
 
 

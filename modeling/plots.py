@@ -1,7 +1,8 @@
 """Figures: ROC, calibration, decision curve, SHAP bar / beeswarm / dependence / waterfall, and grouped SHAP.
 
 Built with matplotlib's object API on the Agg canvas (no pyplot, no global backend switch, no display), and
-written atomically as PNG and SVG (the per-patient waterfalls as SVG only, their words as text). Every axis says its unit; SHAP axes say "log-odds".
+written atomically as PNG and SVG (the per-patient waterfalls as SVG only, their words as text). Every axis
+says its unit; SHAP axes say "log-odds".
 
 Layout: figures are sized for the width the study report shows them at (``css_width`` of
 :func:`cdeg.report.html.figure`: 350 px for one performance panel, 545 px for the SHAP charts, 520 px for a

@@ -25,7 +25,10 @@ Algorithm (works on a canonical-orientation array, 2D or 3D):
    where ``w_k`` is the structure's mean predicted probability (1 without probabilities), so the most
    confident levels anchor the sequence. A skipped level is cheap (``gap_penalty``) where the two
    structures are separated by at least ``room_mm`` of background (a structure the network missed) and
-   prohibitive where they touch (there is no room for the level a name jump implies).
+   prohibitive where they touch (there is no room for the level a name jump implies). A disc and a
+   vertebra whose order the anterior columns cannot tell (:func:`_order_ambiguous`) may be named in either
+   order at ``SWAP_COST``. Where no naming fits every structure, the programme may also leave structures
+   out, at ``DROP_COST`` times their weight each.
 4. *Repair and report.* Renamed structures get their new labels (swapped neighbours, a duplicated
    level, a disc misnamed between two correctly named vertebrae); skipped levels that remain are
    reported, not invented.
@@ -352,20 +355,17 @@ def check_levels(
             cache[key] = _gap_mm(a, b, seg.shape, spacing)
         return cache[key]
 
-    def assign(drop_cost: float | None = None) -> list[int | None] | None:
-        def skip_cost(i: int, j: int) -> float:
-            return opts.gap_penalty if gap(instances[i], instances[j]) >= opts.room_mm else HARD_SKIP_COST
+    def skip_cost(i: int, j: int) -> float:
+        return opts.gap_penalty if gap(instances[i], instances[j]) >= opts.room_mm else HARD_SKIP_COST
 
-        swappable = frozenset(
-            k for k, (a, b) in enumerate(itertools.pairwise(instances)) if _order_ambiguous(a, b)
-        )
-        return assign_levels(instances, skip_cost, drop_cost, swappable)
-
-    path = assign()
+    swappable = frozenset(
+        k for k, (a, b) in enumerate(itertools.pairwise(instances)) if _order_ambiguous(a, b)
+    )
+    path = assign_levels(instances, skip_cost, swappable=swappable)
     if path is None:
         # No naming fits every structure (more structures than levels, or one sorted far out of place): leave
         # out those that cost least to lose, extra copies of a label or not, instead of giving up on the mask.
-        path = assign(drop_cost=DROP_COST)
+        path = assign_levels(instances, skip_cost, DROP_COST, swappable)
         assert path is not None  # dropping always makes a solution
         for inst, o in zip(instances, path, strict=True):
             if o is not None:

@@ -107,9 +107,11 @@ def write_qc_png(
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.repeat(img[..., None], 3, axis=2)
     present = [int(v) for v in np.unique(mask) if v and int(v) in labels.ALL_LABELS]
+    where = {}  # label -> (rows, cols) of its pixels, for its name
     for lab in present:
         sel = mask == lab
         rgb[sel] = 0.45 * rgb[sel] + 0.55 * np.asarray(_colour(lab))
+        where[lab] = np.nonzero(sel)
     h_mm, w_mm = mask.shape[0] * spacing[0], mask.shape[1] * spacing[1]
     width = QC_WIDTH_PX
     height = max(1, round(width * h_mm / max(w_mm, 1e-6)))
@@ -120,8 +122,7 @@ def write_qc_png(
     draw = ImageDraw.Draw(canvas)
     draw.text((width / 2, band / 2), title, fill="black", font=_font(False, _TITLE_PX), anchor="mm")
     px_per_mm = width / max(w_mm, 1e-6)
-    for lab in present:
-        rows, cols = np.nonzero(mask == lab)
+    for lab, (rows, cols) in where.items():
         s = labels.structure(lab)
         x_mm = (cols.max() + 2) * spacing[1] if s.kind == "vertebra" else max(cols.min() - 2, 0) * spacing[1]
         xy = (x_mm * px_per_mm, band + rows.mean() * spacing[0] * px_per_mm)
